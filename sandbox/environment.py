@@ -1,0 +1,82 @@
+"""The seam between the generic sandbox and whatever a host puts into a snippet's scope.
+
+The sandbox knows nothing about Twilio or connections. A host names an *environment factory* by dotted path
+(``"zingyconn.twilio.snippet:environment"``); the zygote imports that module once (so heavy imports are paid
+before any fork) and each child calls the factory once per run to get the names and modules for that run.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+JSON = Any
+
+
+class HostChannel(Protocol):
+    """How code inside a run asks the host for something (the only way out of the child).
+
+    ``request`` blocks until the host answers and returns the answer's JSON payload. A refused request raises
+    :class:`~sandbox.errors.EgressDeniedError` or :class:`~sandbox.errors.QuotaExceededError` inside the run.
+    """
+
+    def request(self, op: str, payload: Mapping[str, JSON]) -> JSON:
+        """Send one request named *op* to the host and return its answer."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What the environment factory gets for one run.
+
+    Attributes:
+        host: The channel to the host for this run.
+        context: JSON the host passed for this run (e.g. the tenant's connection names); never secrets.
+    """
+
+    host: HostChannel
+    context: Mapping[str, JSON]
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """Names and modules a host adds to a snippet's scope.
+
+    Attributes:
+        names: Extra globals (e.g. ``{"zingyConn": ...}``); must not start with ``_``.
+        modules: Extra importable modules, dotted name -> façade object (never a real module).
+        hidden_attributes: Attribute names that the ``_getattr_`` guard refuses on instances of a type,
+            e.g. ``{ClientBase: frozenset({"password", "auth", "http_client"})}``.
+    """
+
+    names: Mapping[str, object] = field(default_factory=dict)
+    modules: Mapping[str, object] = field(default_factory=dict)
+    hidden_attributes: Mapping[type, frozenset[str]] = field(default_factory=dict)
+
+
+EnvironmentFactory = Callable[[RunContext], Environment]
+
+
+def empty_environment(run: RunContext) -> Environment:
+    """Return an environment that adds nothing (the default when a host names none)."""
+    del run
+    return Environment()
+
+
+def load_environment_factory(dotted: str | None) -> EnvironmentFactory:
+    """Import ``"package.module:function"`` and return the factory it names.
+
+    Raises:
+        ValueError: *dotted* is not of the form ``module:function`` or does not name a callable.
+    """
+    if not dotted:
+        return empty_environment
+    module_name, sep, attribute = dotted.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"Environment {dotted!r} must be written as 'package.module:function'.")
+    factory = getattr(importlib.import_module(module_name), attribute, None)
+    if not callable(factory):
+        raise ValueError(f"Environment {dotted!r} does not name a callable in {module_name!r}.")
+    return factory  # type: ignore[no-any-return]  # checked callable above; the signature is the contract

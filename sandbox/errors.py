@@ -1,0 +1,104 @@
+"""Errors of the generic snippet sandbox.
+
+Every failure a snippet can cause is reported as data (a :class:`~sandbox.result.RunError` on the
+:class:`~sandbox.result.RunResult`); these classes are what :meth:`RunResult.raise_for_error` raises and what
+host code catches. The tree::
+
+    SandboxError
+    ├── CompileError (.errors)          # the policy rejected the source; every "Line N: ..." at once
+    ├── SnippetError (.exception, .lineno, .snippet_traceback)
+    ├── EgressDeniedError               # a request to the host was refused (host allowlist, SSRF, bad op)
+    ├── LimitExceededError
+    │   ├── TimeLimitExceededError      # wall clock or CPU seconds
+    │   ├── MemoryLimitExceededError
+    │   ├── OutputLimitExceededError    # stdout/logs or result over their byte caps
+    │   └── QuotaExceededError          # per-run request cap or per-tenant rate limit
+    └── WorkerCrashedError              # our bug or the machine, never the user's
+
+Inside a snippet, guards raise ordinary Python exceptions (``AttributeError``, ``ImportError``, ``TypeError``)
+that the snippet may catch; ``EgressDeniedError`` and ``QuotaExceededError`` are also raised inside the snippet
+(they are ``Exception`` subclasses) so a snippet can handle a refused call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+
+class SandboxError(Exception):
+    """Base class of every error the sandbox reports."""
+
+    #: Exit code the CLI uses when this error ends a run (1: the snippet failed; see subclasses).
+    exit_code: ClassVar[int] = 1
+
+
+class CompileError(SandboxError):
+    """Raised when the policy rejects a snippet; ``errors`` holds every ``Line N: ...`` message."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        self.errors: tuple[str, ...] = tuple(errors)
+        super().__init__("\n".join(self.errors))
+
+
+class SnippetError(SandboxError):
+    """Raised when the snippet itself raised; carries the exception type name and the snippet line."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exception: str = "Exception",
+        lineno: int | None = None,
+        snippet_traceback: str | None = None,
+    ) -> None:
+        self.exception = exception
+        self.lineno = lineno
+        self.snippet_traceback = snippet_traceback
+        super().__init__(message)
+
+
+class EgressDeniedError(SandboxError):
+    """Raised when the host refuses a request made by the snippet (not allowlisted, private address, ...)."""
+
+
+class LimitExceededError(SandboxError):
+    """Base class of the errors that name a breached limit."""
+
+
+class TimeLimitExceededError(LimitExceededError):
+    """Raised when a run exceeds its wall-clock or CPU-seconds limit."""
+
+
+class MemoryLimitExceededError(LimitExceededError):
+    """Raised when a run exceeds its memory limit."""
+
+
+class OutputLimitExceededError(LimitExceededError):
+    """Raised when a run's output (stdout, logs) or result exceeds its byte cap."""
+
+
+class QuotaExceededError(LimitExceededError):
+    """Raised when a run exceeds its request cap or its tenant's rate limit."""
+
+
+class WorkerCrashedError(SandboxError):
+    """Raised when the worker process died unexpectedly: our bug or the machine, never the snippet's fault."""
+
+
+#: Error classes by name, so a :class:`~sandbox.result.RunError` can be turned back into an exception.
+ERRORS_BY_NAME: dict[str, type[SandboxError]] = {
+    cls.__name__: cls
+    for cls in (
+        SandboxError,
+        CompileError,
+        SnippetError,
+        EgressDeniedError,
+        LimitExceededError,
+        TimeLimitExceededError,
+        MemoryLimitExceededError,
+        OutputLimitExceededError,
+        QuotaExceededError,
+        WorkerCrashedError,
+    )
+}

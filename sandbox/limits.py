@@ -1,0 +1,71 @@
+"""Resource limits of one snippet run."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+Kind = Literal["webhook", "task", "console"]
+
+MIB: Final = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one run may consume; every field is enforced by the host or the child process.
+
+    Attributes:
+        wall_seconds: Wall-clock deadline; the host SIGKILLs the child when it passes.
+        cpu_seconds: CPU time (``RLIMIT_CPU``) of the child.
+        memory_bytes: Address-space cap (``RLIMIT_AS``) above the zygote's own footprint.
+        output_bytes: Cap on captured ``print`` output plus log records.
+        result_bytes: Cap on the JSON-serialised return value.
+        egress_requests: Requests the snippet may make to the host (e.g. Twilio API calls) per run.
+    """
+
+    wall_seconds: float = 10.0
+    cpu_seconds: float = 10.0
+    memory_bytes: int = 256 * MIB
+    output_bytes: int = 1 * MIB
+    result_bytes: int = 1 * MIB
+    egress_requests: int = 50
+
+    def replace(self, **changes: float | int) -> Limits:
+        """Return a copy with *changes* applied (validated like the constructor)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]  # checked in __post_init__
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"Limit {field.name!r} must be a positive number, got {value!r}.")
+
+    @classmethod
+    def for_kind(cls, kind: Kind) -> Limits:
+        """Return the default limits of a run kind (webhook 10 s, task 300 s, console like a webhook)."""
+        try:
+            return DEFAULT_LIMITS[kind]
+        except KeyError:
+            raise ValueError(f"Unknown run kind {kind!r}; expected one of {sorted(DEFAULT_LIMITS)}.") from None
+
+    def with_overrides(self, overrides: Mapping[str, str]) -> Limits:
+        """Apply ``NAME=VALUE`` overrides given as strings (from the CLI or a form), naming a bad field."""
+        known = {field.name: field for field in dataclasses.fields(self)}
+        changes: dict[str, float | int] = {}
+        for name, text in overrides.items():
+            if name not in known:
+                raise ValueError(f"Unknown limit {name!r}; valid limits are {', '.join(sorted(known))}.")
+            try:
+                changes[name] = float(text) if name.endswith("_seconds") else int(text)
+            except ValueError:
+                raise ValueError(f"Limit {name!r} must be a number, got {text!r}.") from None
+        return self.replace(**changes)
+
+
+DEFAULT_LIMITS: Final[Mapping[str, Limits]] = {
+    "webhook": Limits(wall_seconds=10.0, cpu_seconds=10.0),
+    "task": Limits(wall_seconds=300.0, cpu_seconds=300.0),
+    "console": Limits(wall_seconds=10.0, cpu_seconds=10.0),
+}

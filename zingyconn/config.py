@@ -1,0 +1,59 @@
+"""Configuration from the environment (DESIGN §9); every variable is optional on one machine."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from zingyconn.errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Where zingyconn keeps its data and which services it talks to.
+
+    Attributes:
+        data_dir: ``ZINGYCONN_DATA_DIR``: embedded store, key file, queue and emulator state.
+        db_url: ``ZINGYCONN_DB_URL``: SQLAlchemy URL of the store (SQLite in ``data_dir`` by default).
+        keys: ``ZINGYCONN_KEYS``: ``id:base64key,...`` (first encrypts), or ``None`` for the key file.
+        queue_url: ``ZINGYCONN_QUEUE_URL``: ``redis://...`` or ``None`` for the SQLite queue in ``data_dir``.
+        twilio_base_url: ``ZINGYCONN_TWILIO_BASE_URL``: e.g. the emulator; ``None`` means the real Twilio API.
+        admin_token: ``ZINGYCONN_ADMIN_TOKEN``: console login and admin API token, or ``None``.
+    """
+
+    data_dir: Path
+    db_url: str
+    keys: str | None = None
+    queue_url: str | None = None
+    twilio_base_url: str | None = None
+    admin_token: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from *environ* (``os.environ`` by default), applying the embedded defaults."""
+        env = os.environ if environ is None else environ
+        data_dir = Path(env.get("ZINGYCONN_DATA_DIR") or ".zingyconn").expanduser().absolute()
+        db_url = env.get("ZINGYCONN_DB_URL") or f"sqlite:///{data_dir / 'zingyconn.db'}"
+        if not db_url.startswith(("sqlite:", "postgresql")):
+            raise ConfigurationError(
+                f"ZINGYCONN_DB_URL {db_url.split('@')[-1]!r} is not supported; use sqlite:///PATH or "
+                "postgresql+psycopg://USER:PASSWORD@HOST/DB."
+            )
+        queue_url = env.get("ZINGYCONN_QUEUE_URL") or None
+        if queue_url is not None and not queue_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigurationError(
+                f"ZINGYCONN_QUEUE_URL must be a redis:// URL (or unset for the SQLite queue), got {queue_url!r}."
+            )
+        base_url = (env.get("ZINGYCONN_TWILIO_BASE_URL") or "").rstrip("/") or None
+        if base_url is not None and not base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"ZINGYCONN_TWILIO_BASE_URL must start with http:// or https://, got {base_url!r}.")
+        return cls(
+            data_dir=data_dir,
+            db_url=db_url,
+            keys=env.get("ZINGYCONN_KEYS") or None,
+            queue_url=queue_url,
+            twilio_base_url=base_url,
+            admin_token=env.get("ZINGYCONN_ADMIN_TOKEN") or None,
+        )

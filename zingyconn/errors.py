@@ -1,0 +1,103 @@
+"""Errors of zingyconn (the host side: configuration, connections, commands, Twilio).
+
+The tree::
+
+    ZingyConnError (.exit_code, .http_status)
+    ├── ConfigurationError               # bad environment variable, key file or database URL (exit 2)
+    │   └── KeyringError                 # a master key of the wrong length/encoding, unknown key id
+    ├── ValidationError (.field)         # bad input, named by field, raised before any I/O (exit 2, HTTP 400)
+    │   ├── InvalidConnectionError       # a connection profile that fails validation
+    │   └── InvalidCommandError          # bad command input, raised before any HTTP request
+    ├── NotFoundError                    # a hook, script, run or key that does not exist (HTTP 404)
+    │   └── ConnectionNotFoundError      # never lists the names that do exist
+    ├── DecryptionError                  # opaque: never echoes key or ciphertext
+    ├── FlowNotAllowedError              # a connection command from a page (browser) flow (HTTP 403)
+    └── TwilioError (.status, .code, .more_info)   # what the Twilio API answered
+
+Sandbox failures (compile errors, limits, crashes) are :mod:`sandbox.errors` classes and reach callers as data on
+the run result. Errors are turned into exit codes and HTTP shapes only at the edges (``zingyconn.hosts``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ZingyConnError(Exception):
+    """Base class of every zingyconn error."""
+
+    exit_code: ClassVar[int] = 1
+    http_status: ClassVar[int] = 500
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the ``error`` object of the one JSON error shape."""
+        return {"type": type(self).__name__, "message": str(self)}
+
+
+class ConfigurationError(ZingyConnError):
+    """Raised when configuration (environment, key file, database URL) is unusable."""
+
+    exit_code: ClassVar[int] = 2
+
+
+class KeyringError(ConfigurationError):
+    """Raised when a master key is malformed or a key id is unknown."""
+
+
+class ValidationError(ZingyConnError):
+    """Raised when an input is invalid; ``field`` names the offending input."""
+
+    exit_code: ClassVar[int] = 2
+    http_status: ClassVar[int] = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the error object, with the offending field."""
+        return {**super().to_json(), "field": self.field}
+
+
+class InvalidConnectionError(ValidationError):
+    """Raised when a connection profile fails validation on save."""
+
+
+class InvalidCommandError(ValidationError):
+    """Raised when a connection command's input is invalid, before any HTTP request is made."""
+
+
+class NotFoundError(ZingyConnError):
+    """Raised when a named hook, script, run or key does not exist."""
+
+    http_status: ClassVar[int] = 404
+
+
+class ConnectionNotFoundError(NotFoundError, LookupError):
+    """Raised when a tenant has no connection of that name (the message never lists other names)."""
+
+
+class DecryptionError(ZingyConnError):
+    """Raised when a connection record cannot be decrypted: wrong key, tampered or moved record."""
+
+
+class FlowNotAllowedError(ZingyConnError):
+    """Raised when a connection command is requested from a page (browser) flow."""
+
+    http_status: ClassVar[int] = 403
+
+
+class TwilioError(ZingyConnError):
+    """Raised when the Twilio API answered with an error; carries Twilio's code, status and help link."""
+
+    http_status: ClassVar[int] = 502
+
+    def __init__(self, message: str, *, status: int, code: int | None = None, more_info: str | None = None) -> None:
+        self.status = status
+        self.code = code
+        self.more_info = more_info
+        super().__init__(message)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the error object with Twilio's code, status and ``more_info``."""
+        return {**super().to_json(), "status": self.status, "code": self.code, "more_info": self.more_info}

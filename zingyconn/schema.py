@@ -1,0 +1,166 @@
+"""The database schema of the store, and the migration step that creates or upgrades it.
+
+Why not Alembic: the schema is small, owned by one package and has to migrate *itself* safely when several
+``serve``/``worker`` processes start at once against one database. A numbered list of idempotent steps, applied
+under a database-wide lock (PostgreSQL ``pg_advisory_xact_lock``; SQLite ``BEGIN IMMEDIATE``) and recorded in
+``schema_version``, does that in ~60 lines with no second migration tree to keep in sync.
+While the project is unreleased, version 1 is the whole schema; later changes append steps to ``MIGRATIONS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+metadata: Final = sa.MetaData()
+
+schema_version: Final = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+#: Connections: one sealed record per (tenant, name); ``record`` is the AES-GCM envelope, never plaintext.
+connections: Final = sa.Table(
+    "connections",
+    metadata,
+    sa.Column("tenant", sa.String(100), primary_key=True),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("type", sa.String(40), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("record", sa.LargeBinary, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+#: Webhook hooks: a snippet behind ``/hooks/{tenant}/{name}``.
+hooks: Final = sa.Table(
+    "hooks",
+    metadata,
+    sa.Column("tenant", sa.String(100), primary_key=True),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("verify_with", sa.String(100), nullable=True),
+    sa.Column("limits", sa.JSON, nullable=False, default=dict),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+#: Background-task scripts, optionally on a cron schedule.
+scripts: Final = sa.Table(
+    "scripts",
+    metadata,
+    sa.Column("tenant", sa.String(100), primary_key=True),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("cron", sa.String(100), nullable=True),
+    sa.Column("limits", sa.JSON, nullable=False, default=dict),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+#: Run history: every run of every kind, with masked output.
+runs: Final = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("name", sa.String(100), nullable=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("task_id", sa.String(64), nullable=True),
+    sa.Column("replay_of", sa.String(40), nullable=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("duration_ms", sa.Float, nullable=True),
+    sa.Column("event", sa.JSON, nullable=True),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("stdout", sa.Text, nullable=True),
+    sa.Column("logs", sa.JSON, nullable=True),
+    sa.Column("error", sa.JSON, nullable=True),
+    sa.Column("egress", sa.JSON, nullable=True),
+    sa.Column("source", sa.Text, nullable=True),
+    sa.Index("ix_runs_tenant_started", "tenant", "started_at"),
+)
+
+#: Webhook de-duplication on ``I-Twilio-Idempotency-Token``: the stored response is replayed.
+webhook_responses: Final = sa.Table(
+    "webhook_responses",
+    metadata,
+    sa.Column("tenant", sa.String(100), primary_key=True),
+    sa.Column("hook", sa.String(100), primary_key=True),
+    sa.Column("token", sa.String(200), primary_key=True),
+    sa.Column("state", sa.String(20), nullable=False),  # "running" while the first request runs, then "done"
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("media_type", sa.String(100), nullable=True),
+    sa.Column("body", sa.LargeBinary, nullable=True),
+    sa.Column("run_id", sa.String(40), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+#: Send de-duplication: the same idempotency key within 24 h returns the first message instead of a second SMS.
+sent_messages: Final = sa.Table(
+    "sent_messages",
+    metadata,
+    sa.Column("tenant", sa.String(100), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("state", sa.String(20), nullable=False),  # "sending" until the API answered, then "sent"
+    sa.Column("message", sa.JSON, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+#: Per-tenant API tokens for ``/api/v1`` (only a SHA-256 of the token is stored).
+api_tokens: Final = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("token_sha256", sa.String(64), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("label", sa.String(100), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+#: Token buckets for per-tenant rate limits when no Redis is configured (shared by every process on the DB).
+rate_buckets: Final = sa.Table(
+    "rate_buckets",
+    metadata,
+    sa.Column("tenant", sa.String(100), primary_key=True),
+    sa.Column("bucket", sa.String(60), primary_key=True),
+    sa.Column("tokens", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+
+def _create_v1(conn: Connection) -> None:
+    metadata.create_all(conn, checkfirst=True)
+
+
+#: Ordered migration steps; step ``i`` brings the schema to version ``i + 1``. Each must be idempotent.
+MIGRATIONS: Final[tuple[Callable[[Connection], None], ...]] = (_create_v1,)
+LATEST_VERSION: Final = len(MIGRATIONS)
+
+# An arbitrary constant that identifies "zingyconn schema migration" among PostgreSQL advisory locks.
+_ADVISORY_LOCK_ID: Final = 0x7A696E6779
+
+
+def migrate(engine: Engine, *, clock: Callable[[], float]) -> int:
+    """Bring the schema to :data:`LATEST_VERSION`; safe when many processes call it at once.
+
+    Returns:
+        The schema version after migrating.
+    """
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _ADVISORY_LOCK_ID})
+        # SQLite: engines made by ``zingyconn.database.create_engine`` open every transaction with
+        # BEGIN IMMEDIATE, so the first write lock is already held here and a second process waits.
+        schema_version.create(conn, checkfirst=True)
+        current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+        for version in range(current + 1, LATEST_VERSION + 1):
+            MIGRATIONS[version - 1](conn)
+            conn.execute(schema_version.insert().values(version=version, applied_at=clock()))
+        return max(current, LATEST_VERSION)
