@@ -49,11 +49,14 @@ class Environment:
         modules: Extra importable modules, dotted name -> façade object (never a real module).
         hidden_attributes: Attribute names that the ``_getattr_`` guard refuses on instances of a type,
             e.g. ``{ClientBase: frozenset({"password", "auth", "http_client"})}``.
+        result_converters: Turn host objects a snippet may return into JSON primitives, by type
+            (e.g. a TwiML ``MessagingResponse`` into its XML string). Applied inside the child.
     """
 
     names: Mapping[str, object] = field(default_factory=dict)
     modules: Mapping[str, object] = field(default_factory=dict)
     hidden_attributes: Mapping[type, frozenset[str]] = field(default_factory=dict)
+    result_converters: Mapping[type, Callable[[Any], JSON]] = field(default_factory=dict)
 
 
 EnvironmentFactory = Callable[[RunContext], Environment]
