@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from tests.emulator import Emulator, check_response, running_emulator
 from tests.servers import postgres_server, redis_server
 
 
@@ -34,3 +35,15 @@ def redis_url() -> Iterator[str]:
     """A Redis server for the whole session."""
     with redis_server() as url:
         yield url
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """The Twilio emulator on a free loopback port (real uvicorn), with a frozen clock moved by ``state.advance``.
+
+    When the test ends, every response the emulator sent is checked against the OpenAPI spec of its operation.
+    """
+    with running_emulator() as running:
+        yield running
+    for response in running.responses:
+        check_response(response)

@@ -12,6 +12,7 @@ The tree::
     │   └── ConnectionNotFoundError      # never lists the names that do exist
     ├── DecryptionError                  # opaque: never echoes key or ciphertext
     ├── FlowNotAllowedError              # a connection command from a page (browser) flow (HTTP 403)
+    ├── IdempotencyConflictError         # an idempotency key in use by another send, or reused for other inputs
     └── TwilioError (.status, .code, .more_info)   # what the Twilio API answered
 
 Sandbox failures (compile errors, limits, crashes) are :mod:`sandbox.errors` classes and reach callers as data on
@@ -85,6 +86,12 @@ class FlowNotAllowedError(ZingyConnError):
     """Raised when a connection command is requested from a page (browser) flow."""
 
     http_status: ClassVar[int] = 403
+
+
+class IdempotencyConflictError(ZingyConnError):
+    """Raised when a send with the same idempotency key is still in flight, or the key was used for another message."""
+
+    http_status: ClassVar[int] = 409
 
 
 class TwilioError(ZingyConnError):

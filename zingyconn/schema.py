@@ -36,6 +36,10 @@ connections: Final = sa.Table(
     sa.Column("revision", sa.Integer, nullable=False, server_default="1"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # Masked, non-secret display fields ({"account_sid": "AC12…cdef", "api_key": ...}) so that listing
+    # connections never needs a key.
+    sa.Column("summary", sa.JSON, nullable=True),
+    sa.Index("ix_connections_key_id", "key_id"),
 )
 
 #: Webhook hooks: a snippet behind ``/hooks/{tenant}/{name}``.
@@ -112,6 +116,9 @@ sent_messages: Final = sa.Table(
     sa.Column("state", sa.String(20), nullable=False),  # "sending" until the API answered, then "sent"
     sa.Column("message", sa.JSON, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    # SHA-256 of the request the key was first used with: reusing a key for a different message is an error,
+    # not a silent replay of the wrong message.
+    sa.Column("request_sha256", sa.String(64), nullable=True),
 )
 
 #: Per-tenant API tokens for ``/api/v1`` (only a SHA-256 of the token is stored).
@@ -132,6 +139,30 @@ rate_buckets: Final = sa.Table(
     sa.Column("bucket", sa.String(60), primary_key=True),
     sa.Column("tokens", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+
+#: Background tasks (issue 9): the durable record of every enqueued task. The queue (Huey) only carries the id;
+#: this row is the truth, so a task survives a worker killed mid-run (``owner``/``lease_until`` let another worker
+#: or a restart take it back) and the id doubles as the run-level idempotency key of the sends it makes.
+tasks: Final = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("script", sa.String(100), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=True),
+    sa.Column("state", sa.String(20), nullable=False),  # queued | running | retrying | succeeded | failed
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("owner", sa.String(200), nullable=True),  # "host:pid" of the worker running it
+    sa.Column("lease_until", sa.Float, nullable=True),  # past this, a running task counts as abandoned
+    sa.Column("run_id", sa.String(40), nullable=True),  # the latest attempt's run in ``runs``
+    sa.Column("error", sa.JSON, nullable=True),
+    sa.Column("source", sa.String(20), nullable=False, server_default="api"),  # who enqueued it (TaskRecord.source)
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_tasks_state_lease", "state", "lease_until"),
+    sa.Index("ix_tasks_tenant_created", "tenant", "created_at"),
 )
 
 

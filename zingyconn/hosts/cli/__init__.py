@@ -16,7 +16,17 @@ from zingyconn.errors import ZingyConnError
 
 #: ``module:attribute`` of every command (or command group) under ``zingyconn``.
 COMMANDS: Final = (
+    "zingyconn.hosts.cli.emulator:emulator",
     "zingyconn.hosts.cli.run:run",
+    "zingyconn.hosts.cli.command:command",
+    "zingyconn.hosts.cli.connections:connections",
+    "zingyconn.hosts.cli.keys:keys",
+    "zingyconn.hosts.cli.scripts:scripts",
+    "zingyconn.hosts.cli.tasks:tasks",
+    "zingyconn.hosts.cli.worker:worker",
+    "zingyconn.hosts.cli.serve:serve",
+    "zingyconn.hosts.cli.hooks:hooks",
+    "zingyconn.hosts.cli.tokens:tokens",
 )
 
 

@@ -1,0 +1,138 @@
+"""Length-prefixed JSON frames over a Unix socket: how the host and one child talk during a run.
+
+A frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON. The conversation of one run::
+
+    host  -> child   {"t": "run", "code": <base64 marshal>, "event": ..., "limits": {...}, "context": {...}}
+    child -> host    {"t": "request", "op": "echo", "payload": {...}}       # zero or more times, while running
+    host  -> child   {"t": "answer", "value": ...} | {"t": "answer", "error": {"type": ..., "message": ...}}
+    child -> host    {"t": "result", "result": <RunResult.to_json()>}      # last frame; the child then exits
+
+The child is untrusted once a snippet has run in it, so the host reads with a deadline and a size cap on every
+frame, and re-checks the request count the child already enforces on its side (:class:`HostRequests`).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+from sandbox.errors import EgressDeniedError, QuotaExceededError
+
+JSON = Any
+
+_HEADER: Final = struct.Struct("!I")
+
+#: Largest request a snippet may send to the host in one frame. Threat: a child flooding the host's memory or
+#: JSON parser through the request path (the only path out of the child).
+REQUEST_BYTES: Final = 1024 * 1024
+
+#: Errors a host may answer with; anything else a handler raises is reported as EgressDeniedError.
+ANSWER_ERRORS: Final[Mapping[str, type[Exception]]] = {
+    "EgressDeniedError": EgressDeniedError,
+    "QuotaExceededError": QuotaExceededError,
+}
+
+
+class ChannelClosedError(ConnectionError):
+    """Raised when the other end closed the channel (for the host: the child died)."""
+
+
+class FrameTooLargeError(ValueError):
+    """Raised when an incoming frame announces more bytes than the reader accepts."""
+
+
+def encode_frame(message: JSON) -> bytes:
+    """Return *message* as one frame (length prefix + compact UTF-8 JSON)."""
+    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    return _HEADER.pack(len(body)) + body
+
+
+def send_frame(sock: socket.socket, message: JSON) -> None:
+    """Send *message* as one frame."""
+    sock.sendall(encode_frame(message))
+
+
+def recv_frame(sock: socket.socket, *, max_bytes: int, deadline: float | None = None) -> JSON:
+    """Read one frame and return its JSON value.
+
+    Args:
+        sock: A connected stream socket.
+        max_bytes: Largest body accepted; checked before the body is read.
+        deadline: ``time.monotonic()`` value after which reading gives up; ``None`` blocks.
+
+    Raises:
+        TimeoutError: The deadline passed.
+        ChannelClosedError: The peer closed the socket.
+        FrameTooLargeError: The frame is larger than *max_bytes*.
+    """
+    return json.loads(recv_body(sock, max_bytes=max_bytes, deadline=deadline))
+
+
+def recv_body(sock: socket.socket, *, max_bytes: int, deadline: float | None = None) -> bytes:
+    """Read one frame and return its undecoded body (same arguments and errors as :func:`recv_frame`)."""
+    (size,) = _HEADER.unpack(_recv_exactly(sock, _HEADER.size, deadline))
+    if size > max_bytes:
+        raise FrameTooLargeError(f"A frame of {size} bytes is over the cap of {max_bytes} bytes.")
+    return _recv_exactly(sock, size, deadline)
+
+
+def _recv_exactly(sock: socket.socket, size: int, deadline: float | None) -> bytes:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    received = 0
+    while received < size:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("The deadline passed while waiting for a frame.")
+            sock.settimeout(remaining)
+        try:
+            count = sock.recv_into(view[received:])
+        except TimeoutError:
+            raise TimeoutError("The deadline passed while waiting for a frame.") from None
+        if count == 0:
+            raise ChannelClosedError("The other end closed the channel.")
+        received += count
+    return bytes(buffer)
+
+
+class HostRequests:
+    """The child's side of the channel: the :class:`~sandbox.environment.HostChannel` a run's environment uses.
+
+    Enforces the per-run request count and request size before anything leaves the child; the host checks both
+    again because it cannot trust the child.
+    """
+
+    def __init__(self, sock: socket.socket, *, max_requests: int, max_request_bytes: int = REQUEST_BYTES) -> None:
+        self._sock = sock
+        self._max_requests = max_requests
+        self._max_request_bytes = max_request_bytes
+        self.count = 0
+
+    def request(self, op: str, payload: Mapping[str, JSON]) -> JSON:
+        """Send request *op* to the host, wait for its answer and return the answer's value.
+
+        Raises:
+            QuotaExceededError: The run already made ``limits.egress_requests`` requests.
+            EgressDeniedError: The request is too large, or the host refused it.
+        """
+        if self.count >= self._max_requests:
+            raise QuotaExceededError(
+                f"Request {op!r} is not allowed because this run already made {self._max_requests} requests."
+            )
+        frame = encode_frame({"t": "request", "op": op, "payload": payload})
+        if len(frame) > self._max_request_bytes:
+            raise EgressDeniedError(
+                f"Request {op!r} of {len(frame)} bytes is not allowed: the cap is {self._max_request_bytes} bytes."
+            )
+        self.count += 1
+        self._sock.sendall(frame)
+        answer = recv_frame(self._sock, max_bytes=1 << 30)
+        error = answer.get("error")
+        if error is not None:
+            raise ANSWER_ERRORS.get(error.get("type"), EgressDeniedError)(str(error.get("message")))
+        return answer.get("value")

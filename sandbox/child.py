@@ -1,0 +1,195 @@
+"""One run in one freshly forked process: rlimits, the snippet, a capped JSON reply, ``os._exit``.
+
+The zygote calls :func:`serve` right after ``fork()``, with the child's end of its channel on :data:`CHANNEL_FD`
+and every other descriptor closed. The child waits for the host's run order, applies the run's limits, runs the
+snippet through :func:`sandbox.executor.execute`, serialises the result to JSON **here** (never a rich object
+across the boundary), sends one result frame and exits without running any finaliser. Nothing it did can
+survive: its threads, memory and descriptors end with the process.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import resource
+import signal
+import socket
+from collections.abc import Mapping
+from typing import Any, Final, NoReturn
+
+from sandbox import hardening
+from sandbox.channel import ChannelClosedError, HostRequests, encode_frame, recv_frame
+from sandbox.environment import EnvironmentFactory, HostChannel, RunContext
+from sandbox.errors import EgressDeniedError, SandboxError
+from sandbox.limits import Limits
+from sandbox.result import RunError, RunResult
+
+#: Descriptor of the child's channel to the host (0-2 are /dev/null).
+CHANNEL_FD: Final = 3
+
+#: Descriptors a run may hold open: the channel plus a few for lazy imports. Threat: a language escape opening
+#: many sockets or files; with no network namespace and uid nobody there is little to open anyway.
+OPEN_FILES: Final = 16
+
+#: Error text crossing the boundary is cut to these sizes. Threat: a huge exception message or traceback used
+#: as an output flood that bypasses the ``print`` cap.
+MESSAGE_CHARS: Final = 4096
+TRACEBACK_CHARS: Final = 16384
+
+#: Frames over this size (beyond the run's own caps) are replaced by OutputLimitExceededError; JSON escaping can
+#: double a string, and the log structure adds a little.
+FRAME_SLACK_BYTES: Final = 256 * 1024
+
+
+def result_frame_bytes(limits: Limits) -> int:
+    """Return the largest result frame for *limits*; the host refuses bigger ones."""
+    return 2 * (limits.output_bytes + limits.result_bytes) + FRAME_SLACK_BYTES
+
+
+def _failure(error_type: str, message: str) -> dict[str, Any]:
+    return RunResult(ok=False, error=RunError(type=error_type, message=message)).to_json()
+
+
+# Built before any run: when memory is exhausted there may be nothing left to build this reply with.
+_OUT_OF_MEMORY: Final = encode_frame(
+    {"t": "result", "result": _failure("MemoryLimitExceededError", "The snippet used more memory than its limit.")}
+)
+
+
+def _address_space_bytes() -> int:
+    fd = os.open("/proc/self/statm", os.O_RDONLY)
+    try:
+        pages = int(os.read(fd, 128).split()[0])
+    finally:
+        os.close(fd)
+    return pages * resource.getpagesize()
+
+
+def apply_rlimits(limits: Limits, *, address_space_bytes: int) -> None:
+    """Apply the run's limits to this process (the kernel enforces them from here on).
+
+    ``RLIMIT_AS`` is counted above the zygote's own footprint (*address_space_bytes*). ``RLIMIT_CPU`` is whole
+    seconds: SIGXCPU at the soft limit, SIGKILL one second later. ``RLIMIT_NPROC=0`` refuses threads and
+    processes, but only when the child is not root.
+    """
+    cpu = max(1, math.ceil(limits.cpu_seconds))
+    memory = address_space_bytes + limits.memory_bytes
+    for limit, value in (
+        (resource.RLIMIT_CORE, (0, 0)),
+        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+        (resource.RLIMIT_AS, (memory, memory)),
+        (resource.RLIMIT_FSIZE, (0, 0)),
+        (resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES)),
+        (resource.RLIMIT_NPROC, (0, 0)),
+    ):
+        resource.setrlimit(limit, value)
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + f"... ({len(text) - limit} more characters cut)"
+
+
+def encode_result(result: RunResult, limits: Limits) -> bytes:
+    """Return the result frame for *result*, with error text clipped and the frame size capped."""
+    data = result.to_json()
+    error = data.get("error")
+    if error is not None:
+        error["message"] = _clip(error.get("message"), MESSAGE_CHARS)
+        if "traceback" in error:
+            error["traceback"] = _clip(error["traceback"], TRACEBACK_CHARS)
+    frame = encode_frame({"t": "result", "result": data})
+    if len(frame) > result_frame_bytes(limits):
+        message = f"The run's output and result are over their caps ({len(frame)} bytes)."
+        return encode_frame({"t": "result", "result": _failure("OutputLimitExceededError", message)})
+    return frame
+
+
+class _RefusingHost:
+    """The host channel of the warm-up run: there is no host to ask yet."""
+
+    def request(self, op: str, payload: Mapping[str, Any]) -> Any:
+        raise EgressDeniedError(f"Request {op!r} is not allowed during the warm-up run.")
+
+
+_warm_order: dict[str, Any] = {}
+
+
+def prepare_warm_up() -> None:
+    """Build the warm-up order (called once in the zygote, so every child shares it)."""
+    from sandbox import compiler
+
+    compiled = compiler.compile_snippet("return None")
+    _warm_order.update(
+        {"t": "run", "compiled": base64.b64encode(compiled.to_bytes()).decode(), "event": {}, "context": {}}
+    )
+    _warm_order["limits"] = dataclasses.asdict(Limits())
+
+
+def warm_up(factory: EnvironmentFactory) -> None:
+    """Run an empty snippet through the whole run path before the order comes.
+
+    After ``fork()`` every page the run writes to (reference counts, the allocator, the JSON codec) is copied on
+    first write; doing that ahead of demand takes a few hundred microseconds off a warm run.
+    """
+    if _warm_order:
+        with contextlib.suppress(Exception):
+            run_order(json.loads(json.dumps(_warm_order)), factory, None)
+
+
+def run_order(order: dict[str, Any], factory: EnvironmentFactory, sock: socket.socket | None) -> bytes:
+    """Carry out one run order and return the result frame (*sock* None: the warm-up, without rlimits)."""
+    from sandbox import compiler, executor  # pre-imported by the zygote; these are dictionary lookups
+
+    limits = Limits(**order["limits"])
+    host: HostChannel = _RefusingHost()
+    if sock is not None:
+        apply_rlimits(limits, address_space_bytes=order["address_space_bytes"])
+        host = HostRequests(sock, max_requests=limits.egress_requests)
+    compiled = compiler.CompiledSnippet.from_bytes(base64.b64decode(order["compiled"]))
+    try:
+        environment = factory(RunContext(host=host, context=order.get("context") or {}))
+    except SandboxError as error:
+        return encode_result(RunResult(ok=False, error=RunError(type=type(error).__name__, message=str(error))), limits)
+    result = executor.execute(compiled, event=order.get("event"), environment=environment, limits=limits)
+    return encode_result(result, limits)
+
+
+def serve(sock: socket.socket, factory: EnvironmentFactory, *, zygote_pid: int) -> NoReturn:
+    """Serve exactly one run on *sock*, then exit. Called in the child right after ``fork()``."""
+    frame = b""
+    try:
+        hardening.die_with_parent()
+        if os.getppid() != zygote_pid:  # the zygote died before PR_SET_PDEATHSIG took effect
+            os._exit(0)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # RLIMIT_FSIZE=0: a write fails with EFBIG, no signal death
+        address_space = _address_space_bytes()
+        warm_up(factory)
+        order = recv_frame(sock, max_bytes=1 << 30)
+        order["address_space_bytes"] = address_space
+        frame = run_order(order, factory, sock)
+    except ChannelClosedError:
+        os._exit(0)  # the host closed this spare child: nothing to run
+    except MemoryError:
+        frame = _OUT_OF_MEMORY
+    except BaseException as error:  # noqa: BLE001 - the child must answer whatever happened, then exit
+        frame = _crash_frame(error)
+    try:
+        sock.sendall(frame)
+        # Tearing down a big address space takes about a millisecond; waiting for the host to hang up first
+        # keeps that off the run's latency (the host is often scheduled on this CPU right after the send).
+        sock.recv(1)
+    finally:
+        os._exit(0)
+
+
+def _crash_frame(error: BaseException) -> bytes:
+    try:
+        return encode_frame({"t": "result", "result": _failure("WorkerCrashedError", _clip(f"The worker failed: {type(error).__name__}: {error}", 500) or "")})
+    except MemoryError:
+        return _OUT_OF_MEMORY

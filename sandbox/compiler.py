@@ -1,0 +1,144 @@
+"""Compile a snippet under the policy: size and depth caps, every error at once, cached by source hash."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import marshal
+import threading
+import types
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Final
+
+from sandbox.errors import CompileError
+from sandbox.policy import ENTRY_POINT, SnippetPolicy
+
+__all__ = ["ENTRY_POINT", "MAX_AST_DEPTH", "MAX_SOURCE_BYTES", "SNIPPET_FILENAME", "CompiledSnippet", "compile_snippet"]
+
+#: File name of snippet code; tracebacks keep only frames with this name.
+SNIPPET_FILENAME: Final = "<snippet>"
+
+#: Threat: parser and compiler CPU/memory bombs in the host, which compiles before any process starts.
+MAX_SOURCE_BYTES: Final = 256 * 1024
+
+#: Threat: RestrictedPython's recursive transformer raises RecursionError on deep ASTs (a 6000-term ``1+1+...``
+#: expression crashes ``compile_restricted_exec``; sandbox-lessons §3). Real code stays far below this depth.
+MAX_AST_DEPTH: Final = 100
+
+#: Threat: a small source that expands into a huge AST (and a slow transform) is cut off here.
+MAX_AST_NODES: Final = 100_000
+
+_CACHE_SIZE: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSnippet:
+    """A snippet that passed the policy, ready to run.
+
+    Attributes:
+        source: The snippet's source text (tracebacks quote its lines).
+        digest: sha256 of the source (hex); the cache key.
+        code: Module code that defines the :data:`ENTRY_POINT` function; marshal-able, so it can be sent to a child.
+    """
+
+    source: str
+    digest: str
+    code: types.CodeType
+
+    def to_bytes(self) -> bytes:
+        """Serialise for a child process (``marshal``; only ever read back from our own host)."""
+        return marshal.dumps((self.source, self.digest, self.code))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CompiledSnippet:
+        """Rebuild from :meth:`to_bytes` output. Never call this on bytes that did not come from our host."""
+        source, digest, code = marshal.loads(data)  # noqa: S302  # bytes come from our own host over a private socket
+        if not (isinstance(source, str) and isinstance(digest, str) and isinstance(code, types.CodeType)):
+            raise ValueError("Not a compiled snippet.")
+        return cls(source=source, digest=digest, code=code)
+
+
+_cache: OrderedDict[str, CompiledSnippet | tuple[str, ...]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def compile_snippet(source: str) -> CompiledSnippet:
+    """Compile *source* (a function body) under :class:`~sandbox.policy.SnippetPolicy`.
+
+    Results, including rejections, are cached by the sha256 of the source.
+
+    Raises:
+        CompileError: The source is too large or too deep, is not valid Python, or breaks the policy; ``errors``
+            holds every ``Line N: ...`` message.
+    """
+    if not isinstance(source, str):
+        raise TypeError(f"A snippet's source must be str, got {type(source).__name__!r}.")
+    encoded = source.encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(encoded).hexdigest()
+    with _cache_lock:
+        cached = _cache.get(digest)
+        if cached is not None:
+            _cache.move_to_end(digest)
+    if cached is None:
+        cached = _compile(source, digest, size=len(encoded))
+        with _cache_lock:
+            _cache[digest] = cached
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+    if isinstance(cached, tuple):
+        raise CompileError(cached)
+    return cached
+
+
+def _compile(source: str, digest: str, *, size: int) -> CompiledSnippet | tuple[str, ...]:
+    """Compile without the cache; return the snippet or the error messages."""
+    if size > MAX_SOURCE_BYTES:
+        return (f"Line 1: The snippet is {size} bytes long; the limit is {MAX_SOURCE_BYTES} bytes.",)
+    try:
+        module = ast.parse(source, SNIPPET_FILENAME, "exec")
+    except SyntaxError as exc:
+        return (_syntax_error(exc),)
+    except ValueError as exc:  # null bytes in the source
+        return (f"Line 1: SyntaxError: {exc}",)
+    except (RecursionError, MemoryError) as exc:
+        return (_too_complex(exc),)
+    too_deep = _check_shape(module)
+    if too_deep:
+        return (too_deep,)
+    errors: list[str] = []
+    try:
+        wrapped = SnippetPolicy(errors, [], {}).transform(module)
+        if errors:
+            return tuple(errors)
+        code = compile(wrapped, SNIPPET_FILENAME, "exec", dont_inherit=True)
+    except SyntaxError as exc:  # found by the compiler's symbol table, e.g. nonlocal without a binding
+        return (_syntax_error(exc),)
+    except (RecursionError, MemoryError) as exc:
+        return (_too_complex(exc),)
+    return CompiledSnippet(source=source, digest=digest, code=code)
+
+
+def _check_shape(module: ast.Module) -> str | None:
+    """Return an error when the AST is deeper than MAX_AST_DEPTH or larger than MAX_AST_NODES (iteratively)."""
+    stack: list[tuple[ast.AST, int]] = [(module, 0)]
+    count = 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if depth > MAX_AST_DEPTH:
+            line = getattr(node, "lineno", 1)
+            return f"Line {line}: The snippet nests more than {MAX_AST_DEPTH} levels deep; split it into smaller steps."
+        if count > MAX_AST_NODES:
+            return f"Line 1: The snippet has more than {MAX_AST_NODES} syntax nodes; make it smaller."
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return None
+
+
+def _syntax_error(exc: SyntaxError) -> str:
+    statement = exc.text.strip() if exc.text else None
+    return f"Line {exc.lineno or 1}: SyntaxError: {exc.msg} at statement: {statement!r}"
+
+
+def _too_complex(exc: BaseException) -> str:
+    return f"Line 1: The snippet is too deeply nested or too large to compile ({type(exc).__name__})."

@@ -1,0 +1,178 @@
+"""Run a compiled snippet in THIS process: the step the isolated child performs after it forks.
+
+In-process execution is for tests and trusted tooling only. It has the language wall (policy, guards, façades)
+but none of the others: no CPU, memory or wall-clock limit, no private process, nothing stops a snippet that loops
+forever or exhausts memory, and process-wide state (e.g. ``random.seed``) is shared with later runs. Tenants' code
+runs through ``sandbox.Sandbox``, which calls :func:`execute` inside a fresh child process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+import types
+from typing import Any, Final
+
+from sandbox.builtins import make_builtins
+from sandbox.compiler import ENTRY_POINT, SNIPPET_FILENAME, CompiledSnippet, compile_snippet
+from sandbox.environment import Environment
+from sandbox.errors import CompileError, OutputLimitExceededError, SandboxError
+from sandbox.guards import (
+    HiddenAttributes,
+    build_class,
+    guarded_apply,
+    guarded_getitem,
+    guarded_iter,
+    guarded_iter_unpack_sequence,
+    guarded_unpack_sequence,
+    make_getattr,
+    make_inplacevar,
+    make_write,
+)
+from sandbox.imports import Importer
+from sandbox.limits import Limits
+from sandbox.output import RunOutput, SnippetLog, to_json_value
+from sandbox.result import JSON, RunError, RunResult
+
+__all__ = ["build_globals", "execute", "run_source"]
+
+#: ``__name__`` of snippet code (classes get it as ``__module__``).
+SNIPPET_MODULE: Final = "snippet"
+
+
+def build_globals(environment: Environment, *, output: RunOutput, event: JSON) -> dict[str, Any]:
+    """Return fresh globals for one run: guards, builtins, importer, environment names, ``event`` and ``log``."""
+    bad = sorted(name for name in environment.names if not name.isidentifier() or name.startswith("_"))
+    if bad:
+        raise ValueError(f"Environment names must be identifiers not starting with '_': {bad}.")
+    hidden = HiddenAttributes(environment.hidden_attributes)
+    getattr_guard = make_getattr(hidden)
+    write = make_write(hidden)
+    namespace: dict[str, Any] = {
+        "__builtins__": make_builtins(getattr_guard=getattr_guard, importer=Importer(environment.modules)),
+        "__name__": SNIPPET_MODULE,
+        "__metaclass__": build_class,
+        "_getattr_": getattr_guard,
+        "_getitem_": guarded_getitem,
+        "_write_": write,
+        "_getiter_": guarded_iter,
+        "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
+        "_unpack_sequence_": guarded_unpack_sequence,
+        "_inplacevar_": make_inplacevar(write),
+        "_print_": output.print_collector,
+        "_apply_": guarded_apply,
+    }
+    namespace.update(environment.names)
+    namespace["event"] = event
+    namespace["log"] = SnippetLog(output)
+    return namespace
+
+
+def execute(compiled: CompiledSnippet, *, event: JSON, environment: Environment, limits: Limits) -> RunResult:
+    """Run *compiled* in this process and return its result as JSON-only data (never raises for snippet faults).
+
+    In-process use is for tests and trusted tooling only: see the module docstring.
+    """
+    started = time.perf_counter()
+    output = RunOutput(limits.output_bytes)
+    namespace = build_globals(environment, output=output, event=json.loads(json.dumps(event)))
+    value: JSON = None
+    error: RunError | None = None
+    try:
+        exec(compiled.code, namespace)  # noqa: S102  # policy-checked code with guarded globals
+        returned = namespace[ENTRY_POINT]()
+    except MemoryError:
+        error = RunError(type="MemoryLimitExceededError", message="The run ran out of memory.")
+    except Exception as exc:  # noqa: BLE001  # every snippet fault becomes data on the result
+        error = _error_for(exc, compiled)
+    except (SystemExit, GeneratorExit) as exc:  # unreachable from snippets; if one ever gets out, it is still data
+        error = _error_for(exc, compiled)
+    else:
+        value, error = _convert_result(returned, environment, limits)
+    if output.exceeded and (error is None or error.type != "OutputLimitExceededError"):
+        error = RunError(
+            type="OutputLimitExceededError", message=f"The run's output exceeded {limits.output_bytes} bytes."
+        )
+    duration_ms = (time.perf_counter() - started) * 1000
+    return RunResult(
+        ok=error is None,
+        value=value if error is None else None,
+        stdout=output.stdout,
+        logs=tuple(output.logs),
+        error=error,
+        duration_ms=duration_ms,
+    )
+
+
+def run_source(
+    source: str, *, event: JSON = None, environment: Environment | None = None, limits: Limits | None = None
+) -> RunResult:
+    """Compile and run *source* in this process; a CompileError becomes the result's error (trusted use only)."""
+    started = time.perf_counter()
+    try:
+        compiled = compile_snippet(source)
+    except CompileError as exc:
+        first_line = _line_of(exc.errors[0]) if exc.errors else None
+        error = RunError(type="CompileError", message=str(exc), line=first_line, errors=exc.errors)
+        return RunResult(ok=False, error=error, duration_ms=(time.perf_counter() - started) * 1000)
+    return execute(compiled, event=event, environment=environment or Environment(), limits=limits or Limits())
+
+
+def _line_of(message: str) -> int | None:
+    head = message.partition(":")[0]
+    number = head.removeprefix("Line ").strip()
+    return int(number) if number.isdigit() else None
+
+
+def _convert_result(returned: object, environment: Environment, limits: Limits) -> tuple[JSON, RunError | None]:
+    """Convert the return value to JSON primitives within ``limits.result_bytes``; failures are the snippet's."""
+    try:
+        return to_json_value(returned, converters=environment.result_converters, max_bytes=limits.result_bytes), None
+    except OutputLimitExceededError as exc:
+        return None, RunError(type="OutputLimitExceededError", message=str(exc))
+    except MemoryError:
+        return None, RunError(type="MemoryLimitExceededError", message="The run ran out of memory.")
+    except Exception as exc:  # noqa: BLE001  # a converter or an odd value: report, never crash
+        message = f"The snippet's return value cannot be sent back: {_message(exc)}"
+        return None, RunError(type="SnippetError", message=message, exception=type(exc).__name__)
+
+
+def _message(exc: BaseException) -> str:
+    """``str(exc)``, which may run a snippet's own ``__str__``: a failure there must not crash the runner."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001  # any failure of the snippet's __str__
+        return f"<{type(exc).__name__} whose message could not be printed>"
+
+
+def _error_for(exc: BaseException, compiled: CompiledSnippet) -> RunError:
+    frames = _snippet_frames(exc.__traceback__)
+    line = frames[-1].lineno if frames else None
+    if isinstance(exc, SandboxError) and not isinstance(exc, CompileError):
+        return RunError(type=type(exc).__name__, message=_message(exc), line=line)
+    return RunError(
+        type="SnippetError",
+        message=_message(exc),
+        line=line,
+        exception=type(exc).__name__,
+        traceback=_format_traceback(exc, frames, compiled.source),
+    )
+
+
+def _snippet_frames(tb: types.TracebackType | None) -> list[traceback.FrameSummary]:
+    return [frame for frame in traceback.extract_tb(tb) if frame.filename == SNIPPET_FILENAME]
+
+
+def _format_traceback(exc: BaseException, frames: list[traceback.FrameSummary], source: str) -> str:
+    """A traceback of snippet lines only: host frames (guards, façades' internals) are never shown."""
+    lines = source.splitlines()
+    parts = ["Traceback (most recent call last, snippet lines only):"]
+    for frame in frames:
+        name = "<snippet>" if frame.name == ENTRY_POINT else frame.name
+        parts.append(f"  Line {frame.lineno}, in {name}")
+        if frame.lineno and 0 < frame.lineno <= len(lines):
+            parts.append(f"    {lines[frame.lineno - 1].strip()}")
+    message = _message(exc)
+    parts.append(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+    return "\n".join(parts)

@@ -1,0 +1,132 @@
+"""OS hardening of the zygote (and so of every child it forks), each step detected and reported.
+
+Steps, in the order the zygote applies them after its imports:
+
+- ``network_namespace``: ``unshare(CLONE_NEWNET)``; the zygote and its children get a namespace with only a
+  loopback device that is down, so a language escape cannot open any network connection (egress goes through the
+  host). Needs root, or falls back to a user namespace where the kernel allows unprivileged ones.
+- ``unprivileged_uid``: when started as root, switch to ``nobody`` (65534) with no supplementary groups, so an
+  escape cannot read the host's files (keys, databases) or signal the host.
+- ``no_new_privs``: ``PR_SET_NO_NEW_PRIVS``, so nothing can gain privileges through a setuid binary.
+- ``non_dumpable``: ``PR_SET_DUMPABLE=0``, so a child cannot ptrace a sibling (another tenant's run) or read its
+  ``/proc/<pid>/mem`` even though they share a uid.
+
+A step that is unavailable is reported as ``"unavailable: <why>"``, never silently skipped; the host logs each
+unavailable step once per process (:func:`report_once`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from typing import Final
+
+_CLONE_NEWNET: Final = 0x40000000
+_CLONE_NEWUSER: Final = 0x10000000
+_PR_SET_PDEATHSIG: Final = 1
+_PR_SET_DUMPABLE: Final = 4
+_PR_SET_NO_NEW_PRIVS: Final = 38
+
+#: uid/gid of ``nobody``: owns no files, so an escaped child can read only world-readable files.
+UNPRIVILEGED_ID: Final = 65534
+
+ACTIVE: Final = "active"
+
+_logger = logging.getLogger("sandbox.hardening")
+_reported: set[tuple[str, str]] = set()
+
+try:
+    _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - every Linux libc loads; other systems get "unavailable" reports
+    _libc = None
+
+
+def _call(function: str, *args: int) -> None:
+    if _libc is None:
+        raise OSError(f"libc has no {function}() on this system")
+    if getattr(_libc, function)(*(ctypes.c_ulong(arg) for arg in args)) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def prctl(option: int, value: int) -> None:
+    """Call ``prctl(option, value, 0, 0, 0)``, raising OSError on failure."""
+    _call("prctl", option, value, 0, 0, 0)
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent (the zygote) dies."""
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def set_non_dumpable() -> None:
+    """Make this process non-dumpable: same-uid processes can no longer ptrace it or read its /proc files."""
+    prctl(_PR_SET_DUMPABLE, 0)
+
+
+def set_no_new_privs() -> None:
+    """Set ``PR_SET_NO_NEW_PRIVS``: no setuid/file-capability gain for this process and its descendants."""
+    prctl(_PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _unshare_network() -> str:
+    try:
+        _call("unshare", _CLONE_NEWNET)
+    except OSError as root_error:
+        if os.geteuid() == 0:
+            return f"unavailable: unshare(CLONE_NEWNET) failed: {root_error}"
+        try:
+            _call("unshare", _CLONE_NEWUSER | _CLONE_NEWNET)
+        except OSError as user_error:
+            return f"unavailable: no network namespace without root and no user namespaces ({user_error})"
+    return ACTIVE
+
+
+def _drop_privileges() -> str:
+    if os.geteuid() != 0:
+        return f"{ACTIVE} (already unprivileged, uid {os.geteuid()})"
+    try:
+        os.setgroups([])
+        os.setgid(UNPRIVILEGED_ID)
+        os.setuid(UNPRIVILEGED_ID)
+    except OSError as error:
+        return f"unavailable: could not switch to uid {UNPRIVILEGED_ID}: {error}"
+    return ACTIVE
+
+
+def _step(action: object) -> str:
+    try:
+        action()  # type: ignore[operator]  # only called with the zero-argument functions above
+    except OSError as error:
+        return f"unavailable: {error}"
+    return ACTIVE
+
+
+def harden(*, enabled: bool) -> dict[str, str]:
+    """Apply every step to the calling process (the zygote) and return ``step -> "active" | "unavailable: why"``.
+
+    The network namespace comes first (it may need root), the uid drop after it; ``no_new_privs`` and
+    non-dumpable last, since dropping the uid resets the dumpable flag.
+    """
+    if not enabled:
+        reason = "unavailable: disabled by the host (hardening=False)"
+        report = dict.fromkeys(("network_namespace", "unprivileged_uid", "no_new_privs", "non_dumpable"), reason)
+    else:
+        report = {"network_namespace": _unshare_network(), "unprivileged_uid": _drop_privileges()}
+        report["no_new_privs"] = _step(set_no_new_privs)
+        report["non_dumpable"] = _step(set_non_dumpable)
+    report["rlimit_nproc"] = (
+        "unavailable: the worker runs as root, which ignores RLIMIT_NPROC" if os.geteuid() == 0 else ACTIVE
+    )
+    return report
+
+
+def report_once(report: Mapping[str, str]) -> None:
+    """Log a warning for each unavailable step, once per process (restarts of the zygote do not repeat it)."""
+    for step, state in report.items():
+        if not state.startswith(ACTIVE) and (step, state) not in _reported:
+            _reported.add((step, state))
+            _logger.warning("Sandbox hardening step %r is %s.", step, state)

@@ -1,0 +1,264 @@
+"""The host side of process isolation: :class:`Sandbox` runs each snippet in its own child of a warm zygote.
+
+The host never forks (it will hold keys): it starts ``python -I -m sandbox.zygote`` with :mod:`subprocess`, keeps
+``spare_children`` children forked ahead of demand, and for each run takes one, sends it the compiled code, answers
+its requests, and enforces the wall-clock deadline by having the zygote SIGKILL it. How a child ended decides the
+error: SIGXCPU is the CPU limit, a kill we ordered is the wall limit, anything else unexplained is a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import functools
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Final
+
+from sandbox.channel import (
+    REQUEST_BYTES,
+    ChannelClosedError,
+    FrameTooLargeError,
+    encode_frame,
+    recv_body,
+)
+from sandbox.child import result_frame_bytes
+from sandbox.compiler import compile_snippet
+from sandbox.errors import CompileError, EgressDeniedError, QuotaExceededError
+from sandbox.limits import Limits
+from sandbox.zygote import ChildProcess, ZygoteProcess
+from sandbox.result import RunError, RunResult
+
+JSON = Any
+RequestHandler = Callable[[str, JSON], JSON]
+
+_logger = logging.getLogger("sandbox.supervisor")
+
+#: How long the host waits for the zygote's exit report of a child whose channel closed early.
+_EXIT_REPORT_SECONDS: Final = 5.0
+#: How long a run waits for a spare child (covers a zygote restart with heavy imports).
+_SPARE_WAIT_SECONDS: Final = 60.0
+
+
+def _failed(error_type: str, message: str, started: float, **details: Any) -> RunResult:
+    error = RunError(type=error_type, message=message, **details)
+    return RunResult(ok=False, error=error, duration_ms=(time.monotonic() - started) * 1000)
+
+
+class Sandbox:
+    """Run snippets in fresh processes forked from a warm, clean zygote.
+
+    Thread-safe: any number of threads (or ``await run_async``) may run at once, each in its own child.
+
+    Args:
+        environment: ``"package.module:function"`` naming the environment factory the zygote imports, or None.
+        spare_children: Children kept forked ahead of demand (a warm run costs well under a millisecond).
+        hardening: Apply the OS hardening steps of :mod:`sandbox.hardening` (reported in :attr:`hardening`).
+    """
+
+    def __init__(self, *, environment: str | None = None, spare_children: int = 1, hardening: bool = True) -> None:
+        if spare_children < 1:
+            raise ValueError(f"spare_children must be at least 1, got {spare_children!r}.")
+        self._environment = environment
+        self._spare_children = spare_children
+        self._hardening = hardening
+        self._zygote: ZygoteProcess | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def start(self) -> Sandbox:
+        """Start the zygote now (otherwise the first run does). Raises WorkerCrashedError if it cannot start."""
+        self._live_zygote()
+        return self
+
+    def close(self) -> None:
+        """Stop the zygote; its children die with it. The sandbox may be started again."""
+        with self._lock:
+            zygote, self._zygote = self._zygote, None
+        if zygote is not None:
+            zygote.close()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def hardening(self) -> Mapping[str, str]:
+        """Each OS hardening step of the running zygote: ``"active"`` or ``"unavailable: why"``."""
+        return dict(self._live_zygote().hardening)
+
+    @property
+    def zygote_pid(self) -> int:
+        """Process id of the running zygote (for monitoring; starts it if needed)."""
+        return self._live_zygote().pid
+
+    def _live_zygote(self) -> ZygoteProcess:
+        with self._lock:
+            if self._zygote is None or not self._zygote.alive:
+                if self._zygote is not None:
+                    _logger.warning("The sandbox zygote (pid %d) died; starting a new one.", self._zygote.pid)
+                    self._zygote.close()
+                self._zygote = ZygoteProcess.start(
+                    environment=self._environment, spare_children=self._spare_children, hardening=self._hardening
+                )
+            return self._zygote
+
+    # -- runs --------------------------------------------------------------------------------------------------
+    def run(
+        self,
+        source: str,
+        *,
+        event: JSON = None,
+        limits: Limits | None = None,
+        context: Mapping[str, JSON] | None = None,
+        on_request: RequestHandler | None = None,
+    ) -> RunResult:
+        """Run *source* once in a fresh child and return what happened, failures included, as a RunResult.
+
+        Args:
+            source: The snippet (a function body).
+            event: JSON passed to the snippet as ``event``.
+            limits: Limits of this run (default: :class:`Limits`'s defaults).
+            context: JSON passed to the environment factory in the child; never secrets.
+            on_request: Called in the host (in this thread) for each request the child makes; raise
+                EgressDeniedError or QuotaExceededError to refuse one.
+        """
+        started = time.monotonic()
+        limits = limits or Limits()
+        try:
+            compiled = compile_snippet(source)
+        except CompileError as error:
+            return _failed("CompileError", str(error), started, errors=error.errors)
+        order = encode_frame(
+            {
+                "t": "run",
+                "compiled": base64.b64encode(compiled.to_bytes()).decode(),
+                "event": event,
+                "limits": dataclasses.asdict(limits),
+                "context": dict(context or {}),
+            }
+        )
+        child = self._take_child()
+        if child is None:
+            return _failed("WorkerCrashedError", "No sandbox worker could be started.", started)
+        try:
+            return self._converse(child, order, limits, on_request, started)
+        finally:
+            child.sock.close()
+
+    async def run_async(
+        self,
+        source: str,
+        *,
+        event: JSON = None,
+        limits: Limits | None = None,
+        context: Mapping[str, JSON] | None = None,
+        on_request: RequestHandler | None = None,
+    ) -> RunResult:
+        """Like :meth:`run`, awaited; the run (and *on_request*) happens in the loop's default executor."""
+        call = functools.partial(
+            self.run, source, event=event, limits=limits, context=context, on_request=on_request
+        )
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+
+    def _take_child(self) -> ChildProcess | None:
+        for _ in range(2):  # a zygote that dies while we wait is replaced once per run
+            child = self._live_zygote().take(timeout=_SPARE_WAIT_SECONDS)
+            if child is not None:
+                return child
+        return None
+
+    def _converse(
+        self, child: ChildProcess, order: bytes, limits: Limits, on_request: RequestHandler | None, started: float
+    ) -> RunResult:
+        deadline = time.monotonic() + limits.wall_seconds
+        requests = 0
+        try:
+            child.sock.sendall(order)
+            while True:
+                body = recv_body(child.sock, max_bytes=result_frame_bytes(limits), deadline=deadline)
+                frame = json.loads(body)
+                if frame.get("t") == "result":
+                    child.finish()
+                    return self._result(frame.get("result"), started)
+                if frame.get("t") != "request" or len(body) > REQUEST_BYTES:
+                    child.kill()
+                    return _failed("EgressDeniedError", "The worker sent a request that is not allowed.", started)
+                requests += 1
+                child.sock.sendall(encode_frame(self._answer(frame, requests, limits, on_request)))
+        except TimeoutError:
+            child.kill()
+            return _failed(
+                "TimeLimitExceededError",
+                f"The snippet ran longer than its wall-clock limit of {limits.wall_seconds:g} s.",
+                started,
+            )
+        except FrameTooLargeError:
+            child.kill()
+            return _failed("OutputLimitExceededError", "The run's output and result are over their caps.", started)
+        except (ChannelClosedError, OSError):
+            return self._death(child, limits, started)
+        except ValueError:
+            child.kill()
+            return _failed("WorkerCrashedError", "The worker sent a malformed frame.", started)
+
+    def _answer(
+        self, frame: dict[str, Any], requests: int, limits: Limits, on_request: RequestHandler | None
+    ) -> dict[str, Any]:
+        op = frame.get("op")
+        try:
+            if requests > limits.egress_requests:
+                raise QuotaExceededError(f"This run already made {limits.egress_requests} requests.")
+            if on_request is None or not isinstance(op, str):
+                raise EgressDeniedError(f"Request {op!r} is not allowed: this sandbox answers no requests.")
+            return {"t": "answer", "value": on_request(op, frame.get("payload"))}
+        except (EgressDeniedError, QuotaExceededError) as error:
+            return {"t": "answer", "error": {"type": type(error).__name__, "message": str(error)}}
+        except Exception:
+            _logger.exception("The request handler failed on request %r.", op)
+            message = f"The host could not answer the {op!r} request."
+            return {"t": "answer", "error": {"type": "EgressDeniedError", "message": message}}
+
+    def _death(self, child: ChildProcess, limits: Limits, started: float) -> RunResult:
+        status, cpu_seconds = child.wait_exit(_EXIT_REPORT_SECONDS)
+        if status is None:
+            return _failed("WorkerCrashedError", "The sandbox worker vanished before it answered.", started)
+        if os.WIFSIGNALED(status):
+            signum = os.WTERMSIG(status)
+            if signum == signal.SIGXCPU or (signum == signal.SIGKILL and cpu_seconds >= limits.cpu_seconds):
+                message = f"The snippet used more than its CPU limit of {limits.cpu_seconds:g} s."
+                return _failed("TimeLimitExceededError", message, started)
+            name = signal.Signals(signum).name
+            return _failed("WorkerCrashedError", f"The sandbox worker died from signal {name}.", started)
+        code = os.WEXITSTATUS(status)
+        return _failed("WorkerCrashedError", f"The sandbox worker exited with code {code} before it answered.", started)
+
+    def _result(self, data: object, started: float) -> RunResult:
+        duration_ms = (time.monotonic() - started) * 1000
+        try:
+            assert isinstance(data, dict)
+            error = data.get("error")
+            logs = data.get("logs") or []
+            assert isinstance(data.get("ok"), bool) and isinstance(data.get("stdout", ""), str)
+            assert isinstance(logs, list) and all(isinstance(record, dict) for record in logs)
+            assert error is None or (isinstance(error, dict) and isinstance(error.get("type"), str))
+            return RunResult(
+                ok=data["ok"],
+                value=data.get("result"),
+                stdout=data.get("stdout", ""),
+                logs=tuple(logs),
+                error=None if error is None else RunError.from_json(error),
+                duration_ms=duration_ms,
+            )
+        except (AssertionError, KeyError, TypeError, ValueError):
+            return _failed("WorkerCrashedError", "The worker sent a malformed result.", started)

@@ -1,0 +1,514 @@
+"""The escape corpus against the language wall: every case ends in one specific, expected error.
+
+Each case is the source of a snippet and the error that must stop it: a ``CompileError`` message (the policy), or
+the exception type and exact message a guard raises inside the snippet. Runs in-process (the language wall alone);
+the process wall has its own corpus (tests/sandbox/test_bombs.py).
+"""
+
+# ruff: noqa: E501  # one case per row: a table reads better than strings wrapped over many lines
+
+from __future__ import annotations
+
+import importlib
+import json
+import types
+
+import pytest
+
+from sandbox.environment import Environment
+from sandbox.executor import run_source
+from sandbox.imports import Importer
+
+ALLOWED = ", ".join(Importer().allowed)
+
+#: A careless host: containers that hold a module (what #335's C-level iteration would hand out unchecked).
+ENVIRONMENT = Environment(names={"things": [json], "pairs": [(json, 1)], "table": {"m": json}})
+
+Expected = tuple[str, str]
+
+
+def compiled(message: str) -> Expected:
+    return ("CompileError", message)
+
+
+def bad_name(line: int, name: str) -> Expected:
+    return compiled(f'Line {line}: "{name}" is an invalid variable name because it starts with "_"')
+
+
+def bad_attr(line: int, attr: str) -> Expected:
+    return compiled(f'Line {line}: "{attr}" is an invalid attribute name because it starts with "_".')
+
+
+def inspect_attr(line: int, attr: str) -> Expected:
+    return compiled(f'Line {line}: "{attr}" is a restricted name, that is forbidden to access in RestrictedPython.')
+
+
+def import_refused(name: str) -> Expected:
+    return ("ImportError", f"Import of {name!r} is not allowed in snippets. Allowed modules: {ALLOWED}.")
+
+
+def cannot_import(item: str, module: str) -> Expected:
+    return ("ImportError", f"cannot import name {item!r} from {module!r} in snippets")
+
+
+def no_attr(module: str, attr: str) -> Expected:
+    return ("AttributeError", f"module {module!r} has no attribute {attr!r} in snippets")
+
+
+def undefined(name: str) -> Expected:
+    return ("NameError", f"name {name!r} is not defined")
+
+
+def underscore(attr: str) -> Expected:
+    return ("AttributeError", f"Attribute {attr!r} is not allowed in snippets because it starts with '_'.")
+
+
+def iterating(module: str = "json") -> Expected:
+    return ("TypeError", f"Iterating would give module {module!r}; that is not allowed in snippets.")
+
+
+def read_only(what: str, target: str) -> Expected:
+    return ("TypeError", f"Changing {what} of {target} is not allowed in snippets.")
+
+
+GENERATOR = "def gen():\n    yield 1\ng = gen()\n"
+
+ADVISORIES = [
+    pytest.param(
+        GENERATOR + "return g.gi_frame.f_back.f_back.f_builtins",
+        inspect_attr(4, "gi_frame"),
+        id="cve-2023-37271-gi-frame",
+    ),
+    pytest.param(GENERATOR + "return g.gi_code", inspect_attr(4, "gi_code"), id="cve-2023-37271-gi-code"),
+    pytest.param(
+        GENERATOR + "return g.gi_yieldfrom", inspect_attr(4, "gi_yieldfrom"), id="cve-2023-37271-gi-yieldfrom"
+    ),
+    pytest.param(
+        "try:\n    1 / 0\nexcept Exception as e:\n    return e.__traceback__.tb_frame",
+        inspect_attr(4, "tb_frame"),
+        id="cve-2023-37271-tb-frame",
+    ),
+    pytest.param(
+        GENERATOR + "return '{0.gi_frame}'.format(g)",
+        ("AttributeError", "Attribute 'gi_frame' is not allowed in snippets: it exposes interpreter internals."),
+        id="cve-2023-37271-gi-frame-via-format",
+    ),
+    pytest.param("return '{0.__class__}'.format(1)", underscore("__class__"), id="cve-2023-41039-str-format"),
+    pytest.param(
+        "return '{x.__class__}'.format_map({'x': 1})", underscore("__class__"), id="cve-2023-41039-format-map"
+    ),
+    pytest.param(
+        "return str.format('{0.__class__}', 1)", underscore("__class__"), id="cve-2023-41039-unbound-str-format"
+    ),
+    pytest.param(
+        "return str.format_map('{x.__class__}', {'x': 1})",
+        underscore("__class__"),
+        id="cve-2023-41039-unbound-format-map",
+    ),
+    pytest.param(
+        "class S(str):\n    pass\nreturn S('{0.__class__}').format(1)",
+        underscore("__class__"),
+        id="cve-2023-41039-str-subclass",
+    ),
+    pytest.param(
+        "import string\nreturn string.Formatter().format('{0.__class__}', 1)",
+        no_attr("string", "Formatter"),
+        id="cve-2023-41039-string-formatter",
+    ),
+    pytest.param(
+        "import string\ntry:\n    string.Formatter\nexcept AttributeError as e:\n    return e.obj",
+        ("AttributeError", "Attribute 'obj' of 'AttributeError' objects is not available in snippets."),
+        id="cve-2024-47532-attributeerror-obj",
+    ),
+    pytest.param(
+        "import json\ntry:\n    json.codecs\nexcept AttributeError as e:\n    return e.obj.codecs",
+        ("AttributeError", "Attribute 'obj' of 'AttributeError' objects is not available in snippets."),
+        id="cve-2024-47532-obj-behind-facade",
+    ),
+    pytest.param(
+        "try:\n    pass\nexcept* ValueError:\n    pass",
+        compiled("Line 1: TryStar statements are not allowed."),
+        id="cve-2025-22153-except-star",
+    ),
+    pytest.param(
+        "raise ExceptionGroup('x', [ValueError()])", undefined("ExceptionGroup"), id="cve-2025-22153-exceptiongroup"
+    ),
+    pytest.param("def f(_write_=None, /):\n    pass", bad_name(1, "_write_"), id="cve-2026-55830-posonly-write"),
+    pytest.param("f = lambda _getattr_=None, /: 1", bad_name(1, "_getattr_"), id="cve-2026-55830-posonly-lambda"),
+    pytest.param(
+        "def f(_getiter_=list, /):\n    return 1", bad_name(1, "_getiter_"), id="cve-2026-55830-posonly-getiter"
+    ),
+    pytest.param(
+        "from string import Formatter", cannot_import("Formatter", "string"), id="cve-2026-76825-import-formatter"
+    ),
+    pytest.param(
+        "import string\nreturn string.Formatter().get_field('0.__class__', (1,), {})",
+        no_attr("string", "Formatter"),
+        id="cve-2026-76825-get-field",
+    ),
+    pytest.param(
+        "import string\nreturn string.Formatter().vformat('{0.__class__}', (1,), {})",
+        no_attr("string", "Formatter"),
+        id="cve-2026-76825-vformat",
+    ),
+]
+
+C_LEVEL_ITERATION = [
+    pytest.param(f"return {call}", iterating(), id=f"issue-335-{name}")
+    for name, call in [
+        ("sorted", "sorted(things, key=str)"),
+        ("tuple", "tuple(things)"),
+        ("list", "list(things)"),
+        ("set", "set(things)"),
+        ("frozenset", "frozenset(things)"),
+        ("zip", "list(zip(things))"),
+        ("map", "list(map(str, things))"),
+        ("filter", "list(filter(None, things))"),
+        ("enumerate", "list(enumerate(things))"),
+        ("reversed", "list(reversed(things))"),
+        ("min", "min(things, key=str)"),
+        ("max", "max(things, key=str)"),
+        ("sum", "sum(things, [])"),
+        ("any", "any(things)"),
+        ("all", "all(things)"),
+        ("iter", "next(iter(things))"),
+        ("bytes", "bytes(things)"),
+        ("dict-values", "dict(table)"),
+    ]
+] + [
+    pytest.param("for m in things:\n    return 1", iterating(), id="issue-335-for-loop"),
+    pytest.param("return [m for m in things]", iterating(), id="issue-335-comprehension"),
+    pytest.param("for m, n in pairs:\n    return 1", iterating(), id="issue-335-for-unpack"),
+    pytest.param("m, = things", iterating(), id="issue-335-unpack"),
+    pytest.param(
+        "return things[0]",
+        ("TypeError", "Item 0 would give module 'json'; that is not allowed in snippets."),
+        id="getitem-module-in-list",
+    ),
+    pytest.param(
+        "return table['m']",
+        ("TypeError", "Item 'm' would give module 'json'; that is not allowed in snippets."),
+        id="getitem-module-in-dict",
+    ),
+]
+
+#: (module, attribute) whose real value is a module: a façade must not hand it out.
+MODULE_HOPS = [
+    ("base64", "binascii"), ("base64", "re"), ("base64", "struct"),
+    ("collections", "abc"), ("datetime", "sys"),
+    ("html", "entities"), ("json", "codecs"), ("json", "decoder"), ("json", "encoder"), ("json", "scanner"),
+    ("re", "copyreg"), ("re", "enum"), ("re", "functools"),
+    ("statistics", "math"), ("statistics", "numbers"), ("statistics", "random"), ("statistics", "sys"),
+    ("textwrap", "re"),
+    ("urllib.parse", "functools"), ("urllib.parse", "ipaddress"), ("urllib.parse", "re"), ("urllib.parse", "sys"),
+    ("urllib.parse", "types"), ("urllib.parse", "warnings"),
+    ("uuid", "os"), ("uuid", "platform"), ("uuid", "sys"),
+]  # fmt: skip
+
+#: Modules whose module-valued attributes are all private: the hop is refused at compile time and at run time.
+PRIVATE_HOPS = [
+    ("collections", "_sys"), ("hashlib", "_hashlib"), ("hmac", "_hashopenssl"), ("random", "_os"),
+    ("string", "_re"), ("zoneinfo", "_common"), ("html", "_re"), ("re", "_compiler"),
+]  # fmt: skip
+
+MODULE_GRAPH = (
+    [pytest.param(f"import {m}\nreturn {m}.{a}", no_attr(m, a), id=f"hop-{m}.{a}") for m, a in MODULE_HOPS]
+    + [pytest.param(f"import {m}\nreturn {m}.{a}", bad_attr(2, a), id=f"hop-{m}.{a}") for m, a in PRIVATE_HOPS]
+    + [
+        pytest.param(f"import {m}\nreturn '{{0.{a}}}'.format({m})", underscore(a), id=f"hop-format-{m}.{a}")
+        for m, a in PRIVATE_HOPS[:4]
+    ]
+    + [
+        pytest.param(
+            "import json\nreturn json.codecs.builtins.eval", no_attr("json", "codecs"), id="hop-json.codecs.builtins"
+        ),
+        pytest.param("import re\nreturn re.enum.bltns", no_attr("re", "enum"), id="hop-re.enum.bltns"),
+        pytest.param(
+            "import datetime\nreturn datetime.sys.modules['os']",
+            no_attr("datetime", "sys"),
+            id="hop-datetime.sys.modules",
+        ),
+        pytest.param("import base64\nreturn base64.re.enum.bltns", no_attr("base64", "re"), id="hop-base64.re.enum"),
+        pytest.param(
+            "import math\nreturn '{0.__self__}'.format(math.sqrt)", underscore("__self__"), id="hop-math.sqrt.self"
+        ),
+        pytest.param(
+            "import itertools\nreturn '{0.__self__}'.format(itertools.chain.from_iterable)",
+            underscore("__self__"),
+            id="hop-itertools-self",
+        ),
+        pytest.param("import time\nreturn time.sleep.__self__", bad_attr(2, "__self__"), id="hop-time.sleep.self"),
+        pytest.param(
+            "import decimal\nreturn decimal.Decimal.__module__", bad_attr(2, "__module__"), id="hop-decimal-module-name"
+        ),
+        pytest.param(
+            "import json\nreturn json.dumps.__globals__['sys']", bad_attr(2, "__globals__"), id="hop-json.dumps.globals"
+        ),
+        pytest.param("from json import codecs", cannot_import("codecs", "json"), id="from-json-import-codecs"),
+        pytest.param("from uuid import os", cannot_import("os", "uuid"), id="from-uuid-import-os"),
+        pytest.param("from urllib import request", cannot_import("request", "urllib"), id="from-urllib-import-request"),
+        pytest.param("import urllib\nreturn urllib.request", no_attr("urllib", "request"), id="hop-urllib.request"),
+        pytest.param("import json.decoder", import_refused("json.decoder"), id="import-json.decoder"),
+        pytest.param("import urllib.request", import_refused("urllib.request"), id="import-urllib.request"),
+        pytest.param("import uuid\nreturn uuid.getnode()", no_attr("uuid", "getnode"), id="uuid-getnode-mac"),
+        pytest.param("import time\ntime.tzset()", no_attr("time", "tzset"), id="time-tzset"),
+        pytest.param(
+            "import decimal\ndecimal.setcontext(decimal.Context(prec=1))",
+            no_attr("decimal", "setcontext"),
+            id="decimal-setcontext",
+        ),
+        pytest.param(
+            "import zoneinfo\nzoneinfo.reset_tzpath(['/'])",
+            no_attr("zoneinfo", "reset_tzpath"),
+            id="zoneinfo-reset-tzpath",
+        ),
+        pytest.param(
+            "import zoneinfo\nreturn str(zoneinfo.ZoneInfo('../../../../etc/passwd'))",
+            ("ValueError", "ZoneInfo keys must refer to subdirectories of TZPATH, got: ../../../../etc/passwd"),
+            id="zoneinfo-path-traversal",
+        ),
+        pytest.param(
+            "import zoneinfo\nreturn str(zoneinfo.ZoneInfo('/etc/passwd'))",
+            ("ValueError", "ZoneInfo keys may not be absolute paths, got: /etc/passwd"),
+            id="zoneinfo-absolute-path",
+        ),
+        pytest.param(
+            "return Exception.mro()",
+            (
+                "AttributeError",
+                "Attribute 'mro' is not allowed in snippets: it walks up to classes snippets must not reach.",
+            ),
+            id="mro-to-baseexception",
+        ),
+    ]
+)
+
+FORMAT_STRINGS = [
+    pytest.param(
+        "import json\nreturn '{0.__globals__}'.format(json.dumps)", underscore("__globals__"), id="format-globals"
+    ),
+    pytest.param("return '{0:{1.__class__}}'.format(1, 2)", underscore("__class__"), id="format-nested-spec"),
+    pytest.param("return '{0[x].__class__}'.format({'x': 1})", underscore("__class__"), id="format-index-then-attr"),
+    pytest.param("return 'a{0._＿class__}'.format(1)", underscore("_＿class__"), id="format-fullwidth-underscore"),
+    pytest.param("f = '{0.__class__}'.format\nreturn f(1)", underscore("__class__"), id="format-bound-method-alias"),
+    pytest.param("import logging", import_refused("logging"), id="logging-formatter-import"),
+    pytest.param("from logging import Formatter", import_refused("logging"), id="logging-formatter-from-import"),
+    pytest.param("import operator", import_refused("operator"), id="operator-attrgetter-import"),
+    pytest.param("from operator import attrgetter", import_refused("operator"), id="operator-attrgetter-from-import"),
+    pytest.param("return f'{(1).__class__}'", bad_attr(1, "__class__"), id="fstring-dunder"),
+]
+
+UNICODE = [
+    pytest.param("return ｅｖａｌ('1')", compiled("Line 1: Eval calls are not allowed."), id="fullwidth-eval"),
+    pytest.param("return ｅｘｅｃ('1')", compiled("Line 1: Exec calls are not allowed."), id="fullwidth-exec"),
+    pytest.param("return 𝐞𝐯𝐚𝐥('1')", compiled("Line 1: Eval calls are not allowed."), id="math-bold-eval"),
+    pytest.param("return (1)._＿class__", bad_attr(1, "__class__"), id="fullwidth-underscore-attr"),
+    pytest.param("return _＿import＿_('os')", bad_name(1, "__import__"), id="fullwidth-import"),
+    pytest.param("return ｇｌｏｂａｌｓ()", undefined("globals"), id="fullwidth-globals"),
+    pytest.param("return ｏｐｅｎ('/etc/passwd').read()", undefined("open"), id="fullwidth-open"),
+    pytest.param("return _﹍builtins﹍﹍", bad_name(1, "__builtins__"), id="dashed-low-line-builtins"),
+]
+
+CLASS_BODIES = [
+    pytest.param("class X:\n    __slots__ = ()", bad_name(2, "__slots__"), id="class-slots"),
+    pytest.param(
+        "class X(metaclass=object):\n    pass",
+        compiled('Line 1: The keyword argument "metaclass" is not allowed.'),
+        id="class-metaclass",
+    ),
+    pytest.param(
+        "class X:\n    def __getattr__(self, n):\n        return 1", bad_name(2, "__getattr__"), id="class-getattr"
+    ),
+    pytest.param("class X:\n    def __del__(self):\n        pass", bad_name(2, "__del__"), id="class-del"),
+    pytest.param(
+        "class X:\n    def __init_subclass__(cls):\n        pass",
+        bad_name(2, "__init_subclass__"),
+        id="class-init-subclass",
+    ),
+    pytest.param(
+        "class X:\n    def __format__(self, spec):\n        return ''", bad_name(2, "__format__"), id="class-format"
+    ),
+    pytest.param(
+        "class X:\n    def __class_getitem__(cls, item):\n        pass",
+        bad_name(2, "__class_getitem__"),
+        id="class-class-getitem",
+    ),
+    pytest.param(
+        "class X:\n    def __set_name__(self, o, n):\n        pass", bad_name(2, "__set_name__"), id="class-set-name"
+    ),
+    pytest.param("def __init__(self):\n    pass", bad_name(1, "__init__"), id="top-level-dunder-def"),
+    pytest.param("class X:\n    x = locals()", undefined("locals"), id="class-locals"),
+    pytest.param("class X:\n    vars()['y'] = 1", undefined("vars"), id="class-vars"),
+    pytest.param("class M(type):\n    pass", undefined("type"), id="class-subclass-type"),
+    pytest.param("class E(BaseException):\n    pass", undefined("BaseException"), id="class-subclass-baseexception"),
+    pytest.param("class X:\n    pass\nreturn X.__bases__", bad_attr(3, "__bases__"), id="class-bases"),
+    pytest.param("return object.__subclasses__()", bad_attr(1, "__subclasses__"), id="object-subclasses"),
+    pytest.param("return [].__class__.__base__", bad_attr(1, "__base__"), id="list-class-base"),
+    pytest.param("return __metaclass__", bad_name(1, "__metaclass__"), id="metaclass-name"),
+]
+
+UNREACHABLE_BASE_EXCEPTIONS = [
+    pytest.param("raise SystemExit(1)", undefined("SystemExit"), id="systemexit"),
+    pytest.param("raise KeyboardInterrupt", undefined("KeyboardInterrupt"), id="keyboardinterrupt"),
+    pytest.param("raise BaseException('x')", undefined("BaseException"), id="baseexception"),
+    pytest.param("raise GeneratorExit", undefined("GeneratorExit"), id="generatorexit"),
+    pytest.param("exit(1)", undefined("exit"), id="exit"),
+    pytest.param("quit()", undefined("quit"), id="quit"),
+]
+
+IMPORTS = [
+    pytest.param(f"import {name}", import_refused(name), id=f"import-{name}")
+    for name in [
+        "os", "sys", "gc", "subprocess", "importlib", "ctypes", "socket", "io", "pickle", "marshal", "threading",
+        "signal", "types", "inspect", "functools", "asyncio", "multiprocessing", "shutil", "pathlib", "tempfile",
+        "code", "pty", "posix", "http.client", "os.path", "twilio", "requests",
+    ]
+] + [
+    pytest.param("from os import system", import_refused("os"), id="from-os-import-system"),
+    pytest.param("import builtins", compiled('Line 1: "builtins" is a reserved name.'), id="import-builtins"),
+    pytest.param("__import__('os')", bad_name(1, "__import__"), id="dunder-import"),
+    pytest.param("return __builtins__['eval']", bad_name(1, "__builtins__"), id="dunder-builtins"),
+    pytest.param("import json as _json", bad_name(1, "_json"), id="import-as-underscore"),
+    pytest.param("from . import x", compiled("Line 1: Relative imports are not allowed in a snippet."), id="relative-import"),
+    pytest.param("from __future__ import braces", compiled('Line 1: "__future__" is an invalid module name because it starts with "_".'), id="future-import"),
+    pytest.param("from json import *", compiled('Line 1: "*" imports are not allowed.'), id="star-import"),
+]  # fmt: skip
+
+MISSING_BUILTINS = [
+    pytest.param(f"return {name}", undefined(name), id=f"no-{name}")
+    for name in [
+        "type", "vars", "dir", "globals", "locals", "getattr", "setattr", "delattr", "open", "compile", "input",
+        "help", "id", "memoryview", "super", "eval", "exec",
+    ]
+] + [
+    pytest.param("return eval('1')", compiled("Line 1: Eval calls are not allowed."), id="eval-call"),
+    pytest.param("return exec('1')", compiled("Line 1: Exec calls are not allowed."), id="exec-call"),
+    pytest.param("breakpoint()", compiled('Line 1: "breakpoint" is a reserved name.'), id="breakpoint"),
+]  # fmt: skip
+
+MUTATION = [
+    pytest.param(
+        "import json\njson.dumps = len", read_only("attribute 'dumps'", "<module 'json'>"), id="facade-assign"
+    ),
+    pytest.param("import json\ndel json.dumps", read_only("attribute 'dumps'", "<module 'json'>"), id="facade-delete"),
+    pytest.param("import math\nmath.pi += 1", read_only("attribute 'pi'", "<module 'math'>"), id="facade-augassign"),
+    pytest.param(
+        "import json\njson.JSONEncoder.default = len",
+        read_only("attribute 'default'", "a 'type' object"),
+        id="facade-class-assign",
+    ),
+    pytest.param(
+        "import json\njson.dumps.x = 1", read_only("attribute 'x'", "a 'function' object"), id="facade-function-assign"
+    ),
+    pytest.param(
+        "import hashlib\nhashlib.algorithms_available.add('x')",
+        ("AttributeError", "'frozenset' object has no attribute 'add'"),
+        id="facade-constant-set",
+    ),
+    pytest.param(
+        "import hashlib\nhashlib.algorithms_guaranteed.clear()",
+        ("AttributeError", "'frozenset' object has no attribute 'clear'"),
+        id="facade-constant-clear",
+    ),
+    pytest.param(
+        "import string\nstring.Template.delimiter = '%'",
+        read_only("attribute 'delimiter'", "a 'type' object"),
+        id="facade-class-attribute",
+    ),
+    pytest.param("log.info = print", read_only("attribute 'info'", "<snippet log>"), id="log-object"),
+]
+
+MISC = [
+    pytest.param(
+        "print(1, file=event)",
+        ("TypeError", "print(file=...) is not supported in snippets; output is captured."),
+        id="print-file",
+    ),
+    pytest.param(
+        "def f(**k):\n    return k\nreturn f(**{'_x': 1})",
+        ("TypeError", "Keyword argument '_x' is not allowed in snippets because it starts with '_'."),
+        id="apply-private-keyword",
+    ),
+    pytest.param(
+        "f(_x=1)",
+        compiled('Line 1: "_x" is an invalid keyword argument because it starts with "_".'),
+        id="private-keyword",
+    ),
+    pytest.param("global _getattr_", bad_name(1, "_getattr_"), id="global-guard"),
+    pytest.param("def f():\n    nonlocal _write_", bad_name(2, "_write_"), id="nonlocal-guard"),
+    pytest.param("return (_getiter_ := list)", bad_name(1, "_getiter_"), id="walrus-guard"),
+    pytest.param("_print_ = 1", bad_name(1, "_print_"), id="assign-print-hook"),
+    pytest.param("return (lambda: 0).__code__", bad_attr(1, "__code__"), id="lambda-code"),
+    pytest.param("return print.__self__", bad_attr(1, "__self__"), id="print-self"),
+    pytest.param(
+        "match 1:\n    case int(real=r):\n        pass",
+        compiled("Line 1: Match statements are not allowed."),
+        id="match-class-pattern",
+    ),
+    pytest.param(
+        "async def f():\n    pass", compiled("Line 1: AsyncFunctionDef statements are not allowed."), id="async-def"
+    ),
+    pytest.param(
+        "x = yield 1",
+        compiled("Line 1: 'yield' is only allowed inside a def; a snippet returns its result with 'return'."),
+        id="top-level-yield",
+    ),
+    pytest.param(
+        "return " + "+".join(["1"] * 6000),
+        compiled("Line 1: The snippet is too deeply nested or too large to compile (RecursionError)."),
+        id="compile-recursion",
+    ),
+    pytest.param(
+        "return " + "[" * 150 + "]" * 150,
+        compiled("Line 1: The snippet nests more than 100 levels deep; split it into smaller steps."),
+        id="deep-nesting",
+    ),
+    pytest.param(
+        "x = 1\n" * 60_000,
+        compiled("Line 1: The snippet is 360000 bytes long; the limit is 262144 bytes."),
+        id="source-too-large",
+    ),
+    pytest.param(
+        'x = "\0"',
+        compiled("Line 1: SyntaxError: source code string cannot contain null bytes at statement: None"),
+        id="null-byte",
+    ),
+]
+
+CASES = ADVISORIES + C_LEVEL_ITERATION + MODULE_GRAPH + FORMAT_STRINGS + UNICODE + CLASS_BODIES
+CASES += UNREACHABLE_BASE_EXCEPTIONS + IMPORTS + MISSING_BUILTINS + MUTATION + MISC
+
+
+@pytest.mark.parametrize(("source", "expected"), CASES)
+def test_escape_attempt_is_stopped(source: str, expected: Expected) -> None:
+    """Each escape attempt ends in its one expected error, never in a result."""
+    kind, message = expected
+    result = run_source(source, event={"x": 1}, environment=ENVIRONMENT)
+    assert not result.ok
+    assert result.value is None
+    error = result.error
+    assert error is not None
+    if kind == "CompileError":
+        assert error.type == "CompileError"
+        assert message in error.errors
+    else:
+        assert (error.type, error.exception, error.message) == ("SnippetError", kind, message)
+
+
+def test_corpus_is_large_enough() -> None:
+    """The corpus keeps at least 80 distinct cases (issue 2)."""
+    ids = [case.id for case in CASES]
+    assert len(ids) == len(set(ids))
+    assert len(ids) >= 80
+
+
+@pytest.mark.parametrize(("module", "attribute"), MODULE_HOPS + PRIVATE_HOPS, ids=lambda v: str(v))
+def test_module_hop_cases_are_real(module: str, attribute: str) -> None:
+    """Each module hop in the corpus names an attribute whose real value IS a module (so the case means something)."""
+    assert isinstance(getattr(importlib.import_module(module), attribute), types.ModuleType)
+
+
+def test_facade_mutation_does_not_persist() -> None:
+    """A refused write to a façade leaves nothing behind for the next run."""
+    assert not run_source("import json\njson.dumps = len").ok
+    assert run_source("import json\nreturn json.dumps([1])").value == "[1]"

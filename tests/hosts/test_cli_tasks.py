@@ -1,0 +1,91 @@
+"""Tests of ``zingyconn scripts ...`` and ``zingyconn tasks ...`` through click's CliRunner (no worker runs here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from zingyconn.config import Settings
+from zingyconn.hosts.cli import main
+from zingyconn.queue import TaskQueue
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """An environment with an empty data directory (store and SQLite queue)."""
+    return {"ZINGYCONN_DATA_DIR": str(tmp_path / "data"), "ZINGYCONN_DB_URL": "", "ZINGYCONN_QUEUE_URL": ""}
+
+
+@pytest.fixture
+def snippet(tmp_path: Path) -> Path:
+    """A script file."""
+    path = tmp_path / "digest.py"
+    path.write_text("log.info('digest', n=event.get('n'))\nreturn event\n")
+    return path
+
+
+def _run(env: dict[str, str], *args: str) -> Result:
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_scripts_add_list_show_delete(env: dict[str, str], snippet: Path) -> None:
+    """A script with a cron schedule is saved, listed, shown (as text and JSON) and deleted."""
+    added = _run(env, "scripts", "add", "digest", "--file", str(snippet), "--cron", "0 7 * * 1-5")
+    assert added.exit_code == 0, added.output
+    assert added.stdout == "Saved script 'digest' in tenant 'default'; it runs on cron '0 7 * * 1-5' (UTC).\n"
+    assert _run(env, "scripts", "list").stdout.startswith("digest                         0 7 * * 1-5")
+    shown = json.loads(_run(env, "scripts", "show", "digest", "--json").stdout)
+    assert (shown["cron"], shown["source"]) == ("0 7 * * 1-5", snippet.read_text())
+    assert "return event" in _run(env, "scripts", "show", "digest").stdout
+    assert _run(env, "scripts", "delete", "digest").exit_code == 0
+    assert "has no scripts" in _run(env, "scripts", "list").stdout
+
+
+def test_scripts_add_refuses_a_bad_cron_naming_the_field(env: dict[str, str], snippet: Path) -> None:
+    """A cron expression with an hour of 25 is refused (exit 2) with the field named, and nothing is saved."""
+    result = _run(env, "scripts", "add", "digest", "--file", str(snippet), "--cron", "0 25 * * *")
+    assert result.exit_code == 2
+    assert "field 'hour' is '25', which is not valid" in result.stderr
+    assert "has no scripts" in _run(env, "scripts", "list").stdout
+
+
+def test_tasks_enqueue_records_a_queued_task(env: dict[str, str], snippet: Path) -> None:
+    """enqueue prints the task id; list and show find it queued with its payload."""
+    _run(env, "scripts", "add", "digest", "--file", str(snippet))
+    result = _run(env, "tasks", "enqueue", "digest", "--payload", '{"n": 3}')
+    assert result.exit_code == 0, result.output
+    task_id = result.stdout.split()[2]
+    assert result.stdout.startswith(f"Queued task {task_id} (script 'digest', tenant 'default') on SQLite ")
+    assert task_id in _run(env, "tasks", "list", "--state", "queued").stdout
+    shown = json.loads(_run(env, "tasks", "show", task_id).stdout)
+    assert (shown["state"], shown["payload"], shown["source"]) == ("queued", {"n": 3}, "cli")
+    assert TaskQueue.from_settings(Settings.from_env(env)).huey.pending_count() == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["tasks", "enqueue", "nope"], "Tenant 'default' has no script named 'nope'.", id="no-script"),
+        pytest.param(["tasks", "enqueue", "digest", "--payload", "{"], "--payload is not valid JSON", id="bad-json"),
+        pytest.param(["tasks", "rerun", "run_unknown"], "There is no task or task run with id", id="no-run"),
+    ],
+)
+def test_tasks_errors_are_one_line(env: dict[str, str], snippet: Path, args: list[str], message: str) -> None:
+    """Bad task commands end in one `Error: ...` line, not a traceback."""
+    _run(env, "scripts", "add", "digest", "--file", str(snippet))
+    result = _run(env, *args)
+    assert result.exit_code in (1, 2)
+    assert result.stderr.startswith("Error: ")
+    assert message in result.stderr
+
+
+def test_tasks_rerun_refuses_a_task_that_has_not_failed(env: dict[str, str], snippet: Path) -> None:
+    """Only failed tasks can be re-run."""
+    _run(env, "scripts", "add", "digest", "--file", str(snippet))
+    task_id = _run(env, "tasks", "enqueue", "digest").stdout.split()[2]
+    result = _run(env, "tasks", "rerun", task_id)
+    assert result.exit_code == 2
+    assert f"Task {task_id!r} is queued; only failed tasks can be re-run." in result.stderr

@@ -1,0 +1,111 @@
+"""Imports: the allowlist, façades instead of modules, ``fromlist`` checked, packages composed."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+
+from sandbox.imports import STDLIB_MODULES, Facade, Importer, make_facade, stdlib_facades
+
+
+def test_every_allowed_module_has_a_facade() -> None:
+    """Each module of the allowlist is handed out as a Facade, never a module."""
+    facades = stdlib_facades()
+    assert sorted(facades) == sorted(STDLIB_MODULES)
+    assert all(isinstance(f, Facade) for f in facades.values())
+
+
+def test_facade_exposes_public_names_but_no_modules() -> None:
+    """A façade has the module's public functions and classes and none of its module-valued attributes."""
+    facade = make_facade(json)
+    assert facade.dumps is json.dumps
+    assert sorted(dir(facade)) == sorted(json.__all__)
+    with pytest.raises(AttributeError, match="module 'json' has no attribute 'codecs' in snippets"):
+        _ = facade.codecs
+
+
+def test_facade_is_read_only() -> None:
+    """Assigning or deleting a façade attribute raises TypeError."""
+    facade = make_facade(json)
+    with pytest.raises(TypeError, match="Changing attribute 'dumps' of module 'json'"):
+        facade.dumps = len
+    with pytest.raises(TypeError, match="Deleting attribute 'dumps'"):
+        del facade.dumps
+
+
+def test_facade_freezes_mutable_constants() -> None:
+    """Lists, sets and dicts in a module become tuple, frozenset and a read-only mapping."""
+    module = types.SimpleNamespace(__name__="m", items=[1], tags={"a"}, table={"k": 1})
+    facade = make_facade(module, ["items", "tags", "table"])
+    assert (facade.items, facade.tags) == ((1,), frozenset({"a"}))
+    assert isinstance(facade.table, types.MappingProxyType)
+
+
+def test_facade_overrides_and_explicit_names_are_checked() -> None:
+    """Overrides replace values; asking for a private name or a module-valued name is a host error."""
+    facade = make_facade(json, [], overrides={"Client": dict})
+    assert facade.Client is dict
+    with pytest.raises(ValueError, match="names starting with '_' stay private"):
+        make_facade(json, ["_default_encoder"])
+    with pytest.raises(ValueError, match="it is module 'codecs'"):
+        make_facade(json, ["codecs"])
+
+
+def test_string_facade_has_no_formatter() -> None:
+    """``string`` exposes its constants, capwords and Template, not Formatter (CVE-2023-41039, CVE-2026-76825)."""
+    facade = stdlib_facades()["string"]
+    assert facade.ascii_lowercase == "abcdefghijklmnopqrstuvwxyz"
+    assert not hasattr(facade, "Formatter")
+
+
+def test_import_of_a_disallowed_module_names_the_allowed_ones() -> None:
+    """The ImportError names the module and lists every allowed module."""
+    importer = Importer()
+    with pytest.raises(ImportError) as info:
+        importer("os")
+    assert (
+        str(info.value) == f"Import of 'os' is not allowed in snippets. Allowed modules: {', '.join(importer.allowed)}."
+    )
+    assert "json" in importer.allowed
+
+
+def test_dotted_import_binds_a_package_with_the_submodule() -> None:
+    """``import urllib.parse`` returns a ``urllib`` package whose ``parse`` is the façade."""
+    importer = Importer()
+    package = importer("urllib.parse")
+    assert package.parse is stdlib_facades()["urllib.parse"]  # type: ignore[attr-defined]  # a façade
+    assert importer("urllib.parse", fromlist=("quote",)) is stdlib_facades()["urllib.parse"]
+
+
+def test_fromlist_is_checked() -> None:
+    """``from m import name`` fails for names the façade does not expose."""
+    importer = Importer()
+    with pytest.raises(ImportError, match="cannot import name 'decoder' from 'json' in snippets"):
+        importer("json", fromlist=("decoder",))
+    with pytest.raises(ImportError, match="cannot import name '_default_encoder'"):
+        importer("json", fromlist=("_default_encoder",))
+
+
+def test_relative_import_is_refused() -> None:
+    """A non-zero level is refused even if the compiler let it through."""
+    with pytest.raises(ImportError, match="Relative imports"):
+        Importer()("json", level=1)
+
+
+def test_environment_modules_add_to_the_allowlist() -> None:
+    """Environment.modules become importable next to the stdlib, composing packages by dotted name."""
+    twiml = make_facade(types.SimpleNamespace(__name__="vendor.twiml", Response=dict), ["Response"])
+    importer = Importer({"vendor": make_facade(json, ["dumps"], label="vendor"), "vendor.twiml": twiml})
+    assert "vendor.twiml" in importer.allowed
+    vendor = importer("vendor.twiml")
+    assert vendor.twiml is twiml  # type: ignore[attr-defined]  # a package façade
+    assert vendor.dumps is json.dumps  # type: ignore[attr-defined]
+    assert importer("vendor.twiml", fromlist=("Response",)).Response is dict  # type: ignore[attr-defined]
+
+
+def test_environment_modules_must_be_facades() -> None:
+    """A real module in Environment.modules is a host bug, refused up front."""
+    with pytest.raises(ValueError, match="must be a façade, not module 'json'"):
+        Importer({"json2": json})

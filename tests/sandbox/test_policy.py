@@ -1,0 +1,113 @@
+"""The compile-time policy: snippets are function bodies; errors come all at once; limits on size and depth."""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+
+import pytest
+
+from sandbox.compiler import MAX_AST_DEPTH, CompiledSnippet, compile_snippet
+from sandbox.errors import CompileError
+from sandbox.policy import ENTRY_POINT
+
+
+def test_snippet_compiles_into_the_entry_point_function() -> None:
+    """The body becomes a function named ENTRY_POINT, so ``return`` at the top level is valid."""
+    compiled = compile_snippet("return 1")
+    namespace: dict[str, object] = {}
+    exec(compiled.code, namespace)  # no guards needed: the body touches nothing
+    assert ENTRY_POINT in namespace
+
+
+def test_compile_is_cached_by_source_hash() -> None:
+    """The same source gives the same compiled object; the digest is the sha256 of the source."""
+    first = compile_snippet("return 'cached'")
+    assert compile_snippet("return 'cached'") is first
+    assert first.digest == hashlib.sha256(b"return 'cached'").hexdigest()
+
+
+def test_compiled_snippet_round_trips_through_bytes() -> None:
+    """to_bytes/from_bytes carry the marshalled code to a child unchanged."""
+    compiled = compile_snippet("x = 2\nreturn x * 21")
+    again = CompiledSnippet.from_bytes(compiled.to_bytes())
+    assert (again.source, again.digest, again.code) == (compiled.source, compiled.digest, compiled.code)
+    assert marshal.loads(marshal.dumps(compiled.code)) == compiled.code
+
+
+def test_from_bytes_refuses_other_data() -> None:
+    """Bytes that do not hold a compiled snippet are refused."""
+    with pytest.raises(ValueError, match="Not a compiled snippet"):
+        CompiledSnippet.from_bytes(marshal.dumps(("a", "b", "c")))
+
+
+def test_every_policy_error_is_reported_at_once() -> None:
+    """All violations come back together, each with its line."""
+    with pytest.raises(CompileError) as info:
+        compile_snippet("a = x.__class__\nb = _private\nimport os as _os")
+    assert info.value.errors == (
+        'Line 1: "__class__" is an invalid attribute name because it starts with "_".',
+        'Line 2: "_private" is an invalid variable name because it starts with "_"',
+        'Line 3: "_os" is an invalid variable name because it starts with "_"',
+    )
+
+
+def test_syntax_error_names_its_line() -> None:
+    """A syntax error is a CompileError with RestrictedPython's message format."""
+    with pytest.raises(CompileError) as info:
+        compile_snippet("x = 1\nif x\n    pass")
+    assert info.value.errors == ("Line 2: SyntaxError: expected ':' at statement: 'if x'",)
+
+
+def test_rejected_source_is_cached_too() -> None:
+    """A rejected source raises the same errors again (from the cache)."""
+    for _ in range(2):
+        with pytest.raises(CompileError, match="invalid variable name"):
+            compile_snippet("_x = 1")
+
+
+def test_depth_limit_is_an_error_not_a_crash() -> None:
+    """An AST deeper than MAX_AST_DEPTH is refused with a message; just below it compiles."""
+    compile_snippet("return " + "[" * (MAX_AST_DEPTH - 5) + "]" * (MAX_AST_DEPTH - 5))
+    with pytest.raises(CompileError, match="nests more than"):
+        compile_snippet("return " + "[" * (MAX_AST_DEPTH + 5) + "]" * (MAX_AST_DEPTH + 5))
+
+
+def test_source_must_be_str() -> None:
+    """compile_snippet refuses bytes (a programming error of the host, not the snippet's)."""
+    with pytest.raises(TypeError, match="must be str"):
+        compile_snippet(b"return 1")  # type: ignore[arg-type]  # the point of the test
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(
+            "class C:\n    def __init__(self):\n        self.n = 0\n    def inc(self):\n        self.n += 1", id="attr"
+        ),
+        pytest.param("d = {}\nd['k'] = 0\nd['k'] += 1", id="subscript"),
+        pytest.param("def f():\n    n = 0\n    def g():\n        nonlocal n\n        n += 1", id="nonlocal"),
+        pytest.param(
+            "class C:\n    def __repr__(self):\n        return 'c'\n    def __len__(self):\n        return 0",
+            id="dunders",
+        ),
+    ],
+)
+def test_harmless_syntax_compiles(source: str) -> None:
+    """Syntax that stock RestrictedPython refuses but that cannot reach anything compiles under our policy."""
+    assert compile_snippet(source).code is not None
+
+
+def test_augmented_slice_assignment_is_refused_with_advice() -> None:
+    """``xs[1:2] += ...`` is refused with a message saying what to do instead."""
+    with pytest.raises(CompileError) as info:
+        compile_snippet("xs = [1]\nxs[0:1] += [2]")
+    assert info.value.errors == (
+        "Line 2: Augmented assignment of slices is not allowed; assign the new slice instead.",
+    )
+
+
+def test_augmented_assignment_checks_the_attribute_name() -> None:
+    """The rewrite keeps RestrictedPython's name checks: ``x.__dict__ += ...`` is refused."""
+    with pytest.raises(CompileError, match='"__dict__" is an invalid attribute name'):
+        compile_snippet("x.__dict__ += 1")

@@ -1,0 +1,80 @@
+"""The layout keeps its promises: imports go one way, hosts stay thin, public names are exported and documented."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Host modules parse, call the runtime and render; the logic they call lives elsewhere (style.md §2.1).
+MAX_HOST_MODULE_LINES = 500
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sandbox").rglob("*.py")), ids=lambda p: p.name)
+def test_sandbox_never_imports_zingyconn(path: Path) -> None:
+    """The generic sandbox package does not depend on the product built on it."""
+    offenders = {name for name in _imported_modules(path) if name.split(".")[0] == "zingyconn"}
+    assert not offenders, f"{path.relative_to(ROOT)} imports {sorted(offenders)}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in (ROOT / "zingyconn").rglob("*.py") if "hosts" not in p.relative_to(ROOT / "zingyconn").parts),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_core_never_imports_hosts(path: Path) -> None:
+    """Entry points depend on the core, never the other way round."""
+    offenders = {name for name in _imported_modules(path) if name.startswith("zingyconn.hosts")}
+    assert not offenders, f"{path.relative_to(ROOT)} imports {sorted(offenders)}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "zingyconn" / "hosts").rglob("*.py")), ids=lambda p: p.name)
+def test_host_modules_stay_thin(path: Path) -> None:
+    """Each entry-point module stays small enough to read in one sitting."""
+    assert len(path.read_text().splitlines()) <= MAX_HOST_MODULE_LINES
+
+
+def test_no_grab_bag_modules() -> None:
+    """There is no utils.py or helpers.py: every module is named by what it holds."""
+    assert not [p for p in ROOT.glob("*/**/*.py") if p.stem in {"utils", "helpers", "misc"}]
+
+
+@pytest.mark.parametrize("package", ["sandbox", "zingyconn"])
+def test_public_names_are_sorted_and_importable(package: str) -> None:
+    """Each package's ``__all__`` is sorted and every name in it exists."""
+    module = __import__(package)
+    names = list(module.__all__)
+    assert names == sorted(names)
+    assert all(hasattr(module, name) for name in names)
+
+
+def test_every_cli_command_is_in_the_readme() -> None:
+    """Every top-level ``zingyconn`` command appears in the README."""
+    from zingyconn.hosts.cli import main
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name in main.commands if not re.search(rf"zingyconn {re.escape(name)}\b", readme)]
+    assert not missing, f"README does not mention: {missing}"
+
+
+def test_every_configuration_variable_is_in_the_readme() -> None:
+    """Every ZINGYCONN_* variable the code reads is documented in the README."""
+    used: set[str] = set()
+    for path in (ROOT / "zingyconn").rglob("*.py"):
+        used.update(re.findall(r"\"(ZINGYCONN_[A-Z_]+)\"", path.read_text()))
+    readme = (ROOT / "README.md").read_text()
+    assert not sorted(v for v in used if v not in readme)

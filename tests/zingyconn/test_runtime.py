@@ -1,0 +1,273 @@
+"""The runtime end to end: snippets in the real sandbox, Twilio through the broker to the emulator, masked history."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sandbox.limits import Limits
+from tests.zingyconn.capability import (
+    ACCOUNT_SID,
+    API_KEY,
+    API_SECRET,
+    AUTH_TOKEN,
+    MASTER_KEY,
+    RECIPIENT,
+    SENDER,
+    World,
+    twilio_world,
+)
+from zingyconn.errors import NotFoundError, ValidationError
+from zingyconn.hosts.cli import main
+from zingyconn.keyring import encode_key
+from zingyconn.masking import MASK
+from zingyconn.runtime import Runtime
+
+SEND_AND_READ = f"""
+c = zingyConn.twilio(event["connection"])
+sent = c.messages.create(to="{RECIPIENT}", from_="{SENDER}", body="hello from a snippet")
+listed = [m.sid for m in c.messages.list(to="{RECIPIENT}", limit=20)]
+return {{"sid": sent.sid, "listed": sent.sid in listed, "fetched": c.messages(sent.sid).fetch().body}}
+"""
+REDACT_AND_DELETE = """
+c = zingyConn.twilio(event["connection"])
+redacted = c.messages(event["sid"]).update(body="")
+return {"redacted": redacted.body, "deleted": c.messages(event["sid"]).delete()}
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """The emulator and a store with acme's and globex's connections."""
+    with twilio_world(tmp_path_factory.mktemp("runtime")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def runtime(world: World) -> Iterator[Runtime]:
+    """A runtime on the world's store, sending Twilio requests to the emulator."""
+    with Runtime(world.settings, engine=world.engine, keyring=world.keyring) as running:
+        yield running
+
+
+@pytest.mark.parametrize(("connection", "username"), [("main", ACCOUNT_SID), ("keyed", API_KEY)])
+def test_message_lifecycle_through_zingyconn_twilio(
+    world: World, runtime: Runtime, connection: str, username: str
+) -> None:
+    """create, list, fetch, redact and delete work from snippets, authenticated as the stored connection."""
+    before = len(world.emulator.requests)
+    sent = runtime.run("acme", SEND_AND_READ, event={"connection": connection})
+    assert sent.ok, sent.error
+    assert (sent.value["listed"], sent.value["fetched"]) == (True, "hello from a snippet")
+    world.emulator.state.advance(60)  # the message is delivered: it may now be deleted
+    done = runtime.run("acme", REDACT_AND_DELETE, event={"connection": connection, "sid": sent.value["sid"]})
+
+    assert done.ok, done.error
+    assert done.value == {"redacted": "", "deleted": True}
+    new = world.emulator.requests[before:]
+    assert [r.method for r in new] == ["POST", "GET", "GET", "POST", "DELETE"]
+    assert {r.username for r in new} == {username}
+    assert [(call["method"], call["status"]) for call in [*sent.egress, *done.egress]] == [
+        ("POST", 201),
+        ("GET", 200),
+        ("GET", 200),
+        ("POST", 200),
+        ("DELETE", 204),
+    ]
+
+
+def test_direct_client_with_snippet_credentials(world: World, runtime: Runtime) -> None:
+    """``twilio.Client(sid, token)`` and ``Client(key, secret, sid)`` work and their tokens are masked in output."""
+    source = f"""
+import twilio
+from twilio.rest import Client
+a = twilio.Client("{ACCOUNT_SID}", "{AUTH_TOKEN}")
+b = Client("{API_KEY}", "{API_SECRET}", "{ACCOUNT_SID}")
+print("my token is {AUTH_TOKEN}")
+log.info("key secret", secret="{API_SECRET}")
+return [len(a.messages.list(limit=1)), len(b.messages.list(limit=1)), "{API_SECRET}"]
+"""
+    before = len(world.emulator.requests)
+    result = runtime.run("acme", source)
+
+    assert result.ok, result.error
+    assert result.value[2] == MASK
+    assert result.stdout == f"my token is {MASK}\n"
+    assert result.logs[0]["fields"] == {"secret": MASK}
+    assert [r.username for r in world.emulator.requests[before:]] == [ACCOUNT_SID, API_KEY]
+    stored = json.dumps(runtime.history.get("acme", result.run_id).to_json())
+    assert AUTH_TOKEN not in stored
+    assert API_SECRET not in stored
+
+
+@pytest.mark.parametrize("name", ["nope", "theirs"])
+def test_unknown_or_foreign_connection_raises_lookup_error(runtime: Runtime, name: str) -> None:
+    """A missing name and another tenant's name fail the same way, and no other name is listed."""
+    result = runtime.run("acme", f'return zingyConn.twilio("{name}")')
+
+    assert result.error is not None
+    assert (result.error.type, result.error.exception) == ("SnippetError", "LookupError")
+    assert result.error.message == f"No Twilio connection named '{name}'."
+
+
+def test_lookup_error_is_catchable(runtime: Runtime) -> None:
+    """A snippet can fall back when a connection is missing."""
+    source = 'try:\n    zingyConn.twilio("nope")\nexcept LookupError as exc:\n    return str(exc)'
+    assert runtime.run("acme", source).value == "No Twilio connection named 'nope'."
+
+
+def test_twiml_and_message_results_become_json(runtime: Runtime) -> None:
+    """A MessagingResponse becomes its XML; a MessageInstance becomes its fields with Twilio's names."""
+    twiml = runtime.run(
+        "acme",
+        "from twilio.twiml.messaging_response import MessagingResponse\nr = MessagingResponse()\n"
+        "r.message('Thanks!')\nreturn r",
+    )
+    assert twiml.value == '<?xml version="1.0" encoding="UTF-8"?><Response><Message>Thanks!</Message></Response>'
+    message = runtime.run(
+        "acme", f'return zingyConn.twilio("main").messages.create(to="{RECIPIENT}", from_="{SENDER}", body="hi")'
+    )
+    assert message.ok, message.error
+    assert message.value["from"] == SENDER
+    assert message.value["body"] == "hi"
+    assert message.value["sid"].startswith("SM")
+    assert isinstance(message.value["date_created"], str)
+
+
+def test_twilio_errors_reach_the_snippet_as_twilio_rest_exception(runtime: Runtime) -> None:
+    """An API error is a TwilioRestException with Twilio's code, catchable by the snippet."""
+    source = (
+        "from twilio.base.exceptions import TwilioRestException\nc = zingyConn.twilio('main')\n"
+        "try:\n    c.messages.create(to='not-a-number', from_='+15005550006', body='x')\n"
+        "except TwilioRestException as exc:\n    return [exc.status, exc.code]"
+    )
+    assert runtime.run("acme", source).value == [400, 21211]
+    uncaught = runtime.run("acme", "zingyConn.twilio('main').messages('SM' + '0' * 32).fetch()")
+    assert uncaught.error is not None
+    assert uncaught.error.exception == "TwilioRestException"
+
+
+def test_list_pages_through_the_broker(runtime: Runtime) -> None:
+    """Paging follows next_page_uri through the broker (one request per page)."""
+    source = f"""
+c = zingyConn.twilio("main")
+for i in range(5):
+    c.messages.create(to="+15550001111", from_="{SENDER}", body=str(i))
+return len(c.messages.list(to="+15550001111", page_size=2))
+"""
+    result = runtime.run("acme", source)
+    assert result.value == 5
+    assert [call["method"] for call in result.egress].count("GET") == 3
+
+
+def test_client_never_reads_the_environment(runtime: Runtime) -> None:
+    """``twilio.Client()`` without credentials fails clearly instead of reading environment variables."""
+    result = runtime.run("acme", "import twilio\nreturn twilio.Client()")
+    assert result.error is not None
+    assert result.error.exception == "ValueError"
+    assert "never reads environment variables" in result.error.message
+
+
+def test_runs_are_recorded_masked_and_scoped_to_their_tenant(runtime: Runtime) -> None:
+    """Every run is stored with its kind, name, status and egress; another tenant cannot read it."""
+    result = runtime.run(
+        "acme", 'return zingyConn.twilio("main").messages.list(limit=1) and 1', kind="webhook", name="inbound"
+    )
+    record = runtime.history.get("acme", result.run_id)
+
+    assert (record.kind, record.name, record.status) == ("webhook", "inbound", "ok")
+    assert record.egress == list(result.egress)
+    assert record.duration_ms == result.duration_ms
+    assert [r.id for r in runtime.history.list("acme", name="inbound")] == [result.run_id]
+    with pytest.raises(NotFoundError):
+        runtime.history.get("globex", result.run_id)
+    failed = runtime.run("acme", "return 1/0", record=True)
+    assert runtime.history.get("acme", failed.run_id).status == "failed"
+    unrecorded = runtime.run("acme", "return 2", record=False)
+    with pytest.raises(NotFoundError):
+        runtime.history.get("acme", unrecorded.run_id)
+
+
+def test_stored_tenant_secret_is_masked_even_if_it_appears(runtime: Runtime) -> None:
+    """A tenant's stored secret that appears in output (here typed by the snippet) is masked everywhere."""
+    result = runtime.run("acme", f'raise ValueError("{AUTH_TOKEN}")', event={"echo": AUTH_TOKEN})
+    assert result.error is not None
+    assert AUTH_TOKEN not in result.error.message
+    assert AUTH_TOKEN not in (result.error.traceback or "")
+    record = runtime.history.get("acme", result.run_id)
+    assert record.event == {"echo": MASK}
+
+
+def test_idempotency_key_prevents_a_second_send(world: World, runtime: Runtime) -> None:
+    """Two runs with the same idempotency key (a retried task) send the message once and see the same SID."""
+    source = f'return zingyConn.twilio("main").messages.create(to="{RECIPIENT}", from_="{SENDER}", body="once").sid'
+    before = len(world.emulator.requests)
+    first = runtime.run("acme", source, kind="task", idempotency_key="task-42")
+    second = runtime.run("acme", source, kind="task", idempotency_key="task-42", attempt=2)
+    assert first.value == second.value
+    assert len(world.emulator.requests) - before == 1
+
+
+def test_unknown_kind_is_refused_before_running(runtime: Runtime) -> None:
+    """A bad kind is a ValidationError naming the field."""
+    with pytest.raises(ValidationError) as info:
+        runtime.run("acme", "return 1", kind="cron")
+    assert info.value.field == "kind"
+
+
+def test_limits_apply(runtime: Runtime) -> None:
+    """The run's limits reach the sandbox and the broker (request cap)."""
+    result = runtime.run(
+        "acme", "c = zingyConn.twilio('main')\nfor i in range(3):\n    c.messages.list(limit=1)",
+        limits=Limits(egress_requests=2),
+    )  # fmt: skip
+    assert result.error is not None
+    assert result.error.type == "QuotaExceededError"
+
+
+def test_cli_run_uses_the_runtime(world: World, tmp_path: Path) -> None:
+    """``zingyconn run FILE --tenant T --event JSON --json`` prints the masked result with egress and run id."""
+    snippet = tmp_path / "send.py"
+    snippet.write_text(
+        f'c = zingyConn.twilio("main")\nm = c.messages.create(to="{RECIPIENT}", from_="{SENDER}", body=event["b"])\n'
+        f'print("{AUTH_TOKEN}")\nreturn m.status'
+    )
+    env = {
+        "ZINGYCONN_DATA_DIR": str(world.settings.data_dir),
+        "ZINGYCONN_DB_URL": world.settings.db_url,
+        "ZINGYCONN_KEYS": encode_key("k1", MASTER_KEY),
+        "ZINGYCONN_TWILIO_BASE_URL": world.emulator.base_url,
+    }
+    args = ["run", str(snippet), "--tenant", "acme", "--event", '{"b": "cli"}', "--json"]
+    result = CliRunner().invoke(main, args, env=env)
+
+    assert result.exit_code == 0, result.output
+    output = json.loads(result.output)
+    assert output["ok"] is True
+    assert output["result"] == "queued"
+    assert output["stdout"] == f"{MASK}\n"
+    assert output["egress"][0]["status"] == 201
+    assert output["run_id"].startswith("run_")
+
+    failing = CliRunner().invoke(main, ["run", str(snippet), "--tenant", "globex", "--event", '{"b": 1}'], env=env)
+    assert failing.exit_code == 1
+    assert "No Twilio connection named 'main'." in failing.output
+
+
+def _readme_snippets() -> list[str]:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("<!-- section: twilio-in-snippets -->", 1)[1].split("<!-- section:", 1)[0]
+    blocks = [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+    return [block for block in blocks if "from zingyconn import" not in block]
+
+
+@pytest.mark.parametrize("source", _readme_snippets(), ids=lambda source: source.splitlines()[0][2:40])
+def test_readme_snippets_run(runtime: Runtime, source: str) -> None:
+    """Every snippet in the README's "Using Twilio in a snippet" section runs as shown (with an empty event)."""
+    result = runtime.run("acme", source, event={})
+    assert result.ok, result.error
+    assert result.value is not None

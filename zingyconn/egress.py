@@ -1,0 +1,160 @@
+"""What the egress broker lets through: the URL allowlist, the header allowlist, and the calls it records.
+
+Every Twilio request a snippet makes arrives at the host as plain data (method, URL, form pairs). Before anything is
+sent, :class:`UrlPolicy` turns the URL into a :class:`Target` or refuses it: only ``https://*.twilio.com`` (default
+port, no user info, no fragment, a plain DNS name), or, when ``ZINGYCONN_TWILIO_BASE_URL`` names an emulator,
+exactly that origin, onto which ``*.twilio.com`` URLs are mapped (and nothing else is reachable).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from sandbox.errors import EgressDeniedError
+
+#: A host name as DNS spells it: labels of letters, digits and inner hyphens. Anything else (``@``, ``#``, ``\``,
+#: ``%``, spaces, a trailing dot, IP literals in odd notations) is how URL-parser confusion attacks begin.
+_HOST_NAME: Final = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+#: Control characters and whitespace have no place in a Twilio URL (request smuggling, header injection).
+_UNSAFE_URL_CHARACTERS: Final = re.compile(r"[\x00-\x20\x7f\\]")
+#: Control characters in a header value would let a snippet inject headers into the broker's request.
+_CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f]")
+TWILIO_SUFFIX: Final = ".twilio.com"
+
+#: Request headers the snippet's client may set; everything else (Authorization, Host, Cookie, Proxy-*) is dropped:
+#: the broker alone decides where a request goes and with which credentials.
+ALLOWED_REQUEST_HEADERS: Final = frozenset(
+    {"user-agent", "x-twilio-client", "accept-charset", "content-type", "accept", "i-twilio-idempotency-token"}
+)
+ALLOWED_METHODS: Final = frozenset({"GET", "POST", "DELETE"})
+#: Caps on what a request may carry (the whole request also passes the channel's own size cap).
+MAX_URL_CHARACTERS: Final = 4096
+MAX_FORM_PAIRS: Final = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one checked request goes.
+
+    Attributes:
+        url: The URL actually requested (the emulator's origin when one is configured).
+        host: The host (``host`` or ``host:port``) the request went to, as recorded on the run.
+        path: The request path, without the query string.
+    """
+
+    url: str
+    host: str
+    path: str
+
+
+class UrlPolicy:
+    """Check request URLs against the Twilio allowlist (or map them onto the configured emulator origin)."""
+
+    def __init__(self, base_url: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.origin: tuple[str, str, int] | None = None
+        self._base_netloc = ""
+        if self.base_url is not None:
+            parts = urlsplit(self.base_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+                raise ValueError(f"Twilio base URL must be a bare origin like http://127.0.0.1:8765, got {base_url!r}.")
+            self.origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+            self._base_netloc = parts.netloc
+
+    def target(self, url: object) -> Target:
+        """Return where *url* may go, or raise :class:`EgressDeniedError` naming why not."""
+        if not isinstance(url, str) or len(url) > MAX_URL_CHARACTERS or _UNSAFE_URL_CHARACTERS.search(url):
+            raise EgressDeniedError("The request URL is not allowed: it is too long or contains unsafe characters.")
+        parts = urlsplit(url)
+        query = f"?{parts.query}" if parts.query else ""
+        path = parts.path or "/"
+        if self.origin is not None and self._is_base_origin(parts.scheme, parts.netloc):
+            return Target(url=f"{self.base_url}{path}{query}", host=parts.netloc, path=path)
+        host = self._twilio_host(parts.scheme, parts.netloc, parts.fragment, url)
+        if self.origin is not None:
+            return Target(url=f"{self.base_url}{path}{query}", host=self._base_netloc, path=path)
+        return Target(url=f"https://{host}{path}{query}", host=host, path=path)
+
+    def _is_base_origin(self, scheme: str, netloc: str) -> bool:
+        return f"{scheme}://{netloc}" == self.base_url
+
+    @staticmethod
+    def _twilio_host(scheme: str, netloc: str, fragment: str, url: str) -> str:
+        shown = url.split("?", 1)[0][:200]
+        if scheme != "https":
+            raise EgressDeniedError(f"Requests to {shown!r} are not allowed: only https://*.twilio.com is reachable.")
+        host = netloc.lower()
+        if host.endswith(":443"):
+            host = host[: -len(":443")]
+        if "@" in netloc or fragment or not _HOST_NAME.fullmatch(host) or not host.endswith(TWILIO_SUFFIX):
+            raise EgressDeniedError(
+                f"Requests to {shown!r} are not allowed: only https://*.twilio.com is reachable "
+                "(no user info, ports or fragments)."
+            )
+        return host
+
+
+def form_pairs(value: Any, *, what: str) -> list[tuple[str, str]]:
+    """Validate *value* as a list of ``[name, value]`` string pairs (form or query parameters)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_FORM_PAIRS:
+        raise EgressDeniedError(f"The request's {what} must be a list of at most {MAX_FORM_PAIRS} [name, value] pairs.")
+    pairs: list[tuple[str, str]] = []
+    for pair in value:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(type(item) is str for item in pair)):
+            raise EgressDeniedError(f"The request's {what} must be a list of [name, value] string pairs.")
+        pairs.append((pair[0], pair[1]))
+    return pairs
+
+
+def request_headers(value: Any) -> list[tuple[str, str]]:
+    """Keep the allowed headers of *value* (a JSON object of strings); drop the rest."""
+    if not isinstance(value, dict):
+        return []
+    return [
+        (name, header)
+        for name, header in value.items()
+        if type(name) is str
+        and type(header) is str
+        and name.lower() in ALLOWED_REQUEST_HEADERS
+        and not _CONTROL_CHARACTERS.search(header)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class EgressCall:
+    """One request a run made through the broker, as recorded on the run.
+
+    Attributes:
+        method: HTTP method.
+        host: Where it went (``api.twilio.com``, or the emulator's ``127.0.0.1:8765``); the refused URL's host
+            when it was refused.
+        path: Request path (no query string: queries carry phone numbers).
+        status: The HTTP status, or ``None`` when the broker refused the request or it failed.
+        duration_ms: Time spent by the broker on it.
+        error: Why it was refused or failed, else ``None``.
+    """
+
+    method: str
+    host: str
+    path: str
+    status: int | None
+    duration_ms: float
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the record as JSON (one item of a run's ``egress``)."""
+        data: dict[str, Any] = {
+            "method": self.method,
+            "host": self.host,
+            "path": self.path,
+            "status": self.status,
+            "duration_ms": round(self.duration_ms, 3),
+        }
+        if self.error is not None:
+            data["error"] = self.error
+        return data

@@ -1,0 +1,135 @@
+"""``zingyconn connections add|list|show|delete|test``: manage a tenant's Twilio connections.
+
+Secrets are read from a hidden prompt (a terminal) or from stdin (a pipe), never from the command line, where they
+would end up in shell history and in ``ps`` output.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+
+import click
+
+from zingyconn.config import Settings
+from zingyconn.errors import ConnectionNotFoundError, InvalidConnectionError
+from zingyconn.store import ConnectionStore, ConnectionSummary
+from zingyconn.twilio.profile import TwilioProfile, check_credentials
+
+_tenant_option = click.option("--tenant", default="default", show_default=True, help="The tenant (app) that owns it.")
+
+
+def _store() -> ConnectionStore:
+    return ConnectionStore.from_settings(Settings.from_env())
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _read_secret(what: str) -> str:
+    if sys.stdin.isatty():
+        secret = click.prompt(what, hide_input=True, default="", show_default=False)
+    else:
+        secret = sys.stdin.readline()
+    return str(secret).strip()
+
+
+@click.group()
+def connections() -> None:
+    """Add, inspect, test and delete Twilio connections (secrets are stored encrypted)."""
+
+
+@connections.command()
+@click.argument("name")
+@_tenant_option
+@click.option("--account-sid", required=True, help="The Account SID (AC + 32 hex digits).")
+@click.option("--api-key", default=None, help="An API Key SID (SK...); the secret is then the API Key Secret.")
+@click.option("--replace", is_flag=True, help="Overwrite an existing connection of the same name.")
+def add(name: str, tenant: str, account_sid: str, api_key: str | None, replace: bool) -> None:
+    """Save connection NAME; the secret is read from a hidden prompt or from stdin.
+
+    \b
+    Example:
+      printf '%s\\n' "$TWILIO_AUTH_TOKEN" | zingyconn connections add primary --account-sid AC...
+    """
+    what = "API Key Secret" if api_key else "Auth Token"
+    profile = TwilioProfile(account_sid=account_sid.strip(), api_key=api_key and api_key.strip(), secret="")
+    try:
+        profile.validate()
+    except InvalidConnectionError as exc:
+        if exc.field != "secret":  # report SID mistakes before asking for the secret
+            raise
+    store = _store()
+    if not replace:
+        try:
+            store.describe(tenant, name)
+        except ConnectionNotFoundError:
+            pass
+        else:
+            raise click.UsageError(f"Connection {name!r} already exists in tenant {tenant!r}; pass --replace.")
+    profile = TwilioProfile(account_sid=profile.account_sid, api_key=profile.api_key, secret=_read_secret(what))
+    revision = store.put(tenant, name, profile)
+    verb = "Saved" if revision == 1 else "Replaced"
+    click.echo(
+        f"{verb} connection {name!r} in tenant {tenant!r} (sealed with key {store.keyring.primary_key_id!r}).\n"
+        f"Check the credentials with: zingyconn connections test {name} --tenant {tenant}"
+    )
+
+
+@connections.command(name="list")
+@_tenant_option
+def list_(tenant: str) -> None:
+    """List the tenant's connections (names, masked SIDs; never secrets)."""
+    summaries = _store().list(tenant)
+    if not summaries:
+        click.echo(f"Tenant {tenant!r} has no connections; add one with `zingyconn connections add NAME`.")
+    width = max((len(summary.name) for summary in summaries), default=0)
+    for summary in summaries:
+        credential = f"api_key {summary.api_key}" if summary.api_key else "auth token"
+        click.echo(
+            f"{summary.name:<{width}}  {summary.type}  {summary.account_sid}  {credential:<18}  "
+            f"updated {_when(summary.updated_at)}"
+        )
+
+
+@connections.command()
+@click.argument("name")
+@_tenant_option
+def show(name: str, tenant: str) -> None:
+    """Show connection NAME with its secret masked (decrypting it proves the key works)."""
+    store = _store()
+    summary: ConnectionSummary = store.describe(tenant, name)
+    masked = store.get(tenant, name).masked()
+    lines = [
+        f"name:        {summary.name}",
+        f"tenant:      {summary.tenant}",
+        f"type:        {summary.type}",
+        f"account_sid: {masked['account_sid']}",
+        f"api_key:     {masked['api_key'] or '(none: authenticates with the Auth Token)'}",
+        f"secret:      {masked['secret']}",
+        f"sealed with: key {summary.key_id!r} (revision {summary.revision})",
+        f"created:     {_when(summary.created_at)}",
+        f"updated:     {_when(summary.updated_at)}",
+    ]
+    click.echo("\n".join(lines))
+
+
+@connections.command()
+@click.argument("name")
+@_tenant_option
+def delete(name: str, tenant: str) -> None:
+    """Delete connection NAME."""
+    _store().delete(tenant, name)
+    click.echo(f"Deleted connection {name!r} from tenant {tenant!r}.")
+
+
+@connections.command()
+@click.argument("name")
+@_tenant_option
+def test(name: str, tenant: str) -> None:
+    """Make one authenticated read with NAME's credentials (ZINGYCONN_TWILIO_BASE_URL if set, else Twilio)."""
+    settings = Settings.from_env()
+    profile = ConnectionStore.from_settings(settings).get(tenant, name)
+    answer = check_credentials(profile, base_url=settings.twilio_base_url, what=f"connection {name!r}")
+    click.echo(f"OK: connection {name!r} authenticated to {settings.twilio_base_url or 'Twilio'} as {answer}.")

@@ -1,0 +1,103 @@
+"""``zingyconn hooks add|list|show|delete``: a tenant's webhook handlers behind ``/hooks/TENANT/NAME``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import click
+
+from zingyconn.catalog import Catalog
+from zingyconn.config import Settings
+from zingyconn.database import create_engine
+from zingyconn.errors import ConnectionNotFoundError, ValidationError
+from zingyconn.hosts.signature import auth_token_of
+from zingyconn.store import ConnectionStore
+
+_tenant_option = click.option("--tenant", default="default", show_default=True, help="The tenant (app) that owns it.")
+
+
+def _catalog() -> Catalog:
+    return Catalog(create_engine(Settings.from_env().db_url))
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _check_verifier(tenant: str, connection: str) -> None:
+    """Refuse now, not at the first webhook, a validation connection that is missing or holds no Auth Token."""
+    try:
+        profile = ConnectionStore.from_settings(Settings.from_env()).get(tenant, connection)
+    except ConnectionNotFoundError:
+        raise ValidationError(
+            f"Tenant {tenant!r} has no connection {connection!r}; add it first with `zingyconn connections add`.",
+            field="verify_with",
+        ) from None
+    auth_token_of(profile, connection=connection)
+
+
+@click.group()
+def hooks() -> None:
+    """Add, inspect and delete webhook hooks (snippets served at /hooks/TENANT/NAME by `zingyconn serve`)."""
+
+
+@hooks.command()
+@click.argument("name")
+@_tenant_option
+@click.option("--file", "file", type=click.File("r"), required=True, help="The snippet ('-' for stdin).")
+@click.option("--verify-with", default=None, metavar="CONNECTION", help="Check X-Twilio-Signature with its Auth Token.")
+@click.option(
+    "--limit", "limits", multiple=True, metavar="NAME=VALUE", help="Override a webhook limit (wall_seconds=2)."
+)
+def add(name: str, tenant: str, file: click.utils.LazyFile, verify_with: str | None, limits: tuple[str, ...]) -> None:
+    """Save hook NAME (replacing one of the same name); the snippet is compiled before it is saved.
+
+    \b
+    Example:
+      zingyconn hooks add sms --file examples/auto_reply.py --verify-with main
+    """
+    if verify_with is not None:
+        _check_verifier(tenant, verify_with)
+    overrides = dict(item.partition("=")[::2] for item in limits)
+    _catalog().put_hook(tenant, name, file.read(), verify_with=verify_with, limits=overrides)
+    check = f"signatures checked with {verify_with!r}" if verify_with else "NO signature check"
+    click.echo(f"Saved hook {name!r} in tenant {tenant!r} ({check}); it answers at /hooks/{tenant}/{name}.")
+
+
+@hooks.command(name="list")
+@_tenant_option
+def list_(tenant: str) -> None:
+    """List the tenant's hooks."""
+    found = _catalog().list_hooks(tenant)
+    if not found:
+        click.echo(f"Tenant {tenant!r} has no hooks; add one with: zingyconn hooks add NAME --file F")
+        return
+    for hook in found:
+        click.echo(f"{hook.name:<30} verify with {hook.verify_with or '-':<20} updated {_when(hook.updated_at)}")
+
+
+@hooks.command()
+@click.argument("name")
+@_tenant_option
+@click.option("--json", "as_json", is_flag=True, help="Print the hook as one JSON object.")
+def show(name: str, tenant: str, as_json: bool) -> None:
+    """Show hook NAME: URL path, validation connection, limit overrides and source."""
+    hook = _catalog().get_hook(tenant, name)
+    if as_json:
+        click.echo(json.dumps(hook.to_json(), indent=2))
+        return
+    click.echo(f"hook:        /hooks/{hook.tenant}/{hook.name}")
+    click.echo(f"verify with: {hook.verify_with or '- (no signature check)'}")
+    click.echo(f"limits:      {json.dumps(dict(hook.limits)) if hook.limits else 'webhook defaults'}")
+    click.echo(f"updated:     {_when(hook.updated_at)}\n")
+    click.echo(hook.source.rstrip("\n"))
+
+
+@hooks.command()
+@click.argument("name")
+@_tenant_option
+def delete(name: str, tenant: str) -> None:
+    """Delete hook NAME (its URL then answers 404)."""
+    _catalog().delete_hook(tenant, name)
+    click.echo(f"Deleted hook {name!r} of tenant {tenant!r}.")

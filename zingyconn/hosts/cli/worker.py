@@ -1,0 +1,29 @@
+"""``zingyconn worker``: run background tasks (and cron schedules) from the queue until stopped."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from zingyconn.config import Settings
+from zingyconn.queue import TaskQueue
+from zingyconn.queue_backend import describe
+
+
+@click.command()
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Tasks run at once.")
+@click.option("--shutdown-timeout", default=60.0, show_default=True, help="Seconds running tasks get on SIGTERM.")
+def worker(workers: int, shutdown_timeout: float) -> None:
+    """Run queued tasks and cron schedules until SIGTERM (running tasks finish first) or SIGINT (they are re-queued).
+
+    Start as many as you like, on as many machines as share ZINGYCONN_DB_URL and ZINGYCONN_QUEUE_URL (Redis).
+    """
+    from zingyconn.runtime import Runtime  # imported here: it starts nothing until used, but is heavy to import
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    with Runtime.from_env() as runtime:
+        queue = TaskQueue.from_settings(settings, engine=runtime.engine, runner=runtime)
+        click.echo(f"zingyconn worker: {workers} workers on {describe(settings)}; SIGTERM stops gracefully.", err=True)
+        queue.run_worker(workers=workers, shutdown_timeout_seconds=shutdown_timeout)

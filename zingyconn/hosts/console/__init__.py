@@ -1,0 +1,80 @@
+"""The admin test console (``/console``): server-rendered pages that drive the production runtime.
+
+Everything the console runs goes through the same :class:`~zingyconn.runtime.Runtime` as webhooks and tasks: the
+same sandbox, limits, masking and run history. Pages are Jinja2 templates with no JavaScript framework; forms post
+back and the server renders the outcome, so the console works (and is tested) without client-side code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from zingyconn.hosts.console import pages
+from zingyconn.hosts.console.auth import session_secret
+
+if TYPE_CHECKING:
+    from zingyconn.hosts.console.pages import ConsoleState
+
+HOSTS_DIR: Final = Path(__file__).resolve().parent.parent
+#: Session cookie lifetime: an unattended signed-in browser is signed out after 8 hours.
+SESSION_MAX_AGE_SECONDS: Final = 8 * 3600
+
+
+def create_console(state: ConsoleState, *, admin_token: str | None, https_only: bool = False) -> Starlette:
+    """Return the console as an ASGI app, to be mounted at ``/console``.
+
+    Args:
+        state: The runtime and stores the pages use.
+        admin_token: The operator token; ``None`` leaves only tenant-token sign-in.
+        https_only: Mark the session cookie ``Secure`` (set when the public URL is https).
+    """
+    templates = Jinja2Templates(directory=str(HOSTS_DIR / "templates"))
+    routes = [
+        Route("/", pages.home, name="console_home"),
+        Route("/login", pages.login, methods=["GET", "POST"], name="console_login"),
+        Route("/logout", pages.logout, methods=["POST"], name="console_logout"),
+        Route("/pick", pages.pick, name="console_pick"),
+        Route("/t/{tenant}/connections", pages.connections, name="console_connections"),
+        Route("/t/{tenant}/connections/save", pages.connection_save, methods=["POST"], name="console_connection_save"),
+        Route("/t/{tenant}/connections/{name}/test", pages.connection_test, methods=["POST"],
+              name="console_connection_test"),
+        Route("/t/{tenant}/connections/{name}/delete", pages.connection_delete, methods=["POST"],
+              name="console_connection_delete"),
+        Route("/t/{tenant}/commands", pages.commands, methods=["GET", "POST"], name="console_commands"),
+        Route("/t/{tenant}/runner", pages.runner, methods=["GET", "POST"], name="console_runner"),
+        Route("/t/{tenant}/hooks", pages.hooks, name="console_hooks"),
+        Route("/t/{tenant}/scripts", pages.scripts, name="console_scripts"),
+        Route("/t/{tenant}/scripts/{name}/enqueue", pages.script_enqueue, methods=["POST"],
+              name="console_script_enqueue"),
+        Route("/t/{tenant}/{item_kind:str}/{name}/delete", pages.catalog_delete, methods=["POST"],
+              name="console_catalog_delete"),
+        Route("/t/{tenant}/runs", pages.runs, name="console_runs"),
+        Route("/t/{tenant}/runs/{run_id}", pages.run_detail, name="console_run"),
+        Mount("/static", app=StaticFiles(directory=str(HOSTS_DIR / "static")), name="console_static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(
+                SessionMiddleware,
+                secret_key=session_secret(admin_token),
+                session_cookie="zingyconn_console",
+                max_age=SESSION_MAX_AGE_SECONDS,
+                path="/console",
+                same_site="strict",
+                https_only=https_only,
+            )
+        ],
+    )
+    app.state.console = state
+    app.state.templates = templates
+    app.state.admin_token = admin_token
+    return app

@@ -1,0 +1,179 @@
+"""What every HTTP request goes through: one JSON error shape, a body cap, a per-tenant cap, an access log.
+
+The error shape, pinned by the tests, is ``{"ok": false, "error": {"type": ..., "message": ..., ...}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sandbox.errors import CompileError, SandboxError
+from zingyconn.errors import ZingyConnError
+
+#: Default cap on a request body. Twilio's webhook bodies are a few KiB (a 1,600-character SMS plus metadata); the
+#: cap keeps one client from making the server buffer arbitrarily large uploads in memory.
+DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
+
+access_log: Final = logging.getLogger("zingyconn.access")
+
+
+class PayloadTooLargeError(ZingyConnError):
+    """Raised when a request body is larger than the server's cap (HTTP 413)."""
+
+    http_status = 413
+
+
+class TooManyRequestsError(ZingyConnError):
+    """Raised when a tenant already has as many requests in flight as it may (HTTP 429)."""
+
+    http_status = 429
+
+
+def error_response(
+    error_type: str, message: str, *, status: int, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """Return the one JSON error shape: ``{"ok": false, "error": {"type", "message", ...}}``."""
+    return JSONResponse(
+        {"ok": False, "error": {"type": error_type, "message": message, **extra}}, status_code=status, headers=headers
+    )
+
+
+def exception_response(exc: Exception) -> JSONResponse:
+    """Map one of our errors to the JSON error shape and its HTTP status (500 for sandbox failures)."""
+    if isinstance(exc, ZingyConnError):
+        body = exc.to_json()
+        return error_response(body.pop("type"), body.pop("message"), status=exc.http_status, **body)
+    if isinstance(exc, CompileError):
+        return error_response("CompileError", "The snippet does not compile.", status=400, errors=list(exc.errors))
+    if isinstance(exc, SandboxError):
+        return error_response(type(exc).__name__, str(exc), status=500)
+    raise exc
+
+
+async def read_body(request: Request, *, max_bytes: int) -> bytes:
+    """Read the request body, refusing (413) as soon as it grows past *max_bytes*, even without Content-Length."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLargeError(f"The request body is larger than {max_bytes} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class TenantLimiter:
+    """Caps the requests one tenant has in flight in this process, so one tenant cannot take every worker thread.
+
+    Up to ``running`` requests of a tenant run at once and up to ``waiting`` more queue for a slot; beyond that the
+    request is refused at once with 429. The counts are **per process**: with ``--workers N`` a tenant may have up
+    to N times as many in flight on one machine.
+    """
+
+    def __init__(self, *, running: int = 16, waiting: int = 256) -> None:
+        self.running = running
+        self.waiting = waiting
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._queued: dict[str, int] = {}
+
+    @asynccontextmanager
+    async def slot(self, tenant: str) -> AsyncIterator[None]:
+        """Hold one of *tenant*'s slots for the duration of the block; 429 when the tenant's queue is full."""
+        semaphore = self._slots.setdefault(tenant, asyncio.Semaphore(self.running))
+        if semaphore.locked() and self._queued.get(tenant, 0) >= self.waiting:
+            raise TooManyRequestsError(
+                f"Tenant {tenant!r} has too many requests in flight ({self.running} running, {self.waiting} waiting)."
+            )
+        self._queued[tenant] = self._queued.get(tenant, 0) + 1
+        try:
+            await semaphore.acquire()
+        finally:
+            self._queued[tenant] -= 1
+        try:
+            yield
+        finally:
+            semaphore.release()
+
+
+class EdgeMiddleware:
+    """Pure ASGI middleware: refuses declared oversized bodies, turns stray errors into the JSON shape, logs access.
+
+    The access log is one JSON line per request on the ``zingyconn.access`` logger: method, path, status, duration,
+    client, and the ``tenant``, ``hook``, ``run_id`` and ``replayed`` values that handlers put in ``scope["state"]``.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+        state: dict[str, Any] = scope.setdefault("state", {})
+        response_started = logged = False
+
+        def log_once() -> None:
+            nonlocal logged
+            if not logged:
+                logged = True
+                _log_access(scope, state, status=status, started=started)
+
+        async def send_and_watch(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status, response_started = message["status"], True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                log_once()  # before the last bytes leave: whoever got the response can already read the line
+            await send(message)
+
+        try:
+            declared = _content_length(scope)
+            if declared is not None and declared > self.max_body_bytes:
+                message = f"The request body is larger than {self.max_body_bytes} bytes."
+                await error_response("PayloadTooLargeError", message, status=413)(scope, receive, send_and_watch)
+            else:
+                await self.app(scope, receive, send_and_watch)
+        except Exception:  # noqa: BLE001  # last resort: the client gets the JSON shape, the log the traceback
+            access_log.exception("Unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if not response_started:
+                message = "The server failed to handle the request; the error was logged."
+                await error_response("InternalError", message, status=500)(scope, receive, send_and_watch)
+        finally:
+            log_once()
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _log_access(scope: Scope, state: Mapping[str, Any], *, status: int, started: float) -> None:
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    client = scope.get("client")
+    record = {
+        "ts": round(time.time(), 3),
+        "method": scope.get("method"),
+        "path": scope.get("path"),
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        "client": client[0] if client else None,
+        **{key: state[key] for key in ("tenant", "hook", "run_id", "replayed") if key in state},
+    }
+    access_log.info(json.dumps(record, separators=(",", ":")))

@@ -1,0 +1,155 @@
+"""The ASGI application behind ``zingyconn serve``: webhooks, the JSON API, ``/healthz``, and composition points.
+
+Composition points, so other hosts plug in without editing this module:
+
+- ``lifespan_hooks``: callables ``(app) -> async context manager`` entered at start-up and exited at shutdown, in
+  order (the in-process task consumer is one).
+- ``mounts``: extra routes or mounts (the admin console at ``/console`` is one); they share the error shape, the
+  body cap and the access log, and can reach the shared :class:`~zingyconn.hosts.state.HostState` as
+  ``request.app.state.host`` (their own ``app.state`` when they are a mounted sub-app).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Final
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from sandbox.errors import SandboxError
+from zingyconn.catalog import Catalog
+from zingyconn.errors import ZingyConnError
+from zingyconn.hosts import api, webhooks
+from zingyconn.hosts.middleware import (
+    DEFAULT_MAX_BODY_BYTES,
+    EdgeMiddleware,
+    TenantLimiter,
+    error_response,
+    exception_response,
+)
+from zingyconn.hosts.replay import ReplayStore
+from zingyconn.hosts.signature import PublicUrl
+from zingyconn.hosts.state import HostState
+from zingyconn.tokens import TokenStore
+
+if TYPE_CHECKING:
+    from zingyconn.runtime import Runtime
+
+LifespanHook = Callable[[Starlette], AbstractAsyncContextManager[None]]
+
+#: Environment variables through which ``zingyconn serve --workers N`` hands its options to each worker process.
+ENV_PUBLIC_URL: Final = "ZINGYCONN_PUBLIC_URL"
+ENV_TRUSTED_PROXIES: Final = "ZINGYCONN_TRUSTED_PROXIES"
+
+
+async def healthz(request: Request) -> Response:
+    """Answer liveness probes (no database or sandbox call: cheap enough to poll every second)."""
+    return JSONResponse({"ok": True})
+
+
+async def _zingy_error(request: Request, exc: Exception) -> Response:
+    return exception_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = {404: "NotFoundError", 405: "MethodNotAllowedError"}.get(exc.status_code, "HTTPError")
+    return error_response(kind, str(exc.detail), status=exc.status_code, headers=exc.headers)
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    public_url: str | None = None,
+    trusted_proxies: Iterable[str] = (),
+    admin_token: str | None = None,
+    lifespan_hooks: Sequence[LifespanHook] = (),
+    mounts: Sequence[BaseRoute] = (),
+    tenant_concurrency: int = 16,
+    tenant_backlog: int = 256,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    close_runtime: bool = False,
+) -> Starlette:
+    """Build the server app around *runtime*.
+
+    Args:
+        runtime: Sandbox, store, broker and run history (its database also holds hooks, tokens and replays).
+        public_url: The externally visible base URL (``https://hooks.example.com``); Twilio signs that URL.
+        trusted_proxies: Peers (IPs or networks) whose ``X-Forwarded-Proto``/``X-Forwarded-Host`` are believed.
+        admin_token: Bearer token of the admin API (``None`` disables it); defaults to nothing, not to the env.
+        lifespan_hooks: Entered at start-up, exited at shutdown (e.g. the in-process task consumer).
+        mounts: Extra routes/mounts (e.g. ``Mount("/console", ...)``).
+        tenant_concurrency: Requests of one tenant that run at once in this process.
+        tenant_backlog: Requests of one tenant that may wait for a slot before 429.
+        max_body_bytes: Request body cap (413 beyond).
+        close_runtime: Close *runtime* at shutdown (the server built it).
+    """
+    engine = runtime.engine
+    state = HostState(
+        runtime=runtime,
+        catalog=Catalog(engine),
+        replay=ReplayStore(engine),
+        tokens=TokenStore(engine),
+        public_url=PublicUrl(public_url, trusted_proxies),
+        limiter=TenantLimiter(running=tenant_concurrency, waiting=tenant_backlog),
+        admin_token=admin_token,
+        max_body_bytes=max_body_bytes,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if close_runtime:
+                stack.callback(runtime.close)
+            for hook in lifespan_hooks:
+                await stack.enter_async_context(hook(app))
+            yield
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, name="healthz"),
+        *webhooks.ROUTES,
+        *api.ROUTES,
+        *mounts,
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(EdgeMiddleware, max_body_bytes=max_body_bytes)],
+        exception_handlers={
+            ZingyConnError: _zingy_error,
+            SandboxError: _zingy_error,
+            HTTPException: _http_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.host = state
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """Build the app from the environment: the factory ``zingyconn serve`` gives uvicorn (and each of its workers)."""
+    from zingyconn.hosts.cli import serve  # cycle: the CLI module imports this one
+    from zingyconn.runtime import Runtime  # heavy: imported only when a server starts
+
+    if os.environ.get(serve.ENV_ACCESS_LOG):
+        serve.configure_logging()
+    runtime = Runtime.from_env()
+    queue = serve.task_queue(runtime)
+    admin_token = runtime.settings.admin_token
+    public_url = os.environ.get(ENV_PUBLIC_URL) or None
+    return create_app(
+        runtime,
+        public_url=public_url,
+        trusted_proxies=[p for p in os.environ.get(ENV_TRUSTED_PROXIES, "").split(",") if p.strip()],
+        admin_token=admin_token,
+        lifespan_hooks=serve.default_lifespan_hooks(runtime, queue=queue),
+        mounts=serve.default_mounts(runtime, admin_token=admin_token, queue=queue, public_url=public_url),
+        close_runtime=True,
+    )

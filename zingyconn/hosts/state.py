@@ -1,0 +1,64 @@
+"""What the HTTP handlers share: the runtime, the stores built on its database, and the server's settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import anyio.to_thread
+from anyio import CapacityLimiter
+from starlette.requests import Request
+
+from zingyconn.catalog import Catalog
+from zingyconn.hosts.middleware import DEFAULT_MAX_BODY_BYTES, TenantLimiter
+from zingyconn.hosts.replay import ReplayStore
+from zingyconn.hosts.signature import PublicUrl
+from zingyconn.tokens import TokenStore
+
+if TYPE_CHECKING:
+    from zingyconn.runtime import Runtime
+
+T = TypeVar("T")
+
+#: Worker threads that run snippets (each waits on one sandbox child). A separate pool from Starlette's, so a
+#: flood of hanging hooks cannot starve the threads that serve other routes; the per-tenant cap keeps one tenant
+#: from taking them all.
+DEFAULT_RUN_THREADS: Final = 64
+
+
+@dataclass(slots=True)
+class HostState:
+    """Shared by every request of one server process.
+
+    Attributes:
+        runtime: Sandbox, store, broker and run history.
+        catalog: Hooks and scripts.
+        replay: Webhook idempotency records.
+        tokens: Tenant API tokens.
+        public_url: How to rebuild the URL Twilio signed.
+        limiter: Per-tenant cap on requests in flight (per process).
+        admin_token: Token of the admin API, or ``None`` to disable it.
+        max_body_bytes: Request body cap.
+        run_threads: Cap on threads that run snippets and store calls.
+    """
+
+    runtime: Runtime
+    catalog: Catalog
+    replay: ReplayStore
+    tokens: TokenStore
+    public_url: PublicUrl = field(default_factory=PublicUrl)
+    limiter: TenantLimiter = field(default_factory=TenantLimiter)
+    admin_token: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    run_threads: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(DEFAULT_RUN_THREADS))
+
+    async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """Call a blocking *function* (database, sandbox) in a worker thread, keeping the event loop free."""
+        return await anyio.to_thread.run_sync(function, *args, limiter=self.run_threads)
+
+
+def host_state(request: Request) -> HostState:
+    """Return the :class:`HostState` of the app serving *request*."""
+    state: HostState = request.app.state.host
+    return state

@@ -1,0 +1,223 @@
+"""``POST|GET /hooks/{tenant}/{hook}``: run a tenant's snippet with the HTTP request as ``event``.
+
+Order of work for one request: read the body (capped) → find the hook (404) → check the Twilio signature when the
+hook names a validation connection (403, nothing run) → take a per-tenant slot (429 when full) → claim the
+``I-Twilio-Idempotency-Token`` (a duplicate replays the first response) → run in the sandbox → render → store.
+
+Responses: a dict/list/number/bool becomes JSON; a string that starts with ``<?xml`` or ``<Response`` (what a TwiML
+object turns into) becomes ``text/xml``; any other string ``text/plain``; ``None`` becomes an empty TwiML
+``<Response/>`` for Twilio requests (signed ones, or hooks with a validation connection) and ``204`` otherwise.
+A snippet error is ``500`` and a time limit ``504``, both as the JSON error shape with the run id and without any
+traceback (the snippet's own traceback is in the run history, not in a response anyone can read).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sandbox.errors import WorkerCrashedError
+from sandbox.result import RunError
+from zingyconn.catalog import Hook
+from zingyconn.errors import ConnectionNotFoundError, ValidationError
+from zingyconn.hosts.middleware import TooManyRequestsError, read_body
+from zingyconn.hosts.replay import MAX_TOKEN_LENGTH, StoredResponse
+from zingyconn.hosts.signature import (
+    FORM_CONTENT_TYPE,
+    FormParams,
+    SignatureError,
+    auth_token_of,
+    parse_form,
+    verify,
+)
+from zingyconn.hosts.state import HostState, host_state
+
+if TYPE_CHECKING:
+    from zingyconn.runtime import Runtime
+
+IDEMPOTENCY_HEADER: Final = "i-twilio-idempotency-token"
+RUN_ID_HEADER: Final = "X-Zingy-Run-Id"
+REPLAYED_HEADER: Final = "X-Zingy-Replayed"
+EMPTY_TWIML: Final = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+#: Request headers a snippet never sees: credentials (they would land in the run history and in tenant code) and
+#: the signature (useless to a snippet, and it would let one tenant replay another's signed request elsewhere).
+HIDDEN_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie", "x-twilio-signature"})
+
+#: A stale idempotency claim (its process died) is taken over this long after the hook's wall limit.
+CLAIM_GRACE_SECONDS: Final = 30.0
+
+
+async def handle_hook(request: Request) -> Response:
+    """Run the hook named in the path and answer with its result."""
+    state = host_state(request)
+    tenant, name = request.path_params["tenant"], request.path_params["hook"]
+    request.state.tenant, request.state.hook = tenant, name
+    body = await read_body(request, max_bytes=state.max_body_bytes)
+    hook = await state.in_thread(state.catalog.get_hook, tenant, name)
+    form = parse_form(body) if _media_type(request) == FORM_CONTENT_TYPE else None
+    if hook.verify_with is not None:
+        url = state.public_url.url_for(request)
+        await state.in_thread(_check_signature, state.runtime, hook, url, request, body, form)
+    token = request.headers.get(IDEMPOTENCY_HEADER)
+    if token is not None and not 0 < len(token) <= MAX_TOKEN_LENGTH:
+        message = f"The {IDEMPOTENCY_HEADER} header must be 1-{MAX_TOKEN_LENGTH} characters."
+        raise ValidationError(message, field=IDEMPOTENCY_HEADER)
+    event = build_event(request, hook=name, body=body, form=form)
+    is_twilio = hook.verify_with is not None or "x-twilio-signature" in request.headers
+    async with state.limiter.slot(tenant):
+        stored, replayed = await _run_once(state, hook, event, token=token, is_twilio=is_twilio)
+    request.state.run_id, request.state.replayed = stored.run_id, replayed
+    return _respond(stored, replayed=replayed)
+
+
+async def _run_once(
+    state: HostState, hook: Hook, event: dict[str, Any], *, token: str | None, is_twilio: bool
+) -> tuple[StoredResponse, bool]:
+    """Run the hook, or replay the response of the first request with the same token; return (response, replayed)."""
+    if token is None:
+        return await state.in_thread(_run, state.runtime, hook, event, None, is_twilio), False
+    wall = hook.run_limits().wall_seconds
+    claimed = await state.in_thread(
+        lambda: state.replay.claim(hook.tenant, hook.name, token, stale_after_seconds=wall + CLAIM_GRACE_SECONDS)
+    )
+    if not claimed:
+        stored = await state.replay.wait(hook.tenant, hook.name, token, timeout_seconds=wall + 5)
+        if stored is None:
+            raise TooManyRequestsError("A request with this idempotency token is still running; retry later.")
+        return stored, True
+    try:
+        stored = await state.in_thread(_run, state.runtime, hook, event, token, is_twilio)
+    except BaseException:
+        await state.in_thread(state.replay.release, hook.tenant, hook.name, token)
+        raise
+    if stored.status_code >= 500 and _error_type(stored) == WorkerCrashedError.__name__:
+        # Our failure, not the snippet's: let Twilio's retry run the hook again instead of replaying the crash.
+        await state.in_thread(state.replay.release, hook.tenant, hook.name, token)
+    else:
+        await state.in_thread(state.replay.store, hook.tenant, hook.name, token, stored)
+    return stored, False
+
+
+def _respond(stored: StoredResponse, *, replayed: bool) -> Response:
+    headers = {RUN_ID_HEADER: stored.run_id or ""}
+    if replayed:
+        headers[REPLAYED_HEADER] = "true"
+    return Response(stored.body, status_code=stored.status_code, media_type=stored.media_type or None, headers=headers)
+
+
+def _check_signature(
+    runtime: Runtime, hook: Hook, url: str, request: Request, body: bytes, form: FormParams | None
+) -> None:
+    assert hook.verify_with is not None
+    verify(url=url, headers=request.headers, body=body, form=form, secrets=signing_secrets(runtime, hook))
+
+
+def signing_secrets(runtime: Runtime, hook: Hook) -> tuple[str, ...]:
+    """Return the secrets that may have signed requests to *hook*: its validation connection's Auth Token.
+
+    Raises:
+        SignatureError: The connection does not exist or holds no Auth Token (see :func:`auth_token_of`).
+    """
+    assert hook.verify_with is not None
+    try:
+        profile = runtime.store.get(hook.tenant, hook.verify_with)
+    except ConnectionNotFoundError:
+        raise SignatureError(
+            f"Hook {hook.name!r} verifies signatures with connection {hook.verify_with!r}, which does not exist."
+        ) from None
+    return (auth_token_of(profile, connection=hook.verify_with),)
+
+
+def build_event(request: Request, *, hook: str, body: bytes, form: FormParams | None) -> dict[str, Any]:
+    """Return the ``event`` a hook's snippet gets: method, path, query, headers, form, json and the raw body.
+
+    Repeated query or form fields keep every value as a list; single ones are plain strings.
+    """
+    headers: dict[str, str] = {}
+    for key, value in request.headers.items():
+        if key not in HIDDEN_HEADERS:
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    query: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        query.setdefault(key, []).append(value)
+    return {
+        "hook": hook,
+        "method": request.method,
+        "path": request.url.path,
+        "query": _flatten(query),
+        "headers": headers,
+        "form": None if form is None else _flatten(form),
+        "json": _json_body(request, body),
+        "body": body.decode("utf-8", errors="replace"),
+    }
+
+
+def _flatten(values: dict[str, list[str]]) -> dict[str, str | list[str]]:
+    return {key: items[0] if len(items) == 1 else items for key, items in values.items()}
+
+
+def _json_body(request: Request, body: bytes) -> Any:
+    media_type = _media_type(request)
+    if not body or not (media_type == "application/json" or media_type.endswith("+json")):
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None  # the snippet still has the raw body
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _run(runtime: Runtime, hook: Hook, event: dict[str, Any], token: str | None, is_twilio: bool) -> StoredResponse:
+    key = None if token is None else f"webhook:{hook.name}:{token}"
+    result = runtime.run(
+        hook.tenant,
+        hook.source,
+        event=event,
+        kind="webhook",
+        limits=hook.run_limits(),
+        name=hook.name,
+        idempotency_key=key,
+    )
+    return render(result.ok, result.value, result.error, run_id=result.run_id, is_twilio=is_twilio)
+
+
+def render(ok: bool, value: Any, error: RunError | None, *, run_id: str | None, is_twilio: bool) -> StoredResponse:
+    """Turn a run's outcome into the HTTP response (see the module docstring for the rules)."""
+    if not ok:
+        error = error or RunError(type="SandboxError", message="The run failed.")
+        status = 504 if error.type == "TimeLimitExceededError" else 500
+        details = {"type": error.type, "message": error.message, "line": error.line, "run_id": run_id}
+        if error.exception is not None:
+            details["exception"] = error.exception
+        return StoredResponse(status, "application/json", _dumps({"ok": False, "error": details}), run_id)
+    if value is None:
+        if is_twilio:
+            return StoredResponse(200, "text/xml", EMPTY_TWIML, run_id)
+        return StoredResponse(204, "", b"", run_id)
+    if isinstance(value, str):
+        if value.lstrip().startswith(("<?xml", "<Response")):
+            return StoredResponse(200, "text/xml", value.encode(), run_id)
+        return StoredResponse(200, "text/plain; charset=utf-8", value.encode(), run_id)
+    return StoredResponse(200, "application/json", _dumps(value), run_id)
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _error_type(stored: StoredResponse) -> str | None:
+    try:
+        return str(json.loads(stored.body)["error"]["type"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+ROUTES: Final = [Route("/hooks/{tenant}/{hook}", handle_hook, methods=["GET", "POST"], name="hook")]

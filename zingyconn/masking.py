@@ -1,0 +1,111 @@
+"""Replace secrets with ``****`` in everything a run produces, before it leaves the host or is stored.
+
+A snippet never holds a connection's secret, so masking is the last wall, not the first: it catches a secret that
+reached output some other way (a token a snippet passed to ``twilio.Client(sid, token)`` and then printed, an error
+message that quoted a request). Besides the secret itself it catches the encodings an HTTP exchange produces: the
+``Authorization: Basic base64(user:secret)`` header (in every base64 alignment, standard and URL-safe alphabet) and
+the URL-encoded form. It cannot catch a secret the snippet transformed on purpose (reversed, hex-encoded): a snippet
+can only do that with credentials it already knows.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any, Final
+from urllib.parse import quote, quote_plus
+
+#: What a masked secret becomes.
+MASK: Final = "****"
+
+#: Secrets (and encoded fragments) shorter than this are not masked: masking a 3-character "token" would shred
+#: ordinary output while protecting nothing (Twilio tokens and API key secrets are 32 characters).
+MIN_SECRET_LENGTH: Final = 8
+
+
+def _base64_fragments(secret: bytes) -> set[str]:
+    """Return the base64 text that *secret* produces wherever it sits inside a longer base64-encoded value.
+
+    Base64 works in 3-byte groups, so the encoding of the secret depends on how many bytes precede it in its group
+    (0, 1 or 2). For each alignment the characters that depend on neighbouring bytes are dropped, which leaves a
+    fragment found in ``base64(anything + secret + anything)`` (e.g. ``Basic base64("AC...:" + token)``).
+    """
+    fragments: set[str] = set()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + secret).decode("ascii")
+        start = 4 if offset else 0
+        end = 4 * ((offset + len(secret)) // 3)
+        fragment = encoded[start:end]
+        if len(fragment) >= MIN_SECRET_LENGTH:
+            fragments.add(fragment)
+            fragments.add(fragment.replace("+", "-").replace("/", "_"))
+    return fragments
+
+
+def secret_forms(secret: str) -> set[str]:
+    """Return every form of *secret* the masker looks for: plain, URL-encoded, JSON-escaped and base64 fragments."""
+    if len(secret) < MIN_SECRET_LENGTH:
+        return set()
+    forms = {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}
+    forms |= _base64_fragments(secret.encode("utf-8"))
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+class Masker:
+    """Replace every known secret (and its encodings) with :data:`MASK` in strings and JSON structures.
+
+    Build one per run from the tenant's secrets plus any credentials the snippet passed; one compiled regular
+    expression does the work, so masking a large output costs one scan.
+
+    >>> Masker(["0123456789abcdef"]).mask({"out": "token=0123456789abcdef"})
+    {'out': 'token=****'}
+    """
+
+    __slots__ = ("_pattern",)
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._pattern = _compile(frozenset(secret for secret in secrets if secret))
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def mask_text(self, text: str) -> str:
+        """Return *text* with every secret form replaced by :data:`MASK`."""
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(MASK, text)
+
+    def mask(self, value: Any) -> Any:
+        """Return a copy of the JSON-like *value* (dicts, lists, tuples, strings) with every secret masked.
+
+        Dictionary keys are masked too; other values (numbers, ``None``, booleans) pass through unchanged.
+        """
+        if self._pattern is None:
+            return value
+        return self._mask(value)
+
+    def _mask(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.mask_text(value)
+        if isinstance(value, dict):
+            return {self._mask(key): self._mask(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._mask(item) for item in value]
+        if isinstance(value, tuple):
+            return tuple(self._mask(item) for item in value)
+        return value
+
+
+@lru_cache(maxsize=256)
+def _compile(secrets: frozenset[str]) -> re.Pattern[str] | None:
+    # Cached by the set of secrets: a tenant's runs reuse one compiled pattern instead of rebuilding it per run.
+    forms: set[str] = set()
+    for secret in secrets:
+        forms |= secret_forms(secret)
+    if not forms:
+        return None
+    # Longest first, so a long form (the secret) wins over a fragment of it (a base64 piece that happens to match).
+    return re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)))

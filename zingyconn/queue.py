@@ -1,0 +1,296 @@
+"""Background tasks: enqueue scripts, run them in Huey workers, retry by cause, fire cron schedules.
+
+Huey (:mod:`zingyconn.queue_backend`: SQLite by default, Redis across machines) carries task *ids* only; the task
+itself is a row of the ``tasks`` table (:mod:`zingyconn.tasks`), which makes a task survive a killed worker and gives
+each task the run-level idempotency key its message sends are de-duplicated under.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Final, Protocol
+
+from huey import Huey, RetryTask, crontab, signals
+from huey.api import PeriodicTask, Task
+from huey.consumer import Consumer
+from sqlalchemy.engine import Engine
+
+from sandbox.errors import EgressDeniedError
+from sandbox.limits import Limits
+from zingyconn.catalog import Catalog, Script
+from zingyconn.config import Settings
+from zingyconn.cron import parse_cron
+from zingyconn.database import create_engine
+from zingyconn.errors import NotFoundError, ValidationError, ZingyConnError
+from zingyconn.queue_backend import EmbeddedConsumer, consumer_options, create_huey
+from zingyconn.retry import Backoff, is_transient
+from zingyconn.tasks import MAX_ATTEMPTS, Source, TaskExistsError, TaskRecord, TaskStore
+from zingyconn.twilio.snippet import OP_ENQUEUE
+
+logger = logging.getLogger("zingyconn.queue")
+
+#: Largest task payload accepted (it is stored in the ``tasks`` row and becomes the run's ``event``).
+MAX_PAYLOAD_BYTES: Final = 256 * 1024
+#: How far back a scheduler catches up on minutes it missed (a stall, a restart); older minutes are skipped.
+CATCH_UP: Final = dt.timedelta(minutes=5)
+ONE_MINUTE: Final = dt.timedelta(minutes=1)
+
+JsonObject = dict[str, Any]
+
+
+class TaskRunner(Protocol):
+    """What runs a task's snippet: :class:`zingyconn.runtime.Runtime` (a protocol, so tests and hosts can wrap it)."""
+
+    def run(
+        self,
+        tenant: str,
+        source: str,
+        *,
+        event: Any = None,
+        kind: str = "console",
+        limits: Limits | None = None,
+        name: str | None = None,
+        idempotency_key: str | None = None,
+        attempt: int = 1,
+        task_id: str | None = None,
+    ) -> Any:
+        """Run *source* for *tenant*; return the run result (``ok``, ``error``, ``egress``, ``run_id``)."""
+
+
+class TaskQueue:
+    """Enqueue scripts as background tasks, and run them in Huey workers.
+
+    Args:
+        huey: From :func:`create_huey`.
+        engine: The store's engine (scripts, tasks, run history).
+        runner: Runs a snippet; usually the process's :class:`~zingyconn.runtime.Runtime`. ``None`` for a
+            producer that only enqueues (it cannot run tasks).
+        clock: Unix time now; tests advance it to make cron schedules fire.
+        backoff: Delays between attempts after transient failures.
+    """
+
+    def __init__(
+        self,
+        huey: Huey,
+        engine: Engine,
+        *,
+        runner: TaskRunner | None = None,
+        clock: Callable[[], float] = time.time,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.huey = huey
+        self.store = TaskStore(engine, clock=clock)
+        self.catalog = Catalog(engine, clock=clock)
+        self.runner = runner
+        self._clock = clock
+        self._backoff = backoff or Backoff()
+        self._last_tick: dt.datetime | None = None
+        self._consumer: Consumer | None = None
+        self._run_task = huey.task(name="run_task")(self._execute)
+        huey.periodic_task(crontab(), name="cron_tick")(self.tick)
+        huey.signal(signals.SIGNAL_INTERRUPTED)(self._on_interrupted)
+        host_ops = getattr(runner, "host_ops", None)
+        if isinstance(host_ops, dict):  # lets this runtime's snippets call zingyConn.enqueue(...)
+            host_ops[OP_ENQUEUE] = self._enqueue_from_snippet
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        runner: TaskRunner | None = None,
+        clock: Callable[[], float] = time.time,
+        backoff: Backoff | None = None,
+    ) -> TaskQueue:
+        """Return the queue *settings* configure (SQLite or Redis), on the store's *engine*."""
+        engine = engine or create_engine(settings.db_url)
+        return cls(create_huey(settings), engine, runner=runner, clock=clock, backoff=backoff)
+
+    # --- producing ---------------------------------------------------------------------------------------------
+
+    def enqueue(self, tenant: str, script: str, payload: Any = None, *, source: Source = "api") -> TaskRecord:
+        """Queue a run of *script* with *payload* as its ``event``; return the task (its id is the run key).
+
+        Raises:
+            NotFoundError: The tenant has no such script.
+            ValidationError: The payload is not JSON or too large (``field="payload"``).
+        """
+        self.catalog.get_script(tenant, script)
+        _check_payload(payload)
+        record = self.store.create(tenant, script, payload, source=source)
+        self._send(record.id)
+        return record
+
+    def _enqueue_from_snippet(self, tenant: str, request: Any) -> dict[str, str]:
+        # The tenant is the running snippet's (passed by the runtime), never one the snippet names.
+        script = request.get("script") if isinstance(request, dict) else None
+        if type(script) is not str:
+            raise EgressDeniedError("zingyConn.enqueue(script, payload) needs the script's name as a string.")
+        try:
+            record = self.enqueue(tenant, script, request.get("payload"), source="snippet")
+        except ZingyConnError as exc:
+            raise EgressDeniedError(str(exc)) from None
+        return {"task_id": record.id}
+
+    def rerun(self, task_or_run_id: str) -> TaskRecord:
+        """Queue a failed task again under its own id, so messages it already sent are not sent twice."""
+        record = self.store.rerun(task_or_run_id)
+        self._send(record.id)
+        return record
+
+    def tick(self) -> list[TaskRecord]:
+        """Fire the cron schedules due since the last tick and re-queue abandoned tasks; return what was queued.
+
+        Huey calls this every minute in every consumer; a minute fires at most once per script across all of
+        them, because a cron task's id is derived from (tenant, script, minute) and ids are unique.
+        """
+        now = dt.datetime.fromtimestamp(self._clock(), dt.UTC).replace(second=0, microsecond=0, tzinfo=None)
+        start = now if self._last_tick is None else max(self._last_tick + ONE_MINUTE, now - CATCH_UP)
+        self._last_tick = now
+        queued = []
+        for script in self.catalog.list_scripts(scheduled_only=True):
+            queued.extend(self._fire(script, start, now))
+        queued.extend(self.recover())
+        return queued
+
+    def _fire(self, script: Script, start: dt.datetime, end: dt.datetime) -> list[TaskRecord]:
+        try:
+            schedule = parse_cron(script.cron or "")
+        except ValidationError as exc:
+            logger.error("Script %s/%s has an unusable cron expression: %s", script.tenant, script.name, exc)
+            return []
+        fired, minute = [], start
+        while minute <= end:
+            if schedule.matches(minute):
+                stamp = minute.strftime("%Y-%m-%dT%H:%MZ")
+                task_id = "cron-" + uuid.uuid5(uuid.NAMESPACE_URL, f"{script.tenant}/{script.name}/{stamp}").hex
+                payload = {"scheduled_for": stamp, "cron": schedule.expression}
+                try:
+                    record = self.store.create(script.tenant, script.name, payload, source="cron", task_id=task_id)
+                except TaskExistsError:
+                    pass  # another scheduler fired this minute already
+                else:
+                    self._send(record.id)
+                    fired.append(record)
+            minute += ONE_MINUTE
+        return fired
+
+    def _send(self, task_id: str) -> None:
+        self.huey.enqueue(self._run_task.s(task_id))
+
+    # --- consuming ---------------------------------------------------------------------------------------------
+
+    def _execute(self, task_id: str) -> None:
+        try:
+            record = self.store.get(task_id)
+        except NotFoundError:  # a message that outlived its row (e.g. the store was reset): nothing to run
+            logger.warning("Task %s has no row in the store; its queue message is dropped.", task_id)
+            return
+        try:
+            script: Script | None = self.catalog.get_script(record.tenant, record.script)
+        except NotFoundError:
+            script = None
+        limits = script.run_limits() if script is not None else Limits.for_kind("task")
+        claimed = self.store.claim(task_id, lease_seconds=limits.wall_seconds)
+        if claimed is None:
+            logger.info("Task %s is not claimable (duplicate delivery, or finished); skipped.", task_id)
+            return
+        if script is None:
+            gone = {"type": "NotFoundError", "message": f"Script {record.script!r} was deleted."}
+            self.store.finish(task_id, state="failed", run_id=None, error=gone)
+            return
+        run_id, error, transient = self._run(claimed, script, limits)
+        if error is None:
+            self.store.finish(task_id, state="succeeded", run_id=run_id)
+        elif transient and claimed.attempts < MAX_ATTEMPTS:
+            delay = self._backoff.delay(claimed.attempts)
+            if self.store.retry_later(task_id, delay_seconds=delay, run_id=run_id, error=error):
+                logger.info(
+                    "Task %s attempt %d failed transiently; retrying in %.1f s.", task_id, claimed.attempts, delay
+                )
+                raise RetryTask(delay=delay)
+        else:
+            self.store.finish(task_id, state="failed", run_id=run_id, error=error)
+
+    def _run(
+        self, record: TaskRecord, script: Script, limits: Limits
+    ) -> tuple[str | None, dict[str, Any] | None, bool]:
+        if self.runner is None:
+            raise RuntimeError("This TaskQueue was created without a runner; it can enqueue but not run tasks.")
+        try:
+            result = self.runner.run(
+                record.tenant,
+                script.source,
+                event=record.payload,
+                kind="task",
+                limits=limits,
+                name=script.name,
+                idempotency_key=record.id,
+                task_id=record.id,
+                attempt=record.attempts,
+            )
+        except Exception as exc:  # the store or sandbox failed, not the snippet: retry later
+            logger.exception("Task %s attempt %d could not run.", record.id, record.attempts)
+            return None, {"type": type(exc).__name__, "message": str(exc)}, True
+        error = None if result.error is None else result.error.to_json()
+        return result.run_id, error, is_transient(error, list(result.egress))
+
+    def _on_interrupted(self, _signal: str, task: Task) -> None:
+        # A worker shut down before this task finished: hand it back to the queue now, instead of waiting for the
+        # lease to run out. The run may still finish meanwhile; its outcome is then dropped (the claim is gone).
+        if isinstance(task, PeriodicTask) or not task.args:
+            return
+        if self.store.release(str(task.args[0])):
+            self._send(str(task.args[0]))
+
+    def recover(self) -> list[TaskRecord]:
+        """Re-queue tasks abandoned by workers that are gone or out of lease (run at worker start and every minute)."""
+        # While the queue holds messages, queued rows are waiting their turn, not lost: re-sending them would only
+        # add duplicates (harmless, claims dedupe, but they pile up in a long backlog).
+        is_idle = self.huey.pending_count() == 0 and self.huey.scheduled_count() == 0
+        records = self.store.reclaim(include_waiting=is_idle)
+        for record in records:
+            logger.warning("Re-queueing task %s (%s/%s): its worker is gone.", record.id, record.tenant, record.script)
+            self._send(record.id)
+        return records
+
+    def start(self, *, workers: int = 2) -> None:
+        """Start an in-process consumer (threads) for ``zingyconn serve``; the host keeps its signal handlers."""
+        if self._consumer is not None:
+            return
+        self.recover()
+        self._consumer = EmbeddedConsumer(self.huey, **consumer_options(workers))
+        self._consumer.start()
+
+    def stop(self, *, timeout_seconds: float = 10.0) -> None:
+        """Stop the in-process consumer: running tasks get *timeout_seconds* to finish, then go back to the queue."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        consumer.shutdown_timeout = timeout_seconds
+        consumer.stop(graceful=True)
+        self.huey.notify_interrupted_tasks()
+
+    def run_worker(self, *, workers: int = 2, shutdown_timeout_seconds: float = 60.0) -> None:
+        """Run a consumer in the foreground until SIGTERM (graceful: running tasks finish) or SIGINT (now).
+
+        Tasks still running when the worker stops are handed back to the queue.
+        """
+        self.recover()
+        options = consumer_options(workers) | {"graceful_signal": "TERM", "shutdown_timeout": shutdown_timeout_seconds}
+        self.huey.create_consumer(**options).run()
+
+
+def _check_payload(payload: Any) -> None:
+    try:
+        size = len(json.dumps(payload, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"The task payload must be JSON: {exc}.", field="payload") from None
+    if size > MAX_PAYLOAD_BYTES:
+        raise ValidationError(f"The task payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}.", field="payload")

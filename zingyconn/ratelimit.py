@@ -1,0 +1,141 @@
+"""Per-tenant token buckets, shared by every process that uses the same store (or the same Redis).
+
+The egress broker takes one token per message a tenant creates, so a snippet stuck in a ``messages.create`` loop
+(or many webhooks at once) cannot turn into an SMS flood billed to the platform. Two interchangeable
+implementations: :class:`SqlRateLimiter` on the ``rate_buckets`` table (the embedded default) and
+:class:`RedisRateLimiter` (when ``ZINGYCONN_QUEUE_URL`` is ``redis://``), which does the refill-and-take in one
+Lua script so concurrent consumers on many machines never over-spend a bucket.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from zingyconn.schema import rate_buckets
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A token bucket's shape.
+
+    Attributes:
+        per_second: Tokens added per second (the sustained rate).
+        burst: Bucket capacity (how many may be taken at once after a quiet period).
+    """
+
+    per_second: float
+    burst: int
+
+    def __post_init__(self) -> None:
+        if self.per_second <= 0 or self.burst < 1:
+            raise ValueError(f"A rate needs per_second > 0 and burst >= 1, got {self.per_second!r}/{self.burst!r}.")
+
+    def refill(self, tokens: float, elapsed_seconds: float) -> float:
+        """Return the tokens in a bucket that held *tokens* *elapsed_seconds* ago."""
+        return min(float(self.burst), tokens + max(0.0, elapsed_seconds) * self.per_second)
+
+
+#: Default message-creation rate per tenant: bursts of 100, then 10 per second (Twilio's own long-code limit is
+#: about 1 message per second per number, so this only stops runaway loops, not real traffic spread over numbers).
+DEFAULT_MESSAGE_RATE: Final = Rate(per_second=10.0, burst=100)
+
+
+class RateLimiter(Protocol):
+    """Take tokens from per-tenant buckets."""
+
+    def acquire(self, tenant: str, bucket: str, rate: Rate) -> bool:
+        """Take one token from *tenant*'s *bucket*; return False (and take nothing) when it is empty."""
+        ...
+
+
+class SqlRateLimiter:
+    """Token buckets in the ``rate_buckets`` table; one short transaction per token."""
+
+    def __init__(self, engine: Engine, *, clock: Clock = time.time) -> None:
+        self._engine = engine
+        self._clock = clock
+        dialect = {"postgresql": postgresql, "sqlite": sqlite}.get(engine.dialect.name)
+        if dialect is None:
+            raise ValueError(f"SqlRateLimiter supports SQLite and PostgreSQL, not {engine.dialect.name!r}.")
+        self._insert: Any = dialect.insert
+
+    def acquire(self, tenant: str, bucket: str, rate: Rate) -> bool:
+        """Take one token from *tenant*'s *bucket*; return False (and take nothing) when it is empty."""
+        now = self._clock()
+        key = (rate_buckets.c.tenant == tenant) & (rate_buckets.c.bucket == bucket)
+        with self._engine.begin() as conn:
+            # Create the bucket full if it is new; the row lock of SELECT ... FOR UPDATE (PostgreSQL) or the
+            # BEGIN IMMEDIATE write lock (SQLite) then serialises concurrent takers.
+            new_row = {"tenant": tenant, "bucket": bucket, "tokens": float(rate.burst), "updated_at": now}
+            conn.execute(self._insert(rate_buckets).values(**new_row).on_conflict_do_nothing())
+            row = conn.execute(
+                sa.select(rate_buckets.c.tokens, rate_buckets.c.updated_at).where(key).with_for_update()
+            ).one()
+            tokens = rate.refill(row.tokens, now - row.updated_at)
+            allowed = tokens >= 1.0
+            if allowed:
+                tokens -= 1.0
+            conn.execute(rate_buckets.update().where(key).values(tokens=tokens, updated_at=max(now, row.updated_at)))
+        return allowed
+
+
+# KEYS[1] = bucket key; ARGV = per_second, burst, now. Refill, take one token if there is one, store, expire the
+# key once it would be full again anyway. Atomic on the Redis server, so many consumers share one bucket exactly.
+_TAKE_SCRIPT: Final = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(math.max(now, ts)))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+return allowed
+"""
+
+
+class RedisRateLimiter:
+    """Token buckets in Redis hashes (``zingyconn:rate:{tenant}:{bucket}``), refilled and taken by a Lua script."""
+
+    def __init__(self, url: str, *, clock: Clock = time.time, prefix: str = "zingyconn:rate") -> None:
+        import redis  # imported here: the embedded default never needs the client
+
+        self._redis: Any = redis.Redis.from_url(url)
+        self._script: Any = self._redis.register_script(_TAKE_SCRIPT)
+        self._clock = clock
+        self._prefix = prefix
+
+    def acquire(self, tenant: str, bucket: str, rate: Rate) -> bool:
+        """Take one token from *tenant*'s *bucket*; return False (and take nothing) when it is empty."""
+        key = f"{self._prefix}:{len(tenant)}:{tenant}:{bucket}"  # length prefix: tenant "a:b" never aliases "a"
+        return bool(self._script(keys=[key], args=[rate.per_second, rate.burst, self._clock()]))
+
+    def close(self) -> None:
+        """Close the Redis connection pool."""
+        self._redis.close()
+
+
+def rate_limiter_for(engine: Engine, queue_url: str | None, *, clock: Clock = time.time) -> RateLimiter:
+    """Return the Redis limiter when *queue_url* is a Redis URL, else the SQL one on *engine*."""
+    if queue_url and queue_url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisRateLimiter(queue_url, clock=clock)
+    return SqlRateLimiter(engine, clock=clock)

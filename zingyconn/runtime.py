@@ -1,0 +1,315 @@
+"""The runtime: connection store + keyring + sandbox + egress broker + run history, behind one object.
+
+Every host (CLI, webhooks, task worker, console) runs snippets through :meth:`Runtime.run`, which:
+
+1. opens an egress session for the run's tenant (the tenant comes from the caller, never from the snippet);
+2. runs the snippet in a fresh sandbox child whose Twilio requests the session answers;
+3. masks every secret of the tenant (and any the snippet passed to ``twilio.Client``) in result, stdout, logs,
+   errors and egress records;
+4. records the masked run in the history and returns it as a :class:`ZRunResult`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final
+
+from sandbox.environment import JSON
+from sandbox.limits import Limits
+from sandbox.result import RunError, RunResult
+from sandbox.supervisor import Sandbox
+from zingyconn.broker import EgressBroker, EgressSession
+from zingyconn.config import Settings
+from zingyconn.database import create_engine
+from zingyconn.errors import ValidationError, ZingyConnError
+from zingyconn.history import FAILED, OK, RunHistory, new_run_id
+from zingyconn.keyring import Keyring
+from zingyconn.masking import Masker
+from zingyconn.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter, rate_limiter_for
+from zingyconn.store import ConnectionStore
+from zingyconn.twilio.commands import ConnectionCommands
+from zingyconn.twilio.idempotency import SendLedger
+from zingyconn.twilio.profile import check_credentials
+
+#: The snippet environment every runtime sandbox is started with (``zingyConn``, the twilio façades).
+SNIPPET_ENVIRONMENT: Final = "zingyconn.twilio.snippet:environment"
+
+#: HTTP requests one connection command may make (listMessages with limit 1000 needs 10 pages of 100).
+COMMAND_MAX_REQUESTS: Final = 20
+
+_LOGGER: Final = logging.getLogger("zingyconn.runtime")
+
+#: A host operation beyond Twilio: ``(tenant, payload) -> answer`` (JSON), called in the host while a run waits.
+HostOperation = Callable[[str, Mapping[str, JSON]], JSON]
+
+#: A host operation beyond Twilio egress: ``(tenant, payload) -> answer``; raise EgressDeniedError to refuse.
+HostOp = Callable[[str, Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ZRunResult(RunResult):
+    """A :class:`~sandbox.result.RunResult` with secrets masked, the egress calls, and the stored run's id.
+
+    Attributes:
+        run_id: Id of the run in the history (``run_...``), also set when the run was not recorded.
+    """
+
+    run_id: str = ""
+
+    def to_json(self) -> dict[str, JSON]:
+        """Return the result as ``zingyconn run --json`` prints it (with ``run_id``)."""
+        return {**RunResult.to_json(self), "run_id": self.run_id}
+
+
+class Runtime:
+    """Store, keyring, sandbox, broker and history for one process; thread-safe.
+
+    The sandbox (a zygote process) is started on the first run, or passed in. Close the runtime (or use it as a
+    context manager) to stop it.
+
+    Args:
+        settings: Configuration (:meth:`Settings.from_env`).
+        engine: Database engine (default: one for ``settings.db_url``).
+        keyring: Master keys (default: from ``settings``).
+        sandbox: A sandbox started with :data:`SNIPPET_ENVIRONMENT` (default: one is started on first use).
+        rate_limiter: Message-creation rate limiter (default: Redis when ``settings.queue_url`` is set, else SQL).
+        message_rate: The per-tenant message-creation rate.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Any = None,
+        keyring: Keyring | None = None,
+        sandbox: Sandbox | None = None,
+        rate_limiter: RateLimiter | None = None,
+        message_rate: Rate = DEFAULT_MESSAGE_RATE,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine if engine is not None else create_engine(settings.db_url)
+        self.keyring = keyring if keyring is not None else Keyring.from_settings(settings)
+        self.store = ConnectionStore(self.engine, self.keyring)
+        self.history = RunHistory(self.engine)
+        self.ledger = SendLedger(self.engine)
+        self.broker = EgressBroker(
+            self.store,
+            base_url=settings.twilio_base_url,
+            rate_limiter=rate_limiter
+            if rate_limiter is not None
+            else rate_limiter_for(self.engine, settings.queue_url),
+            message_rate=message_rate,
+            ledger=self.ledger,
+        )
+        #: Extension point: extra operations snippets may request, by op name (e.g. a background-task capability
+        #: adds ``"tasks.enqueue"`` here and a matching method to ``zingyconn.twilio.snippet.ZingyConn``). The
+        #: tenant passed to a handler is the run's, never one the snippet named.
+        self.request_handlers: dict[str, HostOperation] = {}
+        self._sandbox = sandbox
+        self._owns_sandbox = sandbox is None
+        self._lock = threading.Lock()
+        #: Extra host operations a snippet may request, by op name, each called as ``handler(tenant, payload)``
+        #: with the run's tenant (e.g. ``zingyconn.enqueue``, registered by :class:`zingyconn.queue.TaskQueue`).
+        self.host_ops: dict[str, HostOp] = {}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Runtime:
+        """Build a runtime from ``ZINGYCONN_*`` variables in *environ* (``os.environ`` by default)."""
+        return cls(Settings.from_env(environ))
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """The sandbox, started on first use."""
+        with self._lock:
+            if self._sandbox is None:
+                self._sandbox = Sandbox(environment=SNIPPET_ENVIRONMENT).start()
+            return self._sandbox
+
+    def run(
+        self,
+        tenant: str,
+        source: str,
+        *,
+        event: JSON = None,
+        kind: str = "console",
+        limits: Limits | None = None,
+        name: str | None = None,
+        idempotency_key: str | None = None,
+        record: bool = True,
+        attempt: int = 1,
+        task_id: str | None = None,
+        replay_of: str | None = None,
+    ) -> ZRunResult:
+        """Run *source* for *tenant* and return its masked result (also stored in the history when *record*).
+
+        Args:
+            tenant: Whose connections ``zingyConn.twilio(name)`` reaches.
+            source: The snippet (a function body).
+            event: JSON given to the snippet as ``event``.
+            kind: ``"webhook"``, ``"task"`` or ``"console"``: picks the default limits.
+            limits: Limits of this run (default: ``Limits.for_kind(kind)``).
+            name: Hook or script name, for the history.
+            idempotency_key: De-duplicates the run's message sends across retries of the same work (the n-th
+                message of a run with key K is sent at most once per 24 h under ``K:n``).
+            record: Store the run in the history.
+            attempt: Attempt number (tasks).
+            task_id: The task this run belongs to.
+            replay_of: The run this one replays.
+
+        Raises:
+            ValidationError: Bad tenant name or kind (nothing ran).
+        """
+        try:
+            limits = limits if limits is not None else Limits.for_kind(kind)  # type: ignore[arg-type]  # checked
+        except ValueError as exc:
+            raise ValidationError(str(exc), field="kind") from None
+        secrets = self._tenant_secrets(tenant)
+        run_id, started_at = new_run_id(), time.time()
+        session = self.broker.session(
+            tenant,
+            max_requests=limits.egress_requests,
+            deadline=self.broker.clock() + limits.wall_seconds,
+            idempotency_key=idempotency_key,
+        )
+        on_request = self._request_handler(tenant, session.request)
+        raw = self.sandbox.run(source, event=event, limits=limits, context={"kind": kind}, on_request=on_request)
+        masker = Masker([*secrets, *session.secrets])
+        result = ZRunResult(
+            ok=raw.ok,
+            value=masker.mask(raw.value),
+            stdout=masker.mask_text(raw.stdout),
+            logs=tuple(masker.mask(list(raw.logs))),
+            error=_mask_error(raw.error, masker),
+            duration_ms=raw.duration_ms,
+            egress=tuple(masker.mask(session.egress())),
+            run_id=run_id,
+        )
+        if record:
+            self.history.record(
+                run_id=run_id,
+                tenant=tenant,
+                kind=kind,
+                name=name,
+                status=OK if result.ok else FAILED,
+                started_at=started_at,
+                duration_ms=result.duration_ms,
+                event=masker.mask(event),
+                result=result.value,
+                stdout=result.stdout,
+                logs=result.logs,
+                error=None if result.error is None else result.error.to_json(),
+                egress=result.egress,
+                attempt=attempt,
+                task_id=task_id,
+                replay_of=replay_of,
+                source=source,
+            )
+        return result
+
+    def command(
+        self,
+        tenant: str,
+        connection: str,
+        command: str,
+        inputs: Mapping[str, Any] | None,
+        *,
+        flow: str = "cloud",
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Run connection command *command* (``sendMessage``...) of *tenant*'s *connection*; return its JSON output.
+
+        The command's Twilio client is the broker's, as in snippets: same allowlist, credentials injection, rate
+        limit and call records. See :mod:`zingyconn.twilio.commands` for inputs, outputs and errors.
+
+        Raises:
+            FlowNotAllowedError: *flow* is ``"page"`` (the store is not read).
+            InvalidCommandError: Bad input, named by ``field`` (no request was made).
+            ConnectionNotFoundError: The tenant has no such connection.
+            IdempotencyConflictError: The idempotency key is busy, or was used for another message.
+            TwilioError: Twilio answered with an error.
+        """
+        session = self.broker.session(tenant, max_requests=COMMAND_MAX_REQUESTS)
+        commands = ConnectionCommands(
+            lambda _tenant, name: self.broker.client(tenant, name, session=session), ledger=self.ledger
+        )
+        output = commands.run(tenant, connection, command, inputs, flow=flow, idempotency_key=idempotency_key)
+        masked: dict[str, Any] = Masker(session.secrets).mask(output)
+        return masked
+
+    def tenants(self) -> list[str]:
+        """Return every tenant that has a connection or a stored run, sorted."""
+        import sqlalchemy as sa
+
+        from zingyconn.schema import connections, runs
+
+        query = sa.union(sa.select(connections.c.tenant), sa.select(runs.c.tenant))
+        with self.engine.connect() as conn:
+            return sorted(str(tenant) for tenant in conn.execute(query).scalars())
+
+    def test_connection(self, tenant: str, name: str) -> str:
+        """Check *tenant*'s connection *name* against Twilio (or the emulator); return what answered."""
+        return check_credentials(self.store.get(tenant, name), base_url=self.settings.twilio_base_url, what=repr(name))
+
+    def close(self) -> None:
+        """Stop the sandbox (if this runtime started it) and close pooled connections."""
+        with self._lock:
+            if self._sandbox is not None and self._owns_sandbox:
+                self._sandbox.close()
+                self._sandbox = None
+        self.broker.close()
+        close_limiter = getattr(self.broker.rate_limiter, "close", None)
+        if close_limiter is not None:
+            close_limiter()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _request_handler(self, tenant: str, egress: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+        if not self.host_ops:
+            return egress
+
+        def handle(op: str, payload: Any) -> Any:
+            handler = self.host_ops.get(op)
+            return egress(op, payload) if handler is None else handler(tenant, payload)
+
+        return handle
+
+    def _handler(self, tenant: str, session: EgressSession) -> Callable[[str, JSON], JSON]:
+        handlers = self.request_handlers
+
+        def handle(op: str, payload: JSON) -> JSON:
+            handler = handlers.get(op)
+            if handler is not None:
+                return handler(tenant, payload if isinstance(payload, Mapping) else {})
+            return session.request(op, payload if isinstance(payload, Mapping) else {})
+
+        return handle
+
+    def _tenant_secrets(self, tenant: str) -> list[str]:
+        try:
+            return self.store.secrets(tenant)
+        except ValidationError:
+            raise
+        except ZingyConnError as exc:  # an undecryptable record: its secret cannot reach this run either
+            _LOGGER.error("Secrets of tenant %r could not all be read for masking: %s", tenant, exc)
+            return []
+
+
+def _mask_error(error: RunError | None, masker: Masker) -> RunError | None:
+    if error is None or not masker:
+        return error
+    return dataclasses.replace(
+        error,
+        message=masker.mask_text(error.message),
+        traceback=None if error.traceback is None else masker.mask_text(error.traceback),
+        errors=tuple(masker.mask_text(item) for item in error.errors),
+    )

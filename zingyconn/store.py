@@ -1,0 +1,353 @@
+"""The connection store: sealed Twilio profiles per (tenant, name) on SQLAlchemy Core (SQLite or PostgreSQL).
+
+Every record is sealed by the :class:`~zingyconn.keyring.Keyring` with AAD = (tenant, name, type), so a record
+copied to another row does not open. Writes are single upsert statements that bump ``revision``; key rotation
+re-seals one record per transaction with a compare-and-swap on ``revision``, so it runs online next to writers and
+can be interrupted at any point and simply run again.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from zingyconn.config import Settings
+from zingyconn.database import create_engine
+from zingyconn.errors import ConnectionNotFoundError, DecryptionError, KeyringError, ValidationError
+from zingyconn.keyring import Keyring, record_key_id
+from zingyconn.schema import connections
+from zingyconn.twilio.profile import CONNECTION_TYPE, TwilioProfile
+
+NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+# Bumped if the AAD layout ever changes, so old and new bindings can never be confused.
+AAD_LABEL: Final = "zingyconn.connection/1"
+# Rows read per query while rotating or verifying: bounded memory whatever the number of records.
+BATCH_SIZE: Final = 500
+# Re-tries of one record's compare-and-swap when a concurrent writer keeps changing it during rotation.
+CAS_ATTEMPTS: Final = 5
+
+#: ``progress(stage, done, total)``, called after each record; stage is ``"reseal"`` or ``"verify"``.
+RotationProgress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSummary:
+    """What may be shown about a connection without its secret.
+
+    Attributes:
+        tenant: The owning tenant.
+        name: The connection name.
+        type: ``"twilio"``.
+        account_sid: The masked Account SID.
+        api_key: The masked API Key SID, or ``None``.
+        key_id: The master key that sealed the record.
+        revision: Incremented by every write.
+        created_at: Unix time of the first put.
+        updated_at: Unix time of the last put.
+    """
+
+    tenant: str
+    name: str
+    type: str
+    account_sid: str
+    api_key: str | None
+    key_id: str
+    revision: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RotationReport:
+    """The outcome of :meth:`ConnectionStore.rotate`.
+
+    Attributes:
+        primary_key_id: The key every record should now be sealed with.
+        resealed: Records re-sealed by this run.
+        verified: Records that decrypted in the verification pass.
+        failed: ``(tenant, name)`` of records that did not decrypt (damaged, or sealed with a missing key).
+        key_usage: Number of records per key id after the run.
+    """
+
+    primary_key_id: str
+    resealed: int
+    verified: int
+    failed: tuple[tuple[str, str], ...]
+    key_usage: dict[str, int]
+
+
+def _check_name(value: str, *, field: str) -> str:
+    if not NAME_PATTERN.fullmatch(value):
+        raise ValidationError(
+            f"{field} {value[:120]!r} is not valid: use 1-100 letters, digits, '_', '.' or '-', starting with a "
+            "letter or digit.",
+            field=field,
+        )
+    return value
+
+
+def _aad(tenant: str, name: str, type_: str) -> bytes:
+    # JSON of a list is an unambiguous encoding: ("a,b", "c") and ("a", "b,c") give different bytes.
+    return json.dumps([AAD_LABEL, tenant, name, type_], separators=(",", ":")).encode()
+
+
+def _what(tenant: str, name: str) -> str:
+    return f"{name!r} (tenant {tenant!r})"
+
+
+class ConnectionStore:
+    """Sealed connection profiles per tenant; safe for many threads and processes on one database."""
+
+    def __init__(self, engine: Engine, keyring: Keyring, *, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._clock = clock
+        self.keyring = keyring
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectionStore:
+        """Open the store and keyring that *settings* describe (creating the embedded defaults on first use)."""
+        return cls(create_engine(settings.db_url), Keyring.from_settings(settings))
+
+    def put(self, tenant: str, name: str, profile: TwilioProfile) -> int:
+        """Validate and save *profile* as connection *name* of *tenant*, replacing any; return the new revision.
+
+        One ``INSERT ... ON CONFLICT DO UPDATE SET revision = revision + 1`` statement: concurrent puts serialize
+        in the database, every one is counted, and the last one wins whole (no mixed fields).
+        """
+        _check_name(tenant, field="tenant")
+        _check_name(name, field="name")
+        profile.validate()
+        keyring = self._current_keyring()
+        record = keyring.seal(json.dumps(profile.to_json()).encode(), aad=_aad(tenant, name, CONNECTION_TYPE))
+        now = self._clock()
+        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        statement = insert(connections).values(
+            tenant=tenant,
+            name=name,
+            type=CONNECTION_TYPE,
+            key_id=keyring.primary_key_id,
+            record=record,
+            summary={"account_sid": profile.masked()["account_sid"], "api_key": profile.masked()["api_key"]},
+            revision=1,
+            created_at=now,
+            updated_at=now,
+        )
+        upsert = statement.on_conflict_do_update(
+            index_elements=[connections.c.tenant, connections.c.name],
+            set_={
+                "type": statement.excluded.type,
+                "key_id": statement.excluded.key_id,
+                "record": statement.excluded.record,
+                "summary": statement.excluded.summary,
+                "updated_at": statement.excluded.updated_at,
+                "revision": connections.c.revision + 1,
+            },
+        ).returning(connections.c.revision)
+        with self._engine.begin() as conn:
+            return int(conn.execute(upsert).scalar_one())
+
+    def get(self, tenant: str, name: str) -> TwilioProfile:
+        """Return the decrypted profile of connection *name* of *tenant*.
+
+        Raises:
+            ConnectionNotFoundError: No such connection in this tenant (other tenants are never consulted).
+            DecryptionError: The record does not open with this keyring.
+        """
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(connections.c.type, connections.c.record).where(*self._key(tenant, name))
+            ).first()
+        if row is None:
+            raise ConnectionNotFoundError(f"Tenant {tenant!r} has no connection named {name!r}.")
+        return self._open(tenant, name, row.type, row.record)
+
+    def describe(self, tenant: str, name: str) -> ConnectionSummary:
+        """Return the summary of one connection, without decrypting it."""
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(connections).where(*self._key(tenant, name))).first()
+        if row is None:
+            raise ConnectionNotFoundError(f"Tenant {tenant!r} has no connection named {name!r}.")
+        return _summary(row)
+
+    def list(self, tenant: str) -> builtins.list[ConnectionSummary]:
+        """Return the summaries of *tenant*'s connections by name (never secrets; needs no key)."""
+        _check_name(tenant, field="tenant")
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(connections).where(connections.c.tenant == tenant).order_by(connections.c.name)
+            ).all()
+        return [_summary(row) for row in rows]
+
+    def delete(self, tenant: str, name: str) -> None:
+        """Delete connection *name* of *tenant* (ConnectionNotFoundError if there is none)."""
+        with self._engine.begin() as conn:
+            if conn.execute(sa.delete(connections).where(*self._key(tenant, name))).rowcount == 0:
+                raise ConnectionNotFoundError(f"Tenant {tenant!r} has no connection named {name!r}.")
+
+    def secrets(self, tenant: str) -> builtins.list[str]:
+        """Return every secret of every connection of *tenant*, for masking run output."""
+        _check_name(tenant, field="tenant")
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(connections.c.name, connections.c.type, connections.c.record).where(
+                    connections.c.tenant == tenant
+                )
+            ).all()
+        return [secret for row in rows for secret in self._open(tenant, row.name, row.type, row.record).secrets()]
+
+    def key_usage(self) -> dict[str, int]:
+        """Return how many records each key id seals."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(connections.c.key_id, sa.func.count()).group_by(connections.c.key_id)).all()
+        return {str(key_id): int(count) for key_id, count in rows}
+
+    def rotate(self, *, progress: RotationProgress | None = None) -> RotationReport:
+        """Re-seal every record under the primary key, then check that every record decrypts.
+
+        Each record is re-sealed in its own transaction with a compare-and-swap on ``revision``; an interrupted
+        rotation leaves every record sealed under either the old or the new key (both open), and a second run
+        only touches the records still under an old key.
+        """
+        primary = self._current_keyring().primary_key_id
+        pending = connections.c.key_id != primary
+        with self._engine.connect() as conn:
+            total = int(conn.execute(sa.select(sa.func.count()).where(pending)).scalar_one())
+        done, failed = 0, set()
+        for row in self._rows_where(pending):
+            if not self._reseal(row.tenant, row.name):
+                failed.add((row.tenant, row.name))
+            done += 1
+            if progress is not None:
+                progress("reseal", done, total)
+        verified = self._verify(failed, progress)
+        return RotationReport(primary, done - len(failed), verified, tuple(sorted(failed)), self.key_usage())
+
+    def retire(self, key_id: str) -> Keyring:
+        """Remove *key_id* from the keyring (and its key file) once no record is sealed with it.
+
+        Raises:
+            KeyringError: Unknown key, the primary key, or records still sealed with it.
+        """
+        remaining = self.keyring.without_key(key_id)
+        in_use = self.key_usage().get(key_id, 0)
+        if in_use:
+            raise KeyringError(
+                f"Key {key_id!r} still seals {in_use} connection record(s); run `zingyconn keys rotate` first."
+            )
+        if remaining.path is not None:
+            remaining.save()
+        self.keyring = remaining
+        return remaining
+
+    def _reseal(self, tenant: str, name: str) -> bool:
+        primary = self.keyring.primary_key_id
+        for _ in range(CAS_ATTEMPTS):
+            with self._engine.begin() as conn:
+                row = conn.execute(
+                    sa.select(
+                        connections.c.type, connections.c.key_id, connections.c.record, connections.c.revision
+                    ).where(*self._key(tenant, name))
+                ).first()
+                if row is None or row.key_id == primary:
+                    return True  # deleted, or re-written under the primary key by a concurrent put
+                aad = _aad(tenant, name, row.type)
+                try:
+                    plaintext = self.keyring.unseal(row.record, aad=aad, what=_what(tenant, name))
+                except DecryptionError:
+                    return False
+                swapped = conn.execute(
+                    sa.update(connections)
+                    .where(*self._key(tenant, name), connections.c.revision == row.revision)
+                    .values(record=self.keyring.seal(plaintext, aad=aad), key_id=primary, revision=row.revision + 1)
+                )
+                if swapped.rowcount == 1:
+                    return True
+        return False
+
+    def _verify(self, failed: set[tuple[str, str]], progress: RotationProgress | None) -> int:
+        with self._engine.connect() as conn:
+            total = int(conn.execute(sa.select(sa.func.count()).select_from(connections)).scalar_one())
+        verified = 0
+        for done, row in enumerate(self._rows_where(sa.true()), start=1):
+            try:
+                self._open(row.tenant, row.name, row.type, row.record)
+                if record_key_id(row.record) == row.key_id:  # the key_id column drives `retire`: it must not lie
+                    verified += 1
+                else:
+                    failed.add((row.tenant, row.name))
+            except DecryptionError:
+                failed.add((row.tenant, row.name))
+            if progress is not None:
+                progress("verify", done, total)
+        return verified
+
+    # Rows are typed Any: SQLAlchemy 2.0 and 2.1 spell the generic Row type differently.
+    def _rows_where(self, condition: sa.ColumnElement[bool]) -> Iterator[Any]:
+        """Yield matching rows in key order, one bounded batch per query (keyset paging)."""
+        after = ("", "")
+        while True:
+            with self._engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(
+                        connections.c.tenant,
+                        connections.c.name,
+                        connections.c.type,
+                        connections.c.key_id,
+                        connections.c.record,
+                    )
+                    .where(condition, sa.tuple_(connections.c.tenant, connections.c.name) > after)
+                    .order_by(connections.c.tenant, connections.c.name)
+                    .limit(BATCH_SIZE)
+                ).all()
+            if not rows:
+                return
+            yield from rows
+            after = (rows[-1].tenant, rows[-1].name)
+
+    def _current_keyring(self) -> Keyring:
+        """Pick up a changed key file (``keys new|rotate|retire`` run by another process) before sealing."""
+        self.keyring = self.keyring.reloaded()
+        return self.keyring
+
+    def _open(self, tenant: str, name: str, type_: str, record: bytes) -> TwilioProfile:
+        aad, what, keyring = _aad(tenant, name, type_), _what(tenant, name), self.keyring
+        try:
+            plaintext = keyring.unseal(record, aad=aad, what=what)
+        except DecryptionError:
+            # Sealed with a key added to the key file after this process read it (another process ran `keys new`
+            # and `keys rotate`): re-read the file once. A damaged record fails again, with the same opaque error.
+            fresh = self._current_keyring()
+            if fresh is keyring:
+                raise
+            plaintext = fresh.unseal(record, aad=aad, what=what)
+        data: dict[str, Any] = json.loads(plaintext)
+        return TwilioProfile.from_json(data)
+
+    @staticmethod
+    def _key(tenant: str, name: str) -> tuple[sa.ColumnElement[bool], sa.ColumnElement[bool]]:
+        tenant, name = _check_name(tenant, field="tenant"), _check_name(name, field="name")
+        return connections.c.tenant == tenant, connections.c.name == name
+
+
+def _summary(row: sa.Row[Any]) -> ConnectionSummary:
+    summary = row.summary or {}
+    return ConnectionSummary(
+        tenant=row.tenant,
+        name=row.name,
+        type=row.type,
+        account_sid=str(summary.get("account_sid", "")),
+        api_key=summary.get("api_key"),
+        key_id=row.key_id,
+        revision=int(row.revision),
+        created_at=float(row.created_at),
+        updated_at=float(row.updated_at),
+    )

@@ -1,0 +1,1 @@
+"""Twilio: connection profiles, the brokered client, connection commands and the local emulator."""

@@ -1,0 +1,192 @@
+"""What a snippet sees: ``zingyConn``, the ``twilio`` façades, and the walls around the Twilio client objects.
+
+The sandbox zygote imports this module once (``Sandbox(environment="zingyconn.twilio.snippet:environment")``),
+so ``twilio.rest`` and the TwiML modules are loaded before any fork; each child calls :func:`environment` once
+for its run. Everything here runs inside the untrusted process and holds no secret: connection clients carry a
+placeholder password, and every request goes to the host's egress broker over the run's channel.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from collections.abc import Mapping
+from typing import Any, Final
+
+import twilio
+import twilio.base.exceptions
+import twilio.rest
+import twilio.twiml
+import twilio.twiml.messaging_response
+import twilio.twiml.voice_response
+from twilio.base.client_base import ClientBase
+from twilio.base.domain import Domain
+from twilio.base.instance_context import InstanceContext
+from twilio.base.instance_resource import InstanceResource
+from twilio.base.list_resource import ListResource
+from twilio.base.page import Page
+from twilio.base.version import Version
+from twilio.http import HttpClient
+from twilio.rest.api.v2010.account.message import MessageContext, MessageInstance, MessageList
+from twilio.twiml import TwiML
+
+from sandbox.environment import JSON, Environment, RunContext
+from sandbox.imports import make_facade
+from zingyconn.twilio.client import BrokeredClient, Channel, client_class, connection_client
+
+#: The name snippets use for the platform object (the one camelCase name in the code base).
+SNIPPET_GLOBAL: Final = "zingyConn"
+#: The host operation behind ``zingyConn.enqueue`` (answered by :class:`zingyconn.queue.TaskQueue`).
+OP_ENQUEUE: Final = "tasks.enqueue"
+
+
+def _public(*classes: type) -> set[str]:
+    return {name for cls in classes for name in dir(cls) if not name.startswith("_")}
+
+
+def _async_names(*classes: type) -> set[str]:
+    return {name for name in _public(*classes) if name.endswith("_async") or "_async" in name}
+
+
+# Threat: the twilio objects carry the transport and the credentials in public attributes (research §8):
+# ``client.password``/``auth``/``http_client``, ``domain.twilio`` back to the client, ``client.request(url)`` and
+# ``list.get_page(url)`` that send Basic auth to any absolute URL, ``edge``/``region`` spliced into the host
+# name, ``base_url`` that re-targets a domain, ``*_async`` coroutines whose frames hold library globals. In a
+# snippet they are all refused by the attribute guard; the broker re-checks every URL anyway.
+_CLIENT_HIDDEN: Final = frozenset(
+    {
+        "password",
+        "auth",
+        "http_client",
+        "credential_provider",
+        "request",
+        "get_auth",
+        "get_hostname",
+        "get_headers",
+        "copy_non_none_values",
+        "edge",
+        "region",
+        "user_agent_extensions",
+    }
+    | _async_names(ClientBase)
+)
+_DOMAIN_HIDDEN: Final = frozenset(_public(Domain) | {"twilio", "base_url", "domain"})
+_VERSION_HIDDEN: Final = frozenset(_public(Version) | {"domain", "version"})
+_RESOURCE_HIDDEN: Final = frozenset(
+    {"get_page", "get_page_async"} | _async_names(MessageList, MessageContext, MessageInstance)
+)
+_PAGE_HIDDEN: Final = frozenset({"process_response", "load_page", "next_page_async", "previous_page_async"})
+
+HIDDEN_ATTRIBUTES: Final[Mapping[type, frozenset[str]]] = {
+    ClientBase: _CLIENT_HIDDEN,
+    Domain: _DOMAIN_HIDDEN,
+    Version: _VERSION_HIDDEN,
+    ListResource: _RESOURCE_HIDDEN,
+    InstanceContext: _RESOURCE_HIDDEN,
+    InstanceResource: _RESOURCE_HIDDEN,
+    Page: _PAGE_HIDDEN,
+    HttpClient: frozenset(_public(HttpClient) | {"logger", "session", "proxy", "timeout"}),
+}
+
+
+def twiml_to_xml(response: TwiML) -> str:
+    """Convert a TwiML object (``MessagingResponse``, ``VoiceResponse``) to its XML document."""
+    return str(response.to_xml())
+
+
+def _json_value(value: Any) -> JSON:
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(item) for item in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def resource_to_dict(instance: InstanceResource) -> dict[str, JSON]:
+    """Convert a twilio resource instance (e.g. ``MessageInstance``) to a dict of its fields.
+
+    Field names are Twilio's JSON names (``from``, not the Python ``from_``); dates become ISO 8601 strings.
+    """
+    return {
+        ("from" if name == "from_" else name): _json_value(value)
+        for name, value in vars(instance).items()
+        if not name.startswith("_")
+    }
+
+
+RESULT_CONVERTERS: Final = {TwiML: twiml_to_xml, InstanceResource: resource_to_dict}
+
+
+class ZingyConn:
+    """The ``zingyConn`` object of a snippet: the platform's capabilities for this run.
+
+    Extension point: each capability is a method that sends its own operation over the run's channel (as
+    :meth:`twilio` sends ``twilio.connect``); the host answers it in the run's request handler. Nothing else
+    belongs here: an attribute of this object is reachable by every snippet.
+    """
+
+    __slots__ = ("_channel", "_client_class")
+
+    def __init__(self, channel: Channel, client_class: type[BrokeredClient]) -> None:
+        self._channel = channel
+        self._client_class = client_class
+
+    def twilio(self, name: str) -> BrokeredClient:
+        """Return a ``twilio.rest.Client`` for this tenant's connection *name*.
+
+        Raises:
+            LookupError: There is no connection of that name (other names are never listed).
+        """
+        return connection_client(self._channel, name, cls=self._client_class)
+
+    def enqueue(self, script: str, payload: JSON = None) -> str:
+        """Queue a run of this tenant's background-task *script* with *payload* (JSON) as its ``event``.
+
+        Returns:
+            The task id.
+
+        Raises:
+            TypeError: *script* is not a string.
+            EgressDeniedError: No such script, a payload that is too large, or a host that runs no tasks.
+        """
+        if type(script) is not str:
+            raise TypeError(f"A script name must be a string, not {type(script).__name__}.")
+        answer = self._channel.request(OP_ENQUEUE, {"script": script, "payload": payload})
+        return str(answer["task_id"])
+
+    def __repr__(self) -> str:
+        return "<zingyConn>"
+
+
+@functools.cache
+def static_facades() -> Mapping[str, object]:
+    """Return the run-independent twilio façades (built once, in the zygote, before any fork)."""
+    return {
+        "twilio.twiml": make_facade(twilio.twiml, ["TwiML", "TwiMLException", "GenericNode"]),
+        "twilio.twiml.messaging_response": make_facade(twilio.twiml.messaging_response),
+        "twilio.twiml.voice_response": make_facade(twilio.twiml.voice_response),
+        "twilio.base.exceptions": make_facade(
+            twilio.base.exceptions, ["TwilioException", "TwilioRestException", "TwilioServiceException"]
+        ),
+    }
+
+
+def environment(run: RunContext) -> Environment:
+    """Return the snippet environment of one run: ``zingyConn``, the twilio façades, hidden attributes, converters."""
+    client = client_class(run.host)
+    modules: dict[str, object] = {
+        # ``twilio.Client`` is an alias of the brokered ``twilio.rest.Client`` (DESIGN §3), bound to this run.
+        "twilio": make_facade(twilio, [], overrides={"Client": client}),
+        "twilio.rest": make_facade(twilio.rest, [], overrides={"Client": client}),
+        **static_facades(),
+    }
+    return Environment(
+        names={SNIPPET_GLOBAL: ZingyConn(run.host, client)},
+        modules=modules,
+        hidden_attributes=HIDDEN_ATTRIBUTES,
+        result_converters=RESULT_CONVERTERS,
+    )
