@@ -21,6 +21,7 @@ from sandbox.errors import (
 from sandbox.imports import Facade, make_facade
 from sandbox.limits import Limits
 from sandbox.result import RunError, RunResult
+from sandbox.supervisor import RequestHandler, Sandbox
 
 __all__ = [
     "CompileError",
@@ -34,9 +35,11 @@ __all__ = [
     "MemoryLimitExceededError",
     "OutputLimitExceededError",
     "QuotaExceededError",
+    "RequestHandler",
     "RunContext",
     "RunError",
     "RunResult",
+    "Sandbox",
     "SandboxError",
     "SnippetError",
     "TimeLimitExceededError",

@@ -95,6 +95,11 @@ _EXCLUDED: Final[Mapping[str, frozenset[str]]] = {
 }
 
 
+#: Modules that façade functions import lazily on first use (``time.strptime``, ``datetime.strptime``); imported
+#: with the façades so a hardened child (few file descriptors, empty environment) never has to find them on disk.
+_LAZY_IMPORTS: Final = ("_strptime",)
+
+
 class Facade:
     """A read-only view of a module's public names; what ``import json`` gives a snippet."""
 
@@ -174,6 +179,8 @@ def make_facade(
 @functools.cache
 def stdlib_facades() -> Mapping[str, Facade]:
     """Return the façades of :data:`STDLIB_MODULES` (built once per process; the zygote builds them before forking)."""
+    for lazy in _LAZY_IMPORTS:
+        importlib.import_module(lazy)
     facades: dict[str, Facade] = {}
     for name, names in STDLIB_MODULES.items():
         module = importlib.import_module(name)

@@ -138,7 +138,9 @@ class Sandbox:
         try:
             compiled = compile_snippet(source)
         except CompileError as error:
-            return _failed("CompileError", str(error), started, errors=error.errors)
+            line = error.errors[0].partition(":")[0].removeprefix("Line ") if error.errors else ""
+            line_number = int(line) if line.isdigit() else None
+            return _failed("CompileError", str(error), started, line=line_number, errors=error.errors)
         order = encode_frame(
             {
                 "t": "run",

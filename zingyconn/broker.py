@@ -223,8 +223,7 @@ class EgressSession:
         started = self.broker.clock()
         method = str(payload.get("method", "")).upper()
         url = payload.get("url")
-        fallback = urlsplit(url) if isinstance(url, str) else None
-        host, path = (fallback.netloc, fallback.path) if fallback else ("", "")
+        host, path = _best_effort_host_path(url)
         try:
             if len(self.calls) >= self.max_requests:
                 raise QuotaExceededError(
@@ -319,3 +318,12 @@ class EgressSession:
     ) -> None:
         duration_ms = (self.broker.clock() - started) * 1000
         self.calls.append(EgressCall(method[:10], host[:200], path[:300], status, duration_ms, error))
+
+
+def _best_effort_host_path(url: object) -> tuple[str, str]:
+    """Return the host and path of *url* for the record of a refused request (empty when it cannot be parsed)."""
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:
+        parts = None
+    return (parts.netloc, parts.path) if parts is not None else ("", "")

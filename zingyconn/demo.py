@@ -158,6 +158,9 @@ def _seed_connection(store: ConnectionStore) -> Seeded:
 def data_locations(settings: Settings) -> list[tuple[str, str]]:
     """Return (what, where) for everything the demo keeps: store, key file, queue, emulator state, tokens."""
     store = settings.db_url if settings.db_url.startswith("sqlite") else settings.db_url.rsplit("@", 1)[-1]
+    admin_origin = (
+        ADMIN_TOKEN_VARIABLE if settings.admin_token is not None else str(settings.data_dir / ADMIN_TOKEN_FILE)
+    )
     keys = "ZINGYCONN_KEYS (environment)" if settings.keys is not None else str(settings.data_dir / KEY_FILE_NAME)
     return [
         ("data directory", str(settings.data_dir)),
@@ -165,5 +168,6 @@ def data_locations(settings: Settings) -> list[tuple[str, str]]:
         ("master key", keys),
         ("task queue", describe_queue(settings)),
         ("emulator state", str(emulator_state_path(settings))),
-        ("tokens", f"{settings.data_dir / ADMIN_TOKEN_FILE}, {settings.data_dir / API_TOKEN_FILE}"),
+        ("console token", admin_origin),
+        ("API token", str(settings.data_dir / API_TOKEN_FILE)),
     ]

@@ -68,7 +68,11 @@ class UrlPolicy:
         """Return where *url* may go, or raise :class:`EgressDeniedError` naming why not."""
         if not isinstance(url, str) or len(url) > MAX_URL_CHARACTERS or _UNSAFE_URL_CHARACTERS.search(url):
             raise EgressDeniedError("The request URL is not allowed: it is too long or contains unsafe characters.")
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  # parses the port now: "host:99999" or "host:x" raise ValueError here
+        except ValueError:
+            raise EgressDeniedError("The request URL is not allowed: it cannot be parsed.") from None
         query = f"?{parts.query}" if parts.query else ""
         path = parts.path or "/"
         if self.origin is not None and self._is_base_origin(parts.scheme, parts.netloc):

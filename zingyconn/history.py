@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from zingyconn.errors import NotFoundError
@@ -127,7 +128,7 @@ class RunHistory:
         replay_of: str | None = None,
         source: str | None = None,
     ) -> None:
-        """Store one run (insert, or replace the row of the same id). Callers pass already-masked values."""
+        """Store one run (insert, or replace the row of the same id: one upsert). Callers pass masked values."""
         values = {
             "tenant": tenant,
             "kind": kind,
@@ -146,10 +147,11 @@ class RunHistory:
             "egress": list(egress),
             "source": source,
         }
+        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        statement = insert(runs).values(id=run_id, **values)
+        statement = statement.on_conflict_do_update(index_elements=[runs.c.id], set_=values)
         with self._engine.begin() as conn:
-            updated = conn.execute(runs.update().where(runs.c.id == run_id).values(**values)).rowcount
-            if not updated:
-                conn.execute(runs.insert().values(id=run_id, **values))
+            conn.execute(statement)
 
     def get(self, tenant: str, run_id: str) -> RunRecord:
         """Return run *run_id* of *tenant*.

@@ -69,23 +69,32 @@ class SqlRateLimiter:
         self._insert: Any = dialect.insert
 
     def acquire(self, tenant: str, bucket: str, rate: Rate) -> bool:
-        """Take one token from *tenant*'s *bucket*; return False (and take nothing) when it is empty."""
+        """Take one token from *tenant*'s *bucket*; return False (and take nothing) when it is empty.
+
+        One ``INSERT ... ON CONFLICT DO UPDATE ... WHERE ... RETURNING`` statement: a new bucket starts full minus
+        this token; an existing one is refilled for the time since its last update and loses one token only when
+        it has one (else the WHERE leaves the row alone and nothing is returned). The database serialises
+        concurrent takers on the row, so no token is spent twice.
+        """
         now = self._clock()
-        key = (rate_buckets.c.tenant == tenant) & (rate_buckets.c.bucket == bucket)
+        table = rate_buckets
+        refilled = table.c.tokens + (now - table.c.updated_at) * rate.per_second
+        capped = sa.case((refilled > rate.burst, float(rate.burst)), else_=refilled)
+        statement = (
+            self._insert(table)
+            .values(tenant=tenant, bucket=bucket, tokens=float(rate.burst) - 1.0, updated_at=now)
+            .on_conflict_do_update(
+                index_elements=[table.c.tenant, table.c.bucket],
+                set_={
+                    "tokens": capped - 1.0,
+                    "updated_at": sa.case((table.c.updated_at > now, table.c.updated_at), else_=now),
+                },
+                where=capped >= 1.0,
+            )
+            .returning(table.c.tokens)
+        )
         with self._engine.begin() as conn:
-            # Create the bucket full if it is new; the row lock of SELECT ... FOR UPDATE (PostgreSQL) or the
-            # BEGIN IMMEDIATE write lock (SQLite) then serialises concurrent takers.
-            new_row = {"tenant": tenant, "bucket": bucket, "tokens": float(rate.burst), "updated_at": now}
-            conn.execute(self._insert(rate_buckets).values(**new_row).on_conflict_do_nothing())
-            row = conn.execute(
-                sa.select(rate_buckets.c.tokens, rate_buckets.c.updated_at).where(key).with_for_update()
-            ).one()
-            tokens = rate.refill(row.tokens, now - row.updated_at)
-            allowed = tokens >= 1.0
-            if allowed:
-                tokens -= 1.0
-            conn.execute(rate_buckets.update().where(key).values(tokens=tokens, updated_at=max(now, row.updated_at)))
-        return allowed
+            return conn.execute(statement).first() is not None
 
 
 # KEYS[1] = bucket key; ARGV = per_second, burst, now. Refill, take one token if there is one, store, expire the

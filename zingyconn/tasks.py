@@ -107,7 +107,7 @@ class TaskStore:
     """Create, claim, finish and recover task rows in the store's database (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time, owner: str | None = None) -> None:
-        self._engine = engine
+        self.engine = engine
         self._clock = clock
         self.owner = owner or worker_identity()
 
@@ -129,7 +129,7 @@ class TaskStore:
             "updated_at": now,
         }
         try:
-            with self._engine.begin() as conn:
+            with self.engine.begin() as conn:
                 conn.execute(tasks.insert().values(**row))
         except sa.exc.IntegrityError:
             if task_id is None:
@@ -139,7 +139,7 @@ class TaskStore:
 
     def get(self, task_id: str) -> TaskRecord:
         """Return task *task_id*; NotFoundError if there is none."""
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).first()
         if row is None:
             raise NotFoundError(f"There is no task with id {task_id!r}.")
@@ -152,7 +152,7 @@ class TaskStore:
             query = query.where(tasks.c.tenant == tenant)
         if state is not None:
             query = query.where(tasks.c.state == state)
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             return [_record(row._mapping) for row in conn.execute(query)]
 
     def claim(self, task_id: str, *, lease_seconds: float) -> TaskRecord | None:
@@ -170,7 +170,7 @@ class TaskStore:
             "lease_until": now + lease_seconds + LEASE_SLACK_SECONDS,
             "updated_at": now,
         }
-        with self._engine.begin() as conn:
+        with self.engine.begin() as conn:
             claimed = conn.execute(
                 tasks.update().where(tasks.c.id == task_id, tasks.c.state.in_(CLAIMABLE)).values(**values)
             ).rowcount
@@ -217,7 +217,7 @@ class TaskStore:
         if not keep_run:
             values["run_id"] = run_id
         mine = (tasks.c.id == task_id) & (tasks.c.state == "running") & (tasks.c.owner == self.owner)
-        with self._engine.begin() as conn:
+        with self.engine.begin() as conn:
             return bool(conn.execute(tasks.update().where(mine).values(**values)).rowcount)
 
     def reclaim(self, *, include_waiting: bool = True) -> list[TaskRecord]:
@@ -237,7 +237,7 @@ class TaskStore:
         if not include_waiting:
             expired &= tasks.c.state == "running"
         query = sa.select(tasks).where(tasks.c.state.in_(IN_FLIGHT), expired | local)
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         stale = [
             _record(row._mapping)
@@ -254,7 +254,7 @@ class TaskStore:
             values: dict[str, Any] = {"state": "failed", "error": error, "owner": None, "lease_until": None}
         else:
             values = {"state": "queued", "owner": None, "lease_until": now + QUEUED_GRACE_SECONDS}
-        with self._engine.begin() as conn:
+        with self.engine.begin() as conn:
             moved = conn.execute(tasks.update().where(same).values(**values, updated_at=now)).rowcount
         return bool(moved) and values["state"] == "queued"
 
@@ -275,7 +275,7 @@ class TaskStore:
             "source": "rerun",
             "updated_at": now,
         }
-        with self._engine.begin() as conn:
+        with self.engine.begin() as conn:
             moved = conn.execute(
                 tasks.update().where(tasks.c.id == task_id, tasks.c.state == "failed").values(**values)
             ).rowcount
@@ -285,7 +285,7 @@ class TaskStore:
         return record
 
     def _task_id_of(self, task_or_run_id: str) -> str:
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             if conn.execute(sa.select(tasks.c.id).where(tasks.c.id == task_or_run_id)).first() is not None:
                 return task_or_run_id
             task_id = conn.execute(sa.select(runs.c.task_id).where(runs.c.id == task_or_run_id)).scalar()

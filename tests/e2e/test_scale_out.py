@@ -12,11 +12,11 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import httpx
 import pytest
@@ -152,20 +152,23 @@ def _signed(url: str, form: dict[str, str]) -> dict[str, str]:
     return {"X-Twilio-Signature": RequestValidator(SIGNER.secret).compute_signature(url, form)}
 
 
-def _post_all(requests: list[Callable[[httpx.Client], httpx.Response]], *, concurrency: int) -> list[httpx.Response]:
+#: One POST: the URL and the keyword arguments of ``httpx.Client.post``.
+Post = tuple[str, dict[str, Any]]
+
+
+def _post_all(posts: list[Post], *, concurrency: int) -> list[httpx.Response]:
+    """Send *posts* from *concurrency* threads; return the responses in the order of *posts*."""
     with httpx.Client(timeout=60) as client, ThreadPoolExecutor(concurrency) as pool:
-        return list(pool.map(lambda request: request(client), requests))
+        return list(pool.map(lambda post: client.post(post[0], **post[1]), posts))
 
 
 def test_same_idempotency_token_sent_to_both_servers_runs_the_hook_once(scale_out: ScaleOut) -> None:
     """Eight concurrent deliveries of one I-Twilio-Idempotency-Token, four per server: one run, one response."""
     token = f"idem-{uuid.uuid4().hex}"
     headers = {"I-Twilio-Idempotency-Token": token}
-    requests = [
-        lambda client, url=url: client.post(f"{url}/hooks/acme/once", headers=headers) for url in scale_out.urls * 4
-    ]
+    posts = [(f"{url}/hooks/acme/once", {"headers": headers}) for url in scale_out.urls * 4]
 
-    responses = _post_all(requests, concurrency=8)
+    responses = _post_all(posts, concurrency=8)
 
     assert [r.status_code for r in responses] == [200] * 8
     assert {r.json()["token"] for r in responses} == {token}
@@ -224,13 +227,12 @@ def test_connection_added_through_one_server_is_usable_at_once_through_the_other
 def test_message_rate_limit_of_a_tenant_holds_across_both_servers(scale_out: ScaleOut) -> None:
     """Twice a tenant's burst of sends, split over both servers: together they send no more than one bucket allows."""
     rate, attempts = DEFAULT_MESSAGE_RATE, 2 * DEFAULT_MESSAGE_RATE.burst
-    requests = [
-        lambda client, n=n: client.post(f"{scale_out.urls[n % 2]}/hooks/limited/send", data={"body": f"limited-{n}"})
-        for n in range(attempts)
+    posts = [
+        (f"{scale_out.urls[n % 2]}/hooks/limited/send", {"data": {"body": f"limited-{n}"}}) for n in range(attempts)
     ]
 
     started = time.monotonic()
-    responses = _post_all(requests, concurrency=16)
+    responses = _post_all(posts, concurrency=16)
     elapsed = time.monotonic() - started
 
     sent = [n for n, r in enumerate(responses) if r.status_code == 200]
@@ -245,15 +247,12 @@ def test_message_rate_limit_of_a_tenant_holds_across_both_servers(scale_out: Sca
     assert sum(count for body, count in bodies.items() if body.startswith("limited-")) == len(sent)
 
 
-@dataclass
-class _Rotation:
-    """What the operator's key rotation did while the load ran."""
-
-    steps: list[tuple[str, int, str]]
-    pings: list[int]
+#: The operator's rotation on the shared key file, one step at a time (`zingyconn keys ...`).
+ROTATION: Final = (("keys", "new"), ("keys", "rotate"), ("keys", "retire", "k1"))
 
 
 def _ping_until(scale_out: ScaleOut, done: threading.Event, statuses: list[int]) -> None:
+    """Send signed pings (each decrypts the tenant's records) to both servers until *done*, then 20 more."""
     n = 0
     with httpx.Client(timeout=60) as client:
         while not done.is_set() or n < 20:
@@ -263,10 +262,14 @@ def _ping_until(scale_out: ScaleOut, done: threading.Event, statuses: list[int])
             n += 1
 
 
-def _rotate(scale_out: ScaleOut, rotation: _Rotation) -> None:
-    for step in (("keys", "new"), ("keys", "rotate"), ("keys", "retire", "k1")):
-        result = scale_out.cluster.run(*step)
-        rotation.steps.append((" ".join(step), result.returncode, result.stdout + result.stderr))
+def _enqueue_posts(scale_out: ScaleOut, numbers: range) -> list[Post]:
+    """Signed POSTs to the enqueue hook, alternating servers and tenants: task *n* sends ``task-n``."""
+    posts = []
+    for n in numbers:
+        url = f"{scale_out.urls[n % 2]}/hooks/{TASK_TENANTS[n % len(TASK_TENANTS)]}/enqueue"
+        form = {"n": str(n)}
+        posts.append((url, {"data": form, "headers": _signed(url, form)}))
+    return posts
 
 
 def _finished_tasks(engine: Engine) -> dict[str, int]:
@@ -280,25 +283,30 @@ def _finished_tasks(engine: Engine) -> dict[str, int]:
 
 
 def test_200_tasks_through_either_server_send_one_message_each_while_keys_rotate(scale_out: ScaleOut) -> None:
-    """200 tasks enqueued by hooks on both servers each send exactly one message; a key rotation meanwhile loses
-    nothing: every request succeeds and every record ends up sealed with the new key and readable."""
-    rotation = _Rotation(steps=[], pings=[])
+    """200 tasks enqueued by hooks on both servers each send exactly one message, and a key rotation meanwhile loses
+    nothing: every request succeeds, every record ends up sealed with the new key and readable by every process.
+
+    A quarter of the tasks is enqueued before the rotation and a quarter during each step of it, so tasks run
+    under every mix of keys; the last quarter runs on records that only the new key opens, in processes that
+    started with the old key alone.
+    """
+    pings: list[int] = []
     done = threading.Event()
-    pinger = threading.Thread(target=_ping_until, args=(scale_out, done, rotation.pings))
-    rotator = threading.Thread(target=_rotate, args=(scale_out, rotation))
+    pinger = threading.Thread(target=_ping_until, args=(scale_out, done, pings))
     pinger.start()
-    rotator.start()
+    steps, enqueued = [], []
+    quarter = TASKS // 4
     try:
-        requests = []
-        for n in range(TASKS):
-            url = f"{scale_out.urls[n % 2]}/hooks/{TASK_TENANTS[n % len(TASK_TENANTS)]}/enqueue"
-            form = {"n": str(n)}
-            requests.append(lambda client, url=url, form=form: client.post(url, data=form, headers=_signed(url, form)))
-        enqueued = _post_all(requests, concurrency=8)
-        rotator.join(timeout=120)
+        enqueued += _post_all(_enqueue_posts(scale_out, range(quarter)), concurrency=8)
+        with ThreadPoolExecutor(1) as loader:
+            for phase, step in enumerate(ROTATION, start=1):
+                batch = _enqueue_posts(scale_out, range(phase * quarter, (phase + 1) * quarter))
+                loading = loader.submit(_post_all, batch, concurrency=8)
+                result = scale_out.cluster.run(*step)
+                steps.append((" ".join(step), result.returncode, result.stdout + result.stderr))
+                enqueued += loading.result()
     finally:
         done.set()
-        rotator.join(timeout=120)
         pinger.join(timeout=60)
     deadline = time.monotonic() + 90
     while _finished_tasks(scale_out.engine).get("succeeded", 0) < TASKS and time.monotonic() < deadline:
@@ -308,12 +316,8 @@ def test_200_tasks_through_either_server_send_one_message_each_while_keys_rotate
         time.sleep(0.2)
 
     assert [r.status_code for r in enqueued] == [200] * TASKS, [r.text for r in enqueued if r.status_code != 200][:3]
-    assert [(step, code) for step, code, _ in rotation.steps] == [
-        ("keys new", 0),
-        ("keys rotate", 0),
-        ("keys retire k1", 0),
-    ], rotation.steps
-    assert set(rotation.pings) == {200}, Counter(rotation.pings)
+    assert [(step, code) for step, code, _ in steps] == [(" ".join(step), 0) for step in ROTATION], steps
+    assert set(pings) == {200}, Counter(pings)
     assert _finished_tasks(scale_out.engine) == {"succeeded": TASKS}
     bodies = scale_out.bodies()
     assert {n: bodies[f"task-{n}"] for n in range(TASKS)} == dict.fromkeys(range(TASKS), 1)

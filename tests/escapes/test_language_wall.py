@@ -71,9 +71,23 @@ def read_only(what: str, target: str) -> Expected:
     return ("TypeError", f"Changing {what} of {target} is not allowed in snippets.")
 
 
+REGISTER = (
+    "AttributeError",
+    "Attribute 'register' is not allowed in snippets: it changes a class that every run shares.",
+)
+MRO = ("AttributeError", "Attribute 'mro' is not allowed in snippets: it walks up to classes snippets must not reach.")
+MODULE_READ = ("AttributeError", "Reading attributes of module 'json' is not allowed in snippets.")
+
 GENERATOR = "def gen():\n    yield 1\ng = gen()\n"
 
 ADVISORIES = [
+    pytest.param(
+        "class Liar(str):\n    def startswith(self, prefix):\n        return False\nreturn hasattr(1, Liar('__class__'))",
+        ("TypeError", "Attribute names must be str, got 'Liar'."),
+        id="rp-7.2-lying-str-subclass",
+    ),
+    pytest.param("return event.ag_frame", inspect_attr(1, "ag_frame"), id="rp-8.5-ag-frame"),
+    pytest.param("return event.cr_frame", inspect_attr(1, "cr_frame"), id="rp-cr-frame"),
     pytest.param(
         GENERATOR + "return g.gi_frame.f_back.f_back.f_builtins",
         inspect_attr(4, "gi_frame"),
@@ -180,6 +194,8 @@ C_LEVEL_ITERATION = [
     pytest.param("return [m for m in things]", iterating(), id="issue-335-comprehension"),
     pytest.param("for m, n in pairs:\n    return 1", iterating(), id="issue-335-for-unpack"),
     pytest.param("m, = things", iterating(), id="issue-335-unpack"),
+    pytest.param("x = [*things]\nreturn x.pop().dumps", MODULE_READ, id="star-unpack-then-attribute"),
+    pytest.param("return {**table}.pop('m').loads", MODULE_READ, id="dict-unpack-then-attribute"),
     pytest.param(
         "return things[0]",
         ("TypeError", "Item 0 would give module 'json'; that is not allowed in snippets."),
@@ -345,6 +361,13 @@ CLASS_BODIES = [
     pytest.param("return object.__subclasses__()", bad_attr(1, "__subclasses__"), id="object-subclasses"),
     pytest.param("return [].__class__.__base__", bad_attr(1, "__base__"), id="list-class-base"),
     pytest.param("return __metaclass__", bad_name(1, "__metaclass__"), id="metaclass-name"),
+    pytest.param("return __build_class__", bad_name(1, "__build_class__"), id="build-class-name"),
+    pytest.param("x = ValueError()\nx.__class__ = KeyError", bad_attr(2, "__class__"), id="assign-class"),
+    pytest.param("import collections\ncollections.UserDict.register(int)", REGISTER, id="abc-register"),
+    pytest.param(
+        "import collections\nreturn '{0.register}'.format(collections.UserDict)", REGISTER, id="abc-register-via-format"
+    ),
+    pytest.param("return '{0.mro}'.format(int)", MRO, id="mro-via-format"),
 ]
 
 UNREACHABLE_BASE_EXCEPTIONS = [

@@ -101,6 +101,8 @@ def test_admin_api_manages_hooks(server: LiveServer) -> None:
 
     put = httpx.put(f"{base}/ping", json={"source": "return 'pong'", "limits": {"wall_seconds": 2}}, headers=auth)
     bad = httpx.put(f"{base}/bad", json={"source": "return ().__class__"}, headers=auth)
+    unknown = httpx.put(f"{base}/v", json={"source": "return 1", "verify_with": "nope"}, headers=auth)
+    keyed = httpx.put(f"{base}/v", json={"source": "return 1", "verify_with": "main"}, headers=auth)
     listed = httpx.get(base, headers=auth)
     ran = httpx.get(server.url("/hooks/acme/ping"))
     deleted = httpx.delete(f"{base}/ping", headers=auth)
@@ -109,6 +111,8 @@ def test_admin_api_manages_hooks(server: LiveServer) -> None:
     assert (put.status_code, put.json()["hook"]["limits"]) == (200, {"wall_seconds": 2.0})
     assert (bad.status_code, bad.json()["error"]["type"]) == (400, "CompileError")
     assert bad.json()["error"]["errors"]
+    assert (unknown.status_code, unknown.json()["error"]["field"]) == (400, "verify_with")
+    assert (keyed.status_code, keyed.json()["error"]["type"]) == (403, "SignatureError")  # API key: no Auth Token
     assert [hook["name"] for hook in listed.json()["hooks"]] == ["ping"]
     assert ran.text == "pong"
     assert deleted.json() == {"ok": True}

@@ -61,7 +61,7 @@ def test_tasks_enqueue_records_a_queued_task(env: dict[str, str], snippet: Path)
     assert result.stdout.startswith(f"Queued task {task_id} (script 'digest', tenant 'default') on SQLite ")
     assert task_id in _run(env, "tasks", "list", "--state", "queued").stdout
     shown = json.loads(_run(env, "tasks", "show", task_id).stdout)
-    assert (shown["state"], shown["payload"], shown["source"]) == ("queued", {"n": 3}, "cli")
+    assert (shown["state"], shown["payload"], shown["source"], shown["runs"]) == ("queued", {"n": 3}, "cli", [])
     assert TaskQueue.from_settings(Settings.from_env(env)).huey.pending_count() == 1
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +29,7 @@ from tests.hosts.live_server import (
     live_server,
     sign,
 )
+from tests.servers import free_port, wait_for_port
 from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
@@ -449,3 +454,31 @@ def test_a_stale_claim_is_taken_over_once(tmp_path: Path) -> None:
     now[0] += 41
     assert store.claim("acme", "sms", "tok", stale_after_seconds=40)
     assert not store.claim("acme", "sms", "tok", stale_after_seconds=40)
+
+
+def test_zingyconn_serve_answers_hooks_and_logs_json(tmp_path: Path) -> None:
+    """`zingyconn serve` (a real process) serves a hook from `zingyconn hooks add`, logs JSON, stops on SIGTERM."""
+    env = {**os.environ, "ZINGYCONN_DATA_DIR": str(tmp_path / "data")}
+    env.pop("ZINGYCONN_DB_URL", None)
+    snippet = tmp_path / "reply.py"
+    snippet.write_text("return '<Response><Message>' + event['form']['Body'] + '</Message></Response>'\n")
+    cli = [sys.executable, "-c", "from zingyconn.hosts.cli import main; main()"]
+    subprocess.run([*cli, "hooks", "add", "sms", "--tenant", "acme", "--file", str(snippet)], env=env, check=True)
+    port = free_port()
+    process = subprocess.Popen(
+        [*cli, "serve", "--port", str(port), "--no-tasks"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for_port(port, timeout_seconds=60)
+        response = httpx.post(f"http://127.0.0.1:{port}/hooks/acme/sms", data={"Body": "hi"}, timeout=30)
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+
+    assert (response.status_code, response.text) == (200, "<Response><Message>hi</Message></Response>")
+    assert process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it shut down on
+    assert b"Traceback" not in stderr
+    logged = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
+    assert {"path": "/hooks/acme/sms", "status": 200, "run_id": response.headers["x-zingy-run-id"]}.items() <= next(
+        line for line in logged if line["path"] == "/hooks/acme/sms"
+    ).items()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 
 import pytest
@@ -155,6 +156,17 @@ def test_write_allows_containers_and_snippet_objects_only() -> None:
         wrapped.name = "x"
     with pytest.raises(TypeError, match="Changing items of a 'tuple' object"):
         write((1,))[0] = 2  # type: ignore[index]  # ReadOnly refuses item writes
+
+
+def test_write_ignores_abc_registration() -> None:
+    """A class registered as a virtual UserDict is still read-only: writability follows the real MRO."""
+
+    class Host:
+        pass
+
+    collections.UserDict.register(Host)
+    assert isinstance(Host(), collections.UserDict)
+    assert isinstance(make_write(HIDDEN)(Host()), ReadOnly)
 
 
 def test_snippet_subclass_of_a_hidden_type_stays_read_only() -> None:

@@ -6,6 +6,8 @@ import hashlib
 import marshal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sandbox.compiler import MAX_AST_DEPTH, CompiledSnippet, compile_snippet
 from sandbox.errors import CompileError
@@ -111,3 +113,12 @@ def test_augmented_assignment_checks_the_attribute_name() -> None:
     """The rewrite keeps RestrictedPython's name checks: ``x.__dict__ += ...`` is refused."""
     with pytest.raises(CompileError, match='"__dict__" is an invalid attribute name'):
         compile_snippet("x.__dict__ += 1")
+
+
+@given(st.from_regex(r"_[A-Za-z0-9_]{1,12}", fullmatch=True))
+@settings(max_examples=60, deadline=None)
+def test_every_underscore_name_is_rejected(name: str) -> None:
+    """Any name or attribute starting with '_' (other than '_' itself) is a compile error, wherever it appears."""
+    for source in (f"{name} = 1", f"return event.{name}", f"def f({name}):\n    pass", f"import json as {name}"):
+        with pytest.raises(CompileError):
+            compile_snippet(source)

@@ -4,11 +4,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sandbox.builtins import SAFE_BUILTINS
 from sandbox.executor import run_source
+from sandbox.imports import STDLIB_MODULES
 
 TWIML = """
 body = event.get("Body", "").strip().lower()
@@ -40,7 +44,33 @@ c = Counter(10).add().add(5)
 return [c.count, c.history, repr(c), str(c)]
 """
 
+IDIOMS = """
+def total(xs: list[int], extra: int | None = None) -> dict[str, int]:
+    return {"sum": sum(xs) + (extra or 0)}
+d = {"b": 2, "a": 1, "c": 3}
+del d["c"]
+pairs = sorted(d.items(), key=lambda kv: kv[1])
+clean = [w.strip().lower() for w in " A, b ,c ".split(",") if w.strip()]
+n = 0
+while n < 3:
+    n += 1
+try:
+    try:
+        int("x")
+    except (KeyError, ValueError) as e:
+        raise RuntimeError("bad number") from e
+except RuntimeError as e:
+    msg = str(e)
+return [total([1, 2], 3), pairs, clean[::-1], "-".join(clean), "a" in d, n, msg, divmod(7, 2)]
+"""
+
 CASES: list[Any] = [
+    pytest.param(
+        IDIOMS,
+        None,
+        [{"sum": 6}, [["a", 1], ["b", 2]], ["c", "b", "a"], "a-b-c", True, 3, "bad number", [3, 1]],
+        id="everyday-idioms",
+    ),
     pytest.param(
         TWIML,
         {"From": "+1555", "Body": " Hi <b> "},
@@ -252,3 +282,30 @@ def test_print_and_log_are_captured() -> None:
     result = run_source("print('a')\nlog.warning('careful', n=1)\nreturn 1")
     assert result.stdout == "a\n"
     assert result.logs == ({"level": "warning", "message": "careful", "fields": {"n": 1}},)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _section(name: str) -> str:
+    text = README.read_text()
+    start = text.index(f"<!-- section: {name} -->")
+    end = text.find("<!-- section:", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def test_readme_snippet_example_runs() -> None:
+    """The snippet shown at the top of the README runs and returns TwiML."""
+    source = _section("snippet").split("```python\n", 1)[1].split("```", 1)[0]
+    result = run_source(source, event={"form": {"From": "+15551234567", "Body": "hello there"}})
+    assert result.error is None, result.error
+    assert result.value.startswith("<Response><Message>Got 2 word(s) at ")
+
+
+def test_readme_lists_every_allowed_module_and_builtin() -> None:
+    """The Snippets section names every allowed module and every builtin (datasette-style docs check)."""
+    section = _section("snippets")
+    missing_modules = [name for name in STDLIB_MODULES if f"`{name}`" not in section]
+    documented = set(re.findall(r"[A-Za-z_]+", section))
+    missing_builtins = [name for name in SAFE_BUILTINS if not name.startswith("_") and name not in documented]
+    assert (missing_modules, missing_builtins) == ([], [])

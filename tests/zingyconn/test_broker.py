@@ -117,6 +117,14 @@ def test_registered_credentials_are_used_and_remembered_for_masking(world: World
     assert session.secrets == [AUTH_TOKEN]
 
 
+def test_proxy_variables_are_ignored(world: World, broker: EgressBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP(S)_PROXY and ALL_PROXY in the host's environment do not divert broker traffic."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # discard port: a proxied request would fail
+    broker.client("acme", "main").messages.list(limit=1)
+    assert world.emulator.requests[-1].username == ACCOUNT_SID
+
+
 def test_snippet_headers_cannot_set_authorization_or_host(world: World, broker: EgressBroker) -> None:
     """Authorization, Host and other non-allowlisted headers from the child are dropped."""
     forged = base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
@@ -146,6 +154,10 @@ def test_snippet_headers_cannot_set_authorization_or_host(world: World, broker: 
         pytest.param("https://[::1]/x", id="ipv6-literal"),
         pytest.param("file:///etc/passwd", id="file-scheme"),
         pytest.param("https://twilio.com./x", id="trailing-dot"),
+        pytest.param("http://[::1", id="unparsable"),
+        pytest.param("https://api.twilio.com:99999/x", id="port-out-of-range"),
+        pytest.param("https://api.twilio.com%2f@evil.example/x", id="encoded-slash-userinfo"),
+        pytest.param("https://xn--twilio-.com/x", id="not-twilio-suffix"),
     ],
 )
 def test_real_mode_policy_refuses_non_twilio_urls(url: str) -> None:
@@ -388,6 +400,29 @@ def test_sql_rate_limiter_refills_over_time(tmp_path: Path) -> None:
     now[0] = 0.5
     assert [limiter.acquire("t", "b", rate) for _ in range(2)] == [True, False]
     assert limiter.acquire("other", "b", rate)  # buckets are per tenant
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_sql_rate_limiter_never_overspends_under_concurrency(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Eight threads racing for a bucket of 20 (clock frozen) get exactly 20 tokens between them."""
+    url = f"sqlite:///{tmp_path / 'r.db'}" if backend == "sqlite" else str(request.getfixturevalue("postgres_url"))
+    engine = create_engine(url)
+    limiter = SqlRateLimiter(engine, clock=lambda: 50.0)
+    rate = Rate(per_second=0.001, burst=20)
+    granted: list[bool] = []
+
+    def take() -> None:
+        granted.extend(limiter.acquire("t", "b", rate) for _ in range(10))
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    engine.dispose()
+    assert granted.count(True) == 20
 
 
 @pytest.mark.postgres

@@ -24,6 +24,7 @@ from starlette.routing import Route
 from zingyconn.errors import FlowNotAllowedError, ValidationError, ZingyConnError
 from zingyconn.hosts.middleware import read_body
 from zingyconn.hosts.state import host_state
+from zingyconn.hosts.webhooks import check_verifier
 
 FLOW_HEADER: Final = "x-zingy-flow"
 FLOWS: Final = ("cloud", "page")
@@ -120,6 +121,8 @@ async def hook_item(request: Request) -> Response:
         raise ValidationError("'verify_with' must be a connection name or null.", field="verify_with")
     if not isinstance(limits, dict):
         raise ValidationError("'limits' must be an object of limit names to numbers.", field="limits")
+    if verify_with is not None:
+        await state.in_thread(check_verifier, state.runtime.store, tenant, verify_with)
     hook = await state.in_thread(
         lambda: state.catalog.put_hook(tenant, name, source, verify_with=verify_with, limits=limits)
     )

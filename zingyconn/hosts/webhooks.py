@@ -38,14 +38,15 @@ from zingyconn.hosts.state import HostState, host_state
 
 if TYPE_CHECKING:
     from zingyconn.runtime import Runtime
+    from zingyconn.store import ConnectionStore
 
 IDEMPOTENCY_HEADER: Final = "i-twilio-idempotency-token"
 RUN_ID_HEADER: Final = "X-Zingy-Run-Id"
 REPLAYED_HEADER: Final = "X-Zingy-Replayed"
 EMPTY_TWIML: Final = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
-#: Request headers a snippet never sees: credentials (they would land in the run history and in tenant code) and
-#: the signature (useless to a snippet, and it would let one tenant replay another's signed request elsewhere).
+#: Request headers a snippet never sees, and that are never stored in the run history: credentials a caller may
+#: send (a proxy's Basic auth, a browser's cookies), and the signature, which a snippet has no use for.
 HIDDEN_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie", "x-twilio-signature"})
 
 #: A stale idempotency claim (its process died) is taken over this long after the hook's wall limit.
@@ -131,6 +132,23 @@ def signing_secrets(runtime: Runtime, hook: Hook) -> tuple[str, ...]:
             f"Hook {hook.name!r} verifies signatures with connection {hook.verify_with!r}, which does not exist."
         ) from None
     return (auth_token_of(profile, connection=hook.verify_with),)
+
+
+def check_verifier(store: ConnectionStore, tenant: str, connection: str) -> None:
+    """Refuse at save time, not at the first webhook, a validation connection that is missing or has no Auth Token.
+
+    Raises:
+        ValidationError: The tenant has no such connection (``field="verify_with"``).
+        SignatureError: The connection uses an API key and holds no Auth Token.
+    """
+    try:
+        profile = store.get(tenant, connection)
+    except ConnectionNotFoundError:
+        raise ValidationError(
+            f"Tenant {tenant!r} has no connection {connection!r}; add it first with `zingyconn connections add`.",
+            field="verify_with",
+        ) from None
+    auth_token_of(profile, connection=connection)
 
 
 def build_event(request: Request, *, hook: str, body: bytes, form: FormParams | None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from zingyconn.errors import ZingyConnError
 
 #: ``module:attribute`` of every command (or command group) under ``zingyconn``.
 COMMANDS: Final = (
+    "zingyconn.hosts.cli.demo:demo",
     "zingyconn.hosts.cli.emulator:emulator",
     "zingyconn.hosts.cli.run:run",
     "zingyconn.hosts.cli.command:command",

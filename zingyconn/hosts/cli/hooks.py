@@ -10,8 +10,7 @@ import click
 from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
-from zingyconn.errors import ConnectionNotFoundError, ValidationError
-from zingyconn.hosts.signature import auth_token_of
+from zingyconn.hosts.webhooks import check_verifier
 from zingyconn.store import ConnectionStore
 
 _tenant_option = click.option("--tenant", default="default", show_default=True, help="The tenant (app) that owns it.")
@@ -23,18 +22,6 @@ def _catalog() -> Catalog:
 
 def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _check_verifier(tenant: str, connection: str) -> None:
-    """Refuse now, not at the first webhook, a validation connection that is missing or holds no Auth Token."""
-    try:
-        profile = ConnectionStore.from_settings(Settings.from_env()).get(tenant, connection)
-    except ConnectionNotFoundError:
-        raise ValidationError(
-            f"Tenant {tenant!r} has no connection {connection!r}; add it first with `zingyconn connections add`.",
-            field="verify_with",
-        ) from None
-    auth_token_of(profile, connection=connection)
 
 
 @click.group()
@@ -58,7 +45,7 @@ def add(name: str, tenant: str, file: click.utils.LazyFile, verify_with: str | N
       zingyconn hooks add sms --file examples/auto_reply.py --verify-with main
     """
     if verify_with is not None:
-        _check_verifier(tenant, verify_with)
+        check_verifier(ConnectionStore.from_settings(Settings.from_env()), tenant, verify_with)
     overrides = dict(item.partition("=")[::2] for item in limits)
     _catalog().put_hook(tenant, name, file.read(), verify_with=verify_with, limits=overrides)
     check = f"signatures checked with {verify_with!r}" if verify_with else "NO signature check"

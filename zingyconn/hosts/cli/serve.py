@@ -57,7 +57,7 @@ def default_mounts(
 
     from zingyconn.catalog import Catalog
     from zingyconn.hosts.console import create_console
-    from zingyconn.hosts.console.pages import ConsoleState
+    from zingyconn.hosts.console.view import ConsoleState
 
     enqueue: Callable[[str, str, Any], str] | None = None
     if queue is not None:

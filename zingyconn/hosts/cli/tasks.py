@@ -11,6 +11,7 @@ import click
 
 from zingyconn.config import Settings
 from zingyconn.errors import ValidationError
+from zingyconn.history import RunHistory
 from zingyconn.queue import TaskQueue
 from zingyconn.queue_backend import describe
 from zingyconn.tasks import TaskRecord
@@ -87,6 +88,18 @@ def list_(tenant: str | None, state: str | None, limit: int) -> None:
 @tasks.command()
 @click.argument("task_id")
 def show(task_id: str) -> None:
-    """Show one task as JSON (state, attempts, latest run id and error)."""
+    """Show one task as JSON: state, attempts, latest error, and each attempt's run (status, duration, error)."""
     queue, _ = _queue()
-    click.echo(json.dumps(queue.store.get(task_id).to_json(), indent=2))
+    record = queue.store.get(task_id)
+    attempts = RunHistory(queue.store.engine).list(record.tenant, task_id=task_id, limit=100)
+    runs = [
+        {
+            "run_id": run.id,
+            "attempt": run.attempt,
+            "status": run.status,
+            "duration_ms": run.duration_ms,
+            "error": run.error,
+        }
+        for run in sorted(attempts, key=lambda run: run.attempt)
+    ]
+    click.echo(json.dumps({**record.to_json(), "runs": runs}, indent=2))

@@ -17,11 +17,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from zingyconn.hosts.console import pages
+from zingyconn.hosts.console import connections, pages, runner
 from zingyconn.hosts.console.auth import session_secret
 
 if TYPE_CHECKING:
-    from zingyconn.hosts.console.pages import ConsoleState
+    from zingyconn.hosts.console.view import ConsoleState
 
 HOSTS_DIR: Final = Path(__file__).resolve().parent.parent
 #: Session cookie lifetime: an unattended signed-in browser is signed out after 8 hours.
@@ -42,20 +42,38 @@ def create_console(state: ConsoleState, *, admin_token: str | None, https_only: 
         Route("/login", pages.login, methods=["GET", "POST"], name="console_login"),
         Route("/logout", pages.logout, methods=["POST"], name="console_logout"),
         Route("/pick", pages.pick, name="console_pick"),
-        Route("/t/{tenant}/connections", pages.connections, name="console_connections"),
-        Route("/t/{tenant}/connections/save", pages.connection_save, methods=["POST"], name="console_connection_save"),
-        Route("/t/{tenant}/connections/{name}/test", pages.connection_test, methods=["POST"],
-              name="console_connection_test"),
-        Route("/t/{tenant}/connections/{name}/delete", pages.connection_delete, methods=["POST"],
-              name="console_connection_delete"),
-        Route("/t/{tenant}/commands", pages.commands, methods=["GET", "POST"], name="console_commands"),
-        Route("/t/{tenant}/runner", pages.runner, methods=["GET", "POST"], name="console_runner"),
+        Route("/t/{tenant}/connections", connections.connections, name="console_connections"),
+        Route(
+            "/t/{tenant}/connections/save",
+            connections.connection_save,
+            methods=["POST"],
+            name="console_connection_save",
+        ),
+        Route(
+            "/t/{tenant}/connections/{name}/test",
+            connections.connection_test,
+            methods=["POST"],
+            name="console_connection_test",
+        ),
+        Route(
+            "/t/{tenant}/connections/{name}/delete",
+            connections.connection_delete,
+            methods=["POST"],
+            name="console_connection_delete",
+        ),
+        Route("/t/{tenant}/commands", connections.commands, methods=["GET", "POST"], name="console_commands"),
+        Route("/t/{tenant}/runner", runner.runner, methods=["GET", "POST"], name="console_runner"),
         Route("/t/{tenant}/hooks", pages.hooks, name="console_hooks"),
         Route("/t/{tenant}/scripts", pages.scripts, name="console_scripts"),
-        Route("/t/{tenant}/scripts/{name}/enqueue", pages.script_enqueue, methods=["POST"],
-              name="console_script_enqueue"),
-        Route("/t/{tenant}/{item_kind:str}/{name}/delete", pages.catalog_delete, methods=["POST"],
-              name="console_catalog_delete"),
+        Route(
+            "/t/{tenant}/scripts/{name}/enqueue", pages.script_enqueue, methods=["POST"], name="console_script_enqueue"
+        ),
+        Route(
+            "/t/{tenant}/{item_kind:str}/{name}/delete",
+            pages.catalog_delete,
+            methods=["POST"],
+            name="console_catalog_delete",
+        ),
         Route("/t/{tenant}/runs", pages.runs, name="console_runs"),
         Route("/t/{tenant}/runs/{run_id}", pages.run_detail, name="console_run"),
         Mount("/static", app=StaticFiles(directory=str(HOSTS_DIR / "static")), name="console_static"),

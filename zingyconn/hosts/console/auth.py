@@ -16,11 +16,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Final
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 from starlette.requests import Request
 
-from zingyconn import schema
+from zingyconn.tokens import TokenStore
 
 #: Session key that holds who signed in; never holds a token or a secret.
 PRINCIPAL_KEY: Final = "principal"
@@ -57,19 +55,15 @@ def session_secret(admin_token: str | None) -> str:
     return hmac.new(admin_token.encode(), b"zingyconn console session v1", hashlib.sha256).hexdigest()
 
 
-def authenticate(token: str, *, admin_token: str | None, engine: Engine) -> Principal | None:
+def authenticate(token: str, *, admin_token: str | None, tokens: TokenStore) -> Principal | None:
     """Return the principal a sign-in token stands for, or ``None`` when it is not valid."""
     token = token.strip()
     if not token:
         return None
     if admin_token is not None and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Principal(tenant=None)
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    with engine.connect() as conn:
-        tenant = conn.execute(
-            sa.select(schema.api_tokens.c.tenant).where(schema.api_tokens.c.token_sha256 == digest)
-        ).scalar()
-    return None if tenant is None else Principal(tenant=str(tenant))
+    tenant = tokens.tenant_for(token)
+    return None if tenant is None else Principal(tenant=tenant)
 
 
 def current_principal(request: Request) -> Principal | None:

@@ -1,0 +1,243 @@
+"""The admin console in a real browser (Playwright driving Debian's Chromium) against a real ``zingyconn serve``.
+
+Screenshots of the main pages are saved under ``test-artifacts/console/`` as test artifacts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.emulator import Emulator, running_emulator
+from tests.servers import free_port, missing, wait_for_port
+from zingyconn.config import Settings
+from zingyconn.database import create_engine
+from zingyconn.tokens import TokenStore
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "console"
+ADMIN_TOKEN = "console-test-operator-token"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+#: Flags for headless Chromium as root on a machine without network (no background traffic to Google).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SENDER, RECIPIENT = "+15005550006", "+15558675310"
+
+
+class Console:
+    """A running ``zingyconn serve`` with the emulator behind it."""
+
+    def __init__(self, base_url: str, data_dir: Path, emulator: Emulator) -> None:
+        self.base_url = base_url
+        self.data_dir = data_dir
+        self.emulator = emulator
+
+    def url(self, path: str) -> str:
+        """Return the absolute URL of *path*."""
+        return self.base_url + path
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    """``zingyconn serve`` as a subprocess on a free loopback port, using the emulator as Twilio."""
+    if not Path(CHROMIUM).exists():
+        missing("chromium")
+    data_dir = tmp_path_factory.mktemp("console")
+    port = free_port()
+    with running_emulator(tick_seconds=0.2) as emulator:
+        env = {
+            **os.environ,
+            "ZINGYCONN_DATA_DIR": str(data_dir),
+            "ZINGYCONN_ADMIN_TOKEN": ADMIN_TOKEN,
+            "ZINGYCONN_TWILIO_BASE_URL": emulator.base_url,
+        }
+        env.pop("ZINGYCONN_DB_URL", None)
+        env.pop("ZINGYCONN_QUEUE_URL", None)
+        env.pop("ZINGYCONN_KEYS", None)
+        log = (data_dir / "serve.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "zingyconn", "serve", "--port", str(port), "--no-access-log"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir,
+        )
+        try:
+            wait_for_port(port, timeout_seconds=60)
+            yield Console(f"http://127.0.0.1:{port}", data_dir, emulator)
+        finally:
+            process.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=20)
+            if process.poll() is None:
+                process.kill()
+            log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """A headless Chromium shared by the module's tests."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[object]:
+    """A fresh browser context (no cookies) and page."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def _shot(page: object, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def _sign_in(page: object, console: Console, token: str = ADMIN_TOKEN) -> None:
+    page.goto(console.url("/console/login"))  # type: ignore[attr-defined]
+    page.fill("input[name=token]", token)  # type: ignore[attr-defined]
+    page.click("button[type=submit]")  # type: ignore[attr-defined]
+
+
+def test_console_round_trip(page: object, console: Console) -> None:
+    """Sign in, add a connection, send through the command runner, run snippets, replay a webhook; no secret leaks."""
+    p: object = page
+    html_seen: list[str] = []
+
+    def visit(path: str) -> None:
+        p.goto(console.url(path))  # type: ignore[attr-defined]
+        html_seen.append(p.content())  # type: ignore[attr-defined]
+
+    # Anonymous: redirected to the sign-in page.
+    visit("/console/t/acme/connections")
+    assert "/console/login" in p.url  # type: ignore[attr-defined]
+    _shot(p, "login")
+
+    _sign_in(p, console)
+    visit("/console/t/acme/connections")
+    p.fill("input[name=name]", "main")  # type: ignore[attr-defined]
+    p.fill("input[name=account_sid]", console.emulator.account_sid)  # type: ignore[attr-defined]
+    p.fill("input[name=secret]", console.emulator.auth_token)  # type: ignore[attr-defined]
+    p.click("text=Save")  # type: ignore[attr-defined]
+    html_seen.append(p.content())  # type: ignore[attr-defined]
+    assert "Saved connection 'main'" in p.content()  # type: ignore[attr-defined]
+    p.click("button:has-text('Test')")  # type: ignore[attr-defined]
+    html_seen.append(p.content())  # type: ignore[attr-defined]
+    assert "works" in p.content()  # type: ignore[attr-defined]
+    # Editing shows the identifiers but never the secret; a blank secret keeps the stored one.
+    visit("/console/t/acme/connections?edit=main")
+    p.click("text=Save")  # type: ignore[attr-defined]
+    assert "Saved connection 'main'" in p.content()  # type: ignore[attr-defined]
+    _shot(p, "connections")
+
+    # Command runner: sendMessage against the emulator shows the new message's SID.
+    visit("/console/t/acme/commands?command=sendMessage")
+    p.fill("input[name=fromPhone]", SENDER)  # type: ignore[attr-defined]
+    p.fill("input[name=toPhone]", RECIPIENT)  # type: ignore[attr-defined]
+    p.fill("input[name=msg]", "Hello from the console")  # type: ignore[attr-defined]
+    p.click("text=Run sendMessage")  # type: ignore[attr-defined]
+    result = p.inner_text("#result-value")  # type: ignore[attr-defined]
+    html_seen.append(p.content())  # type: ignore[attr-defined]
+    assert '"sid": "SM' in result
+    assert [m.body for m in console.emulator.state.messages(console.emulator.account_sid)] == ["Hello from the console"]
+    _shot(p, "commands")
+
+    # Snippet runner: prints, logs and returns; the token the snippet reads is masked in the output.
+    visit("/console/t/acme/runner")
+    p.fill("#source", "print('hello', event['who'])\nlog.info('greeted', who=event['who'])\nreturn {'n': 42}")  # type: ignore[attr-defined]
+    p.fill("textarea[name=event]", '{"who": "ada"}')  # type: ignore[attr-defined]
+    p.click("button[value=run]")  # type: ignore[attr-defined]
+    assert "hello ada" in p.inner_text("#stdout")  # type: ignore[attr-defined]
+    assert '"n": 42' in p.inner_text("#result-value")  # type: ignore[attr-defined]
+    assert "greeted" in p.inner_text("#logs")  # type: ignore[attr-defined]
+    html_seen.append(p.content())  # type: ignore[attr-defined]
+    _shot(p, "runner")
+
+    # A compile error is shown with its line, and the line is highlighted; nothing is saved.
+    p.fill("#source", "x = 1\ny = x.__class__\nreturn x")  # type: ignore[attr-defined]
+    p.fill("input[name=save_name]", "broken")  # type: ignore[attr-defined]
+    p.click("button[value=save]")  # type: ignore[attr-defined]
+    assert "Line 2" in p.inner_text("#compile-errors")  # type: ignore[attr-defined]
+    assert p.inner_text("#error-line") == "2"  # type: ignore[attr-defined]
+    _shot(p, "compile-error")
+
+    # A time-limit error (the wall limit lowered to 1 s for the test).
+    p.fill("#source", "while True:\n    pass")  # type: ignore[attr-defined]
+    p.fill("input[name=wall_seconds]", "1")  # type: ignore[attr-defined]
+    p.click("button[value=run]")  # type: ignore[attr-defined]
+    assert "TimeLimitExceededError" in p.inner_text("#error")  # type: ignore[attr-defined]
+
+    # Save a hook from the runner, call it over HTTP, and replay the stored webhook run in the runner.
+    p.fill("#source", "return {'echo': event['json']}")  # type: ignore[attr-defined]
+    p.fill("input[name=wall_seconds]", "")  # type: ignore[attr-defined]
+    p.fill("input[name=save_name]", "echo")  # type: ignore[attr-defined]
+    p.click("button[value=save]")  # type: ignore[attr-defined]
+    assert "Saved hook 'echo'" in p.content()  # type: ignore[attr-defined]
+    hook = httpx.post(console.url("/hooks/acme/echo"), json={"ping": 1}, timeout=30)
+    assert hook.json() == {"echo": {"ping": 1}}
+    visit("/console/t/acme/runs?kind=webhook")
+    _shot(p, "runs")
+    p.click("#runs tbody a")  # type: ignore[attr-defined]
+    p.click("#replay")  # type: ignore[attr-defined]
+    assert '"ping": 1' in p.input_value("textarea[name=event]")  # type: ignore[attr-defined]
+    p.click("button[value=run]")  # type: ignore[attr-defined]
+    assert '"ping": 1' in p.inner_text("#result-value")  # type: ignore[attr-defined]
+
+    for path in ("/console/", "/console/t/acme/hooks", "/console/t/acme/scripts", "/console/t/acme/runs"):
+        visit(path)
+    assert all(console.emulator.auth_token not in html for html in html_seen)
+
+    # A POST without the CSRF token is refused even with a valid session cookie.
+    refused = p.request.post(console.url("/console/t/acme/connections/main/delete"), form={})  # type: ignore[attr-defined]
+    assert refused.status == 403
+
+    # Signing out ends the session: pages redirect to the sign-in form again.
+    p.click("text=Sign out")  # type: ignore[attr-defined]
+    visit("/console/t/acme/runner")
+    assert "/console/login" in p.url  # type: ignore[attr-defined]
+
+
+def test_tenant_admin_sees_only_their_tenant(page: object, console: Console) -> None:
+    """A tenant API token signs in to that tenant only; another tenant's pages answer 404."""
+    engine = create_engine(Settings.from_env({"ZINGYCONN_DATA_DIR": str(console.data_dir)}).db_url)
+    token = TokenStore(engine).create("globex", label="console test")
+    engine.dispose()
+
+    _sign_in(page, console, token)
+    assert page.url.endswith("/console/t/globex/connections")  # type: ignore[attr-defined]
+    response = page.goto(console.url("/console/t/acme/connections"))  # type: ignore[attr-defined]
+    assert response.status == 404
+    assert "main" not in page.inner_text("main")  # type: ignore[attr-defined]
+
+
+def test_wrong_token_is_refused(page: object, console: Console) -> None:
+    """A wrong token stays on the sign-in page with an error and no session."""
+    _sign_in(page, console, "not-a-token")
+    assert "not valid" in page.content()  # type: ignore[attr-defined]
+    page.goto(console.url("/console/"))  # type: ignore[attr-defined]
+    assert "/console/login" in page.url  # type: ignore[attr-defined]

@@ -1,0 +1,105 @@
+"""Test-only environments for the isolated sandbox: each is host-chosen, so it may reach past the language wall.
+
+They stand in for what a real host environment does (e.g. ``zingyconn.twilio.snippet:environment`` making
+requests to the host) and give tests a way to prove what the process wall does on its own: a segfault, a thread,
+the child's view of its network, files and identity.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from sandbox.channel import encode_frame, recv_frame
+from sandbox.environment import Environment, RunContext
+
+
+def echo_environment(run: RunContext) -> Environment:
+    """``echo(value)`` asks the host to echo *value* back over the channel."""
+    return Environment(names={"echo": lambda value: run.host.request("echo", {"value": value})})
+
+
+def raw_request_environment(run: RunContext) -> Environment:
+    """``raw_requests(n)`` writes *n* request frames straight to the channel, bypassing the child-side cap."""
+    del run
+
+    def raw_requests(count: int) -> list[Any]:
+        channel = socket.socket(fileno=os.dup(3))
+        answers = []
+        for _ in range(count):
+            channel.sendall(encode_frame({"t": "request", "op": "echo", "payload": {"value": 1}}))
+            answers.append(recv_frame(channel, max_bytes=1 << 20))
+        return answers
+
+    return Environment(names={"raw_requests": raw_requests})
+
+
+def crash_environment(run: RunContext) -> Environment:
+    """``crash()`` reads address 0 (SIGSEGV); ``hard_exit(code)`` calls ``os._exit``."""
+    del run
+    return Environment(names={"crash": lambda: ctypes.string_at(0), "hard_exit": os._exit})
+
+
+def _spin() -> None:
+    while True:
+        time.sleep(0.01)
+
+
+def thread_environment(run: RunContext) -> Environment:
+    """``start_thread()`` starts a thread that never ends and returns the child's pid and the thread's id."""
+    del run
+
+    def start_thread() -> dict[str, int]:
+        thread = threading.Thread(target=_spin, daemon=False)
+        thread.start()
+        return {"pid": os.getpid(), "thread": thread.native_id or 0}
+
+    return Environment(names={"start_thread": start_thread})
+
+
+def probe_environment(run: RunContext) -> Environment:
+    """``probe(port)`` reports what the child process itself can see and reach (identity, env, fds, network)."""
+    del run
+
+    def probe(port: int) -> dict[str, Any]:
+        connection = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            connection.settimeout(1)
+            connection.connect(("127.0.0.1", port))
+            network = "connected"
+        except OSError as error:
+            network = type(error).__name__
+        finally:
+            connection.close()
+        try:
+            with open("/tmp/sandbox-probe-write", "w") as file:  # noqa: PTH123 - the point is a raw open
+                file.write("x")
+            written = "written"
+        except OSError as error:
+            written = type(error).__name__
+        return {
+            "pid": os.getpid(),
+            "uid": os.getuid(),
+            "environ": dict(os.environ),
+            "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+            "network": network,
+            "write": written,
+        }
+
+    return Environment(names={"probe": probe})
+
+
+def environment(run: RunContext) -> Environment:
+    """Every hook above in one environment (one zygote serves a whole test module)."""
+    names: dict[str, object] = {}
+    for factory in (echo_environment, raw_request_environment, crash_environment, thread_environment, probe_environment):
+        names.update(factory(run).names)
+    return Environment(names=names)
+
+
+#: The dotted name the tests pass to ``Sandbox(environment=...)``.
+ENVIRONMENT = "tests.sandbox.hooks:environment"

@@ -1,0 +1,5 @@
+"""``python -m zingyconn``: the same as the ``zingyconn`` command."""
+
+from zingyconn.hosts.cli import main
+
+main()

@@ -1,0 +1,187 @@
+"""Console pages for connections (write-only secrets) and the connection-command runner."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from sandbox.errors import SandboxError
+from zingyconn.errors import ValidationError, ZingyConnError
+from zingyconn.hosts.console import auth
+from zingyconn.hosts.console.outcome import Outcome, command_outcome, error_outcome
+from zingyconn.hosts.console.view import flash, page, render, state_of, when
+from zingyconn.twilio.profile import TwilioProfile
+
+COMMAND_FIELDS: Final[Mapping[str, tuple[tuple[str, str, str, str], ...]]] = {
+    # (name, kind, help, placeholder)
+    "sendMessage": (
+        ("fromPhone", "text", "E.164, or use fromService", "+15005550006"),
+        ("fromService", "text", "Messaging Service SID", "MG…"),
+        ("toPhone", "text", "E.164", "+15558675310"),
+        ("msg", "text", "up to 1600 characters", "Hello from zingyconn"),
+        ("customProps", "json", "mediaUrl, statusCallback, sendAt, …", '{"statusCallback": "https://…"}'),
+        ("idempotencyKey", "text", "optional: the same key within 24 h sends once", ""),
+    ),
+    "listMessages": (
+        ("criteria", "json", "to, from, dateSent, dateSentBefore, dateSentAfter", '{"to": "+15558675310"}'),
+        ("limit", "text", "1–1000, default 50", "20"),
+    ),
+    "readMessage": (("sid", "text", "SM/MM + 32 hex", "SM…"),),
+    "updateMessage": (
+        ("sid", "text", "SM/MM + 32 hex", "SM…"),
+        ("customProps", "json", '{"body": ""} redacts, {"status": "canceled"} cancels', '{"body": ""}'),
+    ),
+    "deleteMessage": (("sid", "text", "SM/MM + 32 hex", "SM…"),),
+}
+
+# --- connections -------------------------------------------------------------------------------------------------
+
+
+@page(nav="connections")
+async def connections(request: Request, tenant: str, form: FormData) -> Response:
+    """List the tenant's connections with an add/edit form (secrets are never rendered)."""
+    return await _connections_page(request, tenant, {})
+
+
+async def _connections_page(request: Request, tenant: str, values: Mapping[str, str], *, status: int = 200) -> Response:
+    store = state_of(request).runtime.store
+    summaries = await run_in_threadpool(store.list, tenant)
+    rows = [
+        {
+            "name": s.name,
+            "type": s.type,
+            "account_sid": s.account_sid,
+            "api_key": s.api_key,
+            "updated": when(s.updated_at),
+        }
+        for s in summaries
+    ]
+    editing = None
+    edit_name = request.query_params.get("edit") or values.get("existing_name")
+    if edit_name:
+        editing = {"name": edit_name}
+        # Only the non-secret identifiers are pre-filled; they are shown in the list anyway, unmasked here
+        # because the editor needs them to save the record again.
+        profile = await run_in_threadpool(_get_profile, store, tenant, edit_name)
+        if profile is not None and not values:
+            values = {"account_sid": profile.account_sid, "api_key": profile.api_key or ""}
+    context = {"tenant": tenant, "nav": "connections", "connections": rows, "editing": editing, "form": values}
+    return render(request, "connections.html", context, status_code=status)
+
+
+def _get_profile(store: Any, tenant: str, name: str) -> TwilioProfile | None:
+    try:
+        profile: TwilioProfile = store.get(tenant, name)
+    except ZingyConnError:
+        return None
+    return profile
+
+
+@page(nav="connections")
+async def connection_save(request: Request, tenant: str, form: FormData) -> Response:
+    """Add or edit a connection; a blank secret on edit keeps the stored one."""
+    store = state_of(request).runtime.store
+    name = str(form.get("name") or "").strip()
+    values = {
+        "account_sid": str(form.get("account_sid") or "").strip(),
+        "api_key": str(form.get("api_key") or "").strip(),
+    }
+    secret = str(form.get("secret") or "")
+    try:
+        if not secret and form.get("existing"):
+            current = await run_in_threadpool(store.get, tenant, name)
+            secret = current.secret
+        profile = TwilioProfile(account_sid=values["account_sid"], api_key=values["api_key"] or None, secret=secret)
+        await run_in_threadpool(store.put, tenant, name, profile)
+    except ZingyConnError as exc:
+        flash(request, "error", str(exc))
+        status = 400 if isinstance(exc, ValidationError) else 500
+        return await _connections_page(
+            request, tenant, {**values, "existing_name": name if form.get("existing") else ""}, status=status
+        )
+    flash(request, "ok", f"Saved connection {name!r}.")
+    return RedirectResponse(str(request.url_for("console_connections", tenant=tenant)), 303)
+
+
+@page(nav="connections")
+async def connection_test(request: Request, tenant: str, form: FormData) -> Response:
+    """Make one authenticated call with the connection and say whether Twilio accepted it."""
+    name = request.path_params["name"]
+    try:
+        detail = await run_in_threadpool(state_of(request).runtime.test_connection, tenant, name)
+        flash(request, "ok", f"Connection {name!r} works: {detail}")
+    except ZingyConnError as exc:
+        flash(request, "error", f"Connection {name!r} failed its test: {exc}")
+    return RedirectResponse(str(request.url_for("console_connections", tenant=tenant)), 303)
+
+
+@page(nav="connections")
+async def connection_delete(request: Request, tenant: str, form: FormData) -> Response:
+    """Delete a connection."""
+    name = request.path_params["name"]
+    try:
+        await run_in_threadpool(state_of(request).runtime.store.delete, tenant, name)
+        flash(request, "ok", f"Deleted connection {name!r}.")
+    except ZingyConnError as exc:
+        flash(request, "error", str(exc))
+    return RedirectResponse(str(request.url_for("console_connections", tenant=tenant)), 303)
+
+
+# --- commands ----------------------------------------------------------------------------------------------------
+
+
+@page(nav="commands")
+async def commands(request: Request, tenant: str, form: FormData) -> Response:
+    """Run a connection command from a form with the platform's input names."""
+    command = str(form.get("command") or request.query_params.get("command") or "sendMessage")
+    if command not in COMMAND_FIELDS:
+        command = "sendMessage"
+    names = [s.name for s in await run_in_threadpool(state_of(request).runtime.store.list, tenant)]
+    values = {key: str(value) for key, value in form.items() if key != auth.CSRF_FIELD}
+    outcome: Outcome | None = None
+    if request.method == "POST":
+        try:
+            inputs = _command_inputs(command, values)
+            output = await run_in_threadpool(
+                state_of(request).runtime.command, tenant, values.get("connection", ""), command, inputs
+            )
+            outcome = command_outcome(output)
+        except (ZingyConnError, SandboxError) as exc:
+            outcome = error_outcome(exc)
+    fields = [{"name": n, "kind": k, "help": h, "placeholder": p} for n, k, h, p in COMMAND_FIELDS[command]]
+    context = {
+        "tenant": tenant,
+        "nav": "commands",
+        "commands": list(COMMAND_FIELDS),
+        "command": command,
+        "fields": fields,
+        "connections": names,
+        "form": values,
+        "outcome": outcome,
+    }
+    return render(request, "commands.html", context)
+
+
+def _command_inputs(command: str, values: Mapping[str, str]) -> dict[str, Any]:
+    """Turn form strings into command inputs: JSON fields parsed, blanks left out, ``limit`` as a number."""
+    inputs: dict[str, Any] = {}
+    for name, kind, _help, _placeholder in COMMAND_FIELDS[command]:
+        text = values.get(name, "").strip()
+        if not text:
+            continue
+        if kind == "json":
+            try:
+                inputs[name] = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValidationError(f"{name} is not valid JSON: {exc.msg} (line {exc.lineno}).", field=name) from None
+        elif name == "limit" and text.lstrip("-").isdigit():
+            inputs[name] = int(text)
+        else:
+            inputs[name] = text
+    return inputs

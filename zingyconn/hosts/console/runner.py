@@ -1,0 +1,166 @@
+"""The console's snippet runner: edit, run in the production sandbox, save as hook or script, replay runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Final
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from sandbox.errors import CompileError
+from sandbox.limits import DEFAULT_LIMITS
+from zingyconn.errors import NotFoundError, ValidationError, ZingyConnError
+from zingyconn.hosts.console.outcome import Outcome, error_outcome, run_outcome
+from zingyconn.hosts.console.view import ConsoleState, flash, page, render, state_of
+
+STARTER_SNIPPET: Final = (
+    "from twilio.twiml.messaging_response import MessagingResponse\n\n"
+    'body = (event.get("form") or {}).get("Body", "")\n'
+    'log.info("inbound", body=body)\n'
+    "reply = MessagingResponse()\n"
+    'reply.message(f"You said: {body}")\n'
+    "return reply\n"
+)
+
+
+# --- runner ------------------------------------------------------------------------------------------------------
+
+
+@page(nav="runner")
+async def runner(request: Request, tenant: str, form: FormData) -> Response:
+    """Edit and run a snippet in the production sandbox; open, save and replay hooks, scripts and runs."""
+    state = state_of(request)
+    values = {
+        "source": STARTER_SNIPPET,
+        "event": "{}",
+        "kind": "webhook",
+        "save_kind": "hook",
+        "save_name": "",
+        "verify_with": "",
+        "cron": "",
+        "wall_seconds": "",
+        "replay_of": "",
+    }
+    loaded = None
+    if request.method == "GET":
+        loaded = await run_in_threadpool(_load_into_runner, state, tenant, request.query_params, values)
+    else:
+        values.update({key: str(value) for key, value in form.items() if key in values})
+    outcome: Outcome | None = None
+    compile_errors: tuple[str, ...] = ()
+    if request.method == "POST" and form.get("action") == "save":
+        try:
+            saved = await run_in_threadpool(_save_from_runner, state, tenant, values)
+            flash(request, "ok", saved)
+            return RedirectResponse(
+                str(request.url_for("console_runner", tenant=tenant))
+                + f"?{values['save_kind']}={quote(values['save_name'])}",
+                303,
+            )
+        except CompileError as exc:
+            compile_errors = exc.errors
+        except ZingyConnError as exc:
+            flash(request, "error", str(exc))
+    elif request.method == "POST":
+        outcome = await run_in_threadpool(_run_from_runner, state, tenant, values)
+    error_line = outcome.error_line if outcome else _first_error_line(compile_errors)
+    line_count = max(1, values["source"].count("\n") + 1)
+    kinds = [
+        (k, f"{lim.wall_seconds:g} s wall, {lim.memory_bytes // 2**20} MiB")
+        for k, lim in DEFAULT_LIMITS.items()
+        if k != "console"
+    ]
+    context = {
+        "tenant": tenant,
+        "nav": "runner",
+        "form": values,
+        "outcome": outcome,
+        "loaded": loaded,
+        "compile_errors": compile_errors,
+        "error_line": error_line,
+        "line_numbers": range(1, line_count + 1),
+        "kinds": kinds,
+    }
+    return render(request, "runner.html", context)
+
+
+def _load_into_runner(state: ConsoleState, tenant: str, query: Mapping[str, str], values: dict[str, str]) -> str | None:
+    try:
+        if name := query.get("hook"):
+            hook = state.catalog.get_hook(tenant, name)
+            values.update(
+                source=hook.source, kind="webhook", save_kind="hook", save_name=name, verify_with=hook.verify_with or ""
+            )
+            return f"hook {name!r}"
+        if name := query.get("script"):
+            script = state.catalog.get_script(tenant, name)
+            values.update(source=script.source, kind="task", save_kind="script", save_name=name, cron=script.cron or "")
+            return f"script {name!r}"
+        if run_id := query.get("replay"):
+            run = state.runtime.history.get(tenant, run_id)
+            kind = run.kind if run.kind in ("webhook", "task") else "webhook"
+            values.update(
+                source=run.source or values["source"],
+                kind=kind,
+                event=json.dumps(run.event, indent=2),
+                save_kind="script" if kind == "task" else "hook",
+                save_name=run.name or "",
+                replay_of=run.id,
+            )
+            return f"run {run_id} ({run.kind}{' ' + run.name if run.name else ''}) for replay"
+    except NotFoundError:
+        return None
+    return None
+
+
+def _save_from_runner(state: ConsoleState, tenant: str, values: Mapping[str, str]) -> str:
+    name = values["save_name"].strip()
+    if not name:
+        raise ValidationError("Give the hook or script a name before saving.", field="save_name")
+    if values["save_kind"] == "script":
+        state.catalog.put_script(tenant, name, values["source"], cron=values["cron"] or None)
+        return f"Saved script {name!r}."
+    state.catalog.put_hook(tenant, name, values["source"], verify_with=values["verify_with"].strip() or None)
+    return f"Saved hook {name!r}: POST /hooks/{tenant}/{name}."
+
+
+def _run_from_runner(state: ConsoleState, tenant: str, values: Mapping[str, str]) -> Outcome:
+    try:
+        event = json.loads(values["event"] or "null")
+    except json.JSONDecodeError as exc:
+        return error_outcome(ValidationError(f"event is not valid JSON: {exc.msg} (line {exc.lineno}).", field="event"))
+    kind = values["kind"] if values["kind"] in ("webhook", "task") else "webhook"
+    # The console's own kind, with the limits of the kind being tried (DESIGN §2: console = the kind tried).
+    limits = DEFAULT_LIMITS[kind]
+    if wall := values.get("wall_seconds", "").strip():
+        try:
+            seconds = float(wall)
+        except ValueError:
+            seconds = 0.0
+        if not 0 < seconds <= limits.wall_seconds:
+            message = f"wall_seconds must be a number above 0 and at most the {kind} limit, {limits.wall_seconds:g}."
+            return error_outcome(ValidationError(message, field="wall_seconds"))
+        # Only ever lower: the console must not grant more than production would.
+        limits = limits.replace(wall_seconds=seconds, cpu_seconds=min(limits.cpu_seconds, seconds))
+    result = state.runtime.run(
+        tenant,
+        values["source"],
+        event=event,
+        kind="console",
+        limits=limits,
+        name=values["save_name"] or None,
+        replay_of=values.get("replay_of") or None,
+    )
+    return run_outcome(result)
+
+
+def _first_error_line(errors: tuple[str, ...]) -> int | None:
+    for message in errors:
+        if message.startswith("Line ") and (number := message[5:].split(":", 1)[0]).isdigit():
+            return int(number)
+    return None

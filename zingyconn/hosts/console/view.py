@@ -1,0 +1,95 @@
+"""What every console page shares: the state, the sign-in/tenant/CSRF wrapper, rendering and flash messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from zingyconn.catalog import NAME_PATTERN, Catalog
+from zingyconn.hosts.console import auth
+from zingyconn.runtime import Runtime
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleState:
+    """What the console pages work with.
+
+    Attributes:
+        runtime: The production runtime (sandbox, store, broker, history).
+        catalog: Hooks and scripts.
+        enqueue: Puts a script on the task queue, ``(tenant, script, payload) -> task id``; ``None`` when this
+            server runs without a queue.
+    """
+
+    runtime: Runtime
+    catalog: Catalog
+    enqueue: Callable[[str, str, Any], str] | None = None
+
+
+def state_of(request: Request) -> ConsoleState:
+    state: ConsoleState = request.app.state.console
+    return state
+
+
+def render(request: Request, template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
+    principal = auth.current_principal(request)
+    flashes = request.session.pop("flashes", [])
+    base = {"principal": principal, "csrf": auth.csrf_token(request), "flashes": flashes, "tenant": None}
+    response: Response = request.app.state.templates.TemplateResponse(
+        request, f"console/{template}", {**base, **context}, status_code=status_code
+    )
+    return response
+
+
+def flash(request: Request, kind: str, text: str) -> None:
+    request.session.setdefault("flashes", []).append((kind, text))
+
+
+def _login_redirect(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"{request.url_for('console_login')}?next={quote(target)}", status_code=303)
+
+
+def page(*, nav: str | None = None) -> Callable[[Callable[..., Awaitable[Response]]], Handler]:
+    """Wrap a handler: sign-in required, tenant access checked, CSRF checked on POST, errors rendered.
+
+    The wrapped handler gets ``(request, tenant, form)``; ``form`` is the parsed form on POST, else empty.
+    """
+
+    def decorate(handler: Callable[..., Awaitable[Response]]) -> Handler:
+        @functools.wraps(handler)
+        async def wrapper(request: Request) -> Response:
+            principal = auth.current_principal(request)
+            if principal is None:
+                return _login_redirect(request)
+            tenant = request.path_params.get("tenant")
+            if tenant is not None and (not NAME_PATTERN.fullmatch(tenant) or not principal.may_see(tenant)):
+                # The same answer for "no such tenant" and "not yours": nothing about other tenants leaks.
+                return render(request, "home.html", {"tenants": []}, status_code=404)
+            form = FormData()
+            if request.method == "POST":
+                form = await request.form()
+                if not auth.is_csrf_valid(request, str(form.get(auth.CSRF_FIELD) or "")):
+                    return Response("CSRF token missing or wrong; reload the page and try again.", status_code=403)
+            request.state.nav = nav
+            return await handler(request, tenant, form)
+
+        return wrapper
+
+    return decorate
+
+
+def when(timestamp: float | None) -> str:
+    if not timestamp:
+        return "—"
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

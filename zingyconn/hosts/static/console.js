@@ -1,0 +1,22 @@
+// Keep the runner's line-number gutter in step with the textarea (the page works without this script).
+(function () {
+  const source = document.getElementById("source");
+  const gutter = document.querySelector(".code .gutter");
+  if (!source || !gutter) return;
+  const bad = gutter.querySelector(".bad");
+  const badLine = bad ? Number(bad.textContent) : null;
+  function renumber() {
+    const count = source.value.split("\n").length;
+    if (gutter.children.length === count) return;
+    gutter.textContent = "";
+    for (let n = 1; n <= count; n++) {
+      const span = document.createElement("span");
+      span.textContent = String(n);
+      if (n === badLine) { span.className = "bad"; span.id = "error-line"; }
+      gutter.appendChild(span);
+      gutter.appendChild(document.createTextNode("\n"));
+    }
+  }
+  source.addEventListener("input", renumber);
+  source.addEventListener("scroll", function () { gutter.scrollTop = source.scrollTop; });
+})();
