@@ -63,6 +63,38 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", a
 """
 
 
+# The host with the snippet executed in-process instead of in a forked child: NOT safe (no process wall), only to
+# show how fast the host layer itself is (routing, hook lookup, runtime bookkeeping, history) beside the sandbox.
+IN_PROCESS_APP = """
+import sys
+import uvicorn
+from sandbox import compile_snippet
+from sandbox.environment import RunContext, load_environment_factory
+from sandbox.executor import execute
+from zingyconn.config import Settings
+from zingyconn.hosts.server import create_app
+from zingyconn.runtime import SNIPPET_ENVIRONMENT, Runtime
+
+class Channel:
+    def __init__(self, on_request):
+        self.on_request = on_request
+    def request(self, op, payload):
+        return self.on_request(op, payload)
+
+class InProcessSandbox:
+    factory = load_environment_factory(SNIPPET_ENVIRONMENT)
+    def run(self, source, *, event=None, limits=None, context=None, on_request=None):
+        environment = self.factory(RunContext(host=Channel(on_request), context=context or {}))
+        return execute(compile_snippet(source), event=event, environment=environment, limits=limits)
+    def close(self):
+        pass
+
+runtime = Runtime(Settings.from_env(), sandbox=InProcessSandbox())
+uvicorn.run(create_app(runtime), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False,
+            proxy_headers=False, server_header=False)
+"""
+
+
 @dataclass
 class Stats:
     """What one load run measured."""
@@ -193,6 +225,9 @@ def main() -> int:
     parser.add_argument("--warmup-seconds", type=float, default=2.0)
     parser.add_argument("--signed", action="store_true", help="Verify X-Twilio-Signature on every request.")
     parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+    parser.add_argument(
+        "--host-ceiling", action="store_true", help="Also run the host with an in-process executor (unsafe; a gauge)."
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="zingyconn-bench-") as tmp:
@@ -209,22 +244,30 @@ def main() -> int:
             "--no-access-log",
         ]
         signer = _signer(hook_port) if args.signed else None
-        bare_app = [sys.executable, "-c", BARE_APP, str(bare_port)]
+        targets = [
+            ("zingyconn hook", serve, hook_port),
+            ("bare starlette", [sys.executable, "-c", BARE_APP], bare_port),
+        ]
+        if args.host_ceiling:
+            targets.append(("host, in-process", [sys.executable, "-c", IN_PROCESS_APP], free_port()))
         results = []
-        with _process(serve, env, hook_port), _process(bare_app, env, bare_port):
-            for name, port in (("zingyconn hook", hook_port), ("bare starlette", bare_port)):
+        for name, argv, port in targets:
+            command = argv if port == hook_port else [*argv, str(port)]
+            signer = _signer(port) if args.signed else None
+            with _process(command, env, port):
                 for seconds in (args.warmup_seconds, args.seconds):  # the warm-up run is discarded
                     stats = asyncio.run(_load(name, port, seconds=seconds, concurrency=args.concurrency, signer=signer))
-                results.append(stats)
-    hook, bare = (s.summary() for s in results)
-    ratio = round(float(hook["req_per_s"]) / float(bare["req_per_s"]), 3) if bare["req_per_s"] else 0.0
+            results.append(stats)
+    hook, bare_row, *extra = (s.summary() for s in results)
+    ratio = round(float(hook["req_per_s"]) / float(bare_row["req_per_s"]), 3) if bare_row["req_per_s"] else 0.0
     passed = float(hook["req_per_s"]) >= 400 and float(hook["p99_ms"]) <= 25 and hook["errors"] == 0
     report = {
         "concurrency": args.concurrency,
         "seconds": args.seconds,
         "signed": args.signed,
         "hook": hook,
-        "bare": bare,
+        "bare": bare_row,
+        "extra": extra,
         "hook_to_bare_ratio": ratio,
         "targets_met": passed,
         "first_errors": results[0].errors[:3],
@@ -233,7 +276,7 @@ def main() -> int:
         print(json.dumps(report, indent=2))
     else:
         print(f"concurrency {args.concurrency}, {args.seconds:g} s each, signed={args.signed}")
-        for row in (hook, bare):
+        for row in (hook, bare_row, *extra):
             print(
                 f"  {row['name']:<16} {row['req_per_s']:>8} req/s  p50 {row['p50_ms']:>6} ms  p90 {row['p90_ms']:>6} ms"
                 f"  p99 {row['p99_ms']:>6} ms  max {row['max_ms']:>7} ms  errors {row['errors']}"

@@ -190,6 +190,13 @@ def serve(sock: socket.socket, factory: EnvironmentFactory, *, zygote_pid: int) 
 
 def _crash_frame(error: BaseException) -> bytes:
     try:
-        return encode_frame({"t": "result", "result": _failure("WorkerCrashedError", _clip(f"The worker failed: {type(error).__name__}: {error}", 500) or "")})
+        return encode_frame(
+            {
+                "t": "result",
+                "result": _failure(
+                    "WorkerCrashedError", _clip(f"The worker failed: {type(error).__name__}: {error}", 500) or ""
+                ),
+            }
+        )
     except MemoryError:
         return _OUT_OF_MEMORY

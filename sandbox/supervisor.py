@@ -33,8 +33,8 @@ from sandbox.child import result_frame_bytes
 from sandbox.compiler import compile_snippet
 from sandbox.errors import CompileError, EgressDeniedError, QuotaExceededError
 from sandbox.limits import Limits
-from sandbox.zygote import ChildProcess, ZygoteProcess
 from sandbox.result import RunError, RunResult
+from sandbox.zygote import ChildProcess, ZygoteProcess
 
 JSON = Any
 RequestHandler = Callable[[str, JSON], JSON]
@@ -168,9 +168,7 @@ class Sandbox:
         on_request: RequestHandler | None = None,
     ) -> RunResult:
         """Like :meth:`run`, awaited; the run (and *on_request*) happens in the loop's default executor."""
-        call = functools.partial(
-            self.run, source, event=event, limits=limits, context=context, on_request=on_request
-        )
+        call = functools.partial(self.run, source, event=event, limits=limits, context=context, on_request=on_request)
         return await asyncio.get_running_loop().run_in_executor(None, call)
 
     def _take_child(self) -> ChildProcess | None:
@@ -246,21 +244,23 @@ class Sandbox:
         return _failed("WorkerCrashedError", f"The sandbox worker exited with code {code} before it answered.", started)
 
     def _result(self, data: object, started: float) -> RunResult:
-        duration_ms = (time.monotonic() - started) * 1000
-        try:
-            assert isinstance(data, dict)
-            error = data.get("error")
-            logs = data.get("logs") or []
-            assert isinstance(data.get("ok"), bool) and isinstance(data.get("stdout", ""), str)
-            assert isinstance(logs, list) and all(isinstance(record, dict) for record in logs)
-            assert error is None or (isinstance(error, dict) and isinstance(error.get("type"), str))
-            return RunResult(
-                ok=data["ok"],
-                value=data.get("result"),
-                stdout=data.get("stdout", ""),
-                logs=tuple(logs),
-                error=None if error is None else RunError.from_json(error),
-                duration_ms=duration_ms,
-            )
-        except (AssertionError, KeyError, TypeError, ValueError):
+        # The child is untrusted: check the shape of what it sent before building a RunResult from it.
+        if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
             return _failed("WorkerCrashedError", "The worker sent a malformed result.", started)
+        stdout, logs, error = data.get("stdout", ""), data.get("logs") or [], data.get("error")
+        well_formed = (
+            isinstance(stdout, str)
+            and isinstance(logs, list)
+            and all(isinstance(record, dict) for record in logs)
+            and (error is None or (isinstance(error, dict) and isinstance(error.get("type"), str)))
+        )
+        if not well_formed:
+            return _failed("WorkerCrashedError", "The worker sent a malformed result.", started)
+        return RunResult(
+            ok=data["ok"],
+            value=data.get("result"),
+            stdout=stdout,
+            logs=tuple(logs),
+            error=None if error is None else RunError.from_json(error),
+            duration_ms=(time.monotonic() - started) * 1000,
+        )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import array
 import collections
+import contextlib
 import gc
 import importlib
 import json
@@ -38,9 +39,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
-from sandbox import hardening
 from sandbox.environment import EnvironmentFactory, load_environment_factory
 from sandbox.errors import WorkerCrashedError
+from sandbox.hardening import harden, report_once
 
 #: Largest control message; orders and reports are a few hundred bytes.
 CONTROL_BYTES: Final = 65536
@@ -159,10 +160,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     control = socket.socket(fileno=args.fd)
     init = json.loads(control.recv(CONTROL_BYTES))
     sys.dont_write_bytecode = True  # children have RLIMIT_FSIZE=0; a .pyc write must not be attempted
-    sys.path[:0] = [entry for entry in init["path"] if entry not in sys.path]
+    sys.path.extend(entry for entry in init["path"] if entry not in sys.path)
     try:
         factory = preload(init.get("environment"))
-        report = hardening.harden(enabled=bool(init.get("hardening", True)))
+        report = harden(enabled=bool(init.get("hardening", True)))
     except BaseException as error:  # noqa: BLE001 - reported to the host, which raises it there
         send(control, {"t": "error", "message": f"{type(error).__name__}: {error}"})
         os._exit(1)
@@ -217,8 +218,15 @@ class ZygoteProcess:
     spare and orders its replacement, so ``spare_children`` (plus one per waiting caller) stay forked ahead.
     """
 
-    def __init__(self, process: subprocess.Popen[bytes], control: socket.socket, ready: dict[str, Any], *,
-                 spare_children: int, workdir: str) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        control: socket.socket,
+        ready: dict[str, Any],
+        *,
+        spare_children: int,
+        workdir: str,
+    ) -> None:
         self.process = process
         self.control = control
         self.pid: int = ready["pid"]
@@ -245,8 +253,7 @@ class ZygoteProcess:
         """
         workdir = tempfile.mkdtemp(prefix="sandbox-zygote-")
         control, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        stderr = tempfile.TemporaryFile()
-        with zygote_end, stderr:
+        with zygote_end, tempfile.TemporaryFile() as stderr:
             process = subprocess.Popen(
                 [sys.executable, "-I", "-m", "sandbox.zygote", "--fd", str(zygote_end.fileno())],
                 env={},  # threat: secrets in the host's environment (keys, tokens) must not reach the zygote
@@ -258,22 +265,27 @@ class ZygoteProcess:
                 close_fds=True,
                 start_new_session=True,  # a Ctrl-C in the host's terminal is the host's to handle
             )
-        path = [os.path.abspath(entry) for entry in sys.path if entry]
-        try:
-            send(control, {"environment": environment, "hardening": hardening, "path": path})
-            control.settimeout(START_SECONDS)
-            ready = json.loads(control.recv(CONTROL_BYTES) or b'{"t": "eof"}')
-            control.settimeout(None)
-        except (OSError, ValueError) as error:
-            ready = {"t": "error", "message": str(error)}
-        if ready.get("t") != "ready":
-            process.kill()
-            process.wait()
-            control.close()
-            os.rmdir(workdir)
-            message = ready.get("message") or f"it exited with code {process.returncode}"
-            raise WorkerCrashedError(f"The sandbox zygote failed to start: {message}.")
-        hardening_report(ready["hardening"])
+            zygote_end.close()
+            # The host's import path (e.g. where the environment module lives) is appended, never prepended:
+            # the zygote's own standard library and site-packages always win.
+            path = [os.path.abspath(entry) for entry in sys.path if entry]
+            try:
+                send(control, {"environment": environment, "hardening": hardening, "path": path})
+                control.settimeout(START_SECONDS)
+                ready = json.loads(control.recv(CONTROL_BYTES) or b'{"t": "eof"}')
+                control.settimeout(None)
+            except (OSError, ValueError) as error:
+                ready = {"t": "error", "message": str(error)}
+            if ready.get("t") != "ready":
+                process.kill()
+                process.wait()
+                control.close()
+                os.rmdir(workdir)
+                stderr.seek(0)
+                output = stderr.read().decode(errors="replace").strip().splitlines()
+                message = ready.get("message") or (output[-1] if output else f"exit code {process.returncode}")
+                raise WorkerCrashedError(f"The sandbox zygote failed to start: {message}.")
+        report_once(ready["hardening"])
         return cls(process, control, ready, spare_children=spare_children, workdir=workdir)
 
     @property
@@ -338,9 +350,10 @@ class ZygoteProcess:
                 self._pending -= 1
                 self._cond.notify()
             elif report["t"] == "exit":
-                child = self._children.pop(report["pid"])
-                child.status, child.cpu_seconds = report["status"], report["cpu_seconds"]
-                child.exited.set()
+                exited = self._children.pop(report["pid"], None)
+                if exited is not None:
+                    exited.status, exited.cpu_seconds = report["status"], report["cpu_seconds"]
+                    exited.exited.set()
             elif report["t"] == "fork_failed":
                 self._pending -= 1
                 _logger.warning("The sandbox zygote could not fork a child: %s", report["message"])
@@ -348,10 +361,8 @@ class ZygoteProcess:
     def close(self) -> None:
         """Stop the zygote (EOF on its control socket); the kernel kills its children with it."""
         self._alive = False
-        try:
+        with contextlib.suppress(OSError):  # already closed by the zygote's death
             self.control.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -361,11 +372,6 @@ class ZygoteProcess:
         self.control.close()
         if os.path.isdir(self._workdir):
             os.rmdir(self._workdir)
-
-
-def hardening_report(report: dict[str, str]) -> None:
-    """Log each unavailable hardening step once per host process."""
-    hardening.report_once(report)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,12 @@ def test_sandbox_never_imports_zingyconn(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    sorted(p for p in (ROOT / "zingyconn").rglob("*.py") if "hosts" not in p.relative_to(ROOT / "zingyconn").parts),
+    sorted(
+        p
+        for p in (ROOT / "zingyconn").rglob("*.py")
+        # __main__ is the `python -m zingyconn` entry point: a host by nature.
+        if "hosts" not in p.relative_to(ROOT / "zingyconn").parts and p.name != "__main__.py"
+    ),
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_core_never_imports_hosts(path: Path) -> None:
@@ -77,4 +82,6 @@ def test_every_configuration_variable_is_in_the_readme() -> None:
     for path in (ROOT / "zingyconn").rglob("*.py"):
         used.update(re.findall(r"\"(ZINGYCONN_[A-Z_]+)\"", path.read_text()))
     readme = (ROOT / "README.md").read_text()
-    assert not sorted(v for v in used if v not in readme)
+    # Not configuration: a marker placed in the brokered twilio client's own environment mapping.
+    internal = {"ZINGYCONN_BROKERED"}
+    assert not sorted(v for v in used - internal if v not in readme)

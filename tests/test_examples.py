@@ -127,7 +127,8 @@ def test_example_has_a_header_paragraph(path: Path) -> None:
     lines = header(path)
     assert len(lines) >= 3, f"{path.name} has no header comment"
     title, blank, paragraph = lines[0], lines[1], " ".join(lines[2:])
-    assert title and blank == ""
+    assert title, f"{path.name}: the first line is not a title"
+    assert blank == "", f"{path.name}: no blank comment line after the title"
     assert len(paragraph.split()) >= 20, f"{path.name}: the header paragraph is too short to explain the example"
 
 

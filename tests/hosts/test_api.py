@@ -112,7 +112,7 @@ def test_admin_api_manages_hooks(server: LiveServer) -> None:
     assert (bad.status_code, bad.json()["error"]["type"]) == (400, "CompileError")
     assert bad.json()["error"]["errors"]
     assert (unknown.status_code, unknown.json()["error"]["field"]) == (400, "verify_with")
-    assert (keyed.status_code, keyed.json()["error"]["type"]) == (403, "SignatureError")  # API key: no Auth Token
+    assert (keyed.status_code, keyed.json()["error"]["field"]) == (400, "verify_with")  # API key: no Auth Token
     assert [hook["name"] for hook in listed.json()["hooks"]] == ["ping"]
     assert ran.text == "pong"
     assert deleted.json() == {"ok": True}
@@ -149,7 +149,7 @@ def test_cli_tokens_and_hooks(env: dict[str, str], server: LiveServer, tmp_path:
 
     assert created.exit_code == 0, created.output
     assert TokenStore(server.runtime.engine).tenant_for(created.output.strip()) == "acme"
-    assert (add.exit_code, "holds no Auth Token" in add.output) == (1, True)  # an API-key connection cannot verify
+    assert (add.exit_code, "holds no Auth Token" in add.output) == (2, True)  # an API-key connection cannot verify
     assert plain.exit_code == 0, plain.output
     assert "/hooks/acme/sms" in plain.output
     assert (keyed.exit_code, "has no connection 'nope'" in keyed.output) == (2, True)

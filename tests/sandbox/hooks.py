@@ -76,7 +76,7 @@ def probe_environment(run: RunContext) -> Environment:
         finally:
             connection.close()
         try:
-            with open("/tmp/sandbox-probe-write", "w") as file:  # noqa: PTH123 - the point is a raw open
+            with open("/tmp/sandbox-probe-write", "w") as file:
                 file.write("x")
             written = "written"
         except OSError as error:
@@ -96,7 +96,13 @@ def probe_environment(run: RunContext) -> Environment:
 def environment(run: RunContext) -> Environment:
     """Every hook above in one environment (one zygote serves a whole test module)."""
     names: dict[str, object] = {}
-    for factory in (echo_environment, raw_request_environment, crash_environment, thread_environment, probe_environment):
+    for factory in (
+        echo_environment,
+        raw_request_environment,
+        crash_environment,
+        thread_environment,
+        probe_environment,
+    ):
         names.update(factory(run).names)
     return Environment(names=names)
 

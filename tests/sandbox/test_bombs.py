@@ -46,10 +46,14 @@ while True:
         pytest.param("while True:\n    pass", "TimeLimitExceededError", id="busy-loop"),
         pytest.param(BUSY_LOOP_IN_TRY, "TimeLimitExceededError", id="busy-loop-in-try-finally"),
         pytest.param("return 10**10**10", "TimeLimitExceededError", id="huge-power"),
-        pytest.param("import re\nreturn bool(re.match(r'(a+)+$', 'a' * 64 + 'b'))", "TimeLimitExceededError", id="regex"),
+        pytest.param(
+            "import re\nreturn bool(re.match(r'(a+)+$', 'a' * 64 + 'b'))", "TimeLimitExceededError", id="regex"
+        ),
         pytest.param("return 'a' * 10**10", "MemoryLimitExceededError", id="string-repeat"),
         pytest.param("x = [0] * 10**9\nreturn len(x)", "MemoryLimitExceededError", id="list-repeat"),
-        pytest.param("x = [i for i in range(10**9)]\nreturn len(x)", "MemoryLimitExceededError", id="comprehension-ramp"),
+        pytest.param(
+            "x = [i for i in range(10**9)]\nreturn len(x)", "MemoryLimitExceededError", id="comprehension-ramp"
+        ),
         pytest.param("x = 'a'\nwhile True:\n    x = x + x", "MemoryLimitExceededError", id="doubling-ramp"),
         pytest.param("while True:\n    print('x' * 1000)", "OutputLimitExceededError", id="print-flood"),
         pytest.param("return ['x' * 1000] * 10**4", "OutputLimitExceededError", id="huge-result"),

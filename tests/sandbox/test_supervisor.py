@@ -28,7 +28,9 @@ def sandbox() -> Iterator[Sandbox]:
 
 def test_run_returns_value_and_output(sandbox: Sandbox) -> None:
     """A run returns the snippet's value and its captured print output."""
-    result = sandbox.run("print('hello', event['name'])\nreturn {'twice': event['n'] * 2}", event={"name": "ann", "n": 4})
+    result = sandbox.run(
+        "print('hello', event['name'])\nreturn {'twice': event['n'] * 2}", event={"name": "ann", "n": 4}
+    )
 
     assert result.ok
     assert result.value == {"twice": 8}

@@ -138,8 +138,8 @@ def check_verifier(store: ConnectionStore, tenant: str, connection: str) -> None
     """Refuse at save time, not at the first webhook, a validation connection that is missing or has no Auth Token.
 
     Raises:
-        ValidationError: The tenant has no such connection (``field="verify_with"``).
-        SignatureError: The connection uses an API key and holds no Auth Token.
+        ValidationError: The tenant has no such connection, or it uses an API key and holds no Auth Token
+            (``field="verify_with"``).
     """
     try:
         profile = store.get(tenant, connection)
@@ -148,7 +148,10 @@ def check_verifier(store: ConnectionStore, tenant: str, connection: str) -> None
             f"Tenant {tenant!r} has no connection {connection!r}; add it first with `zingyconn connections add`.",
             field="verify_with",
         ) from None
-    auth_token_of(profile, connection=connection)
+    try:
+        auth_token_of(profile, connection=connection)
+    except SignatureError as exc:
+        raise ValidationError(str(exc), field="verify_with") from None
 
 
 def build_event(request: Request, *, hook: str, body: bytes, form: FormParams | None) -> dict[str, Any]:

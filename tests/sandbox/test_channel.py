@@ -1,0 +1,166 @@
+"""The host channel: length-prefixed JSON frames, and requests a running child makes to the host."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sandbox import EgressDeniedError, Limits, QuotaExceededError, Sandbox
+from sandbox.channel import (
+    REQUEST_BYTES,
+    ChannelClosedError,
+    FrameTooLargeError,
+    encode_frame,
+    recv_frame,
+    send_frame,
+)
+from tests.sandbox.hooks import ENVIRONMENT
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected pair of Unix stream sockets."""
+    left, right = socket.socketpair()
+    with left, right:
+        yield left, right
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    """One warm sandbox (with the test hooks) for the whole module."""
+    with Sandbox(environment=ENVIRONMENT) as sandbox:
+        yield sandbox
+
+
+@pytest.mark.parametrize("message", [None, 0, "héllo ✓", [1, 2.5, True], {"a": {"b": ["c"]}}])
+def test_frame_round_trip(pair: tuple[socket.socket, socket.socket], message: Any) -> None:
+    """Any JSON value sent as a frame is received unchanged."""
+    send_frame(pair[0], message)
+
+    assert recv_frame(pair[1], max_bytes=1024) == message
+
+
+def test_frame_over_the_cap_is_refused_before_reading(pair: tuple[socket.socket, socket.socket]) -> None:
+    """A frame announcing more bytes than the reader accepts raises FrameTooLargeError."""
+    pair[0].sendall(encode_frame("x" * 100))
+
+    with pytest.raises(FrameTooLargeError, match="102 bytes"):
+        recv_frame(pair[1], max_bytes=50)
+
+
+def test_reading_past_the_deadline_times_out(pair: tuple[socket.socket, socket.socket]) -> None:
+    """No frame before the deadline raises TimeoutError."""
+    with pytest.raises(TimeoutError):
+        recv_frame(pair[1], max_bytes=1024, deadline=time.monotonic() + 0.05)
+
+
+def test_closed_peer_is_reported(pair: tuple[socket.socket, socket.socket]) -> None:
+    """EOF in the middle of a frame raises ChannelClosedError."""
+    pair[0].sendall(encode_frame("abcdef")[:6])
+    pair[0].close()
+
+    with pytest.raises(ChannelClosedError):
+        recv_frame(pair[1], max_bytes=1024)
+
+
+def test_child_requests_reach_the_host_handler(sandbox: Sandbox) -> None:
+    """A running child asks the host over its channel and gets the handler's answer back."""
+    calls: list[tuple[str, Any]] = []
+
+    def handler(op: str, payload: Any) -> Any:
+        calls.append((op, payload))
+        return {"echoed": payload["value"]}
+
+    result = sandbox.run("return [echo('a'), echo(event)]", event=[1, 2], on_request=handler)
+
+    assert result.value == [{"echoed": "a"}, {"echoed": [1, 2]}]
+    assert calls == [("echo", {"value": "a"}), ("echo", {"value": [1, 2]})]
+
+
+def test_request_count_is_capped_per_run(sandbox: Sandbox) -> None:
+    """Request egress_requests + 1 raises QuotaExceededError in the child; the host sees only the allowed ones."""
+    calls: list[str] = []
+
+    def handler(op: str, payload: Any) -> Any:
+        calls.append(op)
+        return payload
+
+    source = "for i in range(5):\n    echo(i)\nreturn 1"
+    result = sandbox.run(source, limits=Limits(egress_requests=3), on_request=handler)
+
+    assert result.error is not None
+    assert result.error.type == "QuotaExceededError"
+    assert calls == ["echo"] * 3
+
+
+def test_host_enforces_the_request_cap_even_if_the_child_does_not(sandbox: Sandbox) -> None:
+    """Frames written past the child-side check are still refused by the host after egress_requests."""
+    result = sandbox.run("return raw_requests(4)", limits=Limits(egress_requests=2), on_request=lambda op, p: p)
+
+    assert result.ok, result.error
+    assert [answer.get("error", {}).get("type") for answer in result.value] == [
+        None,
+        None,
+        "QuotaExceededError",
+        "QuotaExceededError",
+    ]
+
+
+def test_snippet_can_catch_a_refused_request(sandbox: Sandbox) -> None:
+    """A refusal raised by the host handler is raised inside the snippet, which may handle it."""
+
+    def handler(op: str, payload: Any) -> Any:
+        raise EgressDeniedError("Host 'evil.example' is not allowed.")
+
+    source = "try:\n    echo(1)\nexcept Exception as error:\n    return str(error)"
+    result = sandbox.run(source, on_request=handler)
+
+    assert result.value == "Host 'evil.example' is not allowed."
+
+
+@pytest.mark.parametrize(
+    ("handler", "error_type", "message"),
+    [
+        pytest.param(
+            None,
+            "EgressDeniedError",
+            "Request 'echo' is not allowed: this sandbox answers no requests.",
+            id="no-handler",
+        ),
+        pytest.param(
+            lambda op, payload: 1 / 0,
+            "EgressDeniedError",
+            "The host could not answer the 'echo' request.",
+            id="handler-bug",
+        ),
+        pytest.param(
+            lambda op, payload: (_ for _ in ()).throw(QuotaExceededError("Tenant over its rate.")),
+            "QuotaExceededError",
+            "Tenant over its rate.",
+            id="quota",
+        ),
+    ],
+)
+def test_refusals_reach_the_snippet_as_errors(sandbox: Sandbox, handler: Any, error_type: str, message: str) -> None:
+    """No handler, a failing handler and a quota refusal each end the run with the matching error."""
+    result = sandbox.run("return echo(1)", on_request=handler)
+
+    assert result.error is not None
+    assert (result.error.type, result.error.message) == (error_type, message)
+
+
+def test_oversized_request_is_refused_in_the_child(sandbox: Sandbox) -> None:
+    """A request larger than REQUEST_BYTES never reaches the host."""
+    calls: list[str] = []
+    result = sandbox.run(
+        "return echo('x' * event)", event=REQUEST_BYTES, on_request=lambda op, payload: calls.append(op)
+    )
+
+    assert result.error is not None
+    assert result.error.type == "EgressDeniedError"
+    assert "cap is" in result.error.message
+    assert calls == []
