@@ -10,7 +10,8 @@ Three ways to send the same message are timed, end to end as their caller sees t
 - ``plain``: ``twilio.rest.Client`` with a requests-based HTTP client, in the host (the baseline);
 - ``broker``: a host-side brokered client (allowlist, credentials from the encrypted store, rate limiter, records);
 - ``snippet``: ``Runtime.run`` of a snippet calling ``zingyConn.twilio("main").messages.create``: compile cache,
-  a fresh sandbox child, the channel round trips, the broker, masking and the run-history insert.
+  a fresh sandbox child, the channel round trips, the broker, masking and the run-history insert;
+- ``floor``: ``Runtime.run`` of ``return 1`` (sandbox child + masking + history insert, no Twilio), for attribution.
 
 Target (issue 6): snippet p50 <= 5 ms. The report gives the snippet/plain p50 ratio (the cost of the walls).
 """
@@ -122,19 +123,25 @@ def main() -> None:
                     raise RuntimeError(f"The benchmark snippet failed: {result.error}")
                 return result.value
 
+            def trivial_run() -> object:
+                return runtime.run("bench", "return 1", kind="webhook").value
+
             figures = {
                 "plain": measure(send_plain, args.runs),
                 "broker": measure(send_brokered, args.runs),
                 "snippet": measure(send_snippet, args.runs),
+                "floor": measure(trivial_run, args.runs),
             }
             figures["ratio_p50_snippet_to_plain"] = {"x": figures["snippet"]["p50_ms"] / figures["plain"]["p50_ms"]}
             hardening = dict(runtime.sandbox.hardening)
+    load = os.getloadavg()[0]
     if args.json:
-        print(json.dumps({"runs": args.runs, "cpus": os.cpu_count(), "hardening": hardening, **figures}, indent=2))
+        context = {"runs": args.runs, "cpus": os.cpu_count(), "load": load, "hardening": hardening}
+        print(json.dumps({**context, **figures}, indent=2))
         return
-    print(f"send one SMS to the emulator, {args.runs} runs each, {os.cpu_count()} CPUs")
+    print(f"send one SMS to the emulator, {args.runs} runs each, {os.cpu_count()} CPUs, load {load:.1f}")
     print(f"{'path':<8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
-    for name in ("plain", "broker", "snippet"):
+    for name in ("plain", "broker", "snippet", "floor"):
         row = figures[name]
         print(f"{name:<8} {row['p50_ms']:8.2f} {row['p90_ms']:8.2f} {row['p99_ms']:8.2f} {row['mean_ms']:8.2f}")
     ratio = figures["ratio_p50_snippet_to_plain"]["x"]

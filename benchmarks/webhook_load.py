@@ -82,7 +82,8 @@ class Channel:
         return self.on_request(op, payload)
 
 class InProcessSandbox:
-    factory = load_environment_factory(SNIPPET_ENVIRONMENT)
+    def __init__(self):
+        self.factory = load_environment_factory(SNIPPET_ENVIRONMENT)
     def run(self, source, *, event=None, limits=None, context=None, on_request=None):
         environment = self.factory(RunContext(host=Channel(on_request), context=context or {}))
         return execute(compile_snippet(source), event=event, environment=environment, limits=limits)
@@ -125,6 +126,8 @@ class Stats:
 
 
 Signer = Callable[[str], str]
+#: A response slower than this is an error (Twilio itself gives up after 15 s).
+RESPONSE_TIMEOUT_SECONDS = 15.0
 
 
 async def _client(port: int, path: str, stats: Stats, deadline: float, worker: int, signer: Signer | None) -> None:
@@ -144,7 +147,11 @@ async def _client(port: int, path: str, stats: Stats, deadline: float, worker: i
                 head += f"X-Twilio-Signature: {signer(tag)}\r\n"
             started = time.perf_counter()
             writer.write(head.encode() + b"\r\n" + body)
-            status, headers, payload = await _read_response(reader)
+            try:
+                status, headers, payload = await asyncio.wait_for(_read_response(reader), RESPONSE_TIMEOUT_SECONDS)
+            except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                stats.errors.append(f"{type(exc).__name__}: {exc}")
+                return  # the connection is unusable; this client stops
             stats.latencies_ms.append((time.perf_counter() - started) * 1000)
             expected = f"You said: {tag}</Message>".encode()
             if status != 200 or not headers.get("content-type", "").startswith("text/xml") or expected not in payload:

@@ -60,7 +60,10 @@ class RunError:
             return CompileError(self.errors or (self.message,))
         if self.type == "SnippetError":
             return SnippetError(
-                self.message, exception=self.exception or "Exception", lineno=self.line, snippet_traceback=self.traceback
+                self.message,
+                exception=self.exception or "Exception",
+                lineno=self.line,
+                snippet_traceback=self.traceback,
             )
         return ERRORS_BY_NAME.get(self.type, SandboxError)(self.message)
 

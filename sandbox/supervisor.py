@@ -30,11 +30,11 @@ from sandbox.channel import (
     recv_body,
 )
 from sandbox.child import result_frame_bytes
-from sandbox.compiler import compile_snippet
+from sandbox.compiler import CompiledSnippet, compile_snippet
 from sandbox.errors import CompileError, EgressDeniedError, QuotaExceededError
 from sandbox.limits import Limits
+from sandbox.pool import ChildProcess, ZygoteProcess
 from sandbox.result import RunError, RunResult
-from sandbox.zygote import ChildProcess, ZygoteProcess
 
 JSON = Any
 RequestHandler = Callable[[str, JSON], JSON]
@@ -45,6 +45,12 @@ _logger = logging.getLogger("sandbox.supervisor")
 _EXIT_REPORT_SECONDS: Final = 5.0
 #: How long a run waits for a spare child (covers a zygote restart with heavy imports).
 _SPARE_WAIT_SECONDS: Final = 60.0
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded(compiled: CompiledSnippet) -> str:
+    """Return *compiled* as base64 text for the run order (cached with the compile cache's snippets)."""
+    return base64.b64encode(compiled.to_bytes()).decode()
 
 
 def _failed(error_type: str, message: str, started: float, **details: Any) -> RunResult:
@@ -59,7 +65,8 @@ class Sandbox:
 
     Args:
         environment: ``"package.module:function"`` naming the environment factory the zygote imports, or None.
-        spare_children: Children kept forked ahead of demand (a warm run costs well under a millisecond).
+        spare_children: Children kept forked (and warmed up) ahead of demand; a run that finds one ready skips the
+            fork. Raise it for bursts of concurrent runs; each spare costs a few MiB of unique memory.
         hardening: Apply the OS hardening steps of :mod:`sandbox.hardening` (reported in :attr:`hardening`).
     """
 
@@ -71,7 +78,6 @@ class Sandbox:
         self._hardening = hardening
         self._zygote: ZygoteProcess | None = None
         self._lock = threading.Lock()
-        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> Sandbox:
@@ -132,6 +138,10 @@ class Sandbox:
             context: JSON passed to the environment factory in the child; never secrets.
             on_request: Called in the host (in this thread) for each request the child makes; raise
                 EgressDeniedError or QuotaExceededError to refuse one.
+
+        Raises:
+            TypeError: *event* or *context* is not JSON-serialisable (checked before any process work).
+            WorkerCrashedError: The zygote had to be (re)started and could not be.
         """
         started = time.monotonic()
         limits = limits or Limits()
@@ -144,7 +154,7 @@ class Sandbox:
         order = encode_frame(
             {
                 "t": "run",
-                "compiled": base64.b64encode(compiled.to_bytes()).decode(),
+                "compiled": _encoded(compiled),
                 "event": event,
                 "limits": dataclasses.asdict(limits),
                 "context": dict(context or {}),
@@ -157,6 +167,7 @@ class Sandbox:
             return self._converse(child, order, limits, on_request, started)
         finally:
             child.sock.close()
+            child.finish()  # SIGKILL if still there (a wall-clock overrun, or an escape that kept it alive)
 
     async def run_async(
         self,
@@ -188,46 +199,42 @@ class Sandbox:
             while True:
                 body = recv_body(child.sock, max_bytes=result_frame_bytes(limits), deadline=deadline)
                 frame = json.loads(body)
+                if not isinstance(frame, dict):
+                    raise ValueError("a frame must be a JSON object")
                 if frame.get("t") == "result":
-                    child.finish()
                     return self._result(frame.get("result"), started)
                 if frame.get("t") != "request" or len(body) > REQUEST_BYTES:
-                    child.kill()
                     return _failed("EgressDeniedError", "The worker sent a request that is not allowed.", started)
                 requests += 1
-                child.sock.sendall(encode_frame(self._answer(frame, requests, limits, on_request)))
+                child.sock.sendall(self._answer(frame, requests, limits, on_request))
         except TimeoutError:
-            child.kill()
             return _failed(
                 "TimeLimitExceededError",
                 f"The snippet ran longer than its wall-clock limit of {limits.wall_seconds:g} s.",
                 started,
             )
         except FrameTooLargeError:
-            child.kill()
             return _failed("OutputLimitExceededError", "The run's output and result are over their caps.", started)
         except (ChannelClosedError, OSError):
             return self._death(child, limits, started)
         except ValueError:
-            child.kill()
             return _failed("WorkerCrashedError", "The worker sent a malformed frame.", started)
 
-    def _answer(
-        self, frame: dict[str, Any], requests: int, limits: Limits, on_request: RequestHandler | None
-    ) -> dict[str, Any]:
+    def _answer(self, frame: dict[str, Any], requests: int, limits: Limits, on_request: RequestHandler | None) -> bytes:
+        """Return the answer frame to one request (the handler runs here, in the caller's thread)."""
         op = frame.get("op")
         try:
             if requests > limits.egress_requests:
                 raise QuotaExceededError(f"This run already made {limits.egress_requests} requests.")
             if on_request is None or not isinstance(op, str):
                 raise EgressDeniedError(f"Request {op!r} is not allowed: this sandbox answers no requests.")
-            return {"t": "answer", "value": on_request(op, frame.get("payload"))}
+            return encode_frame({"t": "answer", "value": on_request(op, frame.get("payload"))})
         except (EgressDeniedError, QuotaExceededError) as error:
-            return {"t": "answer", "error": {"type": type(error).__name__, "message": str(error)}}
+            return encode_frame({"t": "answer", "error": {"type": type(error).__name__, "message": str(error)}})
         except Exception:
             _logger.exception("The request handler failed on request %r.", op)
             message = f"The host could not answer the {op!r} request."
-            return {"t": "answer", "error": {"type": "EgressDeniedError", "message": message}}
+            return encode_frame({"t": "answer", "error": {"type": "EgressDeniedError", "message": message}})
 
     def _death(self, child: ChildProcess, limits: Limits, started: float) -> RunResult:
         status, cpu_seconds = child.wait_exit(_EXIT_REPORT_SECONDS)

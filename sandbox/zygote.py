@@ -1,4 +1,4 @@
-"""The zygote: a clean, warm process that forks one child per run, and the host's handle on it.
+"""The zygote: a clean, warm process that forks one child per run.
 
 Started by the host (never forked from it: the host holds keys) as ``python -I -m sandbox.zygote --fd N`` with an
 empty environment, an empty temporary working directory and only the control socket *N* open. Its life:
@@ -12,36 +12,27 @@ empty environment, an empty temporary working directory and only the control soc
    ``{"t": "exit", "pid", "status", "cpu_seconds"}``. EOF on the control socket ends the zygote, and the kernel
    then kills its children (``PR_SET_PDEATHSIG``).
 
-The control socket is ``SOCK_SEQPACKET``: one JSON message per packet, descriptors attached to the packet. Both
-ends of it live in this module: :class:`Zygote` runs in the zygote, :class:`ZygoteProcess` in the host.
+The control socket is ``SOCK_SEQPACKET``: one JSON message per packet, descriptors attached to the packet. The
+host's end is :class:`sandbox.pool.ZygoteProcess`.
 """
 
 from __future__ import annotations
 
 import argparse
 import array
-import collections
-import contextlib
 import gc
 import importlib
 import json
-import logging
 import os
 import selectors
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
 from sandbox.environment import EnvironmentFactory, load_environment_factory
-from sandbox.errors import WorkerCrashedError
-from sandbox.hardening import harden, report_once
+from sandbox.hardening import harden
 
 #: Largest control message; orders and reports are a few hundred bytes.
 CONTROL_BYTES: Final = 65536
@@ -61,7 +52,11 @@ def preload(environment: str | None) -> EnvironmentFactory:
         importlib.import_module(name)
     importlib.import_module("sandbox.child").prepare_warm_up()
     importlib.import_module("sandbox.imports").stdlib_facades()  # imports the allowed stdlib, builds its façades
-    return load_environment_factory(environment)
+    factory = load_environment_factory(environment)
+    # One empty run here fills lazily built caches (functools, re, the environment's own) before the fork, so
+    # children share them instead of each building and copying them.
+    importlib.import_module("sandbox.child").warm_up(factory)
+    return factory
 
 
 class Zygote:
@@ -177,201 +172,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     zygote = Zygote(control, factory)
     send(control, {"t": "ready", "pid": os.getpid(), "hardening": report})
     zygote.serve()
-
-
-# -- the host's side ------------------------------------------------------------------------------------------------
-_logger = logging.getLogger("sandbox.zygote")
-
-#: How long the zygote may take to import everything and report ready.
-START_SECONDS: Final = 120.0
-
-
-@dataclass(eq=False)
-class ChildProcess:
-    """The host's handle on one forked child: its channel and, once the zygote reports it, how it ended."""
-
-    pid: int
-    sock: socket.socket
-    zygote: ZygoteProcess
-    exited: threading.Event = field(default_factory=threading.Event)
-    status: int | None = None
-    cpu_seconds: float = 0.0
-
-    def kill(self) -> None:
-        """Have the zygote SIGKILL this child (a no-op once it has been reaped, so never a reused pid)."""
-        self.zygote.order({"t": "kill", "pid": self.pid})
-
-    def finish(self) -> None:
-        """Make sure the child is gone after its answer, even if an escape kept it from exiting."""
-        self.kill()
-
-    def wait_exit(self, timeout: float) -> tuple[int | None, float]:
-        """Wait for the zygote's exit report; return ``(wait status, CPU seconds)``, status None if unknown."""
-        self.exited.wait(timeout)
-        return self.status, self.cpu_seconds
-
-
-class ZygoteProcess:
-    """A running zygote as the host sees it: the process, its control socket, and the spare children.
-
-    A reader thread turns the zygote's reports into spare children and exit statuses; :meth:`take` hands out a
-    spare and orders its replacement, so ``spare_children`` (plus one per waiting caller) stay forked ahead.
-    """
-
-    def __init__(
-        self,
-        process: subprocess.Popen[bytes],
-        control: socket.socket,
-        ready: dict[str, Any],
-        *,
-        spare_children: int,
-        workdir: str,
-    ) -> None:
-        self.process = process
-        self.control = control
-        self.pid: int = ready["pid"]
-        self.hardening: dict[str, str] = dict(ready["hardening"])
-        self._spare_children = spare_children
-        self._workdir = workdir
-        self._cond = threading.Condition()
-        self._spares: collections.deque[ChildProcess] = collections.deque()
-        self._children: dict[int, ChildProcess] = {}
-        self._pending = 0
-        self._waiters = 0
-        self._alive = True
-        self._reader = threading.Thread(target=self._read, name=f"sandbox-zygote-{self.pid}", daemon=True)
-        self._reader.start()
-        with self._cond:
-            self._top_up()
-
-    @classmethod
-    def start(cls, *, environment: str | None, spare_children: int, hardening: bool) -> ZygoteProcess:
-        """Start a zygote with :mod:`subprocess` and wait until it is ready.
-
-        Raises:
-            WorkerCrashedError: The zygote could not import the environment or did not report ready.
-        """
-        workdir = tempfile.mkdtemp(prefix="sandbox-zygote-")
-        control, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with zygote_end, tempfile.TemporaryFile() as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-I", "-m", "sandbox.zygote", "--fd", str(zygote_end.fileno())],
-                env={},  # threat: secrets in the host's environment (keys, tokens) must not reach the zygote
-                cwd=workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                pass_fds=(zygote_end.fileno(),),
-                close_fds=True,
-                start_new_session=True,  # a Ctrl-C in the host's terminal is the host's to handle
-            )
-            zygote_end.close()
-            # The host's import path (e.g. where the environment module lives) is appended, never prepended:
-            # the zygote's own standard library and site-packages always win.
-            path = [os.path.abspath(entry) for entry in sys.path if entry]
-            try:
-                send(control, {"environment": environment, "hardening": hardening, "path": path})
-                control.settimeout(START_SECONDS)
-                ready = json.loads(control.recv(CONTROL_BYTES) or b'{"t": "eof"}')
-                control.settimeout(None)
-            except (OSError, ValueError) as error:
-                ready = {"t": "error", "message": str(error)}
-            if ready.get("t") != "ready":
-                process.kill()
-                process.wait()
-                control.close()
-                os.rmdir(workdir)
-                stderr.seek(0)
-                output = stderr.read().decode(errors="replace").strip().splitlines()
-                message = ready.get("message") or (output[-1] if output else f"exit code {process.returncode}")
-                raise WorkerCrashedError(f"The sandbox zygote failed to start: {message}.")
-        report_once(ready["hardening"])
-        return cls(process, control, ready, spare_children=spare_children, workdir=workdir)
-
-    @property
-    def alive(self) -> bool:
-        """False once the zygote's control socket closed (it died or was closed)."""
-        return self._alive
-
-    def order(self, message: dict[str, Any]) -> None:
-        """Send one order; a dead zygote is noticed by the reader thread."""
-        try:
-            send(self.control, message)
-        except OSError:
-            self._alive = False
-
-    def take(self, timeout: float) -> ChildProcess | None:
-        """Return a spare child (ordering its replacement), or None if the zygote died or none came in time."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            self._waiters += 1
-            while self._alive and time.monotonic() < deadline:
-                while self._spares:
-                    child = self._spares.popleft()
-                    if not child.exited.is_set():
-                        self._waiters -= 1
-                        self._top_up()
-                        return child
-                    child.sock.close()
-                self._top_up()
-                self._cond.wait(min(0.5, max(0.0, deadline - time.monotonic())))
-            self._waiters -= 1
-            return None
-
-    def _top_up(self) -> None:
-        while self._alive and len(self._spares) + self._pending < self._spare_children + self._waiters:
-            self._pending += 1
-            self.order({"t": "fork"})
-
-    def _read(self) -> None:
-        while True:
-            try:
-                data, fds, _flags, _address = socket.recv_fds(self.control, CONTROL_BYTES, 4)
-            except OSError:
-                break
-            if not data:
-                break
-            self._report(json.loads(data), fds)
-        with self._cond:
-            self._alive = False
-            for child in self._children.values():
-                child.exited.set()
-            for child in self._spares:
-                child.sock.close()
-            self._spares.clear()
-            self._cond.notify_all()
-
-    def _report(self, report: dict[str, Any], fds: list[int]) -> None:
-        with self._cond:
-            if report["t"] == "child":
-                child = ChildProcess(report["pid"], socket.socket(fileno=fds[0]), self)
-                self._children[child.pid] = child
-                self._spares.append(child)
-                self._pending -= 1
-                self._cond.notify()
-            elif report["t"] == "exit":
-                exited = self._children.pop(report["pid"], None)
-                if exited is not None:
-                    exited.status, exited.cpu_seconds = report["status"], report["cpu_seconds"]
-                    exited.exited.set()
-            elif report["t"] == "fork_failed":
-                self._pending -= 1
-                _logger.warning("The sandbox zygote could not fork a child: %s", report["message"])
-
-    def close(self) -> None:
-        """Stop the zygote (EOF on its control socket); the kernel kills its children with it."""
-        self._alive = False
-        with contextlib.suppress(OSError):  # already closed by the zygote's death
-            self.control.shutdown(socket.SHUT_RDWR)
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._reader.join(timeout=5)
-        self.control.close()
-        if os.path.isdir(self._workdir):
-            os.rmdir(self._workdir)
 
 
 if __name__ == "__main__":

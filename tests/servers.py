@@ -59,7 +59,8 @@ def postgres_server() -> Iterator[str]:
     initdb, pg_ctl = _find_postgres_tool("initdb"), _find_postgres_tool("pg_ctl")
     if initdb is None or pg_ctl is None:
         missing("PostgreSQL (initdb, pg_ctl)")
-    assert initdb is not None and pg_ctl is not None
+    assert initdb is not None
+    assert pg_ctl is not None
     root = Path(tempfile.mkdtemp(prefix="zingyconn-pg-"))
     prefix: list[str] = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
@@ -68,8 +69,11 @@ def postgres_server() -> Iterator[str]:
     data, port = root / "data", free_port()
     subprocess.run([*prefix, initdb, "-D", str(data), "-U", "zingy", "-A", "trust"], check=True, capture_output=True)
     options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200"
-    subprocess.run([*prefix, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*prefix, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql+psycopg://zingy@127.0.0.1:{port}/postgres"
     finally:

@@ -249,11 +249,16 @@ class EgressSession:
         auth = self._auth(payload)
         url = target.url + (("&" if "?" in target.url else "?") + urlencode(params) if params else "")
         is_create = method == "POST" and _CREATE_MESSAGE_PATH.fullmatch(target.path) is not None
-        if is_create:
-            self._take_message_token()
         ledger_key = self._claim(target, data) if is_create else None
         if isinstance(ledger_key, HttpAnswer):
-            return ledger_key
+            return ledger_key  # already sent by an earlier attempt: replay it, spend no rate-limit token
+        if is_create:
+            try:
+                self._take_message_token()
+            except QuotaExceededError:
+                if ledger_key is not None and self.broker.ledger is not None:
+                    self.broker.ledger.release(self.tenant, ledger_key)  # nothing was sent
+                raise
         body = urlencode(data).encode() if method == "POST" else b""
         headers = request_headers(payload.get("headers"))
         headers += [("Host", urlsplit(target.url).netloc), ("Accept-Encoding", "identity")]

@@ -48,7 +48,9 @@ class Settings:
             )
         base_url = (env.get("ZINGYCONN_TWILIO_BASE_URL") or "").rstrip("/") or None
         if base_url is not None and not base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"ZINGYCONN_TWILIO_BASE_URL must start with http:// or https://, got {base_url!r}.")
+            raise ConfigurationError(
+                f"ZINGYCONN_TWILIO_BASE_URL must start with http:// or https://, got {base_url!r}."
+            )
         return cls(
             data_dir=data_dir,
             db_url=db_url,

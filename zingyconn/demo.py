@@ -155,9 +155,17 @@ def _seed_connection(store: ConnectionStore) -> Seeded:
     return Seeded("connection", DEMO_CONNECTION, is_added=False)
 
 
+def display_db_url(settings: Settings) -> str:
+    """Return the store's URL for display: a PostgreSQL URL loses its user and password."""
+    if settings.db_url.startswith("sqlite"):
+        return settings.db_url
+    scheme, _, rest = settings.db_url.partition("://")
+    return f"{scheme}://{rest.rsplit('@', 1)[-1]}"
+
+
 def data_locations(settings: Settings) -> list[tuple[str, str]]:
     """Return (what, where) for everything the demo keeps: store, key file, queue, emulator state, tokens."""
-    store = settings.db_url if settings.db_url.startswith("sqlite") else settings.db_url.rsplit("@", 1)[-1]
+    store = display_db_url(settings)
     admin_origin = (
         ADMIN_TOKEN_VARIABLE if settings.admin_token is not None else str(settings.data_dir / ADMIN_TOKEN_FILE)
     )

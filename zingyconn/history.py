@@ -27,6 +27,13 @@ FAILED: Final = "failed"
 MAX_LIST: Final = 1000
 
 
+#: The columns :meth:`RunHistory.record` writes.
+_RECORDED_COLUMNS: Final = (
+    "id", "tenant", "kind", "name", "status", "attempt", "task_id", "replay_of", "started_at", "duration_ms", "event",
+    "result", "stdout", "logs", "error", "egress", "source",
+)  # fmt: skip
+
+
 def new_run_id() -> str:
     """Return a new, unguessable run id (``run_`` + 32 hex digits)."""
     return f"run_{uuid.uuid4().hex}"
@@ -106,6 +113,17 @@ class RunHistory:
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
         self._clock = clock
+        # One upsert, built once with bound parameters so SQLAlchemy reuses its compiled SQL (building the
+        # statement per run cost more than running it).
+        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        columns = [runs.c[name] for name in _RECORDED_COLUMNS]  # not runs.c: later columns keep their defaults
+        statement = insert(runs).values(
+            {column.name: sa.bindparam(column.name, type_=column.type) for column in columns}
+        )
+        self._upsert = statement.on_conflict_do_update(
+            index_elements=[runs.c.id],
+            set_={column.name: statement.excluded[column.name] for column in columns if column.name != "id"},
+        )
 
     def record(
         self,
@@ -147,11 +165,8 @@ class RunHistory:
             "egress": list(egress),
             "source": source,
         }
-        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
-        statement = insert(runs).values(id=run_id, **values)
-        statement = statement.on_conflict_do_update(index_elements=[runs.c.id], set_=values)
         with self._engine.begin() as conn:
-            conn.execute(statement)
+            conn.execute(self._upsert, {"id": run_id, **values})
 
     def get(self, tenant: str, run_id: str) -> RunRecord:
         """Return run *run_id* of *tenant*.

@@ -20,7 +20,7 @@ from huey.api import PeriodicTask, Task
 from huey.consumer import Consumer
 from sqlalchemy.engine import Engine
 
-from sandbox.errors import EgressDeniedError
+from sandbox.errors import EgressDeniedError, QuotaExceededError
 from sandbox.limits import Limits
 from zingyconn.catalog import Catalog, Script
 from zingyconn.config import Settings
@@ -40,7 +40,9 @@ MAX_PAYLOAD_BYTES: Final = 256 * 1024
 CATCH_UP: Final = dt.timedelta(minutes=5)
 ONE_MINUTE: Final = dt.timedelta(minutes=1)
 
-JsonObject = dict[str, Any]
+#: Threat: a task snippet that enqueues itself (or a webhook flood that enqueues per request) filling the queue.
+#: Snippet enqueues stop at this many in-flight tasks per tenant; admins (CLI, console) are not limited.
+MAX_WAITING_PER_TENANT: Final = 10_000
 
 
 class TaskRunner(Protocol):
@@ -72,6 +74,7 @@ class TaskQueue:
             producer that only enqueues (it cannot run tasks).
         clock: Unix time now; tests advance it to make cron schedules fire.
         backoff: Delays between attempts after transient failures.
+        max_waiting_per_tenant: Snippets of a tenant cannot enqueue while it has this many tasks in flight.
     """
 
     def __init__(
@@ -82,8 +85,10 @@ class TaskQueue:
         runner: TaskRunner | None = None,
         clock: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
+        max_waiting_per_tenant: int = MAX_WAITING_PER_TENANT,
     ) -> None:
         self.huey = huey
+        self._max_waiting = max_waiting_per_tenant
         self.store = TaskStore(engine, clock=clock)
         self.catalog = Catalog(engine, clock=clock)
         self.runner = runner
@@ -107,10 +112,18 @@ class TaskQueue:
         runner: TaskRunner | None = None,
         clock: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
+        max_waiting_per_tenant: int = MAX_WAITING_PER_TENANT,
     ) -> TaskQueue:
         """Return the queue *settings* configure (SQLite or Redis), on the store's *engine*."""
         engine = engine or create_engine(settings.db_url)
-        return cls(create_huey(settings), engine, runner=runner, clock=clock, backoff=backoff)
+        return cls(
+            create_huey(settings),
+            engine,
+            runner=runner,
+            clock=clock,
+            backoff=backoff,
+            max_waiting_per_tenant=max_waiting_per_tenant,
+        )
 
     # --- producing ---------------------------------------------------------------------------------------------
 
@@ -132,6 +145,11 @@ class TaskQueue:
         script = request.get("script") if isinstance(request, dict) else None
         if type(script) is not str:
             raise EgressDeniedError("zingyConn.enqueue(script, payload) needs the script's name as a string.")
+        if self.store.count_waiting(tenant) >= self._max_waiting:
+            raise QuotaExceededError(
+                f"Tenant {tenant!r} already has {self._max_waiting} tasks waiting; a snippet cannot queue more "
+                "until some have run."
+            )
         try:
             record = self.enqueue(tenant, script, request.get("payload"), source="snippet")
         except ZingyConnError as exc:

@@ -66,7 +66,7 @@ class SqlRateLimiter:
         dialect = {"postgresql": postgresql, "sqlite": sqlite}.get(engine.dialect.name)
         if dialect is None:
             raise ValueError(f"SqlRateLimiter supports SQLite and PostgreSQL, not {engine.dialect.name!r}.")
-        self._insert: Any = dialect.insert
+        self._statement = _take_statement(dialect.insert)
 
     def acquire(self, tenant: str, bucket: str, rate: Rate) -> bool:
         """Take one token from *tenant*'s *bucket*; return False (and take nothing) when it is empty.
@@ -76,25 +76,37 @@ class SqlRateLimiter:
         it has one (else the WHERE leaves the row alone and nothing is returned). The database serialises
         concurrent takers on the row, so no token is spent twice.
         """
-        now = self._clock()
-        table = rate_buckets
-        refilled = table.c.tokens + (now - table.c.updated_at) * rate.per_second
-        capped = sa.case((refilled > rate.burst, float(rate.burst)), else_=refilled)
-        statement = (
-            self._insert(table)
-            .values(tenant=tenant, bucket=bucket, tokens=float(rate.burst) - 1.0, updated_at=now)
-            .on_conflict_do_update(
-                index_elements=[table.c.tenant, table.c.bucket],
-                set_={
-                    "tokens": capped - 1.0,
-                    "updated_at": sa.case((table.c.updated_at > now, table.c.updated_at), else_=now),
-                },
-                where=capped >= 1.0,
-            )
-            .returning(table.c.tokens)
-        )
+        parameters = {
+            "tenant": tenant,
+            "bucket": bucket,
+            "now": self._clock(),
+            "per_second": float(rate.per_second),
+            "burst": float(rate.burst),
+        }
         with self._engine.begin() as conn:
-            return conn.execute(statement).first() is not None
+            return conn.execute(self._statement, parameters).first() is not None
+
+
+def _take_statement(insert: Any) -> Any:
+    # Built once with bound parameters (SQLAlchemy then reuses the compiled SQL): building it per call cost more
+    # than running it.
+    table = rate_buckets
+    now, burst = sa.bindparam("now", type_=sa.Float), sa.bindparam("burst", type_=sa.Float)
+    refilled = table.c.tokens + (now - table.c.updated_at) * sa.bindparam("per_second", type_=sa.Float)
+    capped = sa.case((refilled > burst, burst), else_=refilled)
+    return (
+        insert(table)
+        .values(tenant=sa.bindparam("tenant"), bucket=sa.bindparam("bucket"), tokens=burst - 1.0, updated_at=now)
+        .on_conflict_do_update(
+            index_elements=[table.c.tenant, table.c.bucket],
+            set_={
+                "tokens": capped - 1.0,
+                "updated_at": sa.case((table.c.updated_at > now, table.c.updated_at), else_=now),
+            },
+            where=capped >= 1.0,
+        )
+        .returning(table.c.tokens)
+    )
 
 
 # KEYS[1] = bucket key; ARGV = per_second, burst, now. Refill, take one token if there is one, store, expire the

@@ -154,7 +154,7 @@ tasks: Final = sa.Table(
     sa.Column("payload", sa.JSON, nullable=True),
     sa.Column("state", sa.String(20), nullable=False),  # queued | running | retrying | succeeded | failed
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("owner", sa.String(200), nullable=True),  # "host:pid" of the worker running it
+    sa.Column("owner", sa.String(200), nullable=True),  # "place:pid" of the worker running it (tasks.worker_identity)
     sa.Column("lease_until", sa.Float, nullable=True),  # past this, a running task counts as abandoned
     sa.Column("run_id", sa.String(40), nullable=True),  # the latest attempt's run in ``runs``
     sa.Column("error", sa.JSON, nullable=True),

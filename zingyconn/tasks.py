@@ -11,12 +11,15 @@ sending them again.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import sqlalchemy as sa
@@ -53,7 +56,7 @@ class TaskRecord:
         payload: The ``event`` of the run.
         state: ``queued``, ``running``, ``retrying``, ``succeeded`` or ``failed``.
         attempts: Attempts started so far.
-        owner: ``host:pid`` of the worker running it, while running.
+        owner: ``place:pid`` of the worker running it (:func:`worker_identity`), while running.
         lease_until: Unix time by which the row must move on, or the reaper takes it back.
         run_id: The run of the latest attempt in the run history.
         error: Why the latest attempt failed (the run's error object), or ``None``.
@@ -86,13 +89,25 @@ class TaskExistsError(ValidationError):
 
 
 def worker_identity() -> str:
-    """Return ``host:pid``: who holds a claim, and whether that worker is provably gone (same host, no such pid)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Return ``place:pid``: who holds a claim, and whether that worker is provably gone (same place, no such pid)."""
+    return f"{_place()}:{os.getpid()}"
+
+
+@functools.cache
+def _place() -> str:
+    # Where a pid means the same process: the host name, this boot, and the PID namespace. Two containers that share
+    # a host name (``--network host``) have separate PID namespaces, and must not judge each other's pids.
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8])
+    with contextlib.suppress(OSError):
+        parts.append(os.readlink("/proc/self/ns/pid").removeprefix("pid:[").rstrip("]"))
+    return "/".join(parts)
 
 
 def _is_dead_local_worker(owner: str | None) -> bool:
-    host, _, pid = (owner or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+    place, _, pid = (owner or "").rpartition(":")
+    if place != _place() or not pid.isdigit() or int(pid) == os.getpid():
         return False
     try:
         os.kill(int(pid), 0)
@@ -154,6 +169,13 @@ class TaskStore:
             query = query.where(tasks.c.state == state)
         with self.engine.connect() as conn:
             return [_record(row._mapping) for row in conn.execute(query)]
+
+    def count_waiting(self, tenant: str) -> int:
+        """Return how many of *tenant*'s tasks are queued, running or waiting to retry."""
+        waiting = (tasks.c.tenant == tenant) & tasks.c.state.in_(IN_FLIGHT)
+        query = sa.select(sa.func.count()).select_from(tasks).where(waiting)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
 
     def claim(self, task_id: str, *, lease_seconds: float) -> TaskRecord | None:
         """Take task *task_id* for this worker: ``queued``/``retrying`` -> ``running``, one more attempt.
@@ -232,7 +254,7 @@ class TaskStore:
                 may have been lost). Pass False while the queue still holds messages: the rows are just waiting.
         """
         now = self._clock()
-        local = (tasks.c.state == "running") & tasks.c.owner.startswith(f"{socket.gethostname()}:", autoescape=True)
+        local = (tasks.c.state == "running") & tasks.c.owner.startswith(f"{_place()}:", autoescape=True)
         expired = tasks.c.lease_until < now
         if not include_waiting:
             expired &= tasks.c.state == "running"

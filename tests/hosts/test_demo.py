@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -15,7 +16,7 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.servers import free_port, wait_for_port
+from tests.servers import free_port
 from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
@@ -28,11 +29,13 @@ from zingyconn.demo import (
     DEMO_TENANT,
     admin_token,
     api_token,
+    data_locations,
     examples_dir,
     seed,
 )
 from zingyconn.history import RunHistory
 from zingyconn.hosts.cli import main
+from zingyconn.hosts.console.auth import CSRF_FIELD
 from zingyconn.keyring import Keyring
 from zingyconn.store import ConnectionStore
 from zingyconn.tokens import TokenStore
@@ -132,6 +135,16 @@ def test_api_token_is_reused_and_replaced_when_no_longer_valid(settings: Setting
     engine.dispose()
 
 
+def test_data_locations_never_show_a_database_password() -> None:
+    """Where-the-data-lives lists a PostgreSQL store without its user and password."""
+    settings = Settings.from_env({"ZINGYCONN_DB_URL": "postgresql+psycopg://zingy:hunter2@db.internal:5432/zingy"})
+
+    locations = dict(data_locations(settings))
+
+    assert locations["store"] == "postgresql+psycopg://db.internal:5432/zingy"
+    assert "hunter2" not in repr(data_locations(settings))
+
+
 # --- the running demo ------------------------------------------------------------------------------------------
 
 
@@ -143,31 +156,59 @@ def _eventually(check: Callable[[], bool], what: str) -> None:
         time.sleep(0.1)
 
 
+def console_page(base_url: str, token: str, path: str) -> str:
+    """Sign in to the console with *token* (as a browser would, CSRF field included) and return page *path*."""
+    with httpx.Client(base_url=base_url, follow_redirects=True) as browser:
+        form = browser.get("/console/login").text
+        found = re.search(rf'name="{CSRF_FIELD}" value="([^"]+)"', form)
+        assert found is not None, form
+        signed_in = browser.post("/console/login", data={"token": token, CSRF_FIELD: found.group(1), "next": path})
+        assert signed_in.status_code == 200, signed_in.text
+        return signed_in.text
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def run_demo(during: Callable[[str], None]) -> tuple[Result, BaseException | None]:
     """Run ``zingyconn demo`` in this process; once it listens, call *during(base_url)*, then send SIGINT."""
-    port, emulator_port = free_port(), free_port()
+    port = free_port()
+    emulator_port = free_port()
+    while emulator_port == port:
+        emulator_port = free_port()
     failures: list[BaseException] = []
+    finished = threading.Event()
 
     def drive() -> None:
         try:
-            wait_for_port(port, timeout_seconds=PATIENCE_SECONDS)
-            during(f"http://127.0.0.1:{port}")
+            _eventually(lambda: finished.is_set() or _listening(port), "the demo to listen")
+            if not finished.is_set():
+                during(f"http://127.0.0.1:{port}")
         except BaseException as exc:  # noqa: BLE001  # handed to the test thread, which re-raises it
             failures.append(exc)
         finally:
-            os.kill(os.getpid(), signal.SIGINT)  # the demo's handler turns it into a clean stop
+            if not finished.is_set():
+                os.kill(os.getpid(), signal.SIGINT)  # the demo's handler turns it into a clean stop
 
-    driver = threading.Thread(target=drive, daemon=True)
-    driver.start()
-    result = CliRunner().invoke(main, ["demo", "--port", str(port), "--emulator-port", str(emulator_port)])
-    driver.join(timeout=PATIENCE_SECONDS)
+    # A SIGINT that lands after the demo returned (it failed early) must not interrupt the test session.
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        driver = threading.Thread(target=drive, daemon=True)
+        driver.start()
+        result = CliRunner().invoke(main, ["demo", "--port", str(port), "--emulator-port", str(emulator_port)])
+        finished.set()
+        driver.join(timeout=PATIENCE_SECONDS)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return result, (failures[0] if failures else None)
 
 
 @pytest.mark.slow
 def test_demo_answers_round_trips_an_sms_and_stops_cleanly(settings: Settings) -> None:
     """The demo's auto-reply curl gets TwiML, an SMS sent through the API comes back as signed status callbacks
-    that the status-log hook records, and SIGINT stops it with exit code 0."""
+    that the status-log hook records, the admin token signs in to the console, and SIGINT stops it (exit 0)."""
 
     def during(base_url: str) -> None:
         reply = httpx.post(f"{base_url}/hooks/demo/auto-reply", data={"From": "+15558675310", "Body": "hi"})
@@ -195,6 +236,7 @@ def test_demo_answers_round_trips_an_sms_and_stops_cleanly(settings: Settings) -
 
         _eventually(lambda: "delivered" in statuses(), "the 'delivered' status callback")
         assert statuses() == ["delivered", "sending", "sent"]
+        assert "auto-reply" in console_page(base_url, admin_token(settings)[0], "/console/t/demo/hooks")
 
     result, failure = run_demo(during)
 

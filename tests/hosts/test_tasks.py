@@ -33,7 +33,7 @@ message = client.messages.create(to=event["to"], from_="{MAGIC_SENDER}", body=ev
 return {{"sid": message.sid}}
 """
 #: Sends, then works for a while: long enough to kill the worker after the send and before the task finishes.
-SEND_THEN_WORK = SEND.replace("return", "import time\ntime.sleep(2)\nreturn")
+SEND_THEN_WORK = SEND.replace("return", "import time\ntime.sleep(3)\nreturn")
 TRIVIAL = "return event"
 FINISHED = ("succeeded", "failed")
 
@@ -204,6 +204,18 @@ def test_stopping_the_embedded_consumer_hands_a_running_task_back(runtime: Runti
         queue.stop()
     assert (done.state, done.attempts) == ("succeeded", 2)
     assert len(_messages(emulator)) == 1
+
+
+def test_snippet_enqueues_stop_at_the_tenant_cap(runtime: Runtime) -> None:
+    """A snippet cannot fill the queue: past the tenant's in-flight cap, enqueue raises QuotaExceededError."""
+    queue = _queue(runtime, max_waiting_per_tenant=2)
+    queue.catalog.put_script("acme", "again", TRIVIAL)
+    loop = 'return [zingyConn.enqueue("again", {"n": n}) for n in range(3)]'
+    result = runtime.run("acme", loop, kind="webhook")
+    assert result.error is not None
+    assert result.error.type == "QuotaExceededError"
+    assert "already has 2 tasks waiting" in result.error.message
+    assert len(queue.store.recent("acme")) == 2
 
 
 def _start_worker(env: dict[str, str], *, workers: int = 1) -> subprocess.Popen[bytes]:

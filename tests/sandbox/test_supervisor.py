@@ -189,3 +189,17 @@ def test_thousand_runs_do_not_grow_host_or_zygote_memory(sandbox: Sandbox) -> No
 
     assert host.memory_info().rss <= host_before * 1.10
     assert zygote.memory_info().rss <= zygote_before * 1.10
+
+
+def test_unavailable_hardening_step_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """An unavailable step is logged as a warning the first time it is reported, not on every zygote restart."""
+    from sandbox.hardening import report_once
+
+    report = {"network_namespace": "unavailable: test reason", "no_new_privs": "active"}
+    with caplog.at_level("WARNING", logger="sandbox.hardening"):
+        report_once(report)
+        report_once(report)
+
+    assert [record.getMessage() for record in caplog.records] == [
+        "Sandbox hardening step 'network_namespace' is unavailable: test reason."
+    ]

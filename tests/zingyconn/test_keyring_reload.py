@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,34 @@ def test_unchanged_key_file_is_not_read_again(settings: Settings) -> None:
     keyring = Keyring.from_settings(settings, announce=lambda _: None)
 
     assert keyring.reloaded() is keyring
+
+
+KEY_1, KEY_2 = bytes(range(32)), bytes(range(32, 64))
+#: ZINGYCONN_KEYS on the processes of each phase of the documented rolling rotation (README "Scaling out").
+PHASES = ([("k1", KEY_1)], [("k1", KEY_1), ("k2", KEY_2)], [("k2", KEY_2), ("k1", KEY_1)], [("k2", KEY_2)])
+
+
+def _mixed_fleet_round_trips(engine_url: str, old: list[tuple[str, bytes]], new: list[tuple[str, bytes]]) -> None:
+    """Processes of two consecutive phases run side by side: each writes, and each reads every record."""
+    stores = [ConnectionStore(create_engine(engine_url), Keyring(keys)) for keys in (old, new)]
+    for n, store in enumerate(stores):
+        store.put("acme", f"by-{n}", PROFILE)
+    for store in stores:
+        for summary in store.list("acme"):
+            assert store.get("acme", summary.name) == PROFILE
+
+
+def test_environment_keys_rotate_in_two_rolling_restarts_without_an_unreadable_record(settings: Settings) -> None:
+    """k1 -> k1,k2 -> k2,k1 (then keys rotate) -> k2: at no step can a process meet a record it cannot open."""
+    for old, new in itertools.pairwise(PHASES):
+        if new == PHASES[-1]:  # before dropping k1: keys rotate from any process, then keys retire
+            rotator = ConnectionStore(create_engine(settings.db_url), Keyring(old))
+            assert rotator.rotate().failed == ()
+            rotator.retire("k1")
+        _mixed_fleet_round_trips(settings.db_url, old, new)
+
+
+def test_prepending_a_new_environment_key_in_one_step_leaves_old_processes_unable_to_read(settings: Settings) -> None:
+    """Why two restarts: a process restarted with k2 first seals records a not-yet-restarted k1 process cannot open."""
+    with pytest.raises(DecryptionError):
+        _mixed_fleet_round_trips(settings.db_url, PHASES[0], PHASES[2])

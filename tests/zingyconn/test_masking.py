@@ -68,3 +68,11 @@ def test_longest_form_wins_over_its_fragments() -> None:
 def test_masked_text_never_contains_the_secret(secret: str, before: str, after: str) -> None:
     """Whatever surrounds it, the masked text no longer contains the secret itself."""
     assert secret not in Masker([secret]).mask_text(before + secret + after)
+
+
+@given(st.lists(st.text(min_size=8, max_size=24).filter(lambda s: "*" not in s), min_size=1, max_size=6), st.text())
+def test_no_secret_survives_among_many(secrets: list[str], filler: str) -> None:
+    """With several secrets (sharing prefixes or not), none of them is left in the masked text."""
+    text = filler.join(secrets) + "".join(reversed(secrets))
+    masked = Masker(secrets).mask_text(text)
+    assert not any(secret in masked for secret in secrets if secret not in MASK)

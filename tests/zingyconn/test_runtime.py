@@ -164,6 +164,13 @@ return len(c.messages.list(to="+15550001111", page_size=2))
     assert [call["method"] for call in result.egress].count("GET") == 3
 
 
+def test_other_twilio_products_are_usable(runtime: Runtime) -> None:
+    """Products the client imports lazily (Messaging Services here) work in a child: their requests are brokered."""
+    result = runtime.run("acme", 'return [s.sid for s in zingyConn.twilio("main").messaging.v1.services.list()]')
+    assert result.error is None or result.error.exception in ("TwilioException", "TwilioRestException"), result.error
+    assert [call["path"] for call in result.egress] == ["/v1/Services"]
+
+
 def test_client_never_reads_the_environment(runtime: Runtime) -> None:
     """``twilio.Client()`` without credentials fails clearly instead of reading environment variables."""
     result = runtime.run("acme", "import twilio\nreturn twilio.Client()")

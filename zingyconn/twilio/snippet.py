@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime
 import functools
+import importlib
+import pkgutil
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -36,6 +38,23 @@ from zingyconn.twilio.client import BrokeredClient, Channel, client_class, conne
 
 #: The name snippets use for the platform object (the one camelCase name in the code base).
 SNIPPET_GLOBAL: Final = "zingyConn"
+
+
+def preload_twilio_domains() -> int:
+    """Import every product package of ``twilio.rest`` (messaging, lookups, verify, ...); return how many.
+
+    The client imports a product lazily on first use (``client.messaging``), but a child runs as ``nobody`` and
+    cannot import from a site-packages only root can read, and every child would pay the import again. So this
+    module, imported once by the zygote before it forks, loads them all (about 650 modules, 40 MB shared by
+    every child).
+    """
+    names = [info.name for info in pkgutil.iter_modules(twilio.rest.__path__, "twilio.rest.") if info.ispkg]
+    for name in names:
+        importlib.import_module(name)
+    return len(names)
+
+
+preload_twilio_domains()
 #: The host operation behind ``zingyConn.enqueue`` (answered by :class:`zingyconn.queue.TaskQueue`).
 OP_ENQUEUE: Final = "tasks.enqueue"
 

@@ -36,6 +36,7 @@ from zingyconn.demo import (
     admin_token,
     api_token,
     data_locations,
+    display_db_url,
     emulator_state_path,
     examples_dir,
     seed,
@@ -205,7 +206,7 @@ def demo(port: int, emulator_port: int) -> None:
             keyring = Keyring.from_settings(settings, announce=notes.append)
             engine = create_engine(settings.db_url)
             stack.callback(engine.dispose)
-        console.print(f"[green]✓[/] Store {settings.db_url}" + (" (new master key created)" if notes else ""))
+        console.print(f"[green]✓[/] Store {display_db_url(settings)}" + (" (new master key created)" if notes else ""))
 
         with console.status("Starting the Twilio emulator…"):
             state = EmulatorState(persistence=open_state_file(emulator_state_path(settings)))

@@ -1,7 +1,8 @@
 """``zingyconn keys new|rotate|retire|list``: manage the master keys that seal connection records.
 
-The rotation procedure: ``keys new`` (a new primary key), restart every zingyconn process so that new writes use it,
-``keys rotate`` (re-seal every record online, then verify), ``keys retire OLD_ID``.
+The rotation procedure: ``keys new`` (a new primary key; processes sharing the key file re-read it by themselves, with
+``ZINGYCONN_KEYS`` it takes two rolling restarts), ``keys rotate`` (re-seal every record online, then verify),
+``keys retire OLD_ID``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def new(key_id: str | None) -> None:
         click.echo(keyring.encoded(new_id))
         click.echo(
             f"\nThis is new key {new_id!r}; it is not saved anywhere else. Prepend it to {ENV_VARIABLE} on every "
-            f'machine (ZINGYCONN_KEYS="{new_id}:...,<the current value>") and restart zingyconn there. Then run '
+            "machine in two rolling restarts, so that no process meets a record it cannot read: first append it "
+            f'(ZINGYCONN_KEYS="<the current value>,{new_id}:...") everywhere, then move it first everywhere. Then run '
             "`zingyconn keys rotate`, and once it reports no record left under an old key, `zingyconn keys retire "
             "OLD_ID` and remove that key from the variable.",
             err=True,
@@ -62,7 +64,7 @@ def new(key_id: str | None) -> None:
     keyring.save()
     click.echo(
         f"Added key {new_id!r} as the primary key in {keyring.path} (older keys, still used to decrypt: {old_ids}).\n"
-        "Next: restart running zingyconn processes so they seal with it, then run `zingyconn keys rotate`."
+        "Running zingyconn processes that use this file pick it up without a restart. Next: `zingyconn keys rotate`."
     )
 
 

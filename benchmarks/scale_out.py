@@ -1,0 +1,187 @@
+"""Throughput of two ``zingyconn serve`` processes against one, on one PostgreSQL and one Redis, in the same run.
+
+Usage::
+
+    python benchmarks/scale_out.py [--seconds 15] [--concurrency 16] [--json]
+
+Starts a throw-away PostgreSQL and Redis on 127.0.0.1 (as the tests do), stores a TwiML auto-reply hook, then loads
+it at the given concurrency with keep-alive HTTP/1.1 clients in this process: first against one server, then
+against two servers with the clients split evenly between them (what a load balancer with keep-alive does), and
+last against one ``serve --workers 2``. Every response is checked (200, ``text/xml``, this request's reply).
+
+The load generator shares the machine with the servers, PostgreSQL and Redis: on a 2-core machine the second
+server mostly competes for the same cores, so expect a modest ratio; on separate machines the servers share only
+the database and Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.cluster import running_cluster  # noqa: E402  # after the path set-up above
+from tests.servers import postgres_server, redis_server  # noqa: E402
+
+AUTO_REPLY = """\
+from twilio.twiml.messaging_response import MessagingResponse
+
+reply = MessagingResponse()
+reply.message("Thanks! You said: " + event["form"]["Body"])
+return reply
+"""
+PATH = "/hooks/bench/reply"
+
+
+@dataclass
+class Stats:
+    """Latencies and errors of one load run."""
+
+    name: str
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float | int | str]:
+        """Return requests per second, p50/p99 latency and the error count."""
+        ordered = sorted(self.latencies_ms) or [0.0]
+
+        def pct(p: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 2)
+
+        return {
+            "name": self.name,
+            "requests": len(self.latencies_ms),
+            "req_per_s": round(len(self.latencies_ms) / self.seconds, 1),
+            "p50_ms": pct(50),
+            "p99_ms": pct(99),
+            "errors": len(self.errors),
+        }
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionResetError("the server closed the connection")
+    status = int(status_line.split()[1])
+    headers: dict[str, str] = {}
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, await reader.readexactly(int(headers.get("content-length", "0")))
+
+
+async def _client(base_url: str, stats: Stats, deadline: float, worker: int) -> None:
+    port = int(urlsplit(base_url).port or 80)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    n = 0
+    try:
+        while time.perf_counter() < deadline:
+            n += 1
+            tag = f"w{worker}n{n}"
+            body = urlencode({"From": "+15551234567", "To": "+15005550006", "Body": tag}).encode()
+            head = (
+                f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            started = time.perf_counter()
+            try:
+                writer.write(head.encode() + body)
+                status, headers, payload = await _read_response(reader)
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:  # counted, then a fresh connection
+                stats.errors.append(f"{type(exc).__name__}: {exc}")
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                continue
+            stats.latencies_ms.append((time.perf_counter() - started) * 1000)
+            is_xml = headers.get("content-type", "").startswith("text/xml")
+            if status != 200 or not is_xml or tag.encode() not in payload:
+                stats.errors.append(f"{status} {payload[:200]!r}")
+    finally:
+        writer.close()
+
+
+async def _load(name: str, base_urls: list[str], *, seconds: float, concurrency: int) -> Stats:
+    """Run *concurrency* clients for *seconds*, client *i* on server ``i % len(base_urls)``."""
+    stats = Stats(name, seconds)
+    deadline = time.perf_counter() + seconds
+    await asyncio.gather(*(_client(base_urls[i % len(base_urls)], stats, deadline, i) for i in range(concurrency)))
+    return stats
+
+
+def _measure(name: str, base_urls: list[str], args: argparse.Namespace) -> Stats:
+    asyncio.run(_load(name, base_urls, seconds=args.warmup_seconds, concurrency=args.concurrency))
+    return asyncio.run(_load(name, base_urls, seconds=args.seconds, concurrency=args.concurrency))
+
+
+def _run(args: argparse.Namespace, root: Path) -> list[Stats]:
+    from zingyconn.catalog import Catalog
+    from zingyconn.database import create_engine
+
+    results = []
+    with postgres_server() as db_url, redis_server() as queue_url:
+        env = {"ZINGYCONN_DB_URL": db_url, "ZINGYCONN_QUEUE_URL": queue_url, "ZINGYCONN_DATA_DIR": str(root)}
+        engine = create_engine(db_url)
+        Catalog(engine).put_hook("bench", "reply", AUTO_REPLY)
+        engine.dispose()
+        layouts = [("1 server", 1, []), ("2 servers", 2, []), ("1 server --workers 2", 1, ["--workers", "2"])]
+        for name, servers, extra in layouts:
+            with running_cluster(env, root / "logs" / name.replace(" ", "_")) as cluster:
+                for n in range(servers):
+                    cluster.start_server(f"serve-{n}", *extra)
+                cluster.wait_until_serving()
+                results.append(_measure(name, [str(s.base_url) for s in cluster.servers], args))
+    return results
+
+
+def main() -> int:
+    """Measure the three layouts and print the figures; exit 1 if any request failed."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--warmup-seconds", type=float, default=2.0)
+    parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+    args = parser.parse_args()
+    load_before = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure: say how much
+    with tempfile.TemporaryDirectory(prefix="zingyconn-scale-") as tmp:
+        results = _run(args, Path(tmp))
+    rows = [stats.summary() for stats in results]
+    one, two = (float(row["req_per_s"]) for row in rows[:2])
+    ratio = round(two / one, 2) if one else 0.0
+    report = {
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "cpus": os.cpu_count(),
+        "load_average_1m_before": load_before,
+        "rows": rows,
+        "two_to_one_server_ratio": ratio,
+        "first_errors": [error for stats in results for error in stats.errors[:2]],
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"TwiML hook, concurrency {args.concurrency}, {args.seconds:g} s each, {os.cpu_count()} CPUs, "
+            f"load average {load_before} before the run"
+        )
+        for row in rows:
+            print(
+                f"  {row['name']:<22} {row['req_per_s']:>8} req/s  p50 {row['p50_ms']:>6} ms"
+                f"  p99 {row['p99_ms']:>6} ms  errors {row['errors']}"
+            )
+        print(f"  2 servers / 1 server throughput: {ratio}")
+    return 1 if any(row["errors"] for row in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
