@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--spawn-runs", type=int, default=20, help="runs of the spawn-per-run baseline")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of the throughput measurement")
     parser.add_argument("--spares", type=int, default=1, help="spare children kept forked ahead of demand")
-    parser.add_argument("--pause", type=float, default=0.005, help="seconds between paced runs (requests arriving)")
+    parser.add_argument("--pause", type=float, default=0.02, help="seconds between paced runs (requests arriving)")
     args = parser.parse_args()
 
     cpus = psutil.cpu_count()

@@ -29,6 +29,10 @@ MAX_AST_DEPTH: Final = 100
 #: Threat: a small source that expands into a huge AST (and a slow transform) is cut off here.
 MAX_AST_NODES: Final = 100_000
 
+#: Threat: CPython 3.11 parses an f-string in time quadratic in its replacement fields: one 256 KiB f-string of
+#: ``{a:{b}}`` fields costs the host about ten seconds of CPU before any check can run. Every field needs a ``{``.
+MAX_BRACES: Final = 10_000
+
 _CACHE_SIZE: Final = 1024
 
 
@@ -95,6 +99,9 @@ def _compile(source: str, digest: str, *, size: int) -> CompiledSnippet | tuple[
     """Compile without the cache; return the snippet or the error messages."""
     if size > MAX_SOURCE_BYTES:
         return (f"Line 1: The snippet is {size} bytes long; the limit is {MAX_SOURCE_BYTES} bytes.",)
+    braces = source.count("{")
+    if braces > MAX_BRACES:
+        return (f"Line 1: The snippet has {braces} '{{' characters; the limit is {MAX_BRACES}. Make it smaller.",)
     try:
         module = ast.parse(source, SNIPPET_FILENAME, "exec")
     except SyntaxError as exc:

@@ -295,7 +295,7 @@ def make_inplacevar(write: Callable[[object], object]) -> Callable[[str, Any, An
 def guarded_apply(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Implement ``_apply_`` (calls with ``*args``/``**kwargs``): refuse forbidden arguments and private keywords."""
     for key in kwargs:
-        if key.startswith("_"):
+        if type(key) is not str or key.startswith("_"):  # a str subclass could lie in startswith()
             raise TypeError(f"Keyword argument {key!r} is not allowed in snippets because it starts with '_'.")
     for arg in (*args, *kwargs.values()):
         _refuse_value(arg, "Passing this argument", TypeError)
@@ -314,6 +314,30 @@ def build_class(name: str, bases: tuple[type, ...], namespace: dict[str, Any], *
     for key in namespace:
         if key.startswith("_") and key not in _ALLOWED_CLASS_KEYS:
             raise TypeError(f"Class attribute {key!r} is not allowed in snippets.")
-    cls = type(name, bases, dict(namespace))
+    body = dict(namespace)
+    if "__exit__" in body:
+        body["__exit__"] = _guarded_exit(body["__exit__"])
+    cls = type(name, bases, body)
     SNIPPET_CLASSES.add(cls)
     return cls
+
+
+def _guarded_exit(method: object) -> Callable[..., Any]:
+    """Wrap a snippet's ``__exit__``, which the interpreter calls with the live exception and its traceback.
+
+    Threat: the traceback is a FORBIDDEN_TYPES object handed straight to snippet code, and a generator closed inside
+    ``with`` hands over ``GeneratorExit`` (a BaseException the snippet could re-raise past every ``except
+    Exception``, ours included). The snippet's method sees ``tb=None``, and nothing at all for a BaseException.
+    """
+    if not isinstance(method, types.FunctionType):
+        raise TypeError("__exit__ must be a plain method (def __exit__(self, exc_type, exc, tb)) in snippets.")
+
+    def __exit__(self: object, exc_type: object, exc: object, tb: object) -> Any:  # noqa: N807  # the dunder itself
+        del tb
+        if exc is not None and not isinstance(exc, Exception):
+            method(self, None, None, None)
+            return False  # never suppressed: it keeps unwinding as if the snippet had not seen it
+        return method(self, exc_type, exc, None)
+
+    __exit__.__qualname__ = method.__qualname__
+    return __exit__

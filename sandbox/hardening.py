@@ -5,11 +5,13 @@ Steps, in the order the zygote applies them after its imports:
 - ``network_namespace``: ``unshare(CLONE_NEWNET)``; the zygote and its children get a namespace with only a
   loopback device that is down, so a language escape cannot open any network connection (egress goes through the
   host). Needs root, or falls back to a user namespace where the kernel allows unprivileged ones.
-- ``unprivileged_uid``: when started as root, switch to ``nobody`` (65534) with no supplementary groups, so an
-  escape cannot read the host's files (keys, databases) or signal the host.
+- ``unprivileged_uid``: when started as root, every child switches, right after the fork, to a uid and gid of its
+  own (:data:`CHILD_ID_BASE` + its pid) with no supplementary groups, so an escape cannot read the host's files
+  (keys, databases), nor signal the host, the zygote (which stays root: it never runs snippet code) or a sibling
+  run of another tenant. Without root, the zygote and its children keep the caller's uid.
 - ``no_new_privs``: ``PR_SET_NO_NEW_PRIVS``, so nothing can gain privileges through a setuid binary.
-- ``non_dumpable``: ``PR_SET_DUMPABLE=0``, so a child cannot ptrace a sibling (another tenant's run) or read its
-  ``/proc/<pid>/mem`` even though they share a uid.
+- ``non_dumpable``: ``PR_SET_DUMPABLE=0``, so no other process of the same uid can ptrace the zygote or a child
+  or read its ``/proc/<pid>/mem`` (each child sets it again after its uid switch).
 
 A step that is unavailable is reported as ``"unavailable: <why>"``, never silently skipped; the host logs each
 unavailable step once per process (:func:`report_once`).
@@ -30,8 +32,13 @@ _PR_SET_PDEATHSIG: Final = 1
 _PR_SET_DUMPABLE: Final = 4
 _PR_SET_NO_NEW_PRIVS: Final = 38
 
-#: uid/gid of ``nobody``: owns no files, so an escaped child can read only world-readable files.
-UNPRIVILEGED_ID: Final = 65534
+#: First uid/gid of the per-child identities: the child with pid P runs as CHILD_ID_BASE + P, an id that owns no
+#: file and that no other process has. Threat: with one shared uid (``nobody``) an escaped child could SIGSTOP the
+#: zygote (every tenant's runs then hang) or SIGKILL a concurrent run of another tenant.
+CHILD_ID_BASE: Final = 1 << 30
+
+#: Set by :func:`harden` in the zygote when its children must switch identity (inherited by every fork).
+_per_child_ids = False
 
 ACTIVE: Final = "active"
 
@@ -86,15 +93,26 @@ def _unshare_network() -> str:
 
 
 def _drop_privileges() -> str:
+    global _per_child_ids  # one flag per zygote process, inherited by its forks
     if os.geteuid() != 0:
         return f"{ACTIVE} (already unprivileged, uid {os.geteuid()})"
-    try:
-        os.setgroups([])
-        os.setgid(UNPRIVILEGED_ID)
-        os.setuid(UNPRIVILEGED_ID)
-    except OSError as error:
-        return f"unavailable: could not switch to uid {UNPRIVILEGED_ID}: {error}"
+    _per_child_ids = True  # each child switches in enter_child_identity()
     return ACTIVE
+
+
+def enter_child_identity() -> None:
+    """In a freshly forked child of a root zygote: switch to this child's own uid and gid, for good.
+
+    Raises:
+        OSError: The switch failed; the child must not run a snippet then.
+    """
+    if not _per_child_ids:
+        return
+    identity = CHILD_ID_BASE + os.getpid()
+    os.setgroups([])
+    os.setresgid(identity, identity, identity)
+    os.setresuid(identity, identity, identity)
+    set_non_dumpable()  # a uid change resets the dumpable flag (and the parent-death signal: set it after this)
 
 
 def _step(action: object) -> str:
@@ -119,7 +137,9 @@ def harden(*, enabled: bool) -> dict[str, str]:
         report["no_new_privs"] = _step(set_no_new_privs)
         report["non_dumpable"] = _step(set_non_dumpable)
     report["rlimit_nproc"] = (
-        "unavailable: the worker runs as root, which ignores RLIMIT_NPROC" if os.geteuid() == 0 else ACTIVE
+        "unavailable: the worker runs as root, which ignores RLIMIT_NPROC"
+        if os.geteuid() == 0 and not _per_child_ids
+        else ACTIVE
     )
     return report
 

@@ -72,14 +72,12 @@ class ZygoteProcess:
         ready: dict[str, Any],
         *,
         spare_children: int,
-        workdir: str,
     ) -> None:
         self.process = process
         self.control = control
         self.pid: int = ready["pid"]
         self.hardening: dict[str, str] = dict(ready["hardening"])
         self._spare_children = spare_children
-        self._workdir = workdir
         self._cond = threading.Condition()
         self._spares: collections.deque[ChildProcess] = collections.deque()
         self._children: dict[int, ChildProcess] = {}
@@ -132,8 +130,11 @@ class ZygoteProcess:
                 output = stderr.read().decode(errors="replace").strip().splitlines()
                 message = ready.get("message") or (output[-1] if output else f"exit code {process.returncode}")
                 raise WorkerCrashedError(f"The sandbox zygote failed to start: {message}.")
+        # The zygote keeps its (empty) working directory open; removing it now leaves nothing behind if the host
+        # never calls close(), and nothing can be created in a deleted directory.
+        os.rmdir(workdir)
         report_once(ready["hardening"])
-        return cls(process, control, ready, spare_children=spare_children, workdir=workdir)
+        return cls(process, control, ready, spare_children=spare_children)
 
     @property
     def alive(self) -> bool:
@@ -228,5 +229,3 @@ class ZygoteProcess:
             self.process.wait()
         self._reader.join(timeout=5)
         self.control.close()
-        if os.path.isdir(self._workdir):
-            os.rmdir(self._workdir)

@@ -33,6 +33,7 @@ from sandbox.child import result_frame_bytes
 from sandbox.compiler import CompiledSnippet, compile_snippet
 from sandbox.errors import CompileError, EgressDeniedError, QuotaExceededError
 from sandbox.limits import Limits
+from sandbox.output import MAX_RESULT_DEPTH
 from sandbox.pool import ChildProcess, ZygoteProcess
 from sandbox.result import RunError, RunResult
 
@@ -51,6 +52,51 @@ _SPARE_WAIT_SECONDS: Final = 60.0
 def _encoded(compiled: CompiledSnippet) -> str:
     """Return *compiled* as base64 text for the run order (cached with the compile cache's snippets)."""
     return base64.b64encode(compiled.to_bytes()).decode()
+
+
+#: Deepest JSON a well-behaved child sends: a result or log fields nested MAX_RESULT_DEPTH deep, plus the frame.
+#: Threat: a child whose language wall fell sending JSON nested deep enough to exhaust the host's recursion limit
+#: in whatever processes the result next (masking, storing, answering a webhook).
+_MAX_FRAME_DEPTH: Final = MAX_RESULT_DEPTH + 8
+
+_OPTIONAL_TEXT_FIELDS: Final = ("exception", "traceback")
+
+
+def _parse_frame(body: bytes) -> Any:
+    """Decode one frame from the (untrusted) child; any failure is a ValueError (a malformed frame)."""
+    try:
+        return json.loads(body)
+    except RecursionError:  # nested deeper than the JSON parser's own limit
+        raise ValueError("a frame is nested too deeply") from None
+
+
+def _well_formed_error(error: object) -> bool:
+    """Return True when *error* has the shape of ``RunError.to_json()`` (checked before RunError.from_json)."""
+    if (
+        not isinstance(error, dict)
+        or not isinstance(error.get("type"), str)
+        or not isinstance(error.get("message"), str)
+    ):
+        return False
+    line, errors = error.get("line"), error.get("errors", [])
+    return (
+        (line is None or type(line) is int)
+        and all(error.get(name) is None or isinstance(error[name], str) for name in _OPTIONAL_TEXT_FIELDS)
+        and isinstance(errors, list)
+        and all(isinstance(item, str) for item in errors)
+    )
+
+
+def _nested_deeper_than(value: object, limit: int) -> bool:
+    """Return True when *value* (parsed JSON) nests containers more than *limit* levels deep (iteratively)."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def _failed(error_type: str, message: str, started: float, **details: Any) -> RunResult:
@@ -198,7 +244,7 @@ class Sandbox:
             child.sock.sendall(order)
             while True:
                 body = recv_body(child.sock, max_bytes=result_frame_bytes(limits), deadline=deadline)
-                frame = json.loads(body)
+                frame = _parse_frame(body)
                 if not isinstance(frame, dict):
                     raise ValueError("a frame must be a JSON object")
                 if frame.get("t") == "result":
@@ -206,6 +252,11 @@ class Sandbox:
                 if frame.get("t") != "request" or len(body) > REQUEST_BYTES:
                     return _failed("EgressDeniedError", "The worker sent a request that is not allowed.", started)
                 requests += 1
+                if requests > limits.egress_requests:
+                    # The child counts its own requests and never sends one over the cap: this one is lying.
+                    # Threat: a flood of refused requests keeping a host thread busy until the wall deadline.
+                    message = f"The worker made more than {limits.egress_requests} requests; the run was stopped."
+                    return _failed("QuotaExceededError", message, started)
                 child.sock.sendall(self._answer(frame, requests, limits, on_request))
         except TimeoutError:
             return _failed(
@@ -259,7 +310,9 @@ class Sandbox:
             isinstance(stdout, str)
             and isinstance(logs, list)
             and all(isinstance(record, dict) for record in logs)
-            and (error is None or (isinstance(error, dict) and isinstance(error.get("type"), str)))
+            and (error is None) is data["ok"]
+            and (error is None or _well_formed_error(error))
+            and not _nested_deeper_than(data, _MAX_FRAME_DEPTH)
         )
         if not well_formed:
             return _failed("WorkerCrashedError", "The worker sent a malformed result.", started)

@@ -27,8 +27,17 @@ from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
 
 from sandbox.errors import EgressDeniedError, QuotaExceededError
-from zingyconn.egress import ALLOWED_METHODS, EgressCall, Target, UrlPolicy, form_pairs, request_headers
+from zingyconn.egress import (
+    ALLOWED_METHODS,
+    EgressCall,
+    Target,
+    UrlPolicy,
+    form_pairs,
+    request_headers,
+    scrub_answer,
+)
 from zingyconn.errors import ConnectionNotFoundError, IdempotencyConflictError, NotFoundError, ZingyConnError
+from zingyconn.masking import Masker
 from zingyconn.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter
 from zingyconn.store import ConnectionStore
 from zingyconn.transport import HttpAnswer, HttpTransport, PinnedBackend, Resolver, resolve_host
@@ -49,9 +58,17 @@ MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
 REQUEST_TIMEOUT_SECONDS: Final = 30.0
 #: Credentials one run may register with ``twilio.Client(sid, token)``.
 MAX_CREDENTIALS_PER_RUN: Final = 20
+#: Longest username or password ``twilio.Client(sid, token)`` may register (Twilio's are 34 and 32 characters).
+#: Threat: a megabyte "password" joins the run's masking set, whose pattern then costs the host time and memory.
+MAX_CREDENTIAL_CHARS: Final = 256
 #: The rate-limit bucket of message creation.
 MESSAGES_BUCKET: Final = "messages"
-_CREATE_MESSAGE_PATH: Final = re.compile(r"/2010-04-01/Accounts/[^/]+/Messages\.json")
+#: Every spelling of "create a message" the API answers: any extension (``.json``, ``.xml``) or none (Twilio then
+#: answers XML), the legacy ``SMS/Messages``, a trailing slash, any letter case. Threat: a create spelled another
+#: way skipping the rate limit and the send ledger (the URL policy already refuses escaped and dot-segment paths).
+_CREATE_MESSAGE_PATH: Final = re.compile(
+    r"/2010-04-01/Accounts/[^/]+/(?:SMS/)?Messages(?:\.[A-Za-z0-9]*)?/?", re.IGNORECASE
+)
 
 _LOGGER: Final = logging.getLogger("zingyconn.broker")
 
@@ -91,7 +108,13 @@ class EgressBroker:
         self.transport = HttpTransport(backend, max_response_bytes=max_response_bytes)
 
     def session(
-        self, tenant: str, *, max_requests: int = 50, deadline: float | None = None, idempotency_key: str | None = None
+        self,
+        tenant: str,
+        *,
+        max_requests: int = 50,
+        deadline: float | None = None,
+        idempotency_key: str | None = None,
+        profiles: Mapping[str, TwilioProfile] | None = None,
     ) -> EgressSession:
         """Open the egress session of one run (or one command) of *tenant*.
 
@@ -100,10 +123,15 @@ class EgressBroker:
             deadline: ``clock()`` value after which no request may still be running (the run's wall deadline).
             idempotency_key: When set, the n-th message created in the session is de-duplicated under
                 ``f"{idempotency_key}:{n}"`` (a retried task run does not send its messages twice).
+            profiles: *tenant*'s connections, already read (``ConnectionStore.profiles``), so that looking one up
+                costs no query; ``None`` reads each from the store when first used.
         """
-        return EgressSession(
+        session = EgressSession(
             self, tenant, max_requests=max_requests, deadline=deadline, idempotency_key=idempotency_key
         )
+        if profiles is not None:
+            session.preload(profiles)
+        return session
 
     def client(self, tenant: str, connection: str, *, session: EgressSession | None = None) -> BrokeredClient:
         """Return a host-side ``twilio.rest.Client`` for *tenant*'s *connection*, brokered like a snippet's.
@@ -154,7 +182,8 @@ class EgressSession:
         self.deadline = deadline
         self.idempotency_key = idempotency_key
         self.calls: list[EgressCall] = []
-        self._profiles: dict[str, TwilioProfile | None] = {}
+        self._profiles: dict[str, TwilioProfile | None] = {}  # the connections this session used (or missed)
+        self._all_profiles: dict[str, TwilioProfile] | None = None
         self._credentials: list[tuple[str, str]] = []
         self._creates = 0
 
@@ -182,11 +211,17 @@ class EgressSession:
             return self._register(payload)
         raise EgressDeniedError(f"The host does not answer {op!r} requests.")
 
+    def preload(self, profiles: Mapping[str, TwilioProfile]) -> None:
+        """Use *profiles* (every connection of the tenant, by name) instead of reading the store per lookup."""
+        self._all_profiles = dict(profiles)
+
     def not_found(self, name: str) -> ConnectionNotFoundError:
         """Return the error for a missing connection (the same for another tenant's names)."""
         return ConnectionNotFoundError(f"Tenant {self.tenant!r} has no connection named {name!r}.")
 
     def _profile(self, name: str) -> TwilioProfile | None:
+        if name not in self._profiles and self._all_profiles is not None:
+            self._profiles[name] = self._all_profiles.get(name)
         if name not in self._profiles:
             try:
                 self._profiles[name] = self.broker.store.get(self.tenant, name)
@@ -201,6 +236,8 @@ class EgressSession:
         username, password = payload.get("username"), payload.get("password")
         if type(username) is not str or type(password) is not str or not username or not password:
             raise EgressDeniedError("Client credentials must be two non-empty strings.")
+        if len(username) > MAX_CREDENTIAL_CHARS or len(password) > MAX_CREDENTIAL_CHARS:
+            raise EgressDeniedError(f"Client credentials must be at most {MAX_CREDENTIAL_CHARS} characters each.")
         if len(self._credentials) >= MAX_CREDENTIALS_PER_RUN:
             raise QuotaExceededError(f"A run may create at most {MAX_CREDENTIALS_PER_RUN} twilio.Client objects.")
         self._credentials.append((username, password))
@@ -241,7 +278,10 @@ class EgressSession:
                 raise EgressDeniedError(str(exc)) from None
             raise
         self._record(method, host, path, answer.status, started)
-        return {"status": answer.status, "text": answer.text, "headers": answer.headers}
+        # The child holds no secret, and the API must not hand it one: credential fields are scrubbed, and any
+        # known secret left in the text (a message body quoting it, say) is masked.
+        text = Masker(self.secrets).mask_text(scrub_answer(answer.text))
+        return {"status": answer.status, "text": text, "headers": answer.headers}
 
     def _send(self, method: str, target: Target, payload: Mapping[str, Any]) -> HttpAnswer:
         params = form_pairs(payload.get("params"), what="query parameters")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -40,9 +42,20 @@ def create_engine(url: str, *, migrate_schema: bool = True) -> Engine:
     return engine
 
 
+def create_private_file(path: Path) -> None:
+    """Create *path* (and missing parent directories) readable by this user only, if it does not exist yet.
+
+    Threat: the store holds every tenant's run history, events and hooks; an escaped sandbox child runs as an
+    unprivileged uid and reads whatever is world-readable. SQLite's ``-wal``/``-shm`` files copy the database's mode.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # an existing store keeps the mode its owner gave it
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def _create_sqlite_engine(url: sa.engine.URL) -> Engine:
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+        create_private_file(Path(url.database))
     engine = sa.create_engine(
         url,
         connect_args={"timeout": SQLITE_BUSY_MILLISECONDS / 1000, "check_same_thread": False},

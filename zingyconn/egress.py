@@ -8,7 +8,9 @@ exactly that origin, onto which ``*.twilio.com`` URLs are mapped (and nothing el
 
 from __future__ import annotations
 
+import json
 import re
+import string
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -23,6 +25,13 @@ _UNSAFE_URL_CHARACTERS: Final = re.compile(r"[\x00-\x20\x7f\\]")
 #: Control characters in a header value would let a snippet inject headers into the broker's request.
 _CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f]")
 TWILIO_SUFFIX: Final = ".twilio.com"
+#: Path spellings a server may read differently from how the broker matched them: servers decode ``%2E`` to ``.``
+#: and ``%2F`` to ``/`` before routing, and some resolve ``.``/``..`` segments and merge ``//``. Threat: POST
+#: ``/Messages%2Ejson`` creates a message that the broker's rate limit and send ledger did not recognise.
+_DOT_OR_EMPTY_SEGMENT: Final = re.compile(r"//|/\.\.?(?:/|$)")
+_PERCENT_ESCAPE: Final = re.compile(r"%([0-9A-Fa-f]{2})")
+#: Characters that never need escaping in a path (RFC 3986 unreserved), plus the separators and ``%`` itself.
+_PLAIN_PATH_CHARACTERS: Final = frozenset(string.ascii_letters + string.digits + "-._~/\\%")
 
 #: Request headers the snippet's client may set; everything else (Authorization, Host, Cookie, Proxy-*) is dropped:
 #: the broker alone decides where a request goes and with which credentials.
@@ -75,6 +84,11 @@ class UrlPolicy:
             raise EgressDeniedError("The request URL is not allowed: it cannot be parsed.") from None
         query = f"?{parts.query}" if parts.query else ""
         path = parts.path or "/"
+        if _is_ambiguous_path(path):
+            raise EgressDeniedError(
+                "The request URL is not allowed: its path has '.' or '..' segments, '//', or percent-escaped "
+                "letters, digits or '-._~/' (a server could read it as another resource)."
+            )
         if self.origin is not None and self._is_base_origin(parts.scheme, parts.netloc):
             return Target(url=f"{self.base_url}{path}{query}", host=parts.netloc, path=path)
         host = self._twilio_host(parts.scheme, parts.netloc, parts.fragment, url)
@@ -99,6 +113,47 @@ class UrlPolicy:
                 "(no user info, ports or fragments)."
             )
         return host
+
+
+def _is_ambiguous_path(path: str) -> bool:
+    """Return True when a server could route *path* as another path than the one written."""
+    if _DOT_OR_EMPTY_SEGMENT.search(path):
+        return True
+    return any(chr(int(code, 16)) in _PLAIN_PATH_CHARACTERS for code in _PERCENT_ESCAPE.findall(path))
+
+
+#: Answer fields that carry a credential. Threat: the API itself hands secrets to whoever holds the connection's
+#: credentials: ``GET /Accounts/{sid}.json`` answers the Auth Token, ``POST /Keys.json`` mints an API key and answers
+#: its secret, ``POST /v1/AuthTokens/Secondary`` a second token, ``POST /Tokens.json`` TURN credentials. The child
+#: never holds a secret, so it gets these fields as :data:`SCRUBBED` (every other field is passed on).
+SECRET_FIELDS: Final = frozenset({"auth_token", "secondary_auth_token", "secret", "password", "credential"})
+SCRUBBED: Final = "[removed by zingyconn]"
+
+
+def scrub_answer(text: str) -> str:
+    """Return the JSON answer *text* with :data:`SECRET_FIELDS` replaced, or ``""`` when it is not JSON.
+
+    Twilio's client reads JSON only; an answer in another format (``Accounts/{sid}.xml``, an HTML error page) is
+    dropped rather than searched for secrets, since its secrets cannot be told apart from the rest.
+    """
+    if not text:
+        return text
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return ""
+    stack: list[object] = [document]
+    while stack:  # iterative: an answer may nest deeper than the recursion limit
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and key.lower() in SECRET_FIELDS and value is not None:
+                    node[key] = SCRUBBED
+                else:
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return json.dumps(document, ensure_ascii=False)
 
 
 def form_pairs(value: Any, *, what: str) -> list[tuple[str, str]]:

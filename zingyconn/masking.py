@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any, Final
 from urllib.parse import quote, quote_plus
@@ -88,15 +88,63 @@ class Masker:
         return self._mask(value)
 
     def _mask(self, value: Any) -> Any:
+        # Iterative, not recursive: a webhook body or task payload may nest deeper than Python's recursion limit,
+        # and masking must never fail (a failure here would leave the run unrecorded).
+        leaf = self._leaf(value)
+        if leaf is not _CONTAINER:
+            return leaf
+        stack: list[_Frame] = [_Frame(value)]
+        while True:
+            frame = stack[-1]
+            for item in frame.items:
+                key, child = item if frame.is_dict else (None, item)
+                masked = self._leaf(child)
+                if masked is _CONTAINER:
+                    frame.pending_key = key
+                    stack.append(_Frame(child))
+                    break
+                frame.add(self._leaf_key(key), masked)
+            else:
+                stack.pop()
+                done = frame.build()
+                if not stack:
+                    return done
+                parent = stack[-1]
+                parent.add(self._leaf_key(parent.pending_key), done)
+
+    def _leaf(self, value: Any) -> Any:
         if isinstance(value, str):
             return self.mask_text(value)
-        if isinstance(value, dict):
-            return {self._mask(key): self._mask(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [self._mask(item) for item in value]
-        if isinstance(value, tuple):
-            return tuple(self._mask(item) for item in value)
+        if isinstance(value, dict | list | tuple):
+            return _CONTAINER
         return value
+
+    def _leaf_key(self, key: Any) -> Any:
+        return self.mask_text(key) if isinstance(key, str) else key
+
+
+_CONTAINER: Final = object()
+
+
+class _Frame:
+    """One container being copied by :meth:`Masker._mask`: its remaining items and what was built so far."""
+
+    __slots__ = ("built", "is_dict", "items", "kind", "pending_key")
+
+    def __init__(self, value: dict[Any, Any] | list[Any] | tuple[Any, ...]) -> None:
+        self.kind: type = dict if isinstance(value, dict) else list if isinstance(value, list) else tuple
+        self.is_dict = self.kind is dict
+        self.items: Iterator[Any] = iter(value.items() if isinstance(value, dict) else value)
+        self.built: list[Any] = []
+        self.pending_key: Any = None
+
+    def add(self, key: Any, value: Any) -> None:
+        self.built.append((key, value) if self.is_dict else value)
+
+    def build(self) -> Any:
+        if self.is_dict:
+            return dict(self.built)
+        return self.built if self.kind is list else tuple(self.built)
 
 
 @lru_cache(maxsize=256)
@@ -126,18 +174,29 @@ def _trie_pattern(words: set[str]) -> str:
     return _node_pattern(trie)
 
 
-def _node_pattern(node: dict[str, Any]) -> str:
-    if list(node) == [""]:
-        return ""
-    branches: list[str] = []
-    leaves: list[str] = []
-    for char in sorted(key for key in node if key):
-        rest = _node_pattern(node[char])
-        if rest:
-            branches.append(re.escape(char) + rest)
-        else:
-            leaves.append(re.escape(char))
-    if leaves:
-        branches.append(leaves[0] if len(leaves) == 1 else f"[{''.join(leaves)}]")
-    body = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
-    return f"(?:{body})?" if "" in node else body
+def _node_pattern(root: dict[str, Any]) -> str:
+    """Return the pattern of the prefix tree *root* (iteratively: a long secret makes a deep tree)."""
+    patterns: dict[int, str] = {}
+    stack: list[tuple[dict[str, Any], bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((node[char], False) for char in node if char)
+            continue
+        if list(node) == [""]:
+            patterns[id(node)] = ""
+            continue
+        branches: list[str] = []
+        leaves: list[str] = []
+        for char in sorted(key for key in node if key):
+            rest = patterns.pop(id(node[char]))
+            if rest:
+                branches.append(re.escape(char) + rest)
+            else:
+                leaves.append(re.escape(char))
+        if leaves:
+            branches.append(leaves[0] if len(leaves) == 1 else f"[{''.join(leaves)}]")
+        body = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
+        patterns[id(node)] = f"(?:{body})?" if "" in node else body
+    return patterns[id(root)]

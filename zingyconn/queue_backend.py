@@ -16,6 +16,7 @@ from huey.registry import Message
 from huey.serializer import Serializer
 
 from zingyconn.config import Settings
+from zingyconn.database import create_private_file
 
 #: The Huey queue name (the Redis keys are ``huey.*.zingyconn``; the SQLite queue is ``queue.db`` in the data dir).
 QUEUE_NAME: Final = "zingyconn"
@@ -67,7 +68,7 @@ def create_huey(settings: Settings, *, immediate: bool = False) -> Huey:
     options: dict[str, Any] = {"results": False, "utc": True, "serializer": JsonSerializer(), "immediate": immediate}
     if settings.queue_url is not None:
         return RedisHuey(QUEUE_NAME, url=settings.queue_url, **options)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    create_private_file(settings.data_dir / "queue.db")  # task payloads are tenant data: not world-readable
     # timeout: SQLite's busy timeout, so many worker threads and processes share the file without "locked" errors.
     return SqliteHuey(QUEUE_NAME, filename=str(settings.data_dir / "queue.db"), timeout=30, **options)
 

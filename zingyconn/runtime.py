@@ -24,7 +24,7 @@ from sandbox.environment import JSON
 from sandbox.limits import Limits
 from sandbox.result import RunError, RunResult
 from sandbox.supervisor import Sandbox
-from zingyconn.broker import EgressBroker, EgressSession
+from zingyconn.broker import EgressBroker
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
 from zingyconn.errors import ValidationError, ZingyConnError
@@ -35,7 +35,7 @@ from zingyconn.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter, rate_li
 from zingyconn.store import ConnectionStore
 from zingyconn.twilio.commands import ConnectionCommands
 from zingyconn.twilio.idempotency import SendLedger
-from zingyconn.twilio.profile import check_credentials
+from zingyconn.twilio.profile import TwilioProfile, check_credentials
 
 #: The snippet environment every runtime sandbox is started with (``zingyConn``, the twilio façades).
 SNIPPET_ENVIRONMENT: Final = "zingyconn.twilio.snippet:environment"
@@ -44,9 +44,6 @@ SNIPPET_ENVIRONMENT: Final = "zingyconn.twilio.snippet:environment"
 COMMAND_MAX_REQUESTS: Final = 20
 
 _LOGGER: Final = logging.getLogger("zingyconn.runtime")
-
-#: A host operation beyond Twilio: ``(tenant, payload) -> answer`` (JSON), called in the host while a run waits.
-HostOperation = Callable[[str, Mapping[str, JSON]], JSON]
 
 #: A host operation beyond Twilio egress: ``(tenant, payload) -> answer``; raise EgressDeniedError to refuse.
 HostOp = Callable[[str, Any], Any]
@@ -107,10 +104,6 @@ class Runtime:
             message_rate=message_rate,
             ledger=self.ledger,
         )
-        #: Extension point: extra operations snippets may request, by op name (e.g. a background-task capability
-        #: adds ``"tasks.enqueue"`` here and a matching method to ``zingyconn.twilio.snippet.ZingyConn``). The
-        #: tenant passed to a handler is the run's, never one the snippet named.
-        self.request_handlers: dict[str, HostOperation] = {}
         self._sandbox = sandbox
         self._owns_sandbox = sandbox is None
         self._lock = threading.Lock()
@@ -169,13 +162,15 @@ class Runtime:
             limits = limits if limits is not None else Limits.for_kind(kind)  # type: ignore[arg-type]  # checked
         except ValueError as exc:
             raise ValidationError(str(exc), field="kind") from None
-        secrets = self._tenant_secrets(tenant)
+        profiles = self._tenant_profiles(tenant)
+        secrets = [secret for profile in (profiles or {}).values() for secret in profile.secrets()]
         run_id, started_at = new_run_id(), time.time()
         session = self.broker.session(
             tenant,
             max_requests=limits.egress_requests,
             deadline=self.broker.clock() + limits.wall_seconds,
             idempotency_key=idempotency_key,
+            profiles=profiles,
         )
         on_request = self._request_handler(tenant, session.request)
         raw = self.sandbox.run(source, event=event, limits=limits, context={"kind": kind}, on_request=on_request)
@@ -283,25 +278,15 @@ class Runtime:
 
         return handle
 
-    def _handler(self, tenant: str, session: EgressSession) -> Callable[[str, JSON], JSON]:
-        handlers = self.request_handlers
-
-        def handle(op: str, payload: JSON) -> JSON:
-            handler = handlers.get(op)
-            if handler is not None:
-                return handler(tenant, payload if isinstance(payload, Mapping) else {})
-            return session.request(op, payload if isinstance(payload, Mapping) else {})
-
-        return handle
-
-    def _tenant_secrets(self, tenant: str) -> list[str]:
+    def _tenant_profiles(self, tenant: str) -> dict[str, TwilioProfile] | None:
+        """Read every connection of *tenant* once per run: for the broker's lookups and for masking."""
         try:
-            return self.store.secrets(tenant)
+            return self.store.profiles(tenant)
         except ValidationError:
             raise
-        except ZingyConnError as exc:  # an undecryptable record: its secret cannot reach this run either
-            _LOGGER.error("Secrets of tenant %r could not all be read for masking: %s", tenant, exc)
-            return []
+        except ZingyConnError as exc:  # an undecryptable record: the session then reads connections one by one
+            _LOGGER.error("Connections of tenant %r could not all be read: %s", tenant, exc)
+            return None
 
 
 def _mask_error(error: RunError | None, masker: Masker) -> RunError | None:

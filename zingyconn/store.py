@@ -204,6 +204,17 @@ class ConnectionStore:
             ).all()
         return [secret for row in rows for secret in self._open(tenant, row.name, row.type, row.record).secrets()]
 
+    def profiles(self, tenant: str) -> dict[str, TwilioProfile]:
+        """Return every connection of *tenant*, decrypted, by name (one query: a run's broker session and masking)."""
+        _check_name(tenant, field="tenant")
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(connections.c.name, connections.c.type, connections.c.record).where(
+                    connections.c.tenant == tenant
+                )
+            ).all()
+        return {row.name: self._open(tenant, row.name, row.type, row.record) for row in rows}
+
     def key_usage(self) -> dict[str, int]:
         """Return how many records each key id seals."""
         with self._engine.connect() as conn:

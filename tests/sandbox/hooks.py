@@ -62,10 +62,10 @@ def thread_environment(run: RunContext) -> Environment:
 
 
 def probe_environment(run: RunContext) -> Environment:
-    """``probe(port)`` reports what the child process itself can see and reach (identity, env, fds, network)."""
+    """``probe(port, path)`` reports what the child process itself can see and reach (identity, env, fds, network)."""
     del run
 
-    def probe(port: int) -> dict[str, Any]:
+    def probe(port: int, path: str = "/tmp/sandbox-probe-write") -> dict[str, Any]:
         connection = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             connection.settimeout(1)
@@ -76,12 +76,17 @@ def probe_environment(run: RunContext) -> Environment:
         finally:
             connection.close()
         try:
-            with open("/tmp/sandbox-probe-write", "w") as file:
+            with open(path, "w") as file:
                 file.write("x")
             written = "written"
         except OSError as error:
             written = type(error).__name__
+        try:
+            cwd: list[str] | str = os.listdir(".")
+        except OSError as error:
+            cwd = type(error).__name__
         return {
+            "cwd": cwd,
             "pid": os.getpid(),
             "uid": os.getuid(),
             "environ": dict(os.environ),

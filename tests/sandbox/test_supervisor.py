@@ -8,12 +8,14 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import psutil
 import pytest
 
 from sandbox import Limits, Sandbox
+from sandbox.hardening import CHILD_ID_BASE
 from tests.sandbox.hooks import ENVIRONMENT
 
 LIMITS = Limits(wall_seconds=5, cpu_seconds=5)
@@ -78,26 +80,29 @@ def test_disabled_hardening_is_reported_unavailable() -> None:
 
 
 def test_child_has_no_network_secrets_or_extra_descriptors(sandbox: Sandbox) -> None:
-    """The child runs as nobody, with an empty environment, only its channel open, no network and no file writes."""
+    """The child runs as its own uid, with an empty environment, only its channel open, no network, no file writes."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
+    path = f"/tmp/sandbox-probe-{uuid.uuid4().hex}"
     try:
-        result = sandbox.run("return probe(event)", event=listener.getsockname()[1], limits=LIMITS)
+        event = {"port": listener.getsockname()[1], "path": path}
+        result = sandbox.run("return probe(event['port'], event['path'])", event=event, limits=LIMITS)
     finally:
         listener.close()
-    if os.path.exists("/tmp/sandbox-probe-write"):
-        os.remove("/tmp/sandbox-probe-write")
+        if os.path.exists(path):
+            os.remove(path)
 
     assert result.ok, result.error
     probe = result.value
     assert set(probe["environ"]) <= {"LC_CTYPE"}  # set by Python itself (PEP 538 locale coercion), not inherited
     assert probe["network"] != "connected"
     assert probe["write"] == "OSError"  # RLIMIT_FSIZE=0: EFBIG
+    assert probe["cwd"] in ([], "PermissionError")  # the zygote's working directory: empty, deleted, root's
     assert probe["fds"][:4] == [0, 1, 2, 3]
     assert len(probe["fds"]) <= 5  # the channel plus the descriptor listdir itself opened
-    if os.geteuid() == 0:
-        assert probe["uid"] == 65534
+    if os.geteuid() == 0:  # each child has a uid of its own: it cannot signal the zygote or a sibling run
+        assert probe["uid"] == CHILD_ID_BASE + probe["pid"]
 
 
 def test_each_run_gets_a_fresh_process(sandbox: Sandbox) -> None:

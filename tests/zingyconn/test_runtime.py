@@ -26,6 +26,7 @@ from zingyconn.hosts.cli import main
 from zingyconn.keyring import encode_key
 from zingyconn.masking import MASK
 from zingyconn.runtime import Runtime
+from zingyconn.schema import connections
 
 SEND_AND_READ = f"""
 c = zingyConn.twilio(event["connection"])
@@ -278,3 +279,24 @@ def test_readme_snippets_run(runtime: Runtime, source: str) -> None:
     result = runtime.run("acme", source, event={})
     assert result.ok, result.error
     assert result.value is not None
+
+
+def test_an_undecryptable_connection_does_not_break_the_others(world: World, runtime: Runtime) -> None:
+    """A damaged record fails only the snippet that uses it (opaquely); other connections keep working."""
+    with world.engine.begin() as conn:
+        conn.execute(
+            connections.insert().values(
+                tenant="acme", name="broken", type="twilio", key_id="k1", record=b"\x01\x02garbage",
+                summary={}, revision=1, created_at=0.0, updated_at=0.0,
+            )
+        )  # fmt: skip
+    try:
+        good = runtime.run("acme", 'return len(zingyConn.twilio("main").messages.list(limit=1))')
+        bad = runtime.run("acme", 'return zingyConn.twilio("broken")')
+    finally:
+        with world.engine.begin() as conn:
+            conn.execute(connections.delete().where(connections.c.name == "broken"))
+    assert good.ok, good.error
+    assert bad.error is not None
+    assert bad.error.type == "EgressDeniedError"
+    assert bad.error.message == "Connection 'broken' could not be opened; ask the platform admin."

@@ -64,7 +64,7 @@ def new(key_id: str | None) -> None:
     keyring.save()
     click.echo(
         f"Added key {new_id!r} as the primary key in {keyring.path} (older keys, still used to decrypt: {old_ids}).\n"
-        "Running zingyconn processes that use this file pick it up without a restart. Next: `zingyconn keys rotate`."
+        "Running zingyconn processes that use this file pick it up without a restart; then run `zingyconn keys rotate`."
     )
 
 
