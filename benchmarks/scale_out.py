@@ -138,17 +138,29 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
-def _measure(name: str, servers: list[Process], args: argparse.Namespace) -> Stats:
+def _measure(name: str, servers: list[Process], args: argparse.Namespace, *, db_port: int) -> Stats:
     base_urls = [str(server.base_url) for server in servers]
     asyncio.run(_load(name, base_urls, seconds=args.warmup_seconds, concurrency=args.concurrency))
-    trees = [psutil.Process(server.popen.pid) for server in servers]
-    serving = [process for root in trees for process in (root, *root.children(recursive=True))]
-    postgres = [process for process in psutil.process_iter(["name"]) if process.info["name"] == "postgres"]
-    server_before, postgres_before = _cpu_seconds(serving), _cpu_seconds(postgres)
+    server_before, postgres_before = _cpu_seconds(_serving(servers)), _cpu_seconds(_postgres(db_port))
     stats = asyncio.run(_load(name, base_urls, seconds=args.seconds, concurrency=args.concurrency))
-    stats.server_cpu_seconds = _cpu_seconds(serving) - server_before
-    stats.postgres_cpu_seconds = _cpu_seconds(postgres) - postgres_before
+    # Listed again: a database backend or sandbox process started during the run counts with all its CPU.
+    stats.server_cpu_seconds = _cpu_seconds(_serving(servers)) - server_before
+    stats.postgres_cpu_seconds = _cpu_seconds(_postgres(db_port)) - postgres_before
     return stats
+
+
+def _serving(servers: list[Process]) -> list[psutil.Process]:
+    roots = [psutil.Process(server.popen.pid) for server in servers]
+    return [process for root in roots for process in (root, *root.children(recursive=True))]
+
+
+def _postgres(port: int) -> list[psutil.Process]:
+    """The postmaster listening on *port* and its backends (not other PostgreSQL servers on the machine)."""
+    for process in psutil.process_iter(["name", "cmdline"]):
+        arguments = " ".join(["", *(process.info["cmdline"] or ()), ""])
+        if process.info["name"] == "postgres" and f" -p {port} " in arguments:
+            return [process, *process.children(recursive=True)]
+    return []
 
 
 def _run(args: argparse.Namespace, root: Path) -> list[list[Stats]]:
@@ -168,7 +180,8 @@ def _run(args: argparse.Namespace, root: Path) -> list[list[Stats]]:
             cluster.wait_until_serving()
             layouts = [("1 server", [a]), ("2 servers", [a, b]), ("1 server --workers 2", [c])]
             for _ in range(args.rounds):
-                rounds.append([_measure(name, servers, args) for name, servers in layouts])
+                port = int(urlsplit(db_url).port or 5432)
+                rounds.append([_measure(name, servers, args, db_port=port) for name, servers in layouts])
     return rounds
 
 

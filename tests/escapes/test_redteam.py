@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from huey import MemoryHuey
 
 from sandbox.environment import Environment
 from sandbox.errors import EgressDeniedError, QuotaExceededError
@@ -44,6 +45,7 @@ from zingyconn.config import Settings
 from zingyconn.database import create_engine
 from zingyconn.egress import SCRUBBED, UrlPolicy
 from zingyconn.masking import Masker
+from zingyconn.queue import TaskQueue
 from zingyconn.ratelimit import Rate, SqlRateLimiter
 from zingyconn.runtime import Runtime, ZRunResult
 from zingyconn.twilio.client import OP_HTTP
@@ -552,6 +554,29 @@ def test_a_module_in_a_careless_container_is_still_inert() -> None:
     )
     assert result.error is not None
     assert result.error.message == "Reading attributes of module 'json' is not allowed in snippets."
+
+
+def test_enqueue_reaches_only_the_runs_own_tenant(world: World) -> None:
+    """``zingyConn.enqueue`` names scripts of the run's tenant only: another tenant's script is simply not found."""
+    with Runtime(world.settings, engine=world.engine, keyring=world.keyring) as runtime:
+        queue = TaskQueue(MemoryHuey("redteam"), world.engine, runner=runtime)
+        queue.catalog.put_script("globex", "payroll", "return event")
+        queue.catalog.put_script("acme", "digest", "return event")
+        deep: Any = "x"
+        for _ in range(600):
+            deep = [deep]
+        source = (
+            "out = []\nfor name in ['payroll', 'Payroll', 'globex/payroll', '../globex/payroll']:\n"
+            "    try:\n        out.append(zingyConn.enqueue(name, {}))\n"
+            "    except Exception as exc:\n        out.append(str(exc)[:40])\n"
+            "out.append(len(zingyConn.enqueue('digest', event)) > 0)\nreturn out"
+        )
+        result = run(runtime, source, event=deep)
+    assert result.ok, result.error
+    assert result.value[-1] is True
+    assert all(answer.startswith("Tenant 'acme' has no script named") for answer in result.value[:4]), result.value
+    assert [task.script for task in queue.store.recent("acme")] == ["digest"]
+    assert queue.store.recent("globex") == []
 
 
 @pytest.mark.parametrize(
