@@ -268,7 +268,7 @@ class EgressSession:
                 )
             if method not in ALLOWED_METHODS:
                 raise EgressDeniedError(f"HTTP method {method!r} is not allowed.")
-            target = self.broker.policy.target(str(url))
+            target = self.broker.policy.target(str(url), method=method)
             host, path = target.host, target.path
             answer = self._send(method, target, payload)
         except (EgressDeniedError, QuotaExceededError, IdempotencyConflictError) as exc:

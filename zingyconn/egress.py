@@ -73,8 +73,8 @@ class UrlPolicy:
             self.origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
             self._base_netloc = parts.netloc
 
-    def target(self, url: object) -> Target:
-        """Return where *url* may go, or raise :class:`EgressDeniedError` naming why not."""
+    def target(self, url: object, *, method: str = "GET") -> Target:
+        """Return where a *method* request to *url* may go, or raise :class:`EgressDeniedError` naming why not."""
         if not isinstance(url, str) or len(url) > MAX_URL_CHARACTERS or _UNSAFE_URL_CHARACTERS.search(url):
             raise EgressDeniedError("The request URL is not allowed: it is too long or contains unsafe characters.")
         try:
@@ -90,8 +90,10 @@ class UrlPolicy:
                 "letters, digits or '-._~/' (a server could read it as another resource)."
             )
         if self.origin is not None and self._is_base_origin(parts.scheme, parts.netloc):
+            check_account_management(method, "api.twilio.com", path)
             return Target(url=f"{self.base_url}{path}{query}", host=parts.netloc, path=path)
         host = self._twilio_host(parts.scheme, parts.netloc, parts.fragment, url)
+        check_account_management(method, host, path)
         if self.origin is not None:
             return Target(url=f"{self.base_url}{path}{query}", host=self._base_netloc, path=path)
         return Target(url=f"https://{host}{path}{query}", host=host, path=path)
@@ -113,6 +115,32 @@ class UrlPolicy:
                 "(no user info, ports or fragments)."
             )
         return host
+
+
+#: Hosts that only manage the account itself (auth tokens, API keys, credential lists). Threat: a snippet holding
+#: a connection's power promotes or rotates the Auth Token, mints or deletes keys, and so locks the tenant out or
+#: keeps access after the tenant rotated its secret.
+ACCOUNT_MANAGEMENT_HOSTS: Final = frozenset({"accounts.twilio.com", "iam.twilio.com"})
+#: API 2010 paths that change the account rather than use it, refused for every method but GET. Threat: closing or
+#: suspending the account (``POST /Accounts/AC….json Status=closed``), creating sub-accounts, minting or deleting
+#: API keys and signing keys (``/Keys``, ``/SigningKeys``) with the tenant's credentials.
+_ACCOUNT_MANAGEMENT_PATH: Final = re.compile(
+    r"/2010-04-01/Accounts(?:\.(?:json|xml))?|"
+    r"/2010-04-01/Accounts/[^/]+(?:\.(?:json|xml))?|"
+    r"/2010-04-01/Accounts/[^/]+/(?:Keys|SigningKeys)(?:/[^/]*)?(?:\.(?:json|xml))?",
+    re.IGNORECASE,
+)
+
+
+def check_account_management(method: str, host: str, path: str) -> None:
+    """Refuse requests that manage the Twilio account instead of using it (see the threats above)."""
+    if host.lower() in ACCOUNT_MANAGEMENT_HOSTS or (
+        method.upper() != "GET" and _ACCOUNT_MANAGEMENT_PATH.fullmatch(path)
+    ):
+        raise EgressDeniedError(
+            f"{method.upper()} {host}{path} is not allowed: snippets and commands may use the account (messages, "
+            "lookups, ...) but not manage it (auth tokens, API keys, sub-accounts, closing the account)."
+        )
 
 
 def _is_ambiguous_path(path: str) -> bool:

@@ -262,8 +262,9 @@ class _FakeTwilio(BaseHTTPRequestHandler):
             self._answer(200, f"<TwilioResponse><AuthToken>{AUTH_TOKEN}</AuthToken></TwilioResponse>", "text/xml")
 
     def do_POST(self) -> None:
-        key = {"sid": "SK" + "d4" * 16, "friendly_name": "x", "secret": "minted" + OTHER_TOKEN[::-1]}
-        self._answer(201, json.dumps(key), "application/json")
+        # A TURN token (POST /Tokens.json) carries a password; a minted key (refused by the broker) a secret.
+        token = {"username": "u", "password": "minted" + OTHER_TOKEN[::-1], "secret": "minted" + OTHER_TOKEN[::-1]}
+        self._answer(201, json.dumps(token), "application/json")
 
     def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
         del format, args
@@ -291,9 +292,9 @@ def fake_twilio_runtime(world: World) -> Iterator[Runtime]:
             CLIENT + "return c.api.v2010.account.fetch().friendly_name", "acme", id="account-other-fields-kept"
         ),
         pytest.param(
-            CLIENT + "return c.api.v2010.account.new_keys.create(friendly_name='x').secret[::-1]",
+            CLIENT + "return c.api.v2010.account.tokens.create().password[::-1]",
             SCRUBBED[::-1],
-            id="minted-api-key-secret",
+            id="turn-token-password",
         ),
         pytest.param(
             CLIENT + "try:\n    c.api.v2010.accounts(c.account_sid + '.xml?').fetch()\n"
@@ -311,6 +312,14 @@ def test_the_api_hands_no_credential_to_the_child(fake_twilio_runtime: Runtime, 
     result = run(fake_twilio_runtime, source)
     assert result.ok, result.error
     assert result.value == expected
+
+
+def test_minting_an_api_key_is_refused_before_it_reaches_twilio(fake_twilio_runtime: Runtime) -> None:
+    """Account management (here: minting an API key with the connection's power) never leaves the host."""
+    result = run(fake_twilio_runtime, CLIENT + "return c.api.v2010.account.new_keys.create(friendly_name='x').sid")
+    assert result.error is not None
+    assert (result.error.type, "not manage it" in result.error.message) == ("EgressDeniedError", True)
+    assert [call["status"] for call in result.egress] == [None]
 
 
 def _raw(text: str) -> str:

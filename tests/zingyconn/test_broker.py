@@ -454,3 +454,36 @@ def test_redis_rate_limiter_shares_one_bucket(redis_url: str) -> None:
     assert second.acquire(tenant, "b", rate)
     first.close()
     second.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        pytest.param("POST", "https://api.twilio.com/2010-04-01/Accounts/AC1.json", id="close-or-suspend-account"),
+        pytest.param("POST", "https://api.twilio.com/2010-04-01/Accounts.json", id="create-sub-account"),
+        pytest.param("POST", "https://api.twilio.com/2010-04-01/Accounts/AC1/Keys.json", id="mint-api-key"),
+        pytest.param("DELETE", "https://api.twilio.com/2010-04-01/Accounts/AC1/Keys/SK1.json", id="delete-api-key"),
+        pytest.param("POST", "https://api.twilio.com/2010-04-01/Accounts/AC1/SigningKeys.json", id="mint-signing-key"),
+        pytest.param("POST", "https://accounts.twilio.com/v1/AuthTokens/Promote", id="promote-auth-token"),
+        pytest.param("GET", "https://iam.twilio.com/v1/Keys", id="iam-host"),
+        pytest.param("POST", "http://127.0.0.1:8765/2010-04-01/Accounts/AC1.json", id="emulator-origin-too"),
+    ],
+)
+def test_account_management_is_refused(method: str, url: str) -> None:
+    """Requests that manage the account (tokens, keys, sub-accounts, closing it) are refused before any lookup."""
+    with pytest.raises(EgressDeniedError, match="not manage it"):
+        UrlPolicy("http://127.0.0.1:8765" if "127.0.0.1" in url else None).target(url, method=method)
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        pytest.param("GET", "https://api.twilio.com/2010-04-01/Accounts/AC1.json", id="fetch-account"),
+        pytest.param("POST", "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json", id="send"),
+        pytest.param("POST", "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/SM1.json", id="redact"),
+        pytest.param("DELETE", "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/SM1.json", id="delete"),
+    ],
+)
+def test_using_the_account_is_allowed(method: str, url: str) -> None:
+    """Using the account (messages, reading the account) passes the account-management check."""
+    assert UrlPolicy(None).target(url, method=method).path.startswith("/2010-04-01/Accounts/")
