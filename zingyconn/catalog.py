@@ -7,7 +7,6 @@ cannot run is never stored, and both may carry per-snippet overrides of the defa
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,11 +19,11 @@ from sandbox import compile_snippet
 from sandbox.limits import Kind, Limits
 from zingyconn.cron import parse_cron
 from zingyconn.errors import NotFoundError, ValidationError
+from zingyconn.names import validate_name
 from zingyconn.schema import hooks, scripts
 
 #: Names of tenants, hooks and scripts. They appear in URL paths (``/hooks/{tenant}/{hook}``) and log lines, so
 #: they are restricted to characters that need no escaping there (no ``/``, ``..``, spaces or control characters).
-NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 #: Longest cron expression stored (the column width); its syntax is checked by the task host.
 MAX_CRON_LENGTH: Final = 100
@@ -106,17 +105,6 @@ class Script:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
-
-
-def validate_name(value: str, *, field: str) -> str:
-    """Return *value* if it is a valid tenant/hook/script name, else raise ValidationError naming *field*."""
-    if not NAME_PATTERN.fullmatch(value):
-        raise ValidationError(
-            f"{field.capitalize()} {value!r} is not a valid name; use 1-100 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit.",
-            field=field,
-        )
-    return value
 
 
 def parse_limits(overrides: Mapping[str, object] | None, *, kind: Kind) -> dict[str, float | int]:

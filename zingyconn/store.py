@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,12 +21,12 @@ from sqlalchemy.engine import Engine
 
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
-from zingyconn.errors import ConnectionNotFoundError, DecryptionError, KeyringError, ValidationError
+from zingyconn.errors import ConnectionNotFoundError, DecryptionError, KeyringError
 from zingyconn.keyring import Keyring, record_key_id
+from zingyconn.names import validate_name
 from zingyconn.schema import connections
 from zingyconn.twilio.profile import CONNECTION_TYPE, TwilioProfile
 
-NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 # Bumped if the AAD layout ever changes, so old and new bindings can never be confused.
 AAD_LABEL: Final = "zingyconn.connection/1"
 # Rows read per query while rotating or verifying: bounded memory whatever the number of records.
@@ -85,16 +84,6 @@ class RotationReport:
     key_usage: dict[str, int]
 
 
-def _check_name(value: str, *, field: str) -> str:
-    if not NAME_PATTERN.fullmatch(value):
-        raise ValidationError(
-            f"{field} {value[:120]!r} is not valid: use 1-100 letters, digits, '_', '.' or '-', starting with a "
-            "letter or digit.",
-            field=field,
-        )
-    return value
-
-
 def _aad(tenant: str, name: str, type_: str) -> bytes:
     # JSON of a list is an unambiguous encoding: ("a,b", "c") and ("a", "b,c") give different bytes.
     return json.dumps([AAD_LABEL, tenant, name, type_], separators=(",", ":")).encode()
@@ -123,8 +112,8 @@ class ConnectionStore:
         One ``INSERT ... ON CONFLICT DO UPDATE SET revision = revision + 1`` statement: concurrent puts serialize
         in the database, every one is counted, and the last one wins whole (no mixed fields).
         """
-        _check_name(tenant, field="tenant")
-        _check_name(name, field="name")
+        validate_name(tenant, field="tenant")
+        validate_name(name, field="name")
         profile.validate()
         keyring = self._current_keyring()
         record = keyring.seal(json.dumps(profile.to_json()).encode(), aad=_aad(tenant, name, CONNECTION_TYPE))
@@ -180,7 +169,7 @@ class ConnectionStore:
 
     def list(self, tenant: str) -> builtins.list[ConnectionSummary]:
         """Return the summaries of *tenant*'s connections by name (never secrets; needs no key)."""
-        _check_name(tenant, field="tenant")
+        validate_name(tenant, field="tenant")
         with self._engine.connect() as conn:
             rows = conn.execute(
                 sa.select(connections).where(connections.c.tenant == tenant).order_by(connections.c.name)
@@ -195,7 +184,7 @@ class ConnectionStore:
 
     def secrets(self, tenant: str) -> builtins.list[str]:
         """Return every secret of every connection of *tenant*, for masking run output."""
-        _check_name(tenant, field="tenant")
+        validate_name(tenant, field="tenant")
         with self._engine.connect() as conn:
             rows = conn.execute(
                 sa.select(connections.c.name, connections.c.type, connections.c.record).where(
@@ -206,7 +195,7 @@ class ConnectionStore:
 
     def profiles(self, tenant: str) -> dict[str, TwilioProfile]:
         """Return every connection of *tenant*, decrypted, by name (one query: a run's broker session and masking)."""
-        _check_name(tenant, field="tenant")
+        validate_name(tenant, field="tenant")
         with self._engine.connect() as conn:
             rows = conn.execute(
                 sa.select(connections.c.name, connections.c.type, connections.c.record).where(
@@ -345,7 +334,7 @@ class ConnectionStore:
 
     @staticmethod
     def _key(tenant: str, name: str) -> tuple[sa.ColumnElement[bool], sa.ColumnElement[bool]]:
-        tenant, name = _check_name(tenant, field="tenant"), _check_name(name, field="name")
+        tenant, name = validate_name(tenant, field="tenant"), validate_name(name, field="name")
         return connections.c.tenant == tenant, connections.c.name == name
 
 

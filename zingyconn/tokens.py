@@ -16,8 +16,8 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from zingyconn.catalog import validate_name
 from zingyconn.errors import NotFoundError
+from zingyconn.names import validate_name
 from zingyconn.schema import api_tokens
 
 #: Prefix that makes a leaked token recognisable to secret scanners and in logs.

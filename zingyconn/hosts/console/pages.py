@@ -10,11 +10,11 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from zingyconn.catalog import NAME_PATTERN
 from zingyconn.errors import NotFoundError, ZingyConnError
 from zingyconn.hosts.console import auth
 from zingyconn.hosts.console.outcome import run_outcome
 from zingyconn.hosts.console.view import flash, page, render, state_of, when
+from zingyconn.names import NAME_PATTERN
 from zingyconn.tokens import TokenStore
 
 RUN_STATUSES: Final = ("ok", "failed", "running", "retrying")

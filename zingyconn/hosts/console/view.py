@@ -13,8 +13,9 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from zingyconn.catalog import NAME_PATTERN, Catalog
+from zingyconn.catalog import Catalog
 from zingyconn.hosts.console import auth
+from zingyconn.names import NAME_PATTERN
 from zingyconn.runtime import Runtime
 
 Handler = Callable[[Request], Awaitable[Response]]
