@@ -63,8 +63,11 @@ def emulator_process() -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def measure(send: Callable[[], object], runs: int, *, warmup: int = 30) -> dict[str, float]:
+def measure(send: Callable[[], object], runs: int, *, warmup: int = 30, pause_seconds: float = 0.0) -> dict[str, float]:
     """Call *send* *warmup* + *runs* times; return min/p10/p50/p90/p99/mean of the timed runs in milliseconds.
+
+    With *pause_seconds*, runs arrive that far apart (requests arriving independently: the sandbox has its spare
+    child forked and warm again); without, they run back to back (saturation: each run also waits for a fork).
 
     On a busy machine p50 mostly measures the scheduler (each run hands off between 3 processes several times);
     min and p10 show what the path costs when it is not kept waiting for a CPU.
@@ -73,6 +76,8 @@ def measure(send: Callable[[], object], runs: int, *, warmup: int = 30) -> dict[
         send()
     samples = []
     for _ in range(runs):
+        if pause_seconds:
+            time.sleep(pause_seconds)
         started = time.perf_counter()
         send()
         samples.append((time.perf_counter() - started) * 1000)
@@ -92,6 +97,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--json", action="store_true", help="Print the figures as one JSON object.")
+    parser.add_argument(
+        "--pause", type=float, default=0.02, help="Seconds between runs (0: back to back, i.e. saturation)."
+    )
     args = parser.parse_args()
 
     from twilio.rest import Client
@@ -133,19 +141,26 @@ def main() -> None:
                 return runtime.run("bench", "return 1", kind="webhook").value
 
             figures = {
-                "plain": measure(send_plain, args.runs),
-                "broker": measure(send_brokered, args.runs),
-                "snippet": measure(send_snippet, args.runs),
-                "floor": measure(trivial_run, args.runs),
+                "plain": measure(send_plain, args.runs, pause_seconds=args.pause),
+                "broker": measure(send_brokered, args.runs, pause_seconds=args.pause),
+                "snippet": measure(send_snippet, args.runs, pause_seconds=args.pause),
+                "floor": measure(trivial_run, args.runs, pause_seconds=args.pause),
             }
             figures["ratio_p50_snippet_to_plain"] = {"x": figures["snippet"]["p50_ms"] / figures["plain"]["p50_ms"]}
             hardening = dict(runtime.sandbox.hardening)
     load = os.getloadavg()[0]
     if args.json:
-        context = {"runs": args.runs, "cpus": os.cpu_count(), "load": load, "hardening": hardening}
+        context = {
+            "runs": args.runs,
+            "pause_seconds": args.pause,
+            "cpus": os.cpu_count(),
+            "load": load,
+            "hardening": hardening,
+        }
         print(json.dumps({**context, **figures}, indent=2))
         return
-    print(f"send one SMS to the emulator, {args.runs} runs each, {os.cpu_count()} CPUs, load {load:.1f}")
+    spacing = f"{args.pause * 1000:g} ms apart" if args.pause else "back to back"
+    print(f"send one SMS to the emulator, {args.runs} runs each ({spacing}), {os.cpu_count()} CPUs, load {load:.1f}")
     print(f"{'path':<8} {'min ms':>8} {'p10 ms':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     for name in ("plain", "broker", "snippet", "floor"):
         row = figures[name]
