@@ -15,6 +15,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,9 +23,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from zingyconn.queue import TaskQueue
-from zingyconn.runtime import Runtime
-from zingyconn.schema import tasks
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the Redis server helper lives in tests/
+
+from zingyconn.queue import TaskQueue  # noqa: E402  # after the path set-up above
+from zingyconn.runtime import Runtime  # noqa: E402
+from zingyconn.schema import tasks  # noqa: E402
 
 SNIPPET = "return event"
 
@@ -86,7 +90,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         url = args.redis_url
         if url is None and shutil.which("redis-server"):
-            from tests.servers import redis_server
+            from tests.servers import redis_server  # only when no --redis-url is given
 
             url = stack.enter_context(redis_server())
         if url is None:
