@@ -7,24 +7,18 @@ would end up in shell history and in ``ps`` output.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 
 import click
 
 from zingyconn.config import Settings
 from zingyconn.errors import ConnectionNotFoundError, InvalidConnectionError
+from zingyconn.hosts.cli.options import format_time, tenant_option
 from zingyconn.store import ConnectionStore, ConnectionSummary
 from zingyconn.twilio.profile import TwilioProfile, check_credentials
-
-_tenant_option = click.option("--tenant", default="default", show_default=True, help="The tenant (app) that owns it.")
 
 
 def _store() -> ConnectionStore:
     return ConnectionStore.from_settings(Settings.from_env())
-
-
-def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _read_secret(what: str) -> str:
@@ -42,7 +36,7 @@ def connections() -> None:
 
 @connections.command()
 @click.argument("name")
-@_tenant_option
+@tenant_option
 @click.option("--account-sid", required=True, help="The Account SID (AC + 32 hex digits).")
 @click.option("--api-key", default=None, help="An API Key SID (SK...); the secret is then the API Key Secret.")
 @click.option("--replace", is_flag=True, help="Overwrite an existing connection of the same name.")
@@ -78,7 +72,7 @@ def add(name: str, tenant: str, account_sid: str, api_key: str | None, replace: 
 
 
 @connections.command(name="list")
-@_tenant_option
+@tenant_option
 def list_(tenant: str) -> None:
     """List the tenant's connections (names, masked SIDs; never secrets)."""
     summaries = _store().list(tenant)
@@ -89,13 +83,13 @@ def list_(tenant: str) -> None:
         credential = f"api_key {summary.api_key}" if summary.api_key else "auth token"
         click.echo(
             f"{summary.name:<{width}}  {summary.type}  {summary.account_sid}  {credential:<18}  "
-            f"updated {_when(summary.updated_at)}"
+            f"updated {format_time(summary.updated_at)}"
         )
 
 
 @connections.command()
 @click.argument("name")
-@_tenant_option
+@tenant_option
 def show(name: str, tenant: str) -> None:
     """Show connection NAME with its secret masked (decrypting it proves the key works)."""
     store = _store()
@@ -109,15 +103,15 @@ def show(name: str, tenant: str) -> None:
         f"api_key:     {masked['api_key'] or '(none: authenticates with the Auth Token)'}",
         f"secret:      {masked['secret']}",
         f"sealed with: key {summary.key_id!r} (revision {summary.revision})",
-        f"created:     {_when(summary.created_at)}",
-        f"updated:     {_when(summary.updated_at)}",
+        f"created:     {format_time(summary.created_at)}",
+        f"updated:     {format_time(summary.updated_at)}",
     ]
     click.echo("\n".join(lines))
 
 
 @connections.command()
 @click.argument("name")
-@_tenant_option
+@tenant_option
 def delete(name: str, tenant: str) -> None:
     """Delete connection NAME."""
     _store().delete(tenant, name)
@@ -126,7 +120,7 @@ def delete(name: str, tenant: str) -> None:
 
 @connections.command()
 @click.argument("name")
-@_tenant_option
+@tenant_option
 def test(name: str, tenant: str) -> None:
     """Make one authenticated read with NAME's credentials (ZINGYCONN_TWILIO_BASE_URL if set, else Twilio)."""
     settings = Settings.from_env()

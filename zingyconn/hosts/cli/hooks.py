@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import click
 
-from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
-from zingyconn.database import create_engine
+from zingyconn.hosts.cli.options import catalog_from_settings, format_time, tenant_option
 from zingyconn.hosts.webhooks import check_verifier
 from zingyconn.store import ConnectionStore
-
-_tenant_option = click.option("--tenant", default="default", show_default=True, help="The tenant (app) that owns it.")
-
-
-def _catalog() -> Catalog:
-    return Catalog(create_engine(Settings.from_env().db_url))
-
-
-def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @click.group()
@@ -31,7 +19,7 @@ def hooks() -> None:
 
 @hooks.command()
 @click.argument("name")
-@_tenant_option
+@tenant_option
 @click.option("--file", "file", type=click.File("r"), required=True, help="The snippet ('-' for stdin).")
 @click.option("--verify-with", default=None, metavar="CONNECTION", help="Check X-Twilio-Signature with its Auth Token.")
 @click.option(
@@ -47,44 +35,44 @@ def add(name: str, tenant: str, file: click.utils.LazyFile, verify_with: str | N
     if verify_with is not None:
         check_verifier(ConnectionStore.from_settings(Settings.from_env()), tenant, verify_with)
     overrides = dict(item.partition("=")[::2] for item in limits)
-    _catalog().put_hook(tenant, name, file.read(), verify_with=verify_with, limits=overrides)
+    catalog_from_settings().put_hook(tenant, name, file.read(), verify_with=verify_with, limits=overrides)
     check = f"signatures checked with {verify_with!r}" if verify_with else "NO signature check"
     click.echo(f"Saved hook {name!r} in tenant {tenant!r} ({check}); it answers at /hooks/{tenant}/{name}.")
 
 
 @hooks.command(name="list")
-@_tenant_option
+@tenant_option
 def list_(tenant: str) -> None:
     """List the tenant's hooks."""
-    found = _catalog().list_hooks(tenant)
+    found = catalog_from_settings().list_hooks(tenant)
     if not found:
         click.echo(f"Tenant {tenant!r} has no hooks; add one with: zingyconn hooks add NAME --file F")
         return
     for hook in found:
-        click.echo(f"{hook.name:<30} verify with {hook.verify_with or '-':<20} updated {_when(hook.updated_at)}")
+        click.echo(f"{hook.name:<30} verify with {hook.verify_with or '-':<20} updated {format_time(hook.updated_at)}")
 
 
 @hooks.command()
 @click.argument("name")
-@_tenant_option
+@tenant_option
 @click.option("--json", "as_json", is_flag=True, help="Print the hook as one JSON object.")
 def show(name: str, tenant: str, as_json: bool) -> None:
     """Show hook NAME: URL path, validation connection, limit overrides and source."""
-    hook = _catalog().get_hook(tenant, name)
+    hook = catalog_from_settings().get_hook(tenant, name)
     if as_json:
         click.echo(json.dumps(hook.to_json(), indent=2))
         return
     click.echo(f"hook:        /hooks/{hook.tenant}/{hook.name}")
     click.echo(f"verify with: {hook.verify_with or '- (no signature check)'}")
     click.echo(f"limits:      {json.dumps(dict(hook.limits)) if hook.limits else 'webhook defaults'}")
-    click.echo(f"updated:     {_when(hook.updated_at)}\n")
+    click.echo(f"updated:     {format_time(hook.updated_at)}\n")
     click.echo(hook.source.rstrip("\n"))
 
 
 @hooks.command()
 @click.argument("name")
-@_tenant_option
+@tenant_option
 def delete(name: str, tenant: str) -> None:
     """Delete hook NAME (its URL then answers 404)."""
-    _catalog().delete_hook(tenant, name)
+    catalog_from_settings().delete_hook(tenant, name)
     click.echo(f"Deleted hook {name!r} of tenant {tenant!r}.")

@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import click
 
-from zingyconn.catalog import Catalog
-from zingyconn.config import Settings
-from zingyconn.database import create_engine
-
-_tenant_option = click.option("--tenant", default="default", show_default=True, help="The tenant (app) that owns it.")
-
-
-def _catalog() -> Catalog:
-    return Catalog(create_engine(Settings.from_env().db_url))
-
-
-def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+from zingyconn.hosts.cli.options import catalog_from_settings, format_time, tenant_option
 
 
 @click.group()
@@ -29,7 +16,7 @@ def scripts() -> None:
 
 @scripts.command()
 @click.argument("name")
-@_tenant_option
+@tenant_option
 @click.option("--file", "file", type=click.File("r"), required=True, help="The snippet ('-' for stdin).")
 @click.option("--cron", default=None, help="Run on this schedule (UTC), e.g. '0 7 * * 1-5' or @daily.")
 @click.option("--limit", "limits", multiple=True, metavar="NAME=VALUE", help="Override a task limit (wall_seconds=60).")
@@ -41,44 +28,44 @@ def add(name: str, tenant: str, file: click.utils.LazyFile, cron: str | None, li
       zingyconn scripts add digest --file examples/nightly_digest.py --cron '0 7 * * *'
     """
     overrides = dict(item.partition("=")[::2] for item in limits)
-    script = _catalog().put_script(tenant, name, file.read(), cron=cron, limits=overrides)
+    script = catalog_from_settings().put_script(tenant, name, file.read(), cron=cron, limits=overrides)
     schedule = f"on cron {script.cron!r} (UTC)" if script.cron else f"on demand: zingyconn tasks enqueue {name}"
     click.echo(f"Saved script {name!r} in tenant {tenant!r}; it runs {schedule}.")
 
 
 @scripts.command(name="list")
-@_tenant_option
+@tenant_option
 def list_(tenant: str) -> None:
     """List the tenant's scripts."""
-    found = _catalog().list_scripts(tenant)
+    found = catalog_from_settings().list_scripts(tenant)
     if not found:
         click.echo(f"Tenant {tenant!r} has no scripts; add one with: zingyconn scripts add NAME --file F")
         return
     for script in found:
-        click.echo(f"{script.name:<30} {script.cron or '-':<20} updated {_when(script.updated_at)}")
+        click.echo(f"{script.name:<30} {script.cron or '-':<20} updated {format_time(script.updated_at)}")
 
 
 @scripts.command()
 @click.argument("name")
-@_tenant_option
+@tenant_option
 @click.option("--json", "as_json", is_flag=True, help="Print the script as one JSON object.")
 def show(name: str, tenant: str, as_json: bool) -> None:
     """Show script NAME: schedule, limit overrides and source."""
-    script = _catalog().get_script(tenant, name)
+    script = catalog_from_settings().get_script(tenant, name)
     if as_json:
         click.echo(json.dumps(script.to_json(), indent=2))
         return
     click.echo(f"script:  {script.tenant}/{script.name}")
     click.echo(f"cron:    {script.cron or '-'}")
     click.echo(f"limits:  {json.dumps(dict(script.limits)) if script.limits else 'task defaults'}")
-    click.echo(f"updated: {_when(script.updated_at)}\n")
+    click.echo(f"updated: {format_time(script.updated_at)}\n")
     click.echo(script.source.rstrip("\n"))
 
 
 @scripts.command()
 @click.argument("name")
-@_tenant_option
+@tenant_option
 def delete(name: str, tenant: str) -> None:
     """Delete script NAME (queued tasks of it then fail with "deleted")."""
-    _catalog().delete_script(tenant, name)
+    catalog_from_settings().delete_script(tenant, name)
     click.echo(f"Deleted script {name!r} of tenant {tenant!r}.")

@@ -12,11 +12,10 @@ import click
 from zingyconn.config import Settings
 from zingyconn.errors import ValidationError
 from zingyconn.history import RunHistory
+from zingyconn.hosts.cli.options import tenant_option
 from zingyconn.queue import TaskQueue
 from zingyconn.queue_backend import describe
 from zingyconn.tasks import TaskRecord
-
-_tenant_option = click.option("--tenant", default="default", show_default=True, help="The tenant (app) that owns it.")
 
 
 def _queue() -> tuple[TaskQueue, str]:
@@ -47,7 +46,7 @@ def tasks() -> None:
 
 @tasks.command()
 @click.argument("script")
-@_tenant_option
+@tenant_option
 @click.option("--payload", default=None, metavar="JSON|@FILE", help="The run's `event` (JSON, or @file).")
 def enqueue(script: str, tenant: str, payload: str | None) -> None:
     """Queue a run of SCRIPT; a worker (`zingyconn worker`, or `zingyconn serve`) runs it.
