@@ -34,6 +34,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from http_load import percentile, read_response  # noqa: E402
+
 from tests.e2e.cluster import Process, running_cluster  # noqa: E402  # after the path set-up above
 from tests.servers import postgres_server, redis_server  # noqa: E402
 
@@ -63,31 +65,16 @@ class Stats:
         """Return requests per second, p50/p99 latency and the error count."""
         ordered = sorted(self.latencies_ms) or [0.0]
 
-        def pct(p: float) -> float:
-            return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 2)
-
         return {
             "name": self.name,
             "requests": len(self.latencies_ms),
             "req_per_s": round(len(self.latencies_ms) / self.seconds, 1),
-            "p50_ms": pct(50),
-            "p99_ms": pct(99),
+            "p50_ms": percentile(ordered, 50),
+            "p99_ms": percentile(ordered, 99),
             "errors": len(self.errors),
             "server_cpu_ms_per_request": round(self.server_cpu_seconds * 1000 / max(1, len(self.latencies_ms)), 2),
             "postgres_cpu_ms_per_request": round(self.postgres_cpu_seconds * 1000 / max(1, len(self.latencies_ms)), 2),
         }
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    status_line = await reader.readline()
-    if not status_line:
-        raise ConnectionResetError("the server closed the connection")
-    status = int(status_line.split()[1])
-    headers: dict[str, str] = {}
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode().partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers, await reader.readexactly(int(headers.get("content-length", "0")))
 
 
 async def _client(base_url: str, stats: Stats, deadline: float, worker: int) -> None:
@@ -106,7 +93,7 @@ async def _client(base_url: str, stats: Stats, deadline: float, worker: int) -> 
             started = time.perf_counter()
             try:
                 writer.write(head.encode() + body)
-                status, headers, payload = await _read_response(reader)
+                status, headers, payload = await read_response(reader)
             except (ConnectionError, asyncio.IncompleteReadError) as exc:  # counted, then a fresh connection
                 stats.errors.append(f"{type(exc).__name__}: {exc}")
                 writer.close()

@@ -30,6 +30,8 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from http_load import percentile, read_response  # noqa: E402
+
 from tests.servers import free_port, wait_for_port  # noqa: E402  # after the path set-up above
 
 AUTO_REPLY = """\
@@ -109,16 +111,13 @@ class Stats:
         """Return throughput, latency percentiles and the error count."""
         ordered = sorted(self.latencies_ms) or [0.0]
 
-        def pct(p: float) -> float:
-            return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 2)
-
         return {
             "name": self.name,
             "requests": len(self.latencies_ms),
             "req_per_s": round(len(self.latencies_ms) / self.seconds, 1),
-            "p50_ms": pct(50),
-            "p90_ms": pct(90),
-            "p99_ms": pct(99),
+            "p50_ms": percentile(ordered, 50),
+            "p90_ms": percentile(ordered, 90),
+            "p99_ms": percentile(ordered, 99),
             "max_ms": round(ordered[-1], 2),
             "mean_ms": round(statistics.fmean(ordered), 2),
             "errors": len(self.errors),
@@ -148,7 +147,7 @@ async def _client(port: int, path: str, stats: Stats, deadline: float, worker: i
             started = time.perf_counter()
             writer.write(head.encode() + b"\r\n" + body)
             try:
-                status, headers, payload = await asyncio.wait_for(_read_response(reader), RESPONSE_TIMEOUT_SECONDS)
+                status, headers, payload = await asyncio.wait_for(read_response(reader), RESPONSE_TIMEOUT_SECONDS)
             except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 stats.errors.append(f"{type(exc).__name__}: {exc}")
                 return  # the connection is unusable; this client stops
@@ -158,17 +157,6 @@ async def _client(port: int, path: str, stats: Stats, deadline: float, worker: i
                 stats.errors.append(f"{status} {payload[:200]!r}")
     finally:
         writer.close()
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    status_line = await reader.readline()
-    status = int(status_line.split()[1])
-    headers: dict[str, str] = {}
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode().partition(":")
-        headers[name.strip().lower()] = value.strip()
-    payload = await reader.readexactly(int(headers.get("content-length", "0")))
-    return status, headers, payload
 
 
 async def _load(name: str, port: int, *, seconds: float, concurrency: int, signer: Signer | None) -> Stats:
