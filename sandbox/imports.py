@@ -9,10 +9,11 @@ snippet can change what the next one sees. ``from m import name`` is checked her
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Final
 
 from sandbox.guards import forbidden_reason
@@ -240,7 +241,7 @@ class Importer:
         return target
 
     def _is_importable(self, name: str) -> bool:
-        return name in self._registry or any(other.startswith(name + ".") for other in self._registry)
+        return is_importable(name, self._registry)
 
     def _has(self, target: object, item: str) -> bool:
         try:
@@ -265,3 +266,32 @@ class Importer:
             result = _Package(name, attributes)
         self._objects[name] = result
         return result
+
+
+def is_importable(name: str, allowed: Collection[str]) -> bool:
+    """Return whether ``import name`` succeeds with *allowed* modules (a module, or a package of allowed ones)."""
+    return name in allowed or any(other.startswith(name + ".") for other in allowed)
+
+
+def check_imports(source: str, allowed: Collection[str]) -> list[str]:
+    """Return ``Line N: ...`` for every import in *source* that the run-time importer would refuse.
+
+    The policy cannot know the modules a host adds (the environment is chosen at run time), so the host calls this
+    before saving a snippet: a blocked import is then reported with the compile errors instead of failing later.
+    Call it on source that :func:`sandbox.compiler.compile_snippet` accepted.
+    """
+    listed = ", ".join(sorted(allowed))
+    errors: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module]
+        else:
+            continue
+        errors.extend(
+            f"Line {node.lineno}: Import of {name!r} is not allowed in snippets. Allowed modules: {listed}."
+            for name in names
+            if not is_importable(name, allowed)
+        )
+    return errors

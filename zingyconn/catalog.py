@@ -16,11 +16,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from sandbox import compile_snippet
+from sandbox.errors import CompileError
+from sandbox.imports import STDLIB_MODULES, check_imports
 from sandbox.limits import Kind, Limits
 from zingyconn.cron import parse_cron
 from zingyconn.errors import NotFoundError, ValidationError
 from zingyconn.names import validate_name
 from zingyconn.schema import hooks, scripts
+from zingyconn.twilio import SNIPPET_MODULES
 
 #: Names of tenants, hooks and scripts. They appear in URL paths (``/hooks/{tenant}/{hook}``) and log lines, so
 #: they are restricted to characters that need no escaping there (no ``/``, ``..``, spaces or control characters).
@@ -123,10 +126,17 @@ def parse_limits(overrides: Mapping[str, object] | None, *, kind: Kind) -> dict[
 
 
 def check_source(source: str) -> None:
-    """Compile *source* with the production policy; raise CompileError (every ``Line N:``) if it cannot run."""
+    """Compile *source* with the production policy and check its imports; raise CompileError (every ``Line N:``).
+
+    Imports are checked against what a run can import (the standard-library allowlist and the twilio modules),
+    so ``import requests`` is refused when the hook is saved, not on the first request.
+    """
     if not source.strip():
         raise ValidationError("The snippet source is empty; write at least one statement.", field="source")
     compile_snippet(source)
+    errors = check_imports(source, [*STDLIB_MODULES, *SNIPPET_MODULES])
+    if errors:
+        raise CompileError(errors)
 
 
 class Catalog:

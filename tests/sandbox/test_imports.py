@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from sandbox.imports import STDLIB_MODULES, Facade, Importer, make_facade, stdlib_facades
+from sandbox.imports import STDLIB_MODULES, Facade, Importer, check_imports, make_facade, stdlib_facades
 
 
 def test_every_allowed_module_has_a_facade() -> None:
@@ -109,3 +109,20 @@ def test_environment_modules_must_be_facades() -> None:
     """A real module in Environment.modules is a host bug, refused up front."""
     with pytest.raises(ValueError, match="must be a façade, not module 'json'"):
         Importer({"json2": json})
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        pytest.param("import os\nreturn 1", ["Line 1: Import of 'os'"], id="plain-import"),
+        pytest.param("x = 1\nfrom subprocess import run", ["Line 2: Import of 'subprocess'"], id="from-import"),
+        pytest.param("import json, requests.sessions", ["Line 1: Import of 'requests.sessions'"], id="one-of-several"),
+        pytest.param("def f():\n    import socket\nreturn f", ["Line 2: Import of 'socket'"], id="nested-in-function"),
+        pytest.param("import json\nimport urllib.parse\nfrom urllib import parse\nreturn 1", [], id="allowed-ones"),
+    ],
+)
+def test_check_imports_reports_what_the_importer_would_refuse(source: str, expected: list[str]) -> None:
+    """check_imports names the line and module of every import the run-time importer would refuse."""
+    errors = check_imports(source, list(STDLIB_MODULES))
+    assert [error.split(" is not allowed")[0] for error in errors] == expected
+    assert all("Allowed modules: base64, collections" in error for error in errors)

@@ -118,3 +118,26 @@ def test_put_script_refuses_an_overlong_cron(catalog: Catalog) -> None:
     with pytest.raises(ValidationError) as info:
         catalog.put_script("acme", "x", "return 1", cron="*" * 101)
     assert info.value.field == "cron"
+
+
+def test_saving_a_hook_with_a_blocked_import_is_a_compile_error(catalog: Catalog) -> None:
+    """An import the sandbox would refuse is reported with its line when the hook is saved, and nothing is saved."""
+    with pytest.raises(CompileError) as caught:
+        catalog.put_hook("acme", "bad-import", "import json\nimport requests\nreturn 1")
+    assert caught.value.errors[0].startswith("Line 2: Import of 'requests' is not allowed in snippets.")
+    with pytest.raises(NotFoundError):
+        catalog.get_hook("acme", "bad-import")
+
+
+def test_snippet_modules_match_the_environment_facades() -> None:
+    """SNIPPET_MODULES (what saving checks against) is exactly what the snippet environment offers."""
+    from sandbox.environment import RunContext
+    from zingyconn.twilio import SNIPPET_MODULES
+    from zingyconn.twilio.snippet import environment
+
+    class _NoHost:
+        def request(self, op: str, payload: object) -> object:
+            raise AssertionError("not called")
+
+    offered = environment(RunContext(host=_NoHost(), context={})).modules
+    assert sorted(offered) == sorted(SNIPPET_MODULES)

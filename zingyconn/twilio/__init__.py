@@ -1,1 +1,15 @@
 """Twilio: connection profiles, the brokered client, connection commands and the local emulator."""
+
+from typing import Final
+
+#: The modules a snippet may import on top of the standard-library allowlist (``zingyconn.twilio.snippet`` builds a
+#: façade for each; a test keeps the two in step). Kept here, away from the heavy snippet module, so the catalog can
+#: check imports before saving a snippet without importing twilio.rest.
+SNIPPET_MODULES: Final = (
+    "twilio",
+    "twilio.rest",
+    "twilio.twiml",
+    "twilio.twiml.messaging_response",
+    "twilio.twiml.voice_response",
+    "twilio.base.exceptions",
+)
