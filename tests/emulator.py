@@ -18,19 +18,17 @@ import http.server
 import json
 import re
 import threading
-import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import uvicorn
 from openapi_schema_validator import OAS30Validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from twilio.rest import Client
 
-from tests.servers import free_port
+from tests.servers import free_port, uvicorn_in_thread
 from zingyconn.twilio.emulator import (
     DEFAULT_ACCOUNT_SID,
     DEFAULT_API_KEY,
@@ -195,23 +193,10 @@ def running_emulator(state: EmulatorState | None = None, *, tick_seconds: float 
     OpenAPI contract (:func:`check_response`) when the test ends.
     """
     state = state if state is not None else frozen_state()
-    port = free_port()
     responses: list[ResponseRecord] = []
     app = _ResponseRecorder(create_app(state, tick_seconds=tick_seconds), responses)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"emulator-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"The emulator did not start on 127.0.0.1:{port}.")
-        time.sleep(0.01)
-    try:
+    with uvicorn_in_thread(app, name="emulator", lifespan="on") as port:
         yield Emulator(base_url=f"http://127.0.0.1:{port}", state=state, responses=responses)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @dataclass(frozen=True, slots=True)

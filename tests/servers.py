@@ -12,9 +12,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +103,24 @@ def redis_server() -> Iterator[str]:
         process.terminate()
         process.wait(timeout=10)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def uvicorn_in_thread(app: Any, *, name: str, **config: Any) -> Iterator[int]:
+    """Serve the ASGI *app* with a real uvicorn on a free 127.0.0.1 port in a thread; yield the port."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
+    thread = threading.Thread(target=server.run, name=f"{name}-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"The {name} did not start on 127.0.0.1:{port}.")
+        time.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)

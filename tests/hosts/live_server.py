@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-import uvicorn
 from twilio.request_validator import RequestValidator
 
-from tests.servers import free_port
+from tests.servers import uvicorn_in_thread
 from zingyconn.hosts.server import create_app
 from zingyconn.runtime import Runtime
 from zingyconn.schema import runs
@@ -46,23 +43,10 @@ class LiveServer:
 @contextlib.contextmanager
 def live_server(runtime: Runtime, **options: Any) -> Iterator[LiveServer]:
     """Serve ``create_app(runtime, **options)`` on 127.0.0.1 for the duration of the block."""
-    port = free_port()
     app = create_app(runtime, **options)
     # proxy_headers=False: as `zingyconn serve` does; the app alone decides which X-Forwarded-* to believe.
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"zingyconn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"The server did not start on 127.0.0.1:{port}.")
-        time.sleep(0.01)
-    try:
+    with uvicorn_in_thread(app, name="zingyconn", proxy_headers=False) as port:
         yield LiveServer(base_url=f"http://127.0.0.1:{port}", runtime=runtime)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
 
 
 def sign(
