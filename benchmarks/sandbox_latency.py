@@ -140,7 +140,7 @@ def in_process(source: str, runs: int) -> list[float]:
 
 def memory(sandbox: Sandbox) -> tuple[float, float]:
     """Return (zygote RSS, mean USS of its warmed spare children) in MiB."""
-    time.sleep(0.5)  # let the spares finish their warm-up run
+    time.sleep(0.5)  # let the spares finish their warm-up runs
     zygote = psutil.Process(sandbox.zygote_pid)
     children = zygote.children()
     uss = [child.memory_full_info().uss for child in children] or [0]
@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000, help="runs per warm-latency measurement")
     parser.add_argument("--spawn-runs", type=int, default=20, help="runs of the spawn-per-run baseline")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of the throughput measurement")
-    parser.add_argument("--spares", type=int, default=1, help="spare children kept forked ahead of demand")
+    parser.add_argument("--spares", type=int, default=2, help="spare children kept forked ahead of demand (as Sandbox)")
     parser.add_argument("--pause", type=float, default=0.02, help="seconds between paced runs (requests arriving)")
     args = parser.parse_args()
 

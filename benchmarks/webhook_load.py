@@ -86,7 +86,9 @@ class Channel:
 class InProcessSandbox:
     def __init__(self):
         self.factory = load_environment_factory(SNIPPET_ENVIRONMENT)
-    def run(self, source, *, event=None, limits=None, context=None, on_request=None):
+    def run(self, source, *, event=None, limits=None, context=None, on_request=None, on_started=None):
+        if on_started is not None:
+            on_started()
         environment = self.factory(RunContext(host=Channel(on_request), context=context or {}))
         return execute(compile_snippet(source), event=event, environment=environment, limits=limits)
     def close(self):

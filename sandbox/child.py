@@ -16,14 +16,15 @@ import json
 import math
 import os
 import resource
+import select
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, NoReturn
 
 from sandbox import hardening
 from sandbox.channel import ChannelClosedError, HostRequests, encode_frame, recv_frame
-from sandbox.environment import EnvironmentFactory, HostChannel, RunContext
+from sandbox.environment import EnvironmentFactory, HostChannel, RunContext, WarmUpRun
 from sandbox.errors import EgressDeniedError, SandboxError
 from sandbox.limits import Limits
 from sandbox.result import RunError, RunResult
@@ -69,6 +70,17 @@ def _address_space_bytes() -> int:
     return pages * resource.getpagesize()
 
 
+#: The rlimits every run gets, in the order apply_rlimits() sets them.
+_RLIMITS: Final = (
+    resource.RLIMIT_CORE,
+    resource.RLIMIT_CPU,
+    resource.RLIMIT_AS,
+    resource.RLIMIT_FSIZE,
+    resource.RLIMIT_NOFILE,
+    resource.RLIMIT_NPROC,
+)
+
+
 def apply_rlimits(limits: Limits, *, address_space_bytes: int) -> None:
     """Apply the run's limits to this process (the kernel enforces them from here on).
 
@@ -78,14 +90,8 @@ def apply_rlimits(limits: Limits, *, address_space_bytes: int) -> None:
     """
     cpu = max(1, math.ceil(limits.cpu_seconds))
     memory = address_space_bytes + limits.memory_bytes
-    for limit, value in (
-        (resource.RLIMIT_CORE, (0, 0)),
-        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
-        (resource.RLIMIT_AS, (memory, memory)),
-        (resource.RLIMIT_FSIZE, (0, 0)),
-        (resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES)),
-        (resource.RLIMIT_NPROC, (0, 0)),
-    ):
+    values = ((0, 0), (cpu, cpu + 1), (memory, memory), (0, 0), (OPEN_FILES, OPEN_FILES), (0, 0))
+    for limit, value in zip(_RLIMITS, values, strict=True):
         resource.setrlimit(limit, value)
 
 
@@ -110,44 +116,68 @@ def encode_result(result: RunResult, limits: Limits) -> bytes:
     return frame
 
 
-class _RefusingHost:
-    """The host channel of the warm-up run: there is no host to ask yet."""
+class _CannedHost:
+    """The host channel of a warm-up run: canned answers by op, and no host behind them."""
+
+    def __init__(self, answers: Mapping[str, Any]) -> None:
+        self._answers = answers
 
     def request(self, op: str, payload: Mapping[str, Any]) -> Any:
-        raise EgressDeniedError(f"Request {op!r} is not allowed during the warm-up run.")
+        if op not in self._answers:
+            raise EgressDeniedError(f"Request {op!r} is not allowed during a warm-up run.")
+        # Through JSON, as a real answer arrives: the warm-up then also covers the channel's decoding.
+        return json.loads(json.dumps(self._answers[op]))
 
 
-_warm_order: dict[str, Any] = {}
+#: The warm-up orders, each with its canned answers; built once in the zygote, so every child shares them.
+_warm_orders: list[tuple[dict[str, Any], Mapping[str, Any]]] = []
 
 
-def prepare_warm_up() -> None:
-    """Build the warm-up order (called once in the zygote, so every child shares it)."""
+def prepare_warm_up(runs: Sequence[WarmUpRun] = ()) -> None:
+    """Build the warm-up orders: an empty run, then the environment's *runs* (called once, in the zygote)."""
     from sandbox import compiler
 
-    compiled = compiler.compile_snippet("return None")
-    _warm_order.update(
-        {"t": "run", "compiled": base64.b64encode(compiled.to_bytes()).decode(), "event": {}, "context": {}}
-    )
-    _warm_order["limits"] = dataclasses.asdict(Limits())
+    limits = dataclasses.asdict(Limits())
+    _warm_orders.clear()
+    for run in (WarmUpRun(source="return None"), *runs):
+        compiled = base64.b64encode(compiler.compile_snippet(run.source).to_bytes()).decode()
+        order = {"t": "run", "compiled": compiled, "event": run.event, "context": {}, "limits": limits}
+        _warm_orders.append((order, dict(run.answers)))
 
 
-def warm_up(factory: EnvironmentFactory) -> None:
-    """Run an empty snippet through the whole run path before the order comes.
+def warm_up(factory: EnvironmentFactory, *, order_waiting: Callable[[], bool] | None = None) -> None:
+    """Make the warm-up runs (see :mod:`sandbox.environment`) before the order comes.
 
-    After ``fork()`` every page the run writes to (reference counts, the allocator, the JSON codec) is copied on
-    first write; doing that ahead of demand takes a few hundred microseconds off a warm run.
+    After ``fork()`` every page a run writes to (reference counts, the allocator, the JSON codec, the rlimit
+    calls) is copied on first write; doing that ahead of demand takes most of a run's page faults off its latency.
+    When *order_waiting* says the order is already there (the host is busy and took this child at once), the
+    remaining warm-up runs are skipped: they would only delay the run and spend CPU on paths it may not take.
     """
-    if _warm_order:
+    with contextlib.suppress(OSError, ValueError):
+        for limit in _RLIMITS:  # the same calls as apply_rlimits(), setting each limit to what it already is
+            resource.setrlimit(limit, resource.getrlimit(limit))
+    for order, answers in _warm_orders:
+        if order_waiting is not None and order_waiting():
+            return
         with contextlib.suppress(Exception):
-            run_order(json.loads(json.dumps(_warm_order)), factory, None)
+            run_order(json.loads(json.dumps(order)), factory, None, warm_up_host=_CannedHost(answers))
 
 
-def run_order(order: dict[str, Any], factory: EnvironmentFactory, sock: socket.socket | None) -> bytes:
-    """Carry out one run order and return the result frame (*sock* None: the warm-up, without rlimits)."""
+def run_order(
+    order: dict[str, Any],
+    factory: EnvironmentFactory,
+    sock: socket.socket | None,
+    *,
+    warm_up_host: HostChannel | None = None,
+) -> bytes:
+    """Carry out one run order and return the result frame.
+
+    With *sock* None this is a warm-up run: no rlimits, and requests go to *warm_up_host* (or are refused).
+    """
     from sandbox import compiler, executor  # pre-imported by the zygote; these are dictionary lookups
 
     limits = Limits(**order["limits"])
-    host: HostChannel = _RefusingHost()
+    host: HostChannel = warm_up_host if warm_up_host is not None else _CannedHost({})
     if sock is not None:
         apply_rlimits(limits, address_space_bytes=order["address_space_bytes"])
         host = HostRequests(sock, max_requests=limits.egress_requests)
@@ -170,7 +200,7 @@ def serve(sock: socket.socket, factory: EnvironmentFactory, *, zygote_pid: int) 
             os._exit(0)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # RLIMIT_FSIZE=0: a write fails with EFBIG, no signal death
         address_space = _address_space_bytes()
-        warm_up(factory)
+        warm_up(factory, order_waiting=lambda: bool(select.select([sock], [], [], 0)[0]))
         order = recv_frame(sock, max_bytes=1 << 30)
         order["address_space_bytes"] = address_space
         frame = run_order(order, factory, sock)

@@ -3,6 +3,10 @@
 The sandbox knows nothing about Twilio or connections. A host names an *environment factory* by dotted path
 (``"zingyconn.twilio.snippet:environment"``); the zygote imports that module once (so heavy imports are paid
 before any fork) and each child calls the factory once per run to get the names and modules for that run.
+
+The same module may list :class:`WarmUpRun` snippets in ``WARM_UP_RUNS``: typical runs, answered by canned host
+replies, that the zygote makes once before it forks (filling lazily built caches that every child then shares) and
+that each spare child makes while it waits for its order (copying the pages a run writes to ahead of demand).
 """
 
 from __future__ import annotations
@@ -61,6 +65,25 @@ class Environment:
 
 EnvironmentFactory = Callable[[RunContext], Environment]
 
+#: Name of the optional module attribute listing an environment's warm-up runs.
+WARM_UP_ATTRIBUTE = "WARM_UP_RUNS"
+
+
+@dataclass(frozen=True, slots=True)
+class WarmUpRun:
+    """A typical run made ahead of demand, never for a caller; its result is discarded.
+
+    Attributes:
+        source: The snippet (it must succeed with the canned answers, or it warms only part of the path).
+        event: The run's ``event``.
+        answers: The host's canned answer to each request op (an op not listed is refused); nothing reaches a
+            real host during a warm-up.
+    """
+
+    source: str
+    event: JSON = None
+    answers: Mapping[str, JSON] = field(default_factory=dict)
+
 
 def empty_environment(run: RunContext) -> Environment:
     """Return an environment that adds nothing (the default when a host names none)."""
@@ -83,3 +106,18 @@ def load_environment_factory(dotted: str | None) -> EnvironmentFactory:
     if not callable(factory):
         raise ValueError(f"Environment {dotted!r} does not name a callable in {module_name!r}.")
     return factory  # type: ignore[no-any-return]  # checked callable above; the signature is the contract
+
+
+def load_warm_up_runs(dotted: str | None) -> tuple[WarmUpRun, ...]:
+    """Return the ``WARM_UP_RUNS`` of the module of environment *dotted* (none when it lists none).
+
+    Raises:
+        ValueError: ``WARM_UP_RUNS`` is not a sequence of :class:`WarmUpRun`.
+    """
+    if not dotted:
+        return ()
+    module_name = dotted.partition(":")[0]
+    runs = getattr(importlib.import_module(module_name), WARM_UP_ATTRIBUTE, ())
+    if not isinstance(runs, list | tuple) or not all(isinstance(run, WarmUpRun) for run in runs):
+        raise ValueError(f"{module_name}.{WARM_UP_ATTRIBUTE} must be a sequence of sandbox.environment.WarmUpRun.")
+    return tuple(runs)

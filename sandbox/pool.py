@@ -48,8 +48,7 @@ class ChildProcess:
 
     def finish(self) -> None:
         """End this child's run: make sure it is gone (even if an escape kept it from exiting), order a spare."""
-        self.kill()
-        self.zygote.replenish()
+        self.zygote.retire(self.pid)
 
     def wait_exit(self, timeout: float) -> tuple[int | None, float]:
         """Wait for the zygote's exit report; return ``(wait status, CPU seconds)``, status None if unknown."""
@@ -61,7 +60,7 @@ class ZygoteProcess:
     """A running zygote as the host sees it: the process, its control socket, and the spare children.
 
     A reader thread turns the zygote's reports into spare children and exit statuses; :meth:`take` hands out a
-    spare, and :meth:`replenish` (when a run ends) orders replacements, so ``spare_children`` (plus one per
+    spare, and :meth:`retire` (when a run ends) orders replacements, so ``spare_children`` (plus one per
     waiting caller) stay forked ahead of demand.
     """
 
@@ -172,15 +171,23 @@ class ZygoteProcess:
             self._waiters -= 1
             return None
 
-    def replenish(self) -> None:
-        """Order forks until ``spare_children`` spares (plus one per waiting caller) are ready or coming."""
+    def retire(self, pid: int) -> None:
+        """SIGKILL child *pid* if it is still there and order the forks that top the spares up, in one message."""
         with self._cond:
-            self._top_up()
+            forks = self._forks_needed()
+            self._pending += forks
+            self.order({"t": "kill", "pid": pid, "forks": forks})
 
     def _top_up(self) -> None:
-        while self._alive and len(self._spares) + self._pending < self._spare_children + self._waiters:
-            self._pending += 1
+        forks = self._forks_needed()
+        self._pending += forks
+        for _ in range(forks):
             self.order({"t": "fork"})
+
+    def _forks_needed(self) -> int:
+        if not self._alive:
+            return 0
+        return max(0, self._spare_children + self._waiters - len(self._spares) - self._pending)
 
     def _read(self) -> None:
         while True:

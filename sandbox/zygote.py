@@ -8,7 +8,8 @@ empty environment, an empty temporary working directory and only the control soc
    that no child pays for an import;
 3. harden itself (:mod:`sandbox.hardening`), point stdio at ``/dev/null``, ``gc.freeze()`` and report ``ready``;
 4. serve orders: ``{"t": "fork"}`` forks a child and passes the host its end of a fresh socket pair
-   (``SCM_RIGHTS``); ``{"t": "kill", "pid"}`` SIGKILLs a live child; every child's exit is reported as
+   (``SCM_RIGHTS``); ``{"t": "kill", "pid", "forks"}`` SIGKILLs a live child (a finished run's), then forks
+   ``forks`` replacements (one message instead of 1 + n); every child's exit is reported as
    ``{"t": "exit", "pid", "status", "cpu_seconds"}``. EOF on the control socket ends the zygote, and the kernel
    then kills its children (``PR_SET_PDEATHSIG``).
 
@@ -31,7 +32,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final, NoReturn
 
-from sandbox.environment import EnvironmentFactory, load_environment_factory
+from sandbox.environment import EnvironmentFactory, load_environment_factory, load_warm_up_runs
 from sandbox.hardening import harden
 
 #: Largest control message; orders and reports are a few hundred bytes.
@@ -50,11 +51,11 @@ def preload(environment: str | None) -> EnvironmentFactory:
     importlib.import_module("RestrictedPython")
     for name in ("sandbox.compiler", "sandbox.executor", "sandbox.child"):
         importlib.import_module(name)
-    importlib.import_module("sandbox.child").prepare_warm_up()
     importlib.import_module("sandbox.imports").stdlib_facades()  # imports the allowed stdlib, builds its façades
     factory = load_environment_factory(environment)
-    # One empty run here fills lazily built caches (functools, re, the environment's own) before the fork, so
-    # children share them instead of each building and copying them.
+    importlib.import_module("sandbox.child").prepare_warm_up(load_warm_up_runs(environment))
+    # The warm-up runs made here fill lazily built caches (functools, re, twilio's, the environment's own) before
+    # the fork, so children share them instead of each building and copying them.
     importlib.import_module("sandbox.child").warm_up(factory)
     return factory
 
@@ -94,8 +95,11 @@ class Zygote:
         order = json.loads(data)
         if order["t"] == "fork":
             self.fork()
-        elif order["t"] == "kill" and order["pid"] in self.live:
-            os.kill(order["pid"], signal.SIGKILL)
+        elif order["t"] == "kill":
+            if order["pid"] in self.live:
+                os.kill(order["pid"], signal.SIGKILL)
+            for _ in range(order.get("forks", 0)):  # the spares that replace it, ordered in the same message
+                self.fork()
 
     def fork(self) -> None:
         """Fork a child that waits on its socket for a run order, and hand the host the other end."""

@@ -36,7 +36,13 @@ from zingyconn.egress import (
     request_headers,
     scrub_answer,
 )
-from zingyconn.errors import ConnectionNotFoundError, IdempotencyConflictError, NotFoundError, ZingyConnError
+from zingyconn.errors import (
+    ConnectionNotFoundError,
+    IdempotencyConflictError,
+    NotFoundError,
+    ValidationError,
+    ZingyConnError,
+)
 from zingyconn.masking import Masker
 from zingyconn.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter
 from zingyconn.store import ConnectionStore
@@ -220,12 +226,12 @@ class EgressSession:
         return ConnectionNotFoundError(f"Tenant {self.tenant!r} has no connection named {name!r}.")
 
     def _profile(self, name: str) -> TwilioProfile | None:
-        if name not in self._profiles and self._all_profiles is not None:
-            self._profiles[name] = self._all_profiles.get(name)
-        if name not in self._profiles:
+        if name not in self._profiles and self._all_profiles is not None and name in self._all_profiles:
+            self._profiles[name] = self._all_profiles[name]
+        if name not in self._profiles:  # not preloaded: read it now (preloaded profiles may be a second old)
             try:
                 self._profiles[name] = self.broker.store.get(self.tenant, name)
-            except NotFoundError:
+            except (NotFoundError, ValidationError):  # a name no connection can have is simply not found
                 self._profiles[name] = None
             except ZingyConnError as exc:  # DecryptionError: the platform's problem; say so without details
                 _LOGGER.error("Connection %r of tenant %r could not be opened: %s", name, self.tenant, exc)

@@ -20,6 +20,7 @@ from sandbox.errors import CompileError
 from sandbox.imports import STDLIB_MODULES, check_imports
 from sandbox.limits import Kind, Limits
 from zingyconn.cron import parse_cron
+from zingyconn.database import read_only
 from zingyconn.errors import NotFoundError, ValidationError
 from zingyconn.names import validate_name
 from zingyconn.schema import hooks, scripts
@@ -144,6 +145,7 @@ class Catalog:
 
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
+        self._reader = read_only(engine)
         self._clock = clock
 
     # --- hooks -------------------------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ class Catalog:
 
     def get_hook(self, tenant: str, name: str) -> Hook:
         """Return hook *name* of *tenant*; NotFoundError if there is none (also for another tenant's hook)."""
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             row = conn.execute(sa.select(hooks).where(hooks.c.tenant == tenant, hooks.c.name == name)).first()
         if row is None:
             raise NotFoundError(f"Tenant {tenant!r} has no hook named {name!r}.")
@@ -182,7 +184,7 @@ class Catalog:
 
     def list_hooks(self, tenant: str) -> list[Hook]:
         """Return the hooks of *tenant*, by name."""
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             rows = conn.execute(sa.select(hooks).where(hooks.c.tenant == tenant).order_by(hooks.c.name))
             return [_hook(row._mapping) for row in rows]
 
@@ -221,7 +223,7 @@ class Catalog:
 
     def get_script(self, tenant: str, name: str) -> Script:
         """Return script *name* of *tenant*; NotFoundError if there is none."""
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             row = conn.execute(sa.select(scripts).where(scripts.c.tenant == tenant, scripts.c.name == name)).first()
         if row is None:
             raise NotFoundError(f"Tenant {tenant!r} has no script named {name!r}.")
@@ -239,7 +241,7 @@ class Catalog:
             query = query.where(scripts.c.tenant == tenant)
         if scheduled_only:
             query = query.where(scripts.c.cron.is_not(None))
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             return [_script(row._mapping) for row in conn.execute(query)]
 
     def delete_script(self, tenant: str, name: str) -> None:

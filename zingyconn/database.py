@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,30 @@ from zingyconn.schema import migrate
 
 # How long a SQLite writer waits for another process's write lock before failing ("database is locked").
 SQLITE_BUSY_MILLISECONDS = 30_000
+
+#: How long a writer polls for the write lock (see _begin_immediate_now) before falling back to SQLite's busy wait.
+WRITE_POLL_SECONDS = 5.0
+#: Poll interval while another process holds the write lock (this process's own writers wake the waiters at once).
+_WRITE_RETRY_SECONDS = 0.002
+
+#: Pooled connections kept open: at least the server's concurrent runs (each reads its hook and connections and
+#: writes its history row). Connections beyond the pool are opened and closed per use, and opening one costs
+#: more than a run's own queries (a SQLite open plus its PRAGMAs, a PostgreSQL log-in).
+POOL_SIZE = 20
+POOL_OVERFLOW = 20
+
+#: Execution option marking an engine (see :func:`read_only`) whose transactions only read.
+_READ_ONLY_OPTION = "zingyconn_read_only"
+
+
+def read_only(engine: Engine) -> Engine:
+    """Return *engine* for transactions that only read (``with read_only(engine).connect() as conn``).
+
+    On SQLite their transactions begin with a plain (deferred) ``BEGIN``: in WAL mode they read a snapshot beside
+    the one writer instead of queueing for its lock, as every ``BEGIN IMMEDIATE`` does. Writes must use *engine*
+    itself (``engine.begin()``), whose read-modify-write transactions take the write lock first.
+    """
+    return engine.execution_options(**{_READ_ONLY_OPTION: True})
 
 
 def create_engine(url: str, *, migrate_schema: bool = True) -> Engine:
@@ -31,7 +57,7 @@ def create_engine(url: str, *, migrate_schema: bool = True) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         engine = _create_sqlite_engine(parsed)
     else:
-        engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
     if migrate_schema:
         try:
             migrate(engine, clock=time.time)
@@ -54,11 +80,14 @@ def create_private_file(path: Path) -> None:
 
 
 def _create_sqlite_engine(url: sa.engine.URL) -> Engine:
+    pool: dict[str, int] = {}
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
         create_private_file(Path(url.database))
+        pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}  # an in-memory database has one connection
     engine = sa.create_engine(
         url,
         connect_args={"timeout": SQLITE_BUSY_MILLISECONDS / 1000, "check_same_thread": False},
+        **pool,
     )
 
     @sa.event.listens_for(engine, "connect")
@@ -75,8 +104,47 @@ def _create_sqlite_engine(url: sa.engine.URL) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
+    # Woken by every commit and rollback of this engine: the writers of this process wait for the write lock here,
+    # in turn, instead of in SQLite's busy handler, which sleeps 1, 2, 5, 10... 100 ms between attempts (16
+    # concurrent webhook runs each writing a history row queued for hundreds of milliseconds behind it).
+    lock_released = threading.Condition()
+
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.engine.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(_READ_ONLY_OPTION):
+            conn.exec_driver_sql("BEGIN")
+        elif not _begin_immediate_now(conn, lock_released):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # SQLite's own busy wait, then its error if still locked
+
+    @sa.event.listens_for(engine, "commit")
+    @sa.event.listens_for(engine, "rollback")
+    def _on_end(conn: sa.engine.Connection) -> None:
+        del conn
+        with lock_released:
+            lock_released.notify_all()
 
     return engine
+
+
+def _begin_immediate_now(conn: sa.engine.Connection, lock_released: threading.Condition) -> bool:
+    """Try ``BEGIN IMMEDIATE`` without SQLite's busy handler until :data:`WRITE_POLL_SECONDS` pass.
+
+    Between attempts, wait for a commit or rollback in this process (or :data:`_WRITE_RETRY_SECONDS`, for a writer
+    in another process). Returns False if the lock is still busy; other errors propagate.
+    """
+    dbapi_connection: Any = conn.connection.dbapi_connection
+    deadline = time.monotonic() + WRITE_POLL_SECONDS
+    dbapi_connection.execute("PRAGMA busy_timeout=0")
+    try:
+        while time.monotonic() < deadline:
+            try:
+                dbapi_connection.execute("BEGIN IMMEDIATE")
+                return True
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            with lock_released:
+                lock_released.wait(_WRITE_RETRY_SECONDS)
+        return False
+    finally:
+        dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MILLISECONDS}")

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from zingyconn.database import read_only
 from zingyconn.errors import NotFoundError
 from zingyconn.schema import runs
 
@@ -112,6 +113,7 @@ class RunHistory:
 
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
+        self._reader = read_only(engine)
         self._clock = clock
         # One upsert, built once with bound parameters so SQLAlchemy reuses its compiled SQL (building the
         # statement per run cost more than running it).
@@ -174,7 +176,7 @@ class RunHistory:
         Raises:
             NotFoundError: No such run in this tenant (another tenant's run is not found either).
         """
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             row = conn.execute(sa.select(runs).where(runs.c.tenant == tenant, runs.c.id == run_id)).first()
         if row is None:
             raise NotFoundError(f"Tenant {tenant!r} has no run {run_id!r}.")
@@ -204,7 +206,7 @@ class RunHistory:
         if before is not None:
             query = query.where(runs.c.started_at < before)
         query = query.order_by(runs.c.started_at.desc(), runs.c.id).limit(max(1, min(limit, MAX_LIST)))
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             return [_record(row) for row in conn.execute(query)]
 
     def purge(self, *, older_than_seconds: float) -> int:

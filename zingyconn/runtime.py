@@ -26,11 +26,12 @@ from sandbox.result import RunError, RunResult
 from sandbox.supervisor import Sandbox
 from zingyconn.broker import EgressBroker
 from zingyconn.config import Settings
-from zingyconn.database import create_engine
+from zingyconn.database import create_engine, read_only
 from zingyconn.errors import ValidationError, ZingyConnError
 from zingyconn.history import FAILED, OK, RunHistory, new_run_id
 from zingyconn.keyring import Keyring
 from zingyconn.masking import Masker
+from zingyconn.names import validate_name
 from zingyconn.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter, rate_limiter_for
 from zingyconn.store import ConnectionStore
 from zingyconn.twilio.commands import ConnectionCommands
@@ -39,6 +40,12 @@ from zingyconn.twilio.profile import TwilioProfile, check_credentials
 
 #: The snippet environment every runtime sandbox is started with (``zingyConn``, the twilio façades).
 SNIPPET_ENVIRONMENT: Final = "zingyconn.twilio.snippet:environment"
+
+#: How long a runtime reuses a tenant's decrypted connections between runs: reading and decrypting them costs about
+#: as much as a short run (a millisecond on a cold CPU). A change made through this runtime's store applies at once;
+#: one made elsewhere (the CLI, another server) reaches this process within this time. Threat bound: a connection
+#: deleted or given a new secret elsewhere stays usable by this process's runs for at most this long.
+PROFILES_MAX_AGE_SECONDS: Final = 1.0
 
 #: HTTP requests one connection command may make (listMessages with limit 1000 needs 10 pages of 100).
 COMMAND_MAX_REQUESTS: Final = 20
@@ -162,18 +169,37 @@ class Runtime:
             limits = limits if limits is not None else Limits.for_kind(kind)  # type: ignore[arg-type]  # checked
         except ValueError as exc:
             raise ValidationError(str(exc), field="kind") from None
-        profiles = self._tenant_profiles(tenant)
-        secrets = [secret for profile in (profiles or {}).values() for secret in profile.secrets()]
+        validate_name(tenant, field="tenant")
         run_id, started_at = new_run_id(), time.time()
         session = self.broker.session(
             tenant,
             max_requests=limits.egress_requests,
             deadline=self.broker.clock() + limits.wall_seconds,
             idempotency_key=idempotency_key,
-            profiles=profiles,
         )
+        secrets: list[str] = []
+        loaded: list[bool] = []
+
+        def load_profiles() -> None:
+            # Read while the child runs (on_started), before it can make a request: the read costs about as
+            # much as a short run, and the masking below needs the secrets anyway.
+            profiles = self._tenant_profiles(tenant)
+            if profiles is not None:
+                session.preload(profiles)
+                secrets.extend(secret for profile in profiles.values() for secret in profile.secrets())
+            loaded.append(True)
+
         on_request = self._request_handler(tenant, session.request)
-        raw = self.sandbox.run(source, event=event, limits=limits, context={"kind": kind}, on_request=on_request)
+        raw = self.sandbox.run(
+            source,
+            event=event,
+            limits=limits,
+            context={"kind": kind},
+            on_request=on_request,
+            on_started=load_profiles,
+        )
+        if not loaded:  # no child started (a compile error, say): the error text is masked all the same
+            load_profiles()
         masker = Masker([*secrets, *session.secrets])
         result = ZRunResult(
             ok=raw.ok,
@@ -244,7 +270,7 @@ class Runtime:
         from zingyconn.schema import connections, runs
 
         query = sa.union(sa.select(connections.c.tenant), sa.select(runs.c.tenant))
-        with self.engine.connect() as conn:
+        with read_only(self.engine).connect() as conn:
             return sorted(str(tenant) for tenant in conn.execute(query).scalars())
 
     def test_connection(self, tenant: str, name: str) -> str:
@@ -281,7 +307,7 @@ class Runtime:
     def _tenant_profiles(self, tenant: str) -> dict[str, TwilioProfile] | None:
         """Read every connection of *tenant* once per run: for the broker's lookups and for masking."""
         try:
-            return self.store.profiles(tenant)
+            return self.store.profiles(tenant, max_age_seconds=PROFILES_MAX_AGE_SECONDS)
         except ValidationError:
             raise
         except ZingyConnError as exc:  # an undecryptable record: the session then reads connections one by one

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from zingyconn.config import Settings
-from zingyconn.database import create_engine
+from zingyconn.database import create_engine, read_only
 from zingyconn.errors import ConnectionNotFoundError, DecryptionError, KeyringError
 from zingyconn.keyring import Keyring, record_key_id
 from zingyconn.names import validate_name
@@ -93,13 +93,21 @@ def _what(tenant: str, name: str) -> str:
     return f"{name!r} (tenant {tenant!r})"
 
 
+#: Tenants whose profiles one store object keeps (see ConnectionStore.profiles); past this the cache starts over.
+PROFILES_CACHE_TENANTS = 1024
+
+
 class ConnectionStore:
     """Sealed connection profiles per tenant; safe for many threads and processes on one database."""
 
     def __init__(self, engine: Engine, keyring: Keyring, *, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
+        self._reader = read_only(engine)
         self._clock = clock
         self.keyring = keyring
+        # tenant -> (read at, profiles): see profiles(max_age_seconds=...). Decrypted secrets already live in this
+        # process for the runs that use them; the cache keeps them no longer than its callers' max age.
+        self._profiles_cache: dict[str, tuple[float, dict[str, TwilioProfile]]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionStore:
@@ -141,8 +149,11 @@ class ConnectionStore:
                 "revision": connections.c.revision + 1,
             },
         ).returning(connections.c.revision)
+        self._profiles_cache.pop(tenant, None)
         with self._engine.begin() as conn:
-            return int(conn.execute(upsert).scalar_one())
+            revision = int(conn.execute(upsert).scalar_one())
+        self._profiles_cache.pop(tenant, None)  # and again: a concurrent profiles() may have cached the old one
+        return revision
 
     def get(self, tenant: str, name: str) -> TwilioProfile:
         """Return the decrypted profile of connection *name* of *tenant*.
@@ -151,7 +162,7 @@ class ConnectionStore:
             ConnectionNotFoundError: No such connection in this tenant (other tenants are never consulted).
             DecryptionError: The record does not open with this keyring.
         """
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             row = conn.execute(
                 sa.select(connections.c.type, connections.c.record).where(*self._key(tenant, name))
             ).first()
@@ -161,7 +172,7 @@ class ConnectionStore:
 
     def describe(self, tenant: str, name: str) -> ConnectionSummary:
         """Return the summary of one connection, without decrypting it."""
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             row = conn.execute(sa.select(connections).where(*self._key(tenant, name))).first()
         if row is None:
             raise ConnectionNotFoundError(f"Tenant {tenant!r} has no connection named {name!r}.")
@@ -170,7 +181,7 @@ class ConnectionStore:
     def list(self, tenant: str) -> builtins.list[ConnectionSummary]:
         """Return the summaries of *tenant*'s connections by name (never secrets; needs no key)."""
         validate_name(tenant, field="tenant")
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             rows = conn.execute(
                 sa.select(connections).where(connections.c.tenant == tenant).order_by(connections.c.name)
             ).all()
@@ -178,14 +189,17 @@ class ConnectionStore:
 
     def delete(self, tenant: str, name: str) -> None:
         """Delete connection *name* of *tenant* (ConnectionNotFoundError if there is none)."""
+        self._profiles_cache.pop(tenant, None)
         with self._engine.begin() as conn:
-            if conn.execute(sa.delete(connections).where(*self._key(tenant, name))).rowcount == 0:
-                raise ConnectionNotFoundError(f"Tenant {tenant!r} has no connection named {name!r}.")
+            deleted = conn.execute(sa.delete(connections).where(*self._key(tenant, name))).rowcount
+        self._profiles_cache.pop(tenant, None)
+        if deleted == 0:
+            raise ConnectionNotFoundError(f"Tenant {tenant!r} has no connection named {name!r}.")
 
     def secrets(self, tenant: str) -> builtins.list[str]:
         """Return every secret of every connection of *tenant*, for masking run output."""
         validate_name(tenant, field="tenant")
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             rows = conn.execute(
                 sa.select(connections.c.name, connections.c.type, connections.c.record).where(
                     connections.c.tenant == tenant
@@ -193,20 +207,36 @@ class ConnectionStore:
             ).all()
         return [secret for row in rows for secret in self._open(tenant, row.name, row.type, row.record).secrets()]
 
-    def profiles(self, tenant: str) -> dict[str, TwilioProfile]:
-        """Return every connection of *tenant*, decrypted, by name (one query: a run's broker session and masking)."""
+    def profiles(self, tenant: str, *, max_age_seconds: float = 0.0) -> dict[str, TwilioProfile]:
+        """Return every connection of *tenant*, decrypted, by name (one query: a run's broker session and masking).
+
+        Args:
+            max_age_seconds: Reuse what this store object read for *tenant* at most this long ago (0: read now).
+                Its own :meth:`put` and :meth:`delete` drop the tenant's entry at once (a rotation changes no
+                profile); a change
+                made by another process or store object is seen once the entry is older than this.
+        """
         validate_name(tenant, field="tenant")
-        with self._engine.connect() as conn:
+        now = self._clock()
+        cached = self._profiles_cache.get(tenant)
+        if cached is not None and 0 <= now - cached[0] < max_age_seconds:
+            return dict(cached[1])
+        with self._reader.connect() as conn:
             rows = conn.execute(
                 sa.select(connections.c.name, connections.c.type, connections.c.record).where(
                     connections.c.tenant == tenant
                 )
             ).all()
-        return {row.name: self._open(tenant, row.name, row.type, row.record) for row in rows}
+        found = {row.name: self._open(tenant, row.name, row.type, row.record) for row in rows}
+        if max_age_seconds > 0:
+            if len(self._profiles_cache) >= PROFILES_CACHE_TENANTS:
+                self._profiles_cache.clear()  # simpler than LRU, and a cleared entry costs one read
+            self._profiles_cache[tenant] = (now, found)
+        return dict(found)
 
     def key_usage(self) -> dict[str, int]:
         """Return how many records each key id seals."""
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             rows = conn.execute(sa.select(connections.c.key_id, sa.func.count()).group_by(connections.c.key_id)).all()
         return {str(key_id): int(count) for key_id, count in rows}
 
@@ -219,7 +249,7 @@ class ConnectionStore:
         """
         primary = self._current_keyring().primary_key_id
         pending = connections.c.key_id != primary
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             total = int(conn.execute(sa.select(sa.func.count()).where(pending)).scalar_one())
         done, failed = 0, set()
         for row in self._rows_where(pending):
@@ -274,7 +304,7 @@ class ConnectionStore:
         return False
 
     def _verify(self, failed: set[tuple[str, str]], progress: RotationProgress | None) -> int:
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             total = int(conn.execute(sa.select(sa.func.count()).select_from(connections)).scalar_one())
         verified = 0
         for done, row in enumerate(self._rows_where(sa.true()), start=1):
@@ -295,7 +325,7 @@ class ConnectionStore:
         """Yield matching rows in key order, one bounded batch per query (keyset paging)."""
         after = ("", "")
         while True:
-            with self._engine.connect() as conn:
+            with self._reader.connect() as conn:
                 rows = conn.execute(
                     sa.select(
                         connections.c.tenant,

@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from zingyconn.database import read_only
 from zingyconn.errors import NotFoundError, ValidationError
 from zingyconn.schema import runs, tasks
 
@@ -123,6 +124,7 @@ class TaskStore:
 
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time, owner: str | None = None) -> None:
         self.engine = engine
+        self._reader = read_only(engine)
         self._clock = clock
         self.owner = owner or worker_identity()
 
@@ -154,7 +156,7 @@ class TaskStore:
 
     def get(self, task_id: str) -> TaskRecord:
         """Return task *task_id*; NotFoundError if there is none."""
-        with self.engine.connect() as conn:
+        with self._reader.connect() as conn:
             row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).first()
         if row is None:
             raise NotFoundError(f"There is no task with id {task_id!r}.")
@@ -167,14 +169,14 @@ class TaskStore:
             query = query.where(tasks.c.tenant == tenant)
         if state is not None:
             query = query.where(tasks.c.state == state)
-        with self.engine.connect() as conn:
+        with self._reader.connect() as conn:
             return [_record(row._mapping) for row in conn.execute(query)]
 
     def count_waiting(self, tenant: str) -> int:
         """Return how many of *tenant*'s tasks are queued, running or waiting to retry."""
         waiting = (tasks.c.tenant == tenant) & tasks.c.state.in_(IN_FLIGHT)
         query = sa.select(sa.func.count()).select_from(tasks).where(waiting)
-        with self.engine.connect() as conn:
+        with self._reader.connect() as conn:
             return int(conn.execute(query).scalar() or 0)
 
     def claim(self, task_id: str, *, lease_seconds: float) -> TaskRecord | None:
@@ -259,7 +261,7 @@ class TaskStore:
         if not include_waiting:
             expired &= tasks.c.state == "running"
         query = sa.select(tasks).where(tasks.c.state.in_(IN_FLIGHT), expired | local)
-        with self.engine.connect() as conn:
+        with self._reader.connect() as conn:
             rows = conn.execute(query).all()
         stale = [
             _record(row._mapping)
@@ -307,7 +309,7 @@ class TaskStore:
         return record
 
     def _task_id_of(self, task_or_run_id: str) -> str:
-        with self.engine.connect() as conn:
+        with self._reader.connect() as conn:
             if conn.execute(sa.select(tasks.c.id).where(tasks.c.id == task_or_run_id)).first() is not None:
                 return task_or_run_id
             task_id = conn.execute(sa.select(runs.c.task_id).where(runs.c.id == task_or_run_id)).scalar()

@@ -16,6 +16,7 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from zingyconn.database import read_only
 from zingyconn.errors import NotFoundError
 from zingyconn.names import validate_name
 from zingyconn.schema import api_tokens
@@ -53,6 +54,7 @@ class TokenStore:
 
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
+        self._reader = read_only(engine)
         self._clock = clock
 
     def create(self, tenant: str, *, label: str | None = None) -> str:
@@ -69,7 +71,7 @@ class TokenStore:
 
     def tenant_for(self, token: str) -> str | None:
         """Return the tenant *token* acts for, or None when it is unknown or revoked."""
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             tenant = conn.execute(
                 sa.select(api_tokens.c.tenant).where(api_tokens.c.token_sha256 == digest(token))
             ).scalar()
@@ -78,7 +80,7 @@ class TokenStore:
     def list(self, tenant: str) -> list[TokenInfo]:
         """Return *tenant*'s tokens (never the tokens themselves), oldest first."""
         query = sa.select(api_tokens).where(api_tokens.c.tenant == tenant).order_by(api_tokens.c.created_at)
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             return [
                 TokenInfo(row.token_sha256[:12], row.tenant, row.label, row.created_at) for row in conn.execute(query)
             ]

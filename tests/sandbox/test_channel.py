@@ -160,3 +160,43 @@ def test_oversized_request_is_refused_in_the_child(sandbox: Sandbox) -> None:
     assert result.error.type == "EgressDeniedError"
     assert "cap is" in result.error.message
     assert calls == []
+
+
+def test_on_started_runs_while_the_child_has_its_order_and_before_any_request(sandbox: Sandbox) -> None:
+    """on_started is called once the order is sent; the child's first request waits for it to return."""
+    events: list[str] = []
+
+    def started() -> None:
+        time.sleep(0.2)  # the child has its order: it reaches echo() and its request waits in the channel
+        events.append("started")
+
+    def handler(op: str, payload: Any) -> Any:
+        events.append(f"request {payload['value']}")
+        return payload["value"]
+
+    result = sandbox.run("return echo(1)", on_request=handler, on_started=started)
+
+    assert (result.ok, result.value) == (True, 1)
+    assert events == ["started", "request 1"]
+
+
+def test_on_started_failure_is_the_callers_and_the_child_is_killed(sandbox: Sandbox) -> None:
+    """An exception from on_started propagates as is (not a worker failure); the sandbox goes on working."""
+
+    def started() -> None:
+        raise LookupError("the caller's own failure")
+
+    with pytest.raises(LookupError, match="the caller's own failure"):
+        sandbox.run("while True:\n    pass", on_started=started, limits=Limits(wall_seconds=30, cpu_seconds=30))
+
+    assert sandbox.run("return 2").value == 2
+
+
+def test_on_started_is_not_called_when_no_child_runs(sandbox: Sandbox) -> None:
+    """A compile error needs no child, so nothing was started."""
+    calls: list[int] = []
+    result = sandbox.run("return (", on_started=lambda: calls.append(1))
+
+    assert result.error is not None
+    assert result.error.type == "CompileError"
+    assert calls == []

@@ -300,3 +300,21 @@ def test_an_undecryptable_connection_does_not_break_the_others(world: World, run
     assert bad.error is not None
     assert bad.error.type == "EgressDeniedError"
     assert bad.error.message == "Connection 'broken' could not be opened; ask the platform admin."
+
+
+def test_secret_in_a_compile_error_is_masked(runtime: Runtime) -> None:
+    """No child runs for a compile error, yet the tenant's secrets are read and masked in its message."""
+    result = runtime.run("acme", f'token = "{AUTH_TOKEN}" +')
+
+    assert result.error is not None
+    assert result.error.type == "CompileError"
+    assert AUTH_TOKEN not in result.error.message
+    assert MASK in result.error.message
+    assert AUTH_TOKEN not in json.dumps(runtime.history.get("acme", result.run_id).error)
+
+
+def test_bad_tenant_is_refused_before_running(runtime: Runtime) -> None:
+    """A malformed tenant name is a ValidationError naming the field, and nothing is recorded."""
+    with pytest.raises(ValidationError) as info:
+        runtime.run("no spaces allowed", "return 1")
+    assert info.value.field == "tenant"

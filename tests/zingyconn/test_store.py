@@ -312,3 +312,32 @@ def test_concurrent_puts_from_several_processes_lose_no_update(store: Connection
     for worker in range(workers):
         assert store.describe("acme", f"own-{worker}").revision == count
         assert store.get("acme", f"own-{worker}").secret == f"{worker:016x}{count - 1:016x}"
+
+
+def test_profiles_are_reused_for_their_max_age_and_dropped_by_own_writes(engine: sa.Engine) -> None:
+    """profiles(max_age_seconds=) reuses a recent read; another store's change shows once it is older than that."""
+    now = [1000.0]
+    store = ConnectionStore(engine, Keyring([("k1", KEY_1)]), clock=lambda: now[0])
+    elsewhere = ConnectionStore(engine, Keyring([("k1", KEY_1)]))  # another process, as far as caching goes
+    store.put("acme", "main", _profile(TOKEN_A))
+    assert store.profiles("acme", max_age_seconds=1.0)["main"].secret == TOKEN_A
+
+    elsewhere.put("acme", "main", _profile(TOKEN_B))
+    elsewhere.put("acme", "second", _profile(TOKEN_B))
+    now[0] += 0.5
+    assert set(store.profiles("acme", max_age_seconds=1.0)) == {"main"}  # still the read of 0.5 s ago
+    assert store.profiles("acme")["main"].secret == TOKEN_B  # max age 0: read now
+    now[0] += 1.0
+    assert store.profiles("acme", max_age_seconds=1.0)["main"].secret == TOKEN_B
+
+    store.delete("acme", "second")  # its own write drops the entry at once
+    assert set(store.profiles("acme", max_age_seconds=1.0)) == {"main"}
+    store.put("acme", "main", _profile(TOKEN_A))
+    assert store.profiles("acme", max_age_seconds=1.0)["main"].secret == TOKEN_A
+
+
+def test_cached_profiles_are_copies(store: ConnectionStore) -> None:
+    """A caller changing the returned dict does not change what the next caller gets."""
+    store.put("acme", "main", _profile())
+    store.profiles("acme", max_age_seconds=60).clear()
+    assert set(store.profiles("acme", max_age_seconds=60)) == {"main"}

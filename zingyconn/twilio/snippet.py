@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import functools
 import importlib
+import json
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -31,9 +32,9 @@ from twilio.http import HttpClient
 from twilio.rest.api.v2010.account.message import MessageContext, MessageInstance, MessageList
 from twilio.twiml import TwiML
 
-from sandbox.environment import JSON, Environment, RunContext
+from sandbox.environment import JSON, Environment, RunContext, WarmUpRun
 from sandbox.imports import make_facade
-from zingyconn.twilio.client import BrokeredClient, Channel, client_class, connection_client
+from zingyconn.twilio.client import OP_CONNECT, OP_HTTP, BrokeredClient, Channel, client_class, connection_client
 
 #: The name snippets use for the platform object (the one camelCase name in the code base).
 SNIPPET_GLOBAL: Final = "zingyConn"
@@ -209,3 +210,57 @@ def environment(run: RunContext) -> Environment:
         hidden_attributes=HIDDEN_ATTRIBUTES,
         result_converters=RESULT_CONVERTERS,
     )
+
+
+_WARM_UP_ACCOUNT: Final = "AC" + "0" * 32
+_WARM_UP_MESSAGE: Final = {
+    "account_sid": _WARM_UP_ACCOUNT,
+    "api_version": "2010-04-01",
+    "body": "warm-up",
+    "date_created": "Thu, 01 Jan 2026 00:00:00 +0000",
+    "date_sent": None,
+    "date_updated": "Thu, 01 Jan 2026 00:00:00 +0000",
+    "direction": "outbound-api",
+    "error_code": None,
+    "error_message": None,
+    "from": "+15005550006",
+    "messaging_service_sid": None,
+    "num_media": "0",
+    "num_segments": "1",
+    "price": None,
+    "price_unit": "USD",
+    "sid": "SM" + "0" * 32,
+    "status": "queued",
+    "subresource_uris": {"media": f"/2010-04-01/Accounts/{_WARM_UP_ACCOUNT}/Messages/SM{'0' * 32}/Media.json"},
+    "to": "+15005550006",
+    "uri": f"/2010-04-01/Accounts/{_WARM_UP_ACCOUNT}/Messages/SM{'0' * 32}.json",
+}
+
+#: Typical runs the zygote and every spare child make ahead of demand (see :mod:`sandbox.environment`): a TwiML
+#: reply, and a message sent with a connection client. They take a send's page faults and twilio's lazily built
+#: state off the latency of the runs that follow; the canned answers mean no host or network is involved.
+WARM_UP_RUNS: Final = (
+    WarmUpRun(
+        source=(
+            "from twilio.twiml.messaging_response import MessagingResponse\n"
+            "reply = MessagingResponse()\n"
+            "reply.message('You said: ' + event['body'].strip())\n"
+            "return reply\n"
+        ),
+        event={"body": " warm-up "},
+    ),
+    WarmUpRun(
+        source=(
+            "client = zingyConn.twilio('warm-up')\n"
+            "return client.messages.create(to='+15005550006', from_='+15005550006', body='warm-up')\n"
+        ),
+        answers={
+            OP_CONNECT: {"found": True, "account_sid": _WARM_UP_ACCOUNT, "username": _WARM_UP_ACCOUNT},
+            OP_HTTP: {
+                "status": 201,
+                "text": json.dumps(_WARM_UP_MESSAGE),
+                "headers": {"content-type": "application/json"},
+            },
+        },
+    ),
+)
