@@ -46,6 +46,12 @@ TRACEBACK_CHARS: Final = 16384
 FRAME_SLACK_BYTES: Final = 256 * 1024
 
 
+#: How long a spare forked under load waits for an order before it warms up after all. Under load orders come
+#: within a few milliseconds, and warming up would only spend CPU the runs need; after a burst, the spares left
+#: over warm up instead of serving the next quiet run cold.
+DEFERRED_WARM_UP_SECONDS: Final = 0.1
+
+
 def result_frame_bytes(limits: Limits) -> int:
     """Return the largest result frame for *limits*; the host refuses bigger ones."""
     return 2 * (limits.output_bytes + limits.result_bytes) + FRAME_SLACK_BYTES
@@ -190,8 +196,13 @@ def run_order(
     return encode_result(result, limits)
 
 
-def serve(sock: socket.socket, factory: EnvironmentFactory, *, zygote_pid: int) -> NoReturn:
-    """Serve exactly one run on *sock*, then exit. Called in the child right after ``fork()``."""
+def serve(sock: socket.socket, factory: EnvironmentFactory, *, zygote_pid: int, warm: bool = True) -> NoReturn:
+    """Serve exactly one run on *sock*, then exit. Called in the child right after ``fork()``.
+
+    With *warm* (the host was idle when it ordered this child), the child makes the warm-up runs (:func:`warm_up`)
+    at once; without, only if no order came within :data:`DEFERRED_WARM_UP_SECONDS` (the burst that kept the host
+    busy is over, and the CPU is idle again).
+    """
     frame = b""
     try:
         hardening.enter_child_identity()  # first: it resets the parent-death signal
@@ -200,7 +211,8 @@ def serve(sock: socket.socket, factory: EnvironmentFactory, *, zygote_pid: int) 
             os._exit(0)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # RLIMIT_FSIZE=0: a write fails with EFBIG, no signal death
         address_space = _address_space_bytes()
-        warm_up(factory, order_waiting=lambda: bool(select.select([sock], [], [], 0)[0]))
+        if warm or not select.select([sock], [], [], DEFERRED_WARM_UP_SECONDS)[0]:
+            warm_up(factory, order_waiting=lambda: bool(select.select([sock], [], [], 0)[0]))
         order = recv_frame(sock, max_bytes=1 << 30)
         order["address_space_bytes"] = address_space
         frame = run_order(order, factory, sock)

@@ -82,6 +82,10 @@ class ZygoteProcess:
         self._children: dict[int, ChildProcess] = {}
         self._pending = 0
         self._waiters = 0
+        # Runs in flight. A spare forked while one runs skips the warm-up runs: they spend CPU ahead of demand,
+        # which only pays when the CPU would otherwise be idle; under load the runs need it, and each run
+        # takes its own page faults instead (about the same number, without the warm-up runs' own work).
+        self._running = 0
         self._alive = True
         self._reader = threading.Thread(target=self._read, name=f"sandbox-zygote-{self.pid}", daemon=True)
         self._reader.start()
@@ -162,6 +166,7 @@ class ZygoteProcess:
                     child = self._spares.popleft()
                     if not child.exited.is_set():
                         self._waiters -= 1
+                        self._running += 1
                         if not self._spares:  # never leave the pool empty while this run executes
                             self._top_up()
                         return child
@@ -174,15 +179,20 @@ class ZygoteProcess:
     def retire(self, pid: int) -> None:
         """SIGKILL child *pid* if it is still there and order the forks that top the spares up, in one message."""
         with self._cond:
+            self._running -= 1
             forks = self._forks_needed()
             self._pending += forks
-            self.order({"t": "kill", "pid": pid, "forks": forks})
+            self.order({"t": "kill", "pid": pid, "forks": forks, "warm": self._idle()})
 
     def _top_up(self) -> None:
         forks = self._forks_needed()
         self._pending += forks
         for _ in range(forks):
-            self.order({"t": "fork"})
+            self.order({"t": "fork", "warm": self._idle()})
+
+    def _idle(self) -> bool:
+        """True when no run is in flight and no caller waits: a spare forked now may warm up ahead of demand."""
+        return self._running == 0 and self._waiters == 0
 
     def _forks_needed(self) -> int:
         if not self._alive:

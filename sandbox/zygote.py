@@ -7,9 +7,10 @@ empty environment, an empty temporary working directory and only the control soc
 2. import RestrictedPython, the sandbox runtime, the allowed stdlib modules and the host's environment module, so
    that no child pays for an import;
 3. harden itself (:mod:`sandbox.hardening`), point stdio at ``/dev/null``, ``gc.freeze()`` and report ``ready``;
-4. serve orders: ``{"t": "fork"}`` forks a child and passes the host its end of a fresh socket pair
-   (``SCM_RIGHTS``); ``{"t": "kill", "pid", "forks"}`` SIGKILLs a live child (a finished run's), then forks
-   ``forks`` replacements (one message instead of 1 + n); every child's exit is reported as
+4. serve orders: ``{"t": "fork", "warm"}`` forks a child (that makes the warm-up runs if ``warm``) and passes the
+   host its end of a fresh socket pair (``SCM_RIGHTS``); ``{"t": "kill", "pid", "forks", "warm"}`` SIGKILLs a live
+   child (a finished run's), then forks ``forks`` replacements (one message instead of 1 + n); every child's exit is
+   reported as
    ``{"t": "exit", "pid", "status", "cpu_seconds"}``. EOF on the control socket ends the zygote, and the kernel
    then kills its children (``PR_SET_PDEATHSIG``).
 
@@ -93,16 +94,20 @@ class Zygote:
         if not data:
             os._exit(0)
         order = json.loads(data)
+        warm = bool(order.get("warm", True))
         if order["t"] == "fork":
-            self.fork()
+            self.fork(warm=warm)
         elif order["t"] == "kill":
             if order["pid"] in self.live:
                 os.kill(order["pid"], signal.SIGKILL)
             for _ in range(order.get("forks", 0)):  # the spares that replace it, ordered in the same message
-                self.fork()
+                self.fork(warm=warm)
 
-    def fork(self) -> None:
-        """Fork a child that waits on its socket for a run order, and hand the host the other end."""
+    def fork(self, *, warm: bool = True) -> None:
+        """Fork a child that waits on its socket for a run order, and hand the host the other end.
+
+        With *warm*, the child makes the warm-up runs while it waits (see :func:`sandbox.child.warm_up`).
+        """
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             pid = os.fork()
@@ -112,13 +117,13 @@ class Zygote:
             child_end.close()
             return
         if pid == 0:
-            self.become_child(child_end)
+            self.become_child(child_end, warm=warm)
         child_end.close()
         self.live.add(pid)
         send(self.control, {"t": "child", "pid": pid}, [host_end.fileno()])
         host_end.close()
 
-    def become_child(self, child_end: socket.socket) -> NoReturn:
+    def become_child(self, child_end: socket.socket, *, warm: bool) -> NoReturn:
         """In the forked child: drop everything of the zygote's, then serve exactly one run."""
         from sandbox import child  # imported in the zygote by preload(); this is a dictionary lookup
 
@@ -130,7 +135,7 @@ class Zygote:
             os.dup2(fd, child.CHANNEL_FD)
         # Threat: a child reaching the control socket could order forks or kills as if it were the host.
         os.closerange(child.CHANNEL_FD + 1, 1 << 20)
-        child.serve(socket.socket(fileno=child.CHANNEL_FD), self.factory, zygote_pid=self.pid)
+        child.serve(socket.socket(fileno=child.CHANNEL_FD), self.factory, zygote_pid=self.pid, warm=warm)
 
     def reap(self) -> None:
         """Report every child that exited since the last call."""

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from sandbox import Sandbox, child
+from sandbox.child import DEFERRED_WARM_UP_SECONDS
 from sandbox.environment import WarmUpRun, load_environment_factory, load_warm_up_runs
 from tests.sandbox import warm_up_hooks
 
@@ -66,3 +67,17 @@ def test_malformed_warm_up_runs_fail_the_zygote_start(monkeypatch: pytest.Monkey
 
     with pytest.raises(WorkerCrashedError, match="WARM_UP_RUNS"):
         Sandbox(environment="tests.sandbox.bad_warm_up_hooks:environment").start()
+
+
+def test_spare_forked_during_a_run_warms_up_once_no_order_comes() -> None:
+    """A spare forked while a run is in flight defers its warm-up, and makes it once the host is quiet again."""
+    with Sandbox(environment=ENVIRONMENT, spare_children=1) as sandbox:
+        time.sleep(0.3)
+        # Taking the only spare forks its replacement at once, while this run is in flight: that one defers.
+        assert sandbox.run("return 1").ok
+        time.sleep(DEFERRED_WARM_UP_SECONDS + 0.4)
+
+        result = sandbox.run("return notes()")
+
+        assert result.ok, result.error
+        assert [note[3] for note in result.value] == [False, True]  # the zygote's note, then its own
