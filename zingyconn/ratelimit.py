@@ -9,6 +9,7 @@ Lua script so concurrent consumers on many machines never over-spend a bucket.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +58,14 @@ class RateLimiter(Protocol):
         ...
 
 
+class SharedRateLimiter(RateLimiter, Protocol):
+    """A limiter whose buckets live outside the process (a database, Redis) and can hand out several tokens."""
+
+    def take(self, tenant: str, bucket: str, rate: Rate, tokens: int) -> int:
+        """Take *tokens* from the bucket if it holds them, else one if it holds one; return how many were taken."""
+        ...
+
+
 class SqlRateLimiter:
     """Token buckets in the ``rate_buckets`` table; one short transaction per token."""
 
@@ -76,15 +85,23 @@ class SqlRateLimiter:
         it has one (else the WHERE leaves the row alone and nothing is returned). The database serialises
         concurrent takers on the row, so no token is spent twice.
         """
-        parameters = {
-            "tenant": tenant,
-            "bucket": bucket,
-            "now": self._clock(),
-            "per_second": float(rate.per_second),
-            "burst": float(rate.burst),
-        }
-        with self._engine.begin() as conn:
-            return conn.execute(self._statement, parameters).first() is not None
+        return self.take(tenant, bucket, rate, 1) == 1
+
+    def take(self, tenant: str, bucket: str, rate: Rate, tokens: int) -> int:
+        """Take *tokens* from the bucket if it holds them, else one if it holds one; return how many were taken."""
+        for count in (min(tokens, rate.burst), 1) if tokens > 1 else (1,):
+            parameters = {
+                "tenant": tenant,
+                "bucket": bucket,
+                "now": self._clock(),
+                "per_second": float(rate.per_second),
+                "burst": float(rate.burst),
+                "count": float(count),
+            }
+            with self._engine.begin() as conn:
+                if conn.execute(self._statement, parameters).first() is not None:
+                    return count
+        return 0
 
 
 def _take_statement(insert: Any) -> Any:
@@ -92,29 +109,32 @@ def _take_statement(insert: Any) -> Any:
     # than running it.
     table = rate_buckets
     now, burst = sa.bindparam("now", type_=sa.Float), sa.bindparam("burst", type_=sa.Float)
+    count = sa.bindparam("count", type_=sa.Float)
     refilled = table.c.tokens + (now - table.c.updated_at) * sa.bindparam("per_second", type_=sa.Float)
     capped = sa.case((refilled > burst, burst), else_=refilled)
     return (
         insert(table)
-        .values(tenant=sa.bindparam("tenant"), bucket=sa.bindparam("bucket"), tokens=burst - 1.0, updated_at=now)
+        .values(tenant=sa.bindparam("tenant"), bucket=sa.bindparam("bucket"), tokens=burst - count, updated_at=now)
         .on_conflict_do_update(
             index_elements=[table.c.tenant, table.c.bucket],
             set_={
-                "tokens": capped - 1.0,
+                "tokens": capped - count,
                 "updated_at": sa.case((table.c.updated_at > now, table.c.updated_at), else_=now),
             },
-            where=capped >= 1.0,
+            where=capped >= count,
         )
         .returning(table.c.tokens)
     )
 
 
-# KEYS[1] = bucket key; ARGV = per_second, burst, now. Refill, take one token if there is one, store, expire the
-# key once it would be full again anyway. Atomic on the Redis server, so many consumers share one bucket exactly.
+# KEYS[1] = bucket key; ARGV = per_second, burst, now, count. Refill, take count tokens if there are that many (else
+# one if there is one), store, expire the key once it would be full again anyway; return how many were taken.
+# Atomic on the Redis server, so many consumers share one bucket exactly.
 _TAKE_SCRIPT: Final = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
+local count = tonumber(ARGV[4])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(state[1])
 local ts = tonumber(state[2])
@@ -124,10 +144,12 @@ if tokens == nil or ts == nil then
 end
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
 local allowed = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+if tokens >= count then
+  allowed = count
+elseif tokens >= 1 then
   allowed = 1
 end
+tokens = tokens - allowed
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(math.max(now, ts)))
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
 return allowed
@@ -147,16 +169,87 @@ class RedisRateLimiter:
 
     def acquire(self, tenant: str, bucket: str, rate: Rate) -> bool:
         """Take one token from *tenant*'s *bucket*; return False (and take nothing) when it is empty."""
+        return self.take(tenant, bucket, rate, 1) == 1
+
+    def take(self, tenant: str, bucket: str, rate: Rate, tokens: int) -> int:
+        """Take *tokens* from the bucket if it holds them, else one if it holds one; return how many were taken."""
         key = f"{self._prefix}:{len(tenant)}:{tenant}:{bucket}"  # length prefix: tenant "a:b" never aliases "a"
-        return bool(self._script(keys=[key], args=[rate.per_second, rate.burst, self._clock()]))
+        count = min(tokens, rate.burst)
+        return int(self._script(keys=[key], args=[rate.per_second, rate.burst, self._clock(), count]))
 
     def close(self) -> None:
         """Close the Redis connection pool."""
         self._redis.close()
 
 
+#: Tokens a process takes from a shared bucket at once (at most 1/LEASE_BURST_FRACTION of its burst) and how long
+#: it may spend them locally. Each take is a write to the database (or a Redis round trip) on the send's critical
+#: path; a lease pays it once per few messages. Threat bound: the shared bucket is never overspent (leased tokens
+#: are taken from it first); a process holds at most LEASE_TOKENS unspent tokens, lost when the lease expires.
+LEASE_TOKENS: Final = 5
+LEASE_SECONDS: Final = 1.0
+LEASE_BURST_FRACTION: Final = 20
+
+
+@dataclass(slots=True)
+class _Lease:
+    tokens: int
+    expires_at: float
+
+
+class LeasedRateLimiter:
+    """A shared limiter whose tokens this process takes a few at a time and spends locally (thread-safe).
+
+    A lease of ``min(LEASE_TOKENS, burst // LEASE_BURST_FRACTION)`` tokens (at least one) is taken from *shared*
+    when the last one is spent or expired; with a small burst every message still takes its own token.
+    """
+
+    def __init__(
+        self,
+        shared: SharedRateLimiter,
+        *,
+        lease_tokens: int = LEASE_TOKENS,
+        lease_seconds: float = LEASE_SECONDS,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.shared = shared
+        self._lease_tokens = lease_tokens
+        self._lease_seconds = lease_seconds
+        self._clock = clock
+        self._leases: dict[tuple[str, str], _Lease] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, tenant: str, bucket: str, rate: Rate) -> bool:
+        """Take one token from *tenant*'s *bucket*; return False (and take nothing) when it is empty."""
+        key = (tenant, bucket)
+        with self._lock:
+            lease = self._leases.get(key)
+            if lease is not None and lease.tokens > 0 and self._clock() < lease.expires_at:
+                lease.tokens -= 1
+                return True
+        wanted = max(1, min(self._lease_tokens, rate.burst // LEASE_BURST_FRACTION))
+        taken = self.shared.take(tenant, bucket, rate, wanted)
+        if taken == 0:
+            return False
+        with self._lock:
+            if len(self._leases) >= LEASED_BUCKETS:
+                self._leases.clear()  # unspent tokens are given up, never overspent
+            self._leases[key] = _Lease(tokens=taken - 1, expires_at=self._clock() + self._lease_seconds)
+        return True
+
+    def close(self) -> None:
+        """Close the shared limiter's connections, if it has any."""
+        close = getattr(self.shared, "close", None)
+        if close is not None:
+            close()
+
+
+#: Buckets one LeasedRateLimiter keeps leases for; past this it starts over.
+LEASED_BUCKETS: Final = 4096
+
+
 def rate_limiter_for(engine: Engine, queue_url: str | None, *, clock: Clock = time.time) -> RateLimiter:
-    """Return the Redis limiter when *queue_url* is a Redis URL, else the SQL one on *engine*."""
+    """Return a leased limiter on Redis when *queue_url* is a Redis URL, else on the SQL table of *engine*."""
     if queue_url and queue_url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisRateLimiter(queue_url, clock=clock)
-    return SqlRateLimiter(engine, clock=clock)
+        return LeasedRateLimiter(RedisRateLimiter(queue_url, clock=clock))
+    return LeasedRateLimiter(SqlRateLimiter(engine, clock=clock))

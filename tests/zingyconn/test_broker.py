@@ -35,7 +35,7 @@ from zingyconn.broker import EgressBroker
 from zingyconn.database import create_engine
 from zingyconn.egress import UrlPolicy
 from zingyconn.errors import ConnectionNotFoundError
-from zingyconn.ratelimit import Rate, RedisRateLimiter, SqlRateLimiter
+from zingyconn.ratelimit import LEASE_SECONDS, LeasedRateLimiter, Rate, RedisRateLimiter, SqlRateLimiter
 from zingyconn.transport import PinnedBackend, is_public_address
 from zingyconn.twilio.client import OP_CONNECT, OP_CREDENTIALS, OP_HTTP, PLACEHOLDER_PASSWORD
 from zingyconn.twilio.idempotency import SendLedger
@@ -437,6 +437,51 @@ def test_sql_rate_limiter_on_postgres(postgres_url: str) -> None:
     engine.dispose()
 
 
+def test_sql_take_hands_out_several_tokens_or_the_last_one(tmp_path: Path) -> None:
+    """take(n) takes n tokens when the bucket holds them, else one, else none; n is capped at the burst."""
+    limiter = SqlRateLimiter(create_engine(f"sqlite:///{tmp_path / 'r.db'}"), clock=lambda: 0.0)
+    rate = Rate(per_second=0.001, burst=7)
+    assert [limiter.take("t", "b", rate, 3) for _ in range(4)] == [3, 3, 1, 0]
+    assert limiter.take("u", "b", rate, 50) == 7
+
+
+def test_leased_limiter_spends_a_lease_locally_and_never_overspends(tmp_path: Path) -> None:
+    """Two processes' leased limiters on one bucket of 20 get exactly 20 tokens, taking them 5 at a time."""
+    shared = SqlRateLimiter(create_engine(f"sqlite:///{tmp_path / 'r.db'}"), clock=lambda: 0.0)
+    takes: list[int] = []
+    original = shared.take
+
+    def counted(tenant: str, bucket: str, rate: Rate, tokens: int) -> int:
+        takes.append(tokens)
+        return original(tenant, bucket, rate, tokens)
+
+    shared.take = counted  # type: ignore[method-assign]
+    first, second = LeasedRateLimiter(shared), LeasedRateLimiter(shared)
+    rate = Rate(per_second=0.001, burst=100)
+    granted = [limiter.acquire("t", "b", rate) for _ in range(13) for limiter in (first, second)]
+    assert granted.count(True) == 26
+    assert takes == [5] * 6  # each limiter took 3 leases of 5 (13 = 5 + 5 + 3)
+    spent = [first.acquire("t", "b", rate) for _ in range(200)]
+    assert spent.count(True) == 100 - 30 + 2  # what the bucket had left, plus first's unspent lease
+
+
+def test_leased_limiter_lease_expires_and_small_bursts_take_one_token_each(tmp_path: Path) -> None:
+    """An unspent lease is given up after LEASE_SECONDS; with a burst under 20 every message takes its own token."""
+    now = [0.0]
+    shared = SqlRateLimiter(create_engine(f"sqlite:///{tmp_path / 'r.db'}"), clock=lambda: 0.0)
+    leased = LeasedRateLimiter(shared, clock=lambda: now[0])
+    big = Rate(per_second=0.001, burst=100)
+    assert leased.acquire("t", "big", big)  # takes 5, spends 1
+    now[0] = LEASE_SECONDS + 0.1
+    assert leased.acquire("t", "big", big)  # the 4 left expired: a new lease of 5
+    assert shared.take("t", "big", big, 90) == 90  # exactly two leases of 5 were taken
+    assert shared.take("t", "big", big, 1) == 0
+
+    small = Rate(per_second=0.001, burst=3)
+    assert [leased.acquire("t", "small", small) for _ in range(4)] == [True, True, True, False]
+    assert shared.take("t", "small", small, 1) == 0
+
+
 @pytest.mark.redis
 def test_redis_rate_limiter_shares_one_bucket(redis_url: str) -> None:
     """Two limiters on one Redis (two machines) draw from the same bucket, refilled by the Lua script."""
@@ -454,6 +499,16 @@ def test_redis_rate_limiter_shares_one_bucket(redis_url: str) -> None:
     assert second.acquire(tenant, "b", rate)
     first.close()
     second.close()
+
+
+@pytest.mark.redis
+def test_redis_take_hands_out_several_tokens_or_the_last_one(redis_url: str) -> None:
+    """The Lua script takes n tokens when the bucket holds them, else one, else none."""
+    limiter = RedisRateLimiter(redis_url, clock=lambda: 100.0, prefix="test:rate")
+    rate = Rate(per_second=0.001, burst=7)
+    tenant = f"t{time.monotonic_ns()}"
+    assert [limiter.take(tenant, "b", rate, 3) for _ in range(4)] == [3, 3, 1, 0]
+    limiter.close()
 
 
 @pytest.mark.parametrize(
