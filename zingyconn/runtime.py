@@ -34,6 +34,7 @@ from zingyconn.masking import Masker
 from zingyconn.names import validate_name
 from zingyconn.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter, rate_limiter_for
 from zingyconn.store import ConnectionStore
+from zingyconn.twilio.client import DIRECTORY_CONTEXT_KEY
 from zingyconn.twilio.commands import ConnectionCommands
 from zingyconn.twilio.idempotency import SendLedger
 from zingyconn.twilio.profile import TwilioProfile, check_credentials
@@ -180,23 +181,33 @@ class Runtime:
         secrets: list[str] = []
         loaded: list[bool] = []
 
-        def load_profiles() -> None:
-            # Read while the child runs (on_started), before it can make a request: the read costs about as
-            # much as a short run, and the masking below needs the secrets anyway.
-            profiles = self._tenant_profiles(tenant)
+        def use(profiles: Mapping[str, TwilioProfile] | None) -> None:
             if profiles is not None:
                 session.preload(profiles)
                 secrets.extend(secret for profile in profiles.values() for secret in profile.secrets())
             loaded.append(True)
 
+        def load_profiles() -> None:
+            # Read while the child runs (on_started), before it can make a request: the read costs about as
+            # much as a short run, and the masking below needs the secrets anyway.
+            use(self._tenant_profiles(tenant))
+
+        context: dict[str, JSON] = {"kind": kind}
+        cached = self.store.cached_profiles(tenant, max_age_seconds=PROFILES_MAX_AGE_SECONDS)
+        if cached is not None:  # known before the order: the child gets the directory and asks for no name in it
+            use(cached)
+            context[DIRECTORY_CONTEXT_KEY] = {
+                name: {"username": profile.username, "account_sid": profile.account_sid}
+                for name, profile in cached.items()
+            }
         on_request = self._request_handler(tenant, session.request)
         raw = self.sandbox.run(
             source,
             event=event,
             limits=limits,
-            context={"kind": kind},
+            context=context,
             on_request=on_request,
-            on_started=load_profiles,
+            on_started=None if loaded else load_profiles,
         )
         if not loaded:  # no child started (a compile error, say): the error text is masked all the same
             load_profiles()

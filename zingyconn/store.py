@@ -218,9 +218,9 @@ class ConnectionStore:
         """
         validate_name(tenant, field="tenant")
         now = self._clock()
-        cached = self._profiles_cache.get(tenant)
-        if cached is not None and 0 <= now - cached[0] < max_age_seconds:
-            return dict(cached[1])
+        cached = self.cached_profiles(tenant, max_age_seconds=max_age_seconds)
+        if cached is not None:
+            return cached
         with self._reader.connect() as conn:
             rows = conn.execute(
                 sa.select(connections.c.name, connections.c.type, connections.c.record).where(
@@ -233,6 +233,13 @@ class ConnectionStore:
                 self._profiles_cache.clear()  # simpler than LRU, and a cleared entry costs one read
             self._profiles_cache[tenant] = (now, found)
         return dict(found)
+
+    def cached_profiles(self, tenant: str, *, max_age_seconds: float) -> dict[str, TwilioProfile] | None:
+        """Return what :meth:`profiles` read for *tenant* at most *max_age_seconds* ago, or None (no query)."""
+        cached = self._profiles_cache.get(tenant)
+        if cached is not None and 0 <= self._clock() - cached[0] < max_age_seconds:
+            return dict(cached[1])
+        return None
 
     def key_usage(self) -> dict[str, int]:
         """Return how many records each key id seals."""

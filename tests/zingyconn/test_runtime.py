@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -21,12 +22,16 @@ from tests.zingyconn.capability import (
     World,
     twilio_world,
 )
+from zingyconn.broker import EgressSession
 from zingyconn.errors import NotFoundError, ValidationError
 from zingyconn.hosts.cli import main
 from zingyconn.keyring import encode_key
 from zingyconn.masking import MASK
 from zingyconn.runtime import Runtime
 from zingyconn.schema import connections
+from zingyconn.store import ConnectionStore
+from zingyconn.twilio.profile import TwilioProfile
+from zingyconn.twilio.snippet import connection_directory
 
 SEND_AND_READ = f"""
 c = zingyConn.twilio(event["connection"])
@@ -318,3 +323,67 @@ def test_bad_tenant_is_refused_before_running(runtime: Runtime) -> None:
     with pytest.raises(ValidationError) as info:
         runtime.run("no spaces allowed", "return 1")
     assert info.value.field == "tenant"
+
+
+def test_recent_connections_reach_the_child_as_a_directory_without_secrets(
+    world: World, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run within a second of the last gets the tenant's connection directory: no request for a known name."""
+    ops: list[str] = []
+    contexts: list[object] = []
+    request, run = EgressSession.request, runtime.sandbox.run
+
+    def recording_request(self: EgressSession, op: str, payload: Any) -> Any:
+        ops.append(op)
+        return request(self, op, payload)
+
+    def recording_run(*args: Any, **kwargs: Any) -> Any:
+        contexts.append(kwargs.get("context"))
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(EgressSession, "request", recording_request)
+    monkeypatch.setattr(runtime.sandbox, "run", recording_run)
+    source = 'return len(zingyConn.twilio("main").messages.list(limit=1))'
+    runtime.store.put("acme", "main", TwilioProfile(account_sid=ACCOUNT_SID, secret=AUTH_TOKEN))  # drops the cache
+
+    first, second = runtime.run("acme", source), runtime.run("acme", source)
+
+    assert (first.ok, second.ok) == (True, True)
+    assert ops == ["twilio.connect", "twilio.http", "twilio.http"]
+    assert contexts[0] == {"kind": "console"}
+    assert contexts[1] == {
+        "kind": "console",
+        "connections": {
+            "main": {"username": ACCOUNT_SID, "account_sid": ACCOUNT_SID},
+            "keyed": {"username": API_KEY, "account_sid": ACCOUNT_SID},
+        },
+    }
+    assert AUTH_TOKEN not in json.dumps(contexts)
+    assert API_SECRET not in json.dumps(contexts)
+
+
+def test_a_connection_added_elsewhere_is_found_within_the_second(world: World, runtime: Runtime) -> None:
+    """A name missing from the reused directory is asked of the host, which reads it afresh."""
+    assert runtime.run("acme", "return 1").ok  # fills the cache
+    elsewhere = ConnectionStore(world.engine, world.keyring)
+    elsewhere.put("acme", "fresh", TwilioProfile(account_sid=ACCOUNT_SID, secret=AUTH_TOKEN))
+    try:
+        result = runtime.run("acme", 'return zingyConn.twilio("fresh").messages.list(limit=1) is not None')
+    finally:
+        elsewhere.delete("acme", "fresh")
+    assert (result.ok, result.value) == (True, True), result.error
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [None, [], {"main": "AC1"}, {"main": {"username": "AC1"}}, {"main": {"username": 1, "account_sid": "AC1"}}],
+)
+def test_a_malformed_directory_is_ignored(entries: object) -> None:
+    """Anything but name -> {username, account_sid} strings means: ask the host for every name."""
+    assert connection_directory({"connections": entries}) is None
+
+
+def test_a_directory_keeps_only_its_two_fields() -> None:
+    """Extra fields in a directory entry are dropped."""
+    entries = {"main": {"username": "SK1", "account_sid": "AC1", "secret": "x"}}
+    assert connection_directory({"connections": entries}) == {"main": {"username": "SK1", "account_sid": "AC1"}}

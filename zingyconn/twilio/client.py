@@ -24,6 +24,10 @@ OP_CONNECT: Final = "twilio.connect"
 OP_CREDENTIALS: Final = "twilio.credentials"
 OP_HTTP: Final = "twilio.http"
 
+#: The run context key under which the host passes the tenant's connection directory: name -> ``username`` and
+#: ``account_sid`` (never a secret), so that ``zingyConn.twilio(name)`` needs no request for a known name.
+DIRECTORY_CONTEXT_KEY: Final = "connections"
+
 #: The password every brokered client holds. Not a secret: the broker never forwards it, it injects the real one.
 PLACEHOLDER_PASSWORD: Final = "zingyconn-placeholder-secret-held-by-the-host"  # noqa: S105  # deliberately not a secret
 
@@ -168,8 +172,19 @@ def client_class(channel: Channel) -> type[BrokeredClient]:
     )
 
 
-def connection_client(channel: Channel, name: str, *, cls: type[BrokeredClient] | None = None) -> BrokeredClient:
+def connection_client(
+    channel: Channel,
+    name: str,
+    *,
+    cls: type[BrokeredClient] | None = None,
+    directory: Mapping[str, Mapping[str, str]] | None = None,
+) -> BrokeredClient:
     """Return a client for the run tenant's connection *name*, looked up by the host.
+
+    Args:
+        directory: The tenant's connections as the host knew them when the run started (name -> ``username``
+            and ``account_sid``, never a secret): a name found there needs no request. Any other name is asked
+            of the host, which may know a connection added since.
 
     Raises:
         TypeError: *name* is not a string.
@@ -177,9 +192,11 @@ def connection_client(channel: Channel, name: str, *, cls: type[BrokeredClient] 
     """
     if type(name) is not str:
         raise TypeError(f"A connection name must be a string, not {type(name).__name__}.")
-    answer = channel.request(OP_CONNECT, {"connection": name})
-    if not answer.get("found"):
-        raise LookupError(f"No Twilio connection named {name!r}.")
+    answer: Mapping[str, Any] | None = (directory or {}).get(name)
+    if answer is None:
+        answer = channel.request(OP_CONNECT, {"connection": name})
+        if not answer.get("found"):
+            raise LookupError(f"No Twilio connection named {name!r}.")
     client_type = cls if cls is not None else client_class(channel)
     client = client_type.__new__(client_type)
     _init_client(

@@ -34,7 +34,15 @@ from twilio.twiml import TwiML
 
 from sandbox.environment import JSON, Environment, RunContext, WarmUpRun
 from sandbox.imports import make_facade
-from zingyconn.twilio.client import OP_CONNECT, OP_HTTP, BrokeredClient, Channel, client_class, connection_client
+from zingyconn.twilio.client import (
+    DIRECTORY_CONTEXT_KEY,
+    OP_CONNECT,
+    OP_HTTP,
+    BrokeredClient,
+    Channel,
+    client_class,
+    connection_client,
+)
 
 #: The name snippets use for the platform object (the one camelCase name in the code base).
 SNIPPET_GLOBAL: Final = "zingyConn"
@@ -149,11 +157,17 @@ class ZingyConn:
     belongs here: an attribute of this object is reachable by every snippet.
     """
 
-    __slots__ = ("_channel", "_client_class")
+    __slots__ = ("_channel", "_client_class", "_directory")
 
-    def __init__(self, channel: Channel, client_class: type[BrokeredClient]) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        client_class: type[BrokeredClient],
+        directory: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self._channel = channel
         self._client_class = client_class
+        self._directory = directory
 
     def twilio(self, name: str) -> BrokeredClient:
         """Return a ``twilio.rest.Client`` for this tenant's connection *name*.
@@ -161,7 +175,7 @@ class ZingyConn:
         Raises:
             LookupError: There is no connection of that name (other names are never listed).
         """
-        return connection_client(self._channel, name, cls=self._client_class)
+        return connection_client(self._channel, name, cls=self._client_class, directory=self._directory)
 
     def enqueue(self, script: str, payload: JSON = None) -> str:
         """Queue a run of this tenant's background-task *script* with *payload* (JSON) as its ``event``.
@@ -195,6 +209,26 @@ def static_facades() -> Mapping[str, object]:
     }
 
 
+def connection_directory(context: Mapping[str, Any]) -> dict[str, dict[str, str]] | None:
+    """Return the connection directory the host put in the run *context*, or None (then every name is asked for).
+
+    The directory maps each of the tenant's connection names to its ``username`` and ``account_sid`` (never a
+    secret); anything not of that shape is ignored, and the names are then looked up over the channel.
+    """
+    entries = context.get(DIRECTORY_CONTEXT_KEY)
+    if not isinstance(entries, dict):
+        return None
+    directory: dict[str, dict[str, str]] = {}
+    for name, entry in entries.items():
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(key), str) for key in _DIRECTORY_FIELDS):
+            return None
+        directory[name] = {key: entry[key] for key in _DIRECTORY_FIELDS}
+    return directory
+
+
+_DIRECTORY_FIELDS: Final = ("username", "account_sid")
+
+
 def environment(run: RunContext) -> Environment:
     """Return the snippet environment of one run: ``zingyConn``, the twilio façades, hidden attributes, converters."""
     client = client_class(run.host)
@@ -205,7 +239,7 @@ def environment(run: RunContext) -> Environment:
         **static_facades(),
     }
     return Environment(
-        names={SNIPPET_GLOBAL: ZingyConn(run.host, client)},
+        names={SNIPPET_GLOBAL: ZingyConn(run.host, client, connection_directory(run.context))},
         modules=modules,
         hidden_attributes=HIDDEN_ATTRIBUTES,
         result_converters=RESULT_CONVERTERS,
