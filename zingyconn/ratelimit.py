@@ -61,8 +61,8 @@ class RateLimiter(Protocol):
 class SharedRateLimiter(RateLimiter, Protocol):
     """A limiter whose buckets live outside the process (a database, Redis) and can hand out several tokens."""
 
-    def take(self, tenant: str, bucket: str, rate: Rate, tokens: int) -> int:
-        """Take *tokens* from the bucket if it holds them, else one if it holds one; return how many were taken."""
+    def take(self, tenant: str, bucket: str, rate: Rate, tokens: int, *, keep: int = 0) -> int:
+        """Take *tokens* if the bucket holds them plus *keep* more, else one if it holds one; return how many."""
         ...
 
 
@@ -87,9 +87,11 @@ class SqlRateLimiter:
         """
         return self.take(tenant, bucket, rate, 1) == 1
 
-    def take(self, tenant: str, bucket: str, rate: Rate, tokens: int) -> int:
-        """Take *tokens* from the bucket if it holds them, else one if it holds one; return how many were taken."""
-        for count in (min(tokens, rate.burst), 1) if tokens > 1 else (1,):
+    def take(self, tenant: str, bucket: str, rate: Rate, tokens: int, *, keep: int = 0) -> int:
+        """Take *tokens* if the bucket holds them plus *keep* more, else one if it holds one; return how many."""
+        several = min(tokens, rate.burst)
+        attempts = ((several, min(several + keep, rate.burst)), (1, 1)) if several > 1 else ((1, 1),)
+        for count, need in attempts:
             parameters = {
                 "tenant": tenant,
                 "bucket": bucket,
@@ -97,6 +99,7 @@ class SqlRateLimiter:
                 "per_second": float(rate.per_second),
                 "burst": float(rate.burst),
                 "count": float(count),
+                "need": float(need),
             }
             with self._engine.begin() as conn:
                 if conn.execute(self._statement, parameters).first() is not None:
@@ -109,7 +112,7 @@ def _take_statement(insert: Any) -> Any:
     # than running it.
     table = rate_buckets
     now, burst = sa.bindparam("now", type_=sa.Float), sa.bindparam("burst", type_=sa.Float)
-    count = sa.bindparam("count", type_=sa.Float)
+    count, need = sa.bindparam("count", type_=sa.Float), sa.bindparam("need", type_=sa.Float)
     refilled = table.c.tokens + (now - table.c.updated_at) * sa.bindparam("per_second", type_=sa.Float)
     capped = sa.case((refilled > burst, burst), else_=refilled)
     return (
@@ -121,20 +124,21 @@ def _take_statement(insert: Any) -> Any:
                 "tokens": capped - count,
                 "updated_at": sa.case((table.c.updated_at > now, table.c.updated_at), else_=now),
             },
-            where=capped >= count,
+            where=capped >= need,
         )
         .returning(table.c.tokens)
     )
 
 
-# KEYS[1] = bucket key; ARGV = per_second, burst, now, count. Refill, take count tokens if there are that many (else
-# one if there is one), store, expire the key once it would be full again anyway; return how many were taken.
-# Atomic on the Redis server, so many consumers share one bucket exactly.
+# KEYS[1] = bucket key; ARGV = per_second, burst, now, count, need. Refill; take count tokens if there are need
+# (>= count) of them, else one if there is one; store; expire the key once it would be full again anyway; return
+# how many were taken. Atomic on the Redis server, so many consumers share one bucket exactly.
 _TAKE_SCRIPT: Final = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 local count = tonumber(ARGV[4])
+local need = tonumber(ARGV[5])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(state[1])
 local ts = tonumber(state[2])
@@ -144,7 +148,7 @@ if tokens == nil or ts == nil then
 end
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
 local allowed = 0
-if tokens >= count then
+if tokens >= need then
   allowed = count
 elseif tokens >= 1 then
   allowed = 1
@@ -171,11 +175,12 @@ class RedisRateLimiter:
         """Take one token from *tenant*'s *bucket*; return False (and take nothing) when it is empty."""
         return self.take(tenant, bucket, rate, 1) == 1
 
-    def take(self, tenant: str, bucket: str, rate: Rate, tokens: int) -> int:
-        """Take *tokens* from the bucket if it holds them, else one if it holds one; return how many were taken."""
+    def take(self, tenant: str, bucket: str, rate: Rate, tokens: int, *, keep: int = 0) -> int:
+        """Take *tokens* if the bucket holds them plus *keep* more, else one if it holds one; return how many."""
         key = f"{self._prefix}:{len(tenant)}:{tenant}:{bucket}"  # length prefix: tenant "a:b" never aliases "a"
         count = min(tokens, rate.burst)
-        return int(self._script(keys=[key], args=[rate.per_second, rate.burst, self._clock(), count]))
+        need = min(count + keep, rate.burst) if count > 1 else 1
+        return int(self._script(keys=[key], args=[rate.per_second, rate.burst, self._clock(), count, need]))
 
     def close(self) -> None:
         """Close the Redis connection pool."""
@@ -189,6 +194,9 @@ class RedisRateLimiter:
 LEASE_TOKENS: Final = 5
 LEASE_SECONDS: Final = 1.0
 LEASE_BURST_FRACTION: Final = 20
+#: A lease is only taken while the bucket holds this many leases' worth beyond it; nearer empty, every process takes
+#: one token per message, so the last tokens of a bucket are not stranded in another process's lease.
+LEASE_KEEP_FACTOR: Final = 3
 
 
 @dataclass(slots=True)
@@ -201,7 +209,8 @@ class LeasedRateLimiter:
     """A shared limiter whose tokens this process takes a few at a time and spends locally (thread-safe).
 
     A lease of ``min(LEASE_TOKENS, burst // LEASE_BURST_FRACTION)`` tokens (at least one) is taken from *shared*
-    when the last one is spent or expired; with a small burst every message still takes its own token.
+    when the last one is spent or expired, and only while the bucket holds LEASE_KEEP_FACTOR leases more; with a
+    small burst, or a nearly empty bucket, every message takes its own token.
     """
 
     def __init__(
@@ -228,7 +237,7 @@ class LeasedRateLimiter:
                 lease.tokens -= 1
                 return True
         wanted = max(1, min(self._lease_tokens, rate.burst // LEASE_BURST_FRACTION))
-        taken = self.shared.take(tenant, bucket, rate, wanted)
+        taken = self.shared.take(tenant, bucket, rate, wanted, keep=LEASE_KEEP_FACTOR * wanted)
         if taken == 0:
             return False
         with self._lock:

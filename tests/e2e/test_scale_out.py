@@ -31,7 +31,7 @@ from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
 from zingyconn.keyring import Keyring
-from zingyconn.ratelimit import DEFAULT_MESSAGE_RATE
+from zingyconn.ratelimit import DEFAULT_MESSAGE_RATE, LEASE_TOKENS
 from zingyconn.schema import runs, tasks
 from zingyconn.store import ConnectionStore
 from zingyconn.tokens import TokenStore
@@ -240,8 +240,10 @@ def test_message_rate_limit_of_a_tenant_holds_across_both_servers(scale_out: Sca
     assert len(sent) + len(refused) == attempts, {r.status_code for r in responses}
     assert refused, "the tenant's bucket was never empty"
     # One shared bucket: a full burst, plus what refilled while the requests ran. Per-process buckets would let
-    # each server spend a burst of its own.
-    assert rate.burst <= len(sent) <= rate.burst + rate.per_second * elapsed + 1
+    # each server spend a burst of its own. Each server may be left holding part of a lease when the burst ends
+    # (LeasedRateLimiter), so up to LEASE_TOKENS - 1 tokens per server can go unspent, never more than a burst.
+    stranded = 2 * (LEASE_TOKENS - 1)
+    assert rate.burst - stranded <= len(sent) <= rate.burst + rate.per_second * elapsed + 1
     assert {n % 2 for n in sent} == {0, 1}  # both servers sent some
     bodies = scale_out.bodies()
     assert sum(count for body, count in bodies.items() if body.startswith("limited-")) == len(sent)

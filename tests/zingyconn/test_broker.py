@@ -443,6 +443,7 @@ def test_sql_take_hands_out_several_tokens_or_the_last_one(tmp_path: Path) -> No
     rate = Rate(per_second=0.001, burst=7)
     assert [limiter.take("t", "b", rate, 3) for _ in range(4)] == [3, 3, 1, 0]
     assert limiter.take("u", "b", rate, 50) == 7
+    assert [limiter.take("v", "b", rate, 3, keep=3) for _ in range(4)] == [3, 1, 1, 1]  # 3 only while 6 are left
 
 
 def test_leased_limiter_spends_a_lease_locally_and_never_overspends(tmp_path: Path) -> None:
@@ -451,9 +452,9 @@ def test_leased_limiter_spends_a_lease_locally_and_never_overspends(tmp_path: Pa
     takes: list[int] = []
     original = shared.take
 
-    def counted(tenant: str, bucket: str, rate: Rate, tokens: int) -> int:
-        takes.append(tokens)
-        return original(tenant, bucket, rate, tokens)
+    def counted(tenant: str, bucket: str, rate: Rate, tokens: int, *, keep: int = 0) -> int:
+        takes.append(original(tenant, bucket, rate, tokens, keep=keep))
+        return takes[-1]
 
     shared.take = counted  # type: ignore[method-assign]
     first, second = LeasedRateLimiter(shared), LeasedRateLimiter(shared)
@@ -461,8 +462,11 @@ def test_leased_limiter_spends_a_lease_locally_and_never_overspends(tmp_path: Pa
     granted = [limiter.acquire("t", "b", rate) for _ in range(13) for limiter in (first, second)]
     assert granted.count(True) == 26
     assert takes == [5] * 6  # each limiter took 3 leases of 5 (13 = 5 + 5 + 3)
+    takes.clear()
     spent = [first.acquire("t", "b", rate) for _ in range(200)]
     assert spent.count(True) == 100 - 30 + 2  # what the bucket had left, plus first's unspent lease
+    # Leases while 20 or more were left (15 beyond the lease), then one token per message, then refusals.
+    assert takes == [5] * 11 + [1] * 15 + [0] * 128
 
 
 def test_leased_limiter_lease_expires_and_small_bursts_take_one_token_each(tmp_path: Path) -> None:
@@ -508,6 +512,7 @@ def test_redis_take_hands_out_several_tokens_or_the_last_one(redis_url: str) -> 
     rate = Rate(per_second=0.001, burst=7)
     tenant = f"t{time.monotonic_ns()}"
     assert [limiter.take(tenant, "b", rate, 3) for _ in range(4)] == [3, 3, 1, 0]
+    assert [limiter.take(tenant + "k", "b", rate, 3, keep=3) for _ in range(4)] == [3, 1, 1, 1]
     limiter.close()
 
 
