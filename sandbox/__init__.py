@@ -5,7 +5,7 @@ This package never imports ``zingyconn``: hosts put their own names and modules 
 """
 
 from sandbox.compiler import CompiledSnippet, compile_snippet
-from sandbox.environment import Environment, HostChannel, RunContext
+from sandbox.environment import Environment, HostChannel, RunContext, WarmUpRun
 from sandbox.errors import (
     CompileError,
     EgressDeniedError,
@@ -43,6 +43,7 @@ __all__ = [
     "SandboxError",
     "SnippetError",
     "TimeLimitExceededError",
+    "WarmUpRun",
     "WorkerCrashedError",
     "compile_snippet",
     "make_facade",
