@@ -89,3 +89,12 @@ def test_tasks_rerun_refuses_a_task_that_has_not_failed(env: dict[str, str], sni
     result = _run(env, "tasks", "rerun", task_id)
     assert result.exit_code == 2
     assert f"Task {task_id!r} is queued; only failed tasks can be re-run." in result.stderr
+
+
+@pytest.mark.parametrize("family", ["scripts", "hooks"])
+def test_a_limit_without_a_value_is_refused_before_saving(env: dict[str, str], snippet: Path, family: str) -> None:
+    """``--limit NAME`` without ``=VALUE`` is a usage error naming the option, as for ``zingyconn run``."""
+    result = _run(env, family, "add", "digest", "--file", str(snippet), "--limit", "wall_seconds")
+    assert result.exit_code == 2
+    assert "'wall_seconds' is not NAME=VALUE" in result.output
+    assert "digest" not in _run(env, family, "list").output

@@ -7,7 +7,7 @@ import json
 import click
 
 from zingyconn.config import Settings
-from zingyconn.hosts.cli.options import catalog_from_settings, format_time, tenant_option
+from zingyconn.hosts.cli.options import catalog_from_settings, format_time, parse_limit_pairs, tenant_option
 from zingyconn.hosts.webhooks import check_verifier
 from zingyconn.store import ConnectionStore
 
@@ -34,7 +34,7 @@ def add(name: str, tenant: str, file: click.utils.LazyFile, verify_with: str | N
     """
     if verify_with is not None:
         check_verifier(ConnectionStore.from_settings(Settings.from_env()), tenant, verify_with)
-    overrides = dict(item.partition("=")[::2] for item in limits)
+    overrides = parse_limit_pairs(limits)
     catalog_from_settings().put_hook(tenant, name, file.read(), verify_with=verify_with, limits=overrides)
     check = f"signatures checked with {verify_with!r}" if verify_with else "NO signature check"
     click.echo(f"Saved hook {name!r} in tenant {tenant!r} ({check}); it answers at /hooks/{tenant}/{name}.")

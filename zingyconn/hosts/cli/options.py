@@ -1,4 +1,4 @@
-"""What several command families share: the ``--tenant`` option, how times are shown, the catalog from settings."""
+"""What several command families share: ``--tenant``, ``--limit NAME=VALUE`` pairs, times, the catalog from settings."""
 
 from __future__ import annotations
 
@@ -15,6 +15,21 @@ from zingyconn.database import create_engine
 tenant_option: Final = click.option(
     "--tenant", default="default", show_default=True, help="The tenant (app) that owns it."
 )
+
+
+def parse_limit_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
+    """Return ``--limit NAME=VALUE`` options as ``{name: value}`` (values are checked by ``Limits.with_overrides``).
+
+    Raises:
+        click.BadParameter: A pair has no ``=``.
+    """
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE.", param_hint="--limit")
+        overrides[name.strip()] = value.strip()
+    return overrides
 
 
 def format_time(timestamp: float) -> str:

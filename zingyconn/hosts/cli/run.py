@@ -17,6 +17,7 @@ import click
 
 from sandbox.limits import Kind, Limits
 from sandbox.result import RunResult
+from zingyconn.hosts.cli.options import parse_limit_pairs
 
 
 def _event(text: str | None) -> Any:
@@ -34,12 +35,7 @@ def _event(text: str | None) -> Any:
 
 
 def _limits(kind: str, pairs: tuple[str, ...]) -> Limits:
-    overrides: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{pair!r} is not NAME=VALUE.", param_hint="--limit")
-        overrides[name.strip()] = value.strip()
+    overrides = parse_limit_pairs(pairs)
     try:
         return Limits.for_kind(kind).with_overrides(overrides)  # type: ignore[arg-type]  # click.Choice checked it
     except ValueError as exc:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from zingyconn.hosts.cli.options import catalog_from_settings, format_time, tenant_option
+from zingyconn.hosts.cli.options import catalog_from_settings, format_time, parse_limit_pairs, tenant_option
 
 
 @click.group()
@@ -27,7 +27,7 @@ def add(name: str, tenant: str, file: click.utils.LazyFile, cron: str | None, li
     Example:
       zingyconn scripts add digest --file examples/nightly_digest.py --cron '0 7 * * *'
     """
-    overrides = dict(item.partition("=")[::2] for item in limits)
+    overrides = parse_limit_pairs(limits)
     script = catalog_from_settings().put_script(tenant, name, file.read(), cron=cron, limits=overrides)
     schedule = f"on cron {script.cron!r} (UTC)" if script.cron else f"on demand: zingyconn tasks enqueue {name}"
     click.echo(f"Saved script {name!r} in tenant {tenant!r}; it runs {schedule}.")
