@@ -166,27 +166,24 @@ def warm_up(factory: EnvironmentFactory, *, order_waiting: Callable[[], bool] | 
         if order_waiting is not None and order_waiting():
             return
         with contextlib.suppress(Exception):
-            run_order(json.loads(json.dumps(order)), factory, None, warm_up_host=_CannedHost(answers))
+            run_order(json.loads(json.dumps(order)), factory, _CannedHost(answers))
 
 
-def run_order(
-    order: dict[str, Any],
-    factory: EnvironmentFactory,
-    sock: socket.socket | None,
-    *,
-    warm_up_host: HostChannel | None = None,
-) -> bytes:
+def run_order(order: dict[str, Any], factory: EnvironmentFactory, channel: socket.socket | HostChannel) -> bytes:
     """Carry out one run order and return the result frame.
 
-    With *sock* None this is a warm-up run: no rlimits, and requests go to *warm_up_host* (or are refused).
+    *channel* is the run's socket to the host (the rlimits are applied first), or for a warm-up run the canned
+    host that answers its requests (no rlimits).
     """
     from sandbox import compiler, executor  # pre-imported by the zygote; these are dictionary lookups
 
     limits = Limits(**order["limits"])
-    host: HostChannel = warm_up_host if warm_up_host is not None else _CannedHost({})
-    if sock is not None:
+    host: HostChannel
+    if isinstance(channel, socket.socket):
         apply_rlimits(limits, address_space_bytes=order["address_space_bytes"])
-        host = HostRequests(sock, max_requests=limits.egress_requests)
+        host = HostRequests(channel, max_requests=limits.egress_requests)
+    else:
+        host = channel
     compiled = compiler.CompiledSnippet.from_bytes(base64.b64decode(order["compiled"]))
     try:
         environment = factory(RunContext(host=host, context=order.get("context") or {}))

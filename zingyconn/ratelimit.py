@@ -89,9 +89,8 @@ class SqlRateLimiter:
 
     def take(self, tenant: str, bucket: str, rate: Rate, tokens: int, *, keep: int = 0) -> int:
         """Take *tokens* if the bucket holds them plus *keep* more, else one if it holds one; return how many."""
-        several = min(tokens, rate.burst)
-        attempts = ((several, min(several + keep, rate.burst)), (1, 1)) if several > 1 else ((1, 1),)
-        for count, need in attempts:
+        several = _several(rate, tokens, keep)
+        for count, need in (several, (1, 1)) if several[0] > 1 else ((1, 1),):
             parameters = {
                 "tenant": tenant,
                 "bucket": bucket,
@@ -105,6 +104,12 @@ class SqlRateLimiter:
                 if conn.execute(self._statement, parameters).first() is not None:
                     return count
         return 0
+
+
+def _several(rate: Rate, tokens: int, keep: int) -> tuple[int, int]:
+    """Return ``(count, need)`` of a take: *tokens* capped at the burst, and the tokens the bucket must hold for it."""
+    count = max(1, min(tokens, rate.burst))
+    return (count, min(count + keep, rate.burst)) if count > 1 else (1, 1)
 
 
 def _take_statement(insert: Any) -> Any:
@@ -178,8 +183,7 @@ class RedisRateLimiter:
     def take(self, tenant: str, bucket: str, rate: Rate, tokens: int, *, keep: int = 0) -> int:
         """Take *tokens* if the bucket holds them plus *keep* more, else one if it holds one; return how many."""
         key = f"{self._prefix}:{len(tenant)}:{tenant}:{bucket}"  # length prefix: tenant "a:b" never aliases "a"
-        count = min(tokens, rate.burst)
-        need = min(count + keep, rate.burst) if count > 1 else 1
+        count, need = _several(rate, tokens, keep)
         return int(self._script(keys=[key], args=[rate.per_second, rate.burst, self._clock(), count, need]))
 
     def close(self) -> None:

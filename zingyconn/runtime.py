@@ -179,13 +179,14 @@ class Runtime:
             idempotency_key=idempotency_key,
         )
         secrets: list[str] = []
-        loaded: list[bool] = []
+        loaded = False
 
         def use(profiles: Mapping[str, TwilioProfile] | None) -> None:
+            nonlocal loaded
             if profiles is not None:
                 session.preload(profiles)
                 secrets.extend(secret for profile in profiles.values() for secret in profile.secrets())
-            loaded.append(True)
+            loaded = True
 
         def load_profiles() -> None:
             # Read while the child runs (on_started), before it can make a request: the read costs about as

@@ -198,14 +198,7 @@ class ConnectionStore:
 
     def secrets(self, tenant: str) -> builtins.list[str]:
         """Return every secret of every connection of *tenant*, for masking run output."""
-        validate_name(tenant, field="tenant")
-        with self._reader.connect() as conn:
-            rows = conn.execute(
-                sa.select(connections.c.name, connections.c.type, connections.c.record).where(
-                    connections.c.tenant == tenant
-                )
-            ).all()
-        return [secret for row in rows for secret in self._open(tenant, row.name, row.type, row.record).secrets()]
+        return [secret for profile in self.profiles(tenant).values() for secret in profile.secrets()]
 
     def profiles(self, tenant: str, *, max_age_seconds: float = 0.0) -> dict[str, TwilioProfile]:
         """Return every connection of *tenant*, decrypted, by name (one query: a run's broker session and masking).
@@ -213,8 +206,7 @@ class ConnectionStore:
         Args:
             max_age_seconds: Reuse what this store object read for *tenant* at most this long ago (0: read now).
                 Its own :meth:`put` and :meth:`delete` drop the tenant's entry at once (a rotation changes no
-                profile); a change
-                made by another process or store object is seen once the entry is older than this.
+                profile); a change made by another process or store object is seen once the entry is older.
         """
         validate_name(tenant, field="tenant")
         now = self._clock()
