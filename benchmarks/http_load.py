@@ -1,4 +1,5 @@
-"""What the HTTP load benchmarks share: a minimal HTTP/1.1 response reader and latency percentiles.
+"""What the HTTP load benchmarks share: the auto-reply hook, its request, a minimal HTTP/1.1 response reader and
+latency percentiles.
 
 The load generators speak raw HTTP/1.1 over asyncio streams instead of using httpx: on 2 cores a client library's
 own CPU cost would be measured as server latency.
@@ -8,6 +9,35 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from urllib.parse import urlencode
+
+#: The hook both webhook benchmarks load: a TwiML auto-reply that quotes the request's Body.
+AUTO_REPLY = """\
+from twilio.twiml.messaging_response import MessagingResponse
+
+reply = MessagingResponse()
+reply.message("Thanks! You said: " + event["form"]["Body"])
+return reply
+"""
+#: Where ``zingyconn serve`` answers the AUTO_REPLY hook saved as tenant ``bench``, hook ``reply``.
+HOOK_PATH = "/hooks/bench/reply"
+
+
+def sms_form(body: str) -> dict[str, str]:
+    """Return the form Twilio posts for an inbound SMS with *body* (the fields the signature covers)."""
+    return {"From": "+15551234567", "To": "+15005550006", "Body": body}
+
+
+def form_post(port: int, path: str, body: str, *, signature: str | None = None) -> bytes:
+    """Return an HTTP/1.1 POST of :func:`sms_form` with *body* to *path*, optionally signed."""
+    form = urlencode(sms_form(body)).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(form)}\r\n"
+    )
+    if signature is not None:
+        head += f"X-Twilio-Signature: {signature}\r\n"
+    return head.encode() + b"\r\n" + form
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:

@@ -27,26 +27,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from http_load import percentile, read_response  # noqa: E402
+from http_load import AUTO_REPLY, HOOK_PATH, form_post, percentile, read_response  # noqa: E402
 
 from tests.e2e.cluster import Process, running_cluster  # noqa: E402  # after the path set-up above
 from tests.servers import postgres_server, redis_server  # noqa: E402
-
-AUTO_REPLY = """\
-from twilio.twiml.messaging_response import MessagingResponse
-
-reply = MessagingResponse()
-reply.message("Thanks! You said: " + event["form"]["Body"])
-return reply
-"""
-PATH = "/hooks/bench/reply"
 
 
 @dataclass
@@ -85,14 +76,9 @@ async def _client(base_url: str, stats: Stats, deadline: float, worker: int) -> 
         while time.perf_counter() < deadline:
             n += 1
             tag = f"w{worker}n{n}"
-            body = urlencode({"From": "+15551234567", "To": "+15005550006", "Body": tag}).encode()
-            head = (
-                f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n"
-            )
             started = time.perf_counter()
             try:
-                writer.write(head.encode() + body)
+                writer.write(form_post(port, HOOK_PATH, tag))
                 status, headers, payload = await read_response(reader)
             except (ConnectionError, asyncio.IncompleteReadError) as exc:  # counted, then a fresh connection
                 stats.errors.append(f"{type(exc).__name__}: {exc}")

@@ -25,22 +25,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from http_load import percentile, read_response  # noqa: E402
+from http_load import AUTO_REPLY, HOOK_PATH, form_post, percentile, read_response, sms_form  # noqa: E402
 
 from tests.servers import free_port, wait_for_port  # noqa: E402  # after the path set-up above
 
-AUTO_REPLY = """\
-from twilio.twiml.messaging_response import MessagingResponse
-
-reply = MessagingResponse()
-reply.message("Thanks! You said: " + event["form"]["Body"])
-return reply
-"""
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "0123456789abcdef" * 2
 
@@ -138,16 +130,8 @@ async def _client(port: int, path: str, stats: Stats, deadline: float, worker: i
         while time.perf_counter() < deadline:
             n += 1
             tag = f"w{worker}n{n}"
-            body = urlencode({"From": "+15551234567", "To": "+15005550006", "Body": tag}).encode()
-            head = (
-                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                "Content-Type: application/x-www-form-urlencoded\r\n"
-                f"Content-Length: {len(body)}\r\n"
-            )
-            if signer is not None:
-                head += f"X-Twilio-Signature: {signer(tag)}\r\n"
             started = time.perf_counter()
-            writer.write(head.encode() + b"\r\n" + body)
+            writer.write(form_post(port, path, tag, signature=None if signer is None else signer(tag)))
             try:
                 status, headers, payload = await asyncio.wait_for(read_response(reader), RESPONSE_TIMEOUT_SECONDS)
             except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, TimeoutError) as exc:
@@ -164,8 +148,7 @@ async def _client(port: int, path: str, stats: Stats, deadline: float, worker: i
 async def _load(name: str, port: int, *, seconds: float, concurrency: int, signer: Signer | None) -> Stats:
     stats = Stats(name, seconds)
     deadline = time.perf_counter() + seconds
-    path = "/hooks/bench/reply"
-    await asyncio.gather(*(_client(port, path, stats, deadline, i, signer) for i in range(concurrency)))
+    await asyncio.gather(*(_client(port, HOOK_PATH, stats, deadline, i, signer) for i in range(concurrency)))
     return stats
 
 
@@ -204,12 +187,11 @@ def _prepare(data_dir: Path, *, signed: bool) -> dict[str, str]:
 def _signer(port: int) -> Signer:
     from twilio.request_validator import RequestValidator
 
-    url = f"http://127.0.0.1:{port}/hooks/bench/reply"
+    url = f"http://127.0.0.1:{port}{HOOK_PATH}"
     validator = RequestValidator(AUTH_TOKEN)
 
     def sign(tag: str) -> str:
-        params = {"From": "+15551234567", "To": "+15005550006", "Body": tag}
-        return str(validator.compute_signature(url, params))
+        return str(validator.compute_signature(url, sms_form(tag)))
 
     return sign
 
