@@ -13,8 +13,15 @@ Each line forks *--forks* children from a parent in a given state and waits for 
 - ``zygote + warm-up``: the same, the child making the environment's warm-up runs before it exits (what a spare
   child does ahead of demand);
 
-beside a page-fault probe that times first writes to copy-on-write pages in a child (µs per page). The sandbox's own
-per-run CPU (``benchmarks/sandbox_latency.py``) is these costs plus the run itself and the host's side.
+beside a page-fault probe that times first writes to copy-on-write pages in a child (µs per page).
+
+It then runs an **ideal fork server** for *--seconds*: a process in the zygote's state that forks one child per
+request from two caller threads (in another process), reaps it, and nothing else: no supervisor, no spare children,
+no JSON control messages. Its child either answers one byte and exits (the floor of any fork-per-run design with
+this preload), or makes a real ``return 1`` run with the sandbox's own child code (hardening, order, rlimits,
+environment, restricted exec, reply). Runs per second and CPU per run (server, its children and the callers) are
+printed beside the budget of ``benchmarks/sandbox_latency.py``'s target, so the sandbox's figure can be split into
+what the fork costs, what the run costs in a fresh child, and what the sandbox's own machinery adds.
 """
 
 from __future__ import annotations
@@ -62,6 +69,115 @@ print(json.dumps({
 """
 
 
+SERVE = """
+import base64, dataclasses, gc, json, os, select, socket, sys, threading, time
+mode, seconds = sys.argv[1], float(sys.argv[2])
+callers = 2
+control = [socket.socketpair() for _ in range(callers)]
+runs = [socket.socketpair() for _ in range(callers)]
+server = os.fork()
+if server == 0:
+    from sandbox import channel, child, hardening, zygote
+    from sandbox.environment import RunContext
+    from sandbox.limits import Limits
+    factory = zygote.preload("zingyconn.twilio.snippet:environment")
+    hardening.harden(enabled=True)
+    gc.collect(); gc.freeze()
+    requests = [server_end for _, server_end in control]
+    for caller_end, _ in control:
+        caller_end.close()  # so that the callers closing theirs ends this loop
+    os.write(1, b"ready")
+    while True:
+        while True:  # reap: the children's CPU is then counted in this process's children times
+            try:
+                pid, _status, _usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+        for ready in select.select(requests, [], [], 0.01)[0]:
+            if not ready.recv(1):
+                os._exit(0)
+            sock = runs[requests.index(ready)][1]
+            if os.fork() == 0:
+                hardening.enter_child_identity()
+                hardening.die_with_parent()
+                if mode == "answer":
+                    sock.send(b"k")
+                    os._exit(0)
+                space = child._address_space_bytes()
+                pending = child.PendingOrder(sock)
+                host = channel.HostRequests(sock, max_requests=None)
+                environment = child.prepare_environment(factory, RunContext(host, child.OrderContext(pending)))
+                order = pending.get()
+                limits = Limits(**order["limits"])
+                child.apply_rlimits(limits, address_space_bytes=space)
+                host.allow_requests(limits.egress_requests)
+                sock.sendall(child.execute_order(order, environment, limits))
+                os._exit(0)
+from sandbox import compiler
+from sandbox.channel import encode_frame, recv_frame
+from sandbox.limits import Limits
+for _, server_end in control:
+    server_end.close()
+compiled = base64.b64encode(compiler.compile_snippet("return 1").to_bytes()).decode()
+order = encode_frame({"t": "run", "compiled": compiled, "event": None, "context": {},
+                      "limits": dataclasses.asdict(Limits())})
+time.sleep(0.5)
+
+def cpu_seconds():
+    fields = open(f"/proc/{server}/stat").read().rsplit(")", 1)[1].split()
+    mine = os.times()
+    return mine.user + mine.system + sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+counts = [0] * callers
+def caller(index, stop):
+    request, run = control[index][0], runs[index][0]
+    while time.monotonic() < stop:
+        request.send(b"r")
+        if mode == "answer":
+            run.recv(1)
+        else:
+            run.sendall(order)
+            recv_frame(run, max_bytes=1 << 20)
+        counts[index] += 1
+
+for phase in ("warm", "measure"):
+    stop = time.monotonic() + (1.0 if phase == "warm" else seconds)
+    counts[:] = [0] * callers
+    before, started = cpu_seconds(), time.monotonic()
+    threads = [threading.Thread(target=caller, args=(index, stop)) for index in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    time.sleep(0.3)  # the last children are reaped
+    total = sum(counts)
+print(json.dumps({"runs_per_second": total / elapsed, "cpu_ms": (cpu_seconds() - before) / total * 1000}))
+for request, _ in control:
+    request.close()
+os.waitpid(server, 0)
+"""
+
+
+def serve(mode: str, seconds: float) -> dict[str, float]:
+    """Run the ideal fork server in *mode* (``answer`` or ``run``) and return its rate and CPU per run."""
+    process = subprocess.Popen(
+        [sys.executable, "-I", "-c", SERVE, mode, str(seconds)],
+        cwd=ROOT,
+        env={},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    output, _ = process.communicate(timeout=seconds + 120)
+    if process.returncode:
+        raise RuntimeError(f"the fork server probe failed with exit code {process.returncode}")
+    result: dict[str, float] = json.loads(output.removeprefix("ready"))
+    return result
+
+
 def copy_on_write_us(pages: int = 2048) -> float:
     """Return the µs a child spends per first write to a page it shares copy-on-write with its parent."""
     region = mmap.mmap(-1, pages * mmap.PAGESIZE)
@@ -83,6 +199,7 @@ def main() -> None:
     """Measure and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--forks", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each fork-server measurement")
     args = parser.parse_args()
     gc.collect()
     rows = {}
@@ -110,6 +227,10 @@ def main() -> None:
     print(f"copy-on-write fault in a child: {copy_on_write_us():.2f} µs per page")
     cores = os.cpu_count() or 1
     print(f"CPU budget per run for 500 runs/s on {cores} cores: {cores / 500 * 1000:.1f} ms")
+    print(f"ideal fork server, 2 callers, {args.seconds:g} s each (server, children and callers counted):")
+    for label, mode in (("child answers and exits", "answer"), ("child makes a `return 1` run", "run")):
+        row = serve(mode, args.seconds)
+        print(f"  {label:<30} {row['runs_per_second']:6.0f} runs/s {row['cpu_ms']:8.2f} ms CPU per run")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ This package never imports ``zingyconn``: hosts put their own names and modules 
 :class:`~sandbox.environment.Environment`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from sandbox.compiler import CompiledSnippet, compile_snippet
 from sandbox.environment import Environment, HostChannel, RunContext, WarmUpRun
 from sandbox.errors import (
@@ -21,7 +23,21 @@ from sandbox.errors import (
 from sandbox.imports import Facade, make_facade
 from sandbox.limits import Limits
 from sandbox.result import RunError, RunResult
-from sandbox.supervisor import RequestHandler, Sandbox
+
+if TYPE_CHECKING:
+    from sandbox.supervisor import RequestHandler, Sandbox
+
+
+def __getattr__(name: str) -> Any:
+    # The host side (and asyncio, subprocess, concurrent.futures with it: about 5 MiB) is imported on first use,
+    # not with the package: the zygote imports this package too, and every MiB it holds is paid again by each
+    # fork and each child's exit (page tables copied, then torn down: about 80 µs per MiB per run).
+    if name in ("RequestHandler", "Sandbox"):
+        from sandbox import supervisor
+
+        return getattr(supervisor, name)
+    raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
+
 
 __all__ = [
     "CompileError",

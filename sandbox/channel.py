@@ -47,7 +47,11 @@ class FrameTooLargeError(ValueError):
 
 def encode_frame(message: JSON) -> bytes:
     """Return *message* as one frame (length prefix + compact UTF-8 JSON)."""
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    return frame_body(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def frame_body(body: bytes) -> bytes:
+    """Return *body* (UTF-8 JSON already serialised) as one frame: its length prefix, then itself."""
     return _HEADER.pack(len(body)) + body
 
 
@@ -107,19 +111,30 @@ class HostRequests:
     again because it cannot trust the child.
     """
 
-    def __init__(self, sock: socket.socket, *, max_requests: int, max_request_bytes: int = REQUEST_BYTES) -> None:
+    def __init__(
+        self, sock: socket.socket, *, max_requests: int | None, max_request_bytes: int = REQUEST_BYTES
+    ) -> None:
         self._sock = sock
-        self._max_requests = max_requests
+        self._max_requests = max_requests  # None until the run order sets it (see allow_requests)
         self._max_request_bytes = max_request_bytes
         self.count = 0
+
+    def allow_requests(self, max_requests: int) -> None:
+        """Set the run's request cap (a spare child builds its channel before the order brings the cap)."""
+        self._max_requests = max_requests
 
     def request(self, op: str, payload: Mapping[str, JSON]) -> JSON:
         """Send request *op* to the host, wait for its answer and return the answer's value.
 
         Raises:
             QuotaExceededError: The run already made ``limits.egress_requests`` requests.
-            EgressDeniedError: The request is too large, or the host refused it.
+            EgressDeniedError: The request is too large, the host refused it, or the run has not started yet
+                (an environment factory asking while it builds the environment).
         """
+        if self._max_requests is None:
+            raise EgressDeniedError(
+                f"Request {op!r} is not allowed before the run starts: an environment factory must not make requests."
+            )
         if self.count >= self._max_requests:
             raise QuotaExceededError(
                 f"Request {op!r} is not allowed because this run already made {self._max_requests} requests."

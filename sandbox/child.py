@@ -19,12 +19,12 @@ import resource
 import select
 import signal
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, NoReturn
 
 from sandbox import hardening
 from sandbox.channel import ChannelClosedError, HostRequests, encode_frame, recv_frame
-from sandbox.environment import EnvironmentFactory, HostChannel, RunContext, WarmUpRun
+from sandbox.environment import Environment, EnvironmentFactory, HostChannel, RunContext, WarmUpRun
 from sandbox.errors import EgressDeniedError, SandboxError
 from sandbox.limits import Limits
 from sandbox.result import RunError, RunResult
@@ -169,28 +169,68 @@ def warm_up(factory: EnvironmentFactory, *, order_waiting: Callable[[], bool] | 
             run_order(json.loads(json.dumps(order)), factory, _CannedHost(answers))
 
 
-def run_order(order: dict[str, Any], factory: EnvironmentFactory, channel: socket.socket | HostChannel) -> bytes:
-    """Carry out one run order and return the result frame.
+def run_order(order: dict[str, Any], factory: EnvironmentFactory, channel: HostChannel) -> bytes:
+    """Carry out one warm-up order with the canned host *channel* (no rlimits) and return the result frame."""
+    limits = Limits(**order["limits"])
+    environment = prepare_environment(factory, RunContext(host=channel, context=order.get("context") or {}))
+    return execute_order(order, environment, limits)
 
-    *channel* is the run's socket to the host (the rlimits are applied first), or for a warm-up run the canned
-    host that answers its requests (no rlimits).
-    """
+
+def prepare_environment(factory: EnvironmentFactory, run: RunContext) -> Environment | RunResult:
+    """Call the environment factory; a SandboxError it raises becomes the run's failed result."""
+    try:
+        return factory(run)
+    except SandboxError as error:
+        return RunResult(ok=False, error=RunError(type=type(error).__name__, message=str(error)))
+
+
+def execute_order(order: dict[str, Any], environment: Environment | RunResult, limits: Limits) -> bytes:
+    """Run the order's snippet in *environment* (or report the factory's failure) and return the result frame."""
     from sandbox import compiler, executor  # pre-imported by the zygote; these are dictionary lookups
 
-    limits = Limits(**order["limits"])
-    host: HostChannel
-    if isinstance(channel, socket.socket):
-        apply_rlimits(limits, address_space_bytes=order["address_space_bytes"])
-        host = HostRequests(channel, max_requests=limits.egress_requests)
-    else:
-        host = channel
+    if isinstance(environment, RunResult):
+        return encode_result(environment, limits)
     compiled = compiler.CompiledSnippet.from_bytes(base64.b64decode(order["compiled"]))
-    try:
-        environment = factory(RunContext(host=host, context=order.get("context") or {}))
-    except SandboxError as error:
-        return encode_result(RunResult(ok=False, error=RunError(type=type(error).__name__, message=str(error))), limits)
     result = executor.execute(compiled, event=order.get("event"), environment=environment, limits=limits)
     return encode_result(result, limits)
+
+
+class PendingOrder:
+    """The run order on the child's socket, received on first use.
+
+    The environment is built before the order comes (while the host has nothing for this child to do), so the
+    order's ``context`` reaches the factory as an :class:`OrderContext` that waits for the order when first read.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._order: dict[str, Any] | None = None
+
+    def get(self) -> dict[str, Any]:
+        """Return the order, receiving it now if it has not been read yet."""
+        if self._order is None:
+            self._order = recv_frame(self._sock, max_bytes=1 << 30)
+        return self._order
+
+
+class OrderContext(Mapping[str, Any]):
+    """The ``context`` of a :class:`PendingOrder`: reading it waits for the order (see :class:`RunContext`)."""
+
+    def __init__(self, order: PendingOrder) -> None:
+        self._order = order
+
+    def _context(self) -> Mapping[str, Any]:
+        context = self._order.get().get("context")
+        return context if isinstance(context, dict) else {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._context()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._context())
+
+    def __len__(self) -> int:
+        return len(self._context())
 
 
 def serve(sock: socket.socket, factory: EnvironmentFactory, *, zygote_pid: int, warm: bool = True) -> NoReturn:
@@ -198,7 +238,9 @@ def serve(sock: socket.socket, factory: EnvironmentFactory, *, zygote_pid: int, 
 
     With *warm* (the host was idle when it ordered this child), the child makes the warm-up runs (:func:`warm_up`)
     at once; without, only if no order came within :data:`DEFERRED_WARM_UP_SECONDS` (the burst that kept the host
-    busy is over, and the CPU is idle again).
+    busy is over, and the CPU is idle again). Either way it then builds the run's environment before it reads the
+    order: a spare child that waits for its order has it ready, which takes the factory off the run's latency.
+    No snippet code runs before the order's rlimits are applied.
     """
     frame = b""
     try:
@@ -210,9 +252,14 @@ def serve(sock: socket.socket, factory: EnvironmentFactory, *, zygote_pid: int, 
         address_space = _address_space_bytes()
         if warm or not select.select([sock], [], [], DEFERRED_WARM_UP_SECONDS)[0]:
             warm_up(factory, order_waiting=lambda: bool(select.select([sock], [], [], 0)[0]))
-        order = recv_frame(sock, max_bytes=1 << 30)
-        order["address_space_bytes"] = address_space
-        frame = run_order(order, factory, sock)
+        pending = PendingOrder(sock)
+        host = HostRequests(sock, max_requests=None)  # no request can leave before the order sets the run's cap
+        environment = prepare_environment(factory, RunContext(host=host, context=OrderContext(pending)))
+        order = pending.get()
+        limits = Limits(**order["limits"])
+        apply_rlimits(limits, address_space_bytes=address_space)
+        host.allow_requests(limits.egress_requests)
+        frame = execute_order(order, environment, limits)
     except ChannelClosedError:
         os._exit(0)  # the host closed this spare child: nothing to run
     except MemoryError:

@@ -2,7 +2,8 @@
 
 The sandbox knows nothing about Twilio or connections. A host names an *environment factory* by dotted path
 (``"zingyconn.twilio.snippet:environment"``); the zygote imports that module once (so heavy imports are paid
-before any fork) and each child calls the factory once per run to get the names and modules for that run.
+before any fork) and each child calls the factory once, for its one run, to get the names and modules for that run
+(before the run order arrives: see :class:`RunContext`).
 
 The same module may list :class:`WarmUpRun` snippets in ``WARM_UP_RUNS``: typical runs, answered by canned host
 replies, that the zygote makes once before it forks (filling lazily built caches that every child then shares) and
@@ -34,6 +35,11 @@ class HostChannel(Protocol):
 @dataclass(frozen=True, slots=True)
 class RunContext:
     """What the environment factory gets for one run.
+
+    A child calls the factory *before* its run order arrives, so that a spare child waiting for work has the
+    environment ready. ``context`` then waits for the order when it is first read: read it when the snippet uses
+    it (as ``zingyConn.twilio`` does), not in the factory, or the factory waits for the order too. ``host``
+    refuses every request until the order has set the run's request cap.
 
     Attributes:
         host: The channel to the host for this run.

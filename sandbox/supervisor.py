@@ -27,6 +27,7 @@ from sandbox.channel import (
     ChannelClosedError,
     FrameTooLargeError,
     encode_frame,
+    frame_body,
     recv_body,
 )
 from sandbox.child import result_frame_bytes
@@ -49,9 +50,25 @@ _SPARE_WAIT_SECONDS: Final = 60.0
 
 
 @functools.lru_cache(maxsize=256)
-def _encoded(compiled: CompiledSnippet) -> str:
-    """Return *compiled* as base64 text for the run order (cached with the compile cache's snippets)."""
-    return base64.b64encode(compiled.to_bytes()).decode()
+def _order_head(compiled: CompiledSnippet, limits: Limits) -> bytes:
+    """Return the start of a run order's JSON body: the snippet (marshalled, base64) and the limits.
+
+    Cached per snippet and limits: built afresh, these cost about 0.1 ms of each run's latency on a CPU that
+    was idle (dataclasses.asdict, base64, and JSON-escaping a kilobyte or more of code).
+    """
+    code = base64.b64encode(compiled.to_bytes()).decode()
+    head = {"t": "run", "compiled": code, "limits": dataclasses.asdict(limits)}
+    return json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode()[:-1] + b","
+
+
+def _order_frame(compiled: CompiledSnippet, limits: Limits, event: JSON, context: Mapping[str, JSON] | None) -> bytes:
+    """Return the run order frame; only *event* and *context* are serialised per run.
+
+    Raises:
+        TypeError: *event* or *context* is not JSON-serialisable.
+    """
+    tail = json.dumps({"event": event, "context": dict(context or {})}, separators=(",", ":"), ensure_ascii=False)
+    return frame_body(_order_head(compiled, limits) + tail[1:].encode())
 
 
 #: Deepest JSON a well-behaved child sends: a result or log fields nested MAX_RESULT_DEPTH deep, plus the frame.
@@ -203,15 +220,7 @@ class Sandbox:
             line = error.errors[0].partition(":")[0].removeprefix("Line ") if error.errors else ""
             line_number = int(line) if line.isdigit() else None
             return _failed("CompileError", str(error), started, line=line_number, errors=error.errors)
-        order = encode_frame(
-            {
-                "t": "run",
-                "compiled": _encoded(compiled),
-                "event": event,
-                "limits": dataclasses.asdict(limits),
-                "context": dict(context or {}),
-            }
-        )
+        order = _order_frame(compiled, limits, event, context)
         child = self._take_child()
         if child is None:
             return _failed("WorkerCrashedError", "No sandbox worker could be started.", started)

@@ -98,10 +98,30 @@ def probe_environment(run: RunContext) -> Environment:
     return Environment(names={"probe": probe})
 
 
+def context_environment(run: RunContext) -> Environment:
+    """``context()`` returns the run's context, read when the snippet calls it (the factory runs before the order)."""
+    return Environment(names={"context": lambda: dict(run.context)})
+
+
+def eager_context_environment(run: RunContext) -> Environment:
+    """``context`` is the run's context, read by the factory itself: the factory then waits for the order."""
+    return Environment(names={"context": dict(run.context)})
+
+
+def early_request_environment(run: RunContext) -> Environment:
+    """A factory that asks the host for something while it builds: refused (the run's cap is not set yet)."""
+    try:
+        answer = run.host.request("echo", {"value": "early"})
+    except Exception as error:  # noqa: BLE001 - the refusal is what the test looks at
+        answer = f"{type(error).__name__}: {error}"
+    return Environment(names={"early": answer})
+
+
 def environment(run: RunContext) -> Environment:
     """Every hook above in one environment (one zygote serves a whole test module)."""
     names: dict[str, object] = {}
     for factory in (
+        context_environment,
         echo_environment,
         raw_request_environment,
         crash_environment,

@@ -14,6 +14,7 @@ from sandbox.channel import (
     REQUEST_BYTES,
     ChannelClosedError,
     FrameTooLargeError,
+    HostRequests,
     encode_frame,
     recv_frame,
     send_frame,
@@ -65,6 +66,24 @@ def test_closed_peer_is_reported(pair: tuple[socket.socket, socket.socket]) -> N
 
     with pytest.raises(ChannelClosedError):
         recv_frame(pair[1], max_bytes=1024)
+
+
+def test_child_channel_refuses_requests_until_the_order_sets_the_cap(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A spare child's channel exists before its order: nothing is sent until allow_requests() sets the cap."""
+    child_end, host_end = pair
+    channel = HostRequests(child_end, max_requests=None)
+    with pytest.raises(EgressDeniedError, match="before the run starts"):
+        channel.request("echo", {"value": 1})
+    host_end.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        host_end.recv(1)  # nothing left the child
+    channel.allow_requests(1)
+    send_frame(host_end, {"t": "answer", "value": "ok"})
+    assert channel.request("echo", {"value": 1}) == "ok"
+    with pytest.raises(QuotaExceededError):
+        channel.request("echo", {"value": 2})
 
 
 def test_child_requests_reach_the_host_handler(sandbox: Sandbox) -> None:

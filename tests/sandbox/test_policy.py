@@ -22,11 +22,22 @@ def test_snippet_compiles_into_the_entry_point_function() -> None:
     assert ENTRY_POINT in namespace
 
 
-def test_compile_is_cached_by_source_hash() -> None:
-    """The same source gives the same compiled object; the digest is the sha256 of the source."""
+def test_compile_is_cached_by_source() -> None:
+    """The same source (even a different str object) gives the same compiled object; the digest is its sha256."""
     first = compile_snippet("return 'cached'")
-    assert compile_snippet("return 'cached'") is first
+    assert compile_snippet("".join(["return ", "'cached'"])) is first
     assert first.digest == hashlib.sha256(b"return 'cached'").hexdigest()
+
+
+def test_oversize_sources_are_refused_and_never_cached() -> None:
+    """A source over the size cap is refused each time and never kept as a cache key (it could be any size)."""
+    from sandbox import compiler
+
+    oversize = "#" * (compiler.MAX_SOURCE_BYTES + 1)
+    for _ in range(2):
+        with pytest.raises(CompileError, match="the limit is"):
+            compile_snippet(oversize)
+    assert oversize not in compiler._cache
 
 
 def test_compiled_snippet_round_trips_through_bytes() -> None:

@@ -105,6 +105,38 @@ def test_child_has_no_network_secrets_or_extra_descriptors(sandbox: Sandbox) -> 
         assert probe["uid"] == CHILD_ID_BASE + probe["pid"]
 
 
+def test_run_context_reaches_an_environment_built_before_the_order(sandbox: Sandbox) -> None:
+    """A spare child builds its environment before its order: the context is there when the snippet reads it."""
+    for tenant in ("acme", "globex"):  # each run its own context, in its own child
+        result = sandbox.run("return context()", context={"tenant": tenant})
+        assert result.ok, result.error
+        assert result.value == {"tenant": tenant}
+
+
+def test_factory_reading_the_context_waits_for_the_order() -> None:
+    """A factory that reads run.context itself (instead of at use) still gets it: it waits for the order."""
+    with Sandbox(environment="tests.sandbox.hooks:eager_context_environment") as eager:
+        assert eager.run("return 'warm'").ok  # the spare of this run was built before any order was waiting
+        result = eager.run("return context", context={"tenant": "acme"})
+    assert result.ok, result.error
+    assert result.value == {"tenant": "acme"}
+
+
+def test_factory_requests_before_the_order_are_refused() -> None:
+    """A request made while the environment is built, before the order set the run's cap, never reaches the host."""
+    asked: list[str] = []
+
+    def on_request(op: str, payload: object) -> object:
+        asked.append(op)
+        return payload
+
+    with Sandbox(environment="tests.sandbox.hooks:early_request_environment") as early:
+        result = early.run("return early", on_request=on_request)
+    assert result.ok, result.error
+    assert result.value.startswith("EgressDeniedError: Request 'echo' is not allowed before the run starts")
+    assert asked == []
+
+
 def test_each_run_gets_a_fresh_process(sandbox: Sandbox) -> None:
     """Two runs never share a process."""
     first = sandbox.run("return probe(1)", limits=LIMITS)

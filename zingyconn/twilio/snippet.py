@@ -157,17 +157,17 @@ class ZingyConn:
     belongs here: an attribute of this object is reachable by every snippet.
     """
 
-    __slots__ = ("_channel", "_client_class", "_directory")
+    __slots__ = ("_channel", "_client_class", "_context", "_directory")
 
     def __init__(
-        self,
-        channel: Channel,
-        client_class: type[BrokeredClient],
-        directory: Mapping[str, Mapping[str, str]] | None = None,
+        self, channel: Channel, client_class: type[BrokeredClient], context: Mapping[str, Any] | None = None
     ) -> None:
         self._channel = channel
         self._client_class = client_class
-        self._directory = directory
+        # The run context is read on the first twilio() call, not here: a spare child builds this object before
+        # its order (and so the context) arrives (see sandbox.child.OrderContext).
+        self._context = context
+        self._directory: Mapping[str, Mapping[str, str]] | None = None
 
     def twilio(self, name: str) -> BrokeredClient:
         """Return a ``twilio.rest.Client`` for this tenant's connection *name*.
@@ -175,6 +175,8 @@ class ZingyConn:
         Raises:
             LookupError: There is no connection of that name (other names are never listed).
         """
+        if self._context is not None:
+            self._directory, self._context = connection_directory(self._context), None
         return connection_client(self._channel, name, cls=self._client_class, directory=self._directory)
 
     def enqueue(self, script: str, payload: JSON = None) -> str:
@@ -239,7 +241,7 @@ def environment(run: RunContext) -> Environment:
         **static_facades(),
     }
     return Environment(
-        names={SNIPPET_GLOBAL: ZingyConn(run.host, client, connection_directory(run.context))},
+        names={SNIPPET_GLOBAL: ZingyConn(run.host, client, run.context)},
         modules=modules,
         hidden_attributes=HIDDEN_ATTRIBUTES,
         result_converters=RESULT_CONVERTERS,
