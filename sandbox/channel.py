@@ -45,9 +45,23 @@ class FrameTooLargeError(ValueError):
     """Raised when an incoming frame announces more bytes than the reader accepts."""
 
 
+#: One encoder for every frame: ``json.dumps`` with options builds a new JSONEncoder on each call (encoding is
+#: stateless, so threads share it).
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_json(value: JSON) -> str:
+    """Return *value* as compact JSON text, as frames carry it.
+
+    Raises:
+        TypeError: *value* is not JSON-serialisable.
+    """
+    return _ENCODER.encode(value)
+
+
 def encode_frame(message: JSON) -> bytes:
     """Return *message* as one frame (length prefix + compact UTF-8 JSON)."""
-    return frame_body(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
+    return frame_body(encode_json(message).encode())
 
 
 def frame_body(body: bytes) -> bytes:

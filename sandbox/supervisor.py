@@ -27,6 +27,7 @@ from sandbox.channel import (
     ChannelClosedError,
     FrameTooLargeError,
     encode_frame,
+    encode_json,
     frame_body,
     recv_body,
 )
@@ -58,7 +59,7 @@ def _order_head(compiled: CompiledSnippet, limits: Limits) -> bytes:
     """
     code = base64.b64encode(compiled.to_bytes()).decode()
     head = {"t": "run", "compiled": code, "limits": dataclasses.asdict(limits)}
-    return json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode()[:-1] + b","
+    return encode_json(head).encode()[:-1] + b","
 
 
 def _order_frame(compiled: CompiledSnippet, limits: Limits, event: JSON, context: Mapping[str, JSON] | None) -> bytes:
@@ -67,7 +68,7 @@ def _order_frame(compiled: CompiledSnippet, limits: Limits, event: JSON, context
     Raises:
         TypeError: *event* or *context* is not JSON-serialisable.
     """
-    tail = json.dumps({"event": event, "context": dict(context or {})}, separators=(",", ":"), ensure_ascii=False)
+    tail = encode_json({"event": event, "context": dict(context or {})})
     return frame_body(_order_head(compiled, limits) + tail[1:].encode())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -135,6 +136,14 @@ def test_factory_requests_before_the_order_are_refused() -> None:
     assert result.ok, result.error
     assert result.value.startswith("EgressDeniedError: Request 'echo' is not allowed before the run starts")
     assert asked == []
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_kill_order_is_the_json_the_zygote_reads(warm: bool) -> None:
+    """The per-run kill order is formatted by hand (it is on every run's path); it must still be that JSON."""
+    from sandbox.pool import kill_order
+
+    assert json.loads(kill_order(4242, 2, warm=warm)) == {"t": "kill", "pid": 4242, "forks": 2, "warm": warm}
 
 
 def test_each_run_gets_a_fresh_process(sandbox: Sandbox) -> None:
