@@ -83,9 +83,7 @@ control = [socket.socketpair() for _ in range(callers)]
 runs = [socket.socketpair() for _ in range(callers)]
 server = os.fork()
 if server == 0:
-    from sandbox import channel, child, hardening, zygote
-    from sandbox.environment import RunContext
-    from sandbox.limits import Limits
+    from sandbox import child, hardening, zygote
     factory = zygote.preload("zingyconn.twilio.snippet:environment")
     hardening.harden(enabled=True)
     server_pid = os.getpid()
@@ -116,15 +114,8 @@ if server == 0:
                     os._exit(0)
                 if mode == "paced":  # a spare, as the sandbox keeps them: warmed up, then waiting for its order
                     child.warm_up(factory)
-                space = child._address_space_bytes()
-                pending = child.PendingOrder(sock)
-                host = channel.HostRequests(sock, max_requests=None)
-                environment = child.prepare_environment(factory, RunContext(host, child.OrderContext(pending)))
-                order = pending.get()
-                limits = Limits(**order["limits"])
-                child.apply_rlimits(limits, address_space_bytes=space)
-                host.allow_requests(limits.egress_requests)
-                sock.sendall(child.execute_order(order, environment, limits))
+                space = child.address_space_bytes()
+                sock.sendall(child.serve_order(sock, factory, address_space_bytes=space))
                 os._exit(0)
 from sandbox import compiler
 from sandbox.channel import encode_frame, recv_frame

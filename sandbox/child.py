@@ -67,7 +67,8 @@ _OUT_OF_MEMORY: Final = encode_frame(
 )
 
 
-def _address_space_bytes() -> int:
+def address_space_bytes() -> int:
+    """Return this process's address-space size in bytes (``RLIMIT_AS`` counts a run's memory above it)."""
     fd = os.open("/proc/self/statm", os.O_RDONLY)
     try:
         pages = int(os.read(fd, 128).split()[0])
@@ -233,14 +234,30 @@ class OrderContext(Mapping[str, Any]):
         return len(self._context())
 
 
+def serve_order(sock: socket.socket, factory: EnvironmentFactory, *, address_space_bytes: int) -> bytes:
+    """Build the run's environment, then wait for the order on *sock*, apply its rlimits, run it; return the frame.
+
+    *address_space_bytes* is this process's footprint measured before any warm-up (``RLIMIT_AS`` counts above it).
+    No snippet code runs before the order's rlimits are applied.
+    """
+    pending = PendingOrder(sock)
+    host = HostRequests(sock, max_requests=None)  # no request can leave before the order sets the run's cap
+    environment = prepare_environment(factory, RunContext(host=host, context=OrderContext(pending)))
+    order = pending.get()
+    limits = Limits(**order["limits"])
+    apply_rlimits(limits, address_space_bytes=address_space_bytes)
+    host.allow_requests(limits.egress_requests)
+    return execute_order(order, environment, limits)
+
+
 def serve(sock: socket.socket, factory: EnvironmentFactory, *, zygote_pid: int, warm: bool = True) -> NoReturn:
     """Serve exactly one run on *sock*, then exit. Called in the child right after ``fork()``.
 
     With *warm* (the host was idle when it ordered this child), the child makes the warm-up runs (:func:`warm_up`)
     at once; without, only if no order came within :data:`DEFERRED_WARM_UP_SECONDS` (the burst that kept the host
     busy is over, and the CPU is idle again). Either way it then builds the run's environment before it reads the
-    order: a spare child that waits for its order has it ready, which takes the factory off the run's latency.
-    No snippet code runs before the order's rlimits are applied.
+    order (:func:`serve_order`): a spare child that waits for its order has it ready, which takes the factory off
+    the run's latency.
     """
     frame = b""
     try:
@@ -249,17 +266,10 @@ def serve(sock: socket.socket, factory: EnvironmentFactory, *, zygote_pid: int, 
         if os.getppid() != zygote_pid:  # the zygote died before PR_SET_PDEATHSIG took effect
             os._exit(0)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # RLIMIT_FSIZE=0: a write fails with EFBIG, no signal death
-        address_space = _address_space_bytes()
+        address_space = address_space_bytes()
         if warm or not select.select([sock], [], [], DEFERRED_WARM_UP_SECONDS)[0]:
             warm_up(factory, order_waiting=lambda: bool(select.select([sock], [], [], 0)[0]))
-        pending = PendingOrder(sock)
-        host = HostRequests(sock, max_requests=None)  # no request can leave before the order sets the run's cap
-        environment = prepare_environment(factory, RunContext(host=host, context=OrderContext(pending)))
-        order = pending.get()
-        limits = Limits(**order["limits"])
-        apply_rlimits(limits, address_space_bytes=address_space)
-        host.allow_requests(limits.egress_requests)
-        frame = execute_order(order, environment, limits)
+        frame = serve_order(sock, factory, address_space_bytes=address_space)
     except ChannelClosedError:
         os._exit(0)  # the host closed this spare child: nothing to run
     except MemoryError:

@@ -153,16 +153,13 @@ class ZygoteProcess:
         """False once the zygote died or was closed (checked on the process too, ahead of the reader thread)."""
         return self._alive and self.process.poll() is None
 
-    def order(self, message: dict[str, Any]) -> None:
-        """Send one order; a dead zygote is noticed by the reader thread."""
+    def order(self, message: dict[str, Any] | bytes) -> None:
+        """Send one order (a message, or one already encoded); a dead zygote is noticed by the reader thread."""
         try:
-            send(self.control, message)
-        except OSError:
-            self._alive = False
-
-    def _order_kill(self, pid: int, forks: int, warm: bool) -> None:
-        try:
-            self.control.send(kill_order(pid, forks, warm=warm))
+            if isinstance(message, bytes):
+                self.control.send(message)
+            else:
+                send(self.control, message)
         except OSError:
             self._alive = False
 
@@ -197,7 +194,7 @@ class ZygoteProcess:
             self._running -= 1
             forks = self._forks_needed()
             self._pending += forks
-            self._order_kill(pid, forks, self._idle())
+            self.order(kill_order(pid, forks, warm=self._idle()))
 
     def _top_up(self) -> None:
         forks = self._forks_needed()
