@@ -18,12 +18,28 @@ WORKERS = 2
 HOOK = "import time\ntime.sleep(0.05)\nreturn {'n': event['query']['n']}"
 
 
+def _cmdline(process: psutil.Process) -> list[str]:
+    """The process's command line, or nothing if it has exited (a run child may exit while the tree is read)."""
+    try:
+        return process.cmdline()
+    except psutil.NoSuchProcess:  # ZombieProcess is a subclass: an exited run child not yet reaped by its zygote
+        return []
+
+
+def _ppid(process: psutil.Process) -> int | None:
+    """The process's parent pid, or None if it has exited and been reaped."""
+    try:
+        return process.ppid()
+    except psutil.NoSuchProcess:
+        return None
+
+
 def _is_zygote(process: psutil.Process) -> bool:
-    return "sandbox.zygote" in process.cmdline()
+    return "sandbox.zygote" in _cmdline(process)
 
 
 def _is_worker(process: psutil.Process) -> bool:
-    return any("spawn_main" in part for part in process.cmdline())
+    return any("spawn_main" in part for part in _cmdline(process))
 
 
 @pytest.mark.slow
@@ -47,8 +63,9 @@ def test_serve_with_two_workers_answers_and_gives_each_worker_its_own_zygote(pos
         tree = psutil.Process(server.popen.pid).children(recursive=True)
         workers = [p for p in tree if _is_worker(p)]
         sandboxes = [p for p in tree if _is_zygote(p)]  # zygotes and the run children they fork (same cmdline)
-        zygotes = [p for p in sandboxes if p.ppid() not in {z.pid for z in sandboxes}]
-        zygote_parents = [p.ppid() for p in zygotes]
+        # A run child's parent is a zygote; a zygote's parent is not. A run child that has exited since is skipped.
+        parents = {p.pid: parent for p in sandboxes if (parent := _ppid(p)) is not None}
+        zygote_parents = [parent for parent in parents.values() if parent not in parents]
         server.stop()
 
     assert answers == [(200, {"n": str(n)}) for n in range(100)]

@@ -183,13 +183,21 @@ def test_many_threads_at_once(sandbox: Sandbox) -> None:
     assert failures == []
 
 
+def _is_running(pid: int) -> bool:
+    """Whether *pid* is alive and not a zombie (it may be reaped while we look)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_killed_zygote_is_restarted_transparently() -> None:
     """After the zygote is SIGKILLed, the next run starts a new one and works."""
     with Sandbox() as sandbox:
         old_pid = sandbox.zygote_pid
         os.kill(old_pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while psutil.pid_exists(old_pid) and psutil.Process(old_pid).status() != psutil.STATUS_ZOMBIE:
+        while _is_running(old_pid):
             assert time.monotonic() < deadline
             time.sleep(0.01)
 
