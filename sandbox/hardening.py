@@ -12,6 +12,9 @@ Steps, in the order the zygote applies them after its imports:
 - ``no_new_privs``: ``PR_SET_NO_NEW_PRIVS``, so nothing can gain privileges through a setuid binary.
 - ``non_dumpable``: ``PR_SET_DUMPABLE=0``, so no other process of the same uid can ptrace the zygote or a child
   or read its ``/proc/<pid>/mem`` (each child sets it again after its uid switch).
+- ``syscall_filter``: a seccomp filter (:mod:`sandbox.syscall_filter`) refusing the system calls no run needs and
+  kernel exploits use: ``execve``, namespaces, mounts, ``ptrace``, ``bpf``, ``io_uring``, keyrings, sockets other
+  than ``AF_UNIX``. Last, because it needs ``no_new_privs`` and would refuse the ``unshare`` above.
 
 A step that is unavailable is reported as ``"unavailable: <why>"``, never silently skipped; the host logs each
 unavailable step once per process (:func:`report_once`).
@@ -25,6 +28,8 @@ import os
 import signal
 from collections.abc import Mapping
 from typing import Any, Final
+
+from sandbox.syscall_filter import install_syscall_filter
 
 _CLONE_NEWNET: Final = 0x40000000
 _CLONE_NEWUSER: Final = 0x10000000
@@ -145,15 +150,18 @@ def harden(*, enabled: bool) -> dict[str, str]:
     """Apply every step to the calling process (the zygote) and return ``step -> "active" | "unavailable: why"``.
 
     The network namespace comes first (it may need root), the uid drop after it; ``no_new_privs`` and
-    non-dumpable last, since dropping the uid resets the dumpable flag.
+    non-dumpable then, since dropping the uid resets the dumpable flag; the system call filter last (it needs
+    ``no_new_privs`` and refuses ``unshare``).
     """
     if not enabled:
         reason = "unavailable: disabled by the host (hardening=False)"
-        report = dict.fromkeys(("network_namespace", "unprivileged_uid", "no_new_privs", "non_dumpable"), reason)
+        steps = ("network_namespace", "unprivileged_uid", "no_new_privs", "non_dumpable", "syscall_filter")
+        report = dict.fromkeys(steps, reason)
     else:
         report = {"network_namespace": _unshare_network(), "unprivileged_uid": _drop_privileges()}
         report["no_new_privs"] = _step(set_no_new_privs)
         report["non_dumpable"] = _step(set_non_dumpable)
+        report["syscall_filter"] = _step(install_syscall_filter)
     report["rlimit_nproc"] = (
         "unavailable: the worker runs as root, which ignores RLIMIT_NPROC"
         if os.geteuid() == 0 and not _per_child_ids

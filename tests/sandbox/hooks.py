@@ -8,6 +8,7 @@ the child's view of its network, files and identity.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import socket
 import threading
@@ -66,15 +67,13 @@ def probe_environment(run: RunContext) -> Environment:
     del run
 
     def probe(port: int, path: str = "/tmp/sandbox-probe-write") -> dict[str, Any]:
-        connection = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            connection.settimeout(1)
-            connection.connect(("127.0.0.1", port))
+        try:  # the system call filter refuses the socket itself; without it, the network namespace has no route
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as connection:
+                connection.settimeout(1)
+                connection.connect(("127.0.0.1", port))
             network = "connected"
         except OSError as error:
             network = type(error).__name__
-        finally:
-            connection.close()
         try:
             with open(path, "w") as file:
                 file.write("x")
@@ -96,6 +95,67 @@ def probe_environment(run: RunContext) -> Environment:
         }
 
     return Environment(names={"probe": probe})
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _syscall_number(name: str) -> int:
+    """The running architecture's number for system call *name* (libseccomp knows every architecture's table)."""
+    resolve = ctypes.CDLL("libseccomp.so.2").seccomp_syscall_resolve_name
+    resolve.argtypes, resolve.restype = (ctypes.c_char_p,), ctypes.c_int
+    number: int = resolve(name.encode())
+    assert number >= 0, name
+    return number
+
+
+#: System calls the filter refuses, each with arguments that succeed or fail with another errno when unfiltered, so
+#: that a missing rule shows as a result other than EPERM (ENOSYS for clone3).
+_DENIED_CALLS: dict[str, tuple[int, ...]] = {
+    "unshare": (0x10000000,),  # CLONE_NEWUSER
+    "clone": (0x10000000 | 17, 0, 0, 0, 0),  # CLONE_NEWUSER | SIGCHLD
+    "clone3": (0, 0),  # EINVAL unfiltered
+    "io_uring_setup": (1, 0),  # EFAULT unfiltered
+    "perf_event_open": (0, 0, -1, -1, 0),  # EFAULT unfiltered
+    "userfaultfd": (1,),  # UFFD_USER_MODE_ONLY: allowed unprivileged on Linux 5.11+
+    "keyctl": (0, -3, 0),  # KEYCTL_GET_KEYRING_ID of the session keyring: allowed unprivileged
+    "bpf": (0, 0, 0),
+    "ptrace": (0x4206, os.getpid(), 0, 0),  # PTRACE_SEIZE of the zygote (this module is imported there)
+    "mount": (0, 0, 0, 0, 0),
+    "socket": (socket.AF_INET, socket.SOCK_STREAM, 0),
+}
+_SYSCALL_NUMBERS = {name: _syscall_number(name) for name in _DENIED_CALLS}  # looked up in the zygote, before its filter
+
+
+def syscall_environment(run: RunContext) -> Environment:
+    """``denied_calls()`` makes each call of :data:`_DENIED_CALLS` and returns its errno name (or ``"ok"``);
+    ``exec_true()`` replaces the child with ``/bin/true``; ``x32_getpid()`` calls ``getpid`` through the x32 ABI;
+    ``open_socket(family)`` creates a socket of *family*."""
+    del run
+
+    def denied_calls() -> dict[str, str]:
+        answers = {}
+        for name, arguments in _DENIED_CALLS.items():
+            result = _libc.syscall(ctypes.c_long(_SYSCALL_NUMBERS[name]), *(ctypes.c_long(a) for a in arguments))
+            answers[name] = "ok" if result >= 0 else errno.errorcode[ctypes.get_errno()]
+        return answers
+
+    def open_socket(family: int) -> str:
+        try:
+            socket.socket(family, socket.SOCK_RAW if family == socket.AF_NETLINK else socket.SOCK_STREAM).close()
+        except OSError as error:
+            return errno.errorcode.get(error.errno or 0, str(error))
+        return "ok"
+
+    return Environment(
+        names={
+            "denied_calls": denied_calls,
+            "exec_true": lambda: os.execv("/bin/true", ["true"]),
+            "x32_getpid": lambda: _libc.syscall(ctypes.c_long(0x40000000 | 39)),  # __X32_SYSCALL_BIT | getpid
+            "open_socket": open_socket,
+        }
+    )
 
 
 def context_environment(run: RunContext) -> Environment:
@@ -127,6 +187,7 @@ def environment(run: RunContext) -> Environment:
         crash_environment,
         thread_environment,
         probe_environment,
+        syscall_environment,
     ):
         names.update(factory(run).names)
     return Environment(names=names)

@@ -67,6 +67,7 @@ def test_every_hardening_step_is_active_as_root(sandbox: Sandbox) -> None:
         "unprivileged_uid": "active",
         "no_new_privs": "active",
         "non_dumpable": "active",
+        "syscall_filter": "active",
         "rlimit_nproc": "active",
     }
 
@@ -78,6 +79,7 @@ def test_disabled_hardening_is_reported_unavailable() -> None:
 
     assert report["network_namespace"] == "unavailable: disabled by the host (hardening=False)"
     assert report["unprivileged_uid"].startswith("unavailable")
+    assert report["syscall_filter"] == "unavailable: disabled by the host (hardening=False)"
 
 
 def test_child_has_no_network_secrets_or_extra_descriptors(sandbox: Sandbox) -> None:
