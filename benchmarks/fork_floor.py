@@ -85,6 +85,7 @@ server = os.fork()
 if server == 0:
     from sandbox import child, hardening, zygote
     factory = zygote.preload("zingyconn.twilio.snippet:environment")
+    statm = child.open_statm()
     hardening.harden(enabled=True)
     server_pid = os.getpid()
     gc.collect(); gc.freeze()
@@ -104,6 +105,7 @@ if server == 0:
             if not ready.recv(1):
                 os._exit(0)
             sock = runs[requests.index(ready)][1]
+            space = child.address_space_bytes(statm)
             if os.fork() == 0:
                 hardening.enter_child_identity()
                 hardening.die_with_parent()
@@ -114,7 +116,6 @@ if server == 0:
                     os._exit(0)
                 if mode == "paced":  # a spare, as the sandbox keeps them: warmed up, then waiting for its order
                     child.warm_up(factory)
-                space = child.address_space_bytes()
                 sock.sendall(child.serve_order(sock, factory, address_space_bytes=space))
                 os._exit(0)
 from sandbox import compiler

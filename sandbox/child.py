@@ -67,13 +67,21 @@ _OUT_OF_MEMORY: Final = encode_frame(
 )
 
 
-def address_space_bytes() -> int:
-    """Return this process's address-space size in bytes (``RLIMIT_AS`` counts a run's memory above it)."""
-    fd = os.open("/proc/self/statm", os.O_RDONLY)
-    try:
-        pages = int(os.read(fd, 128).split()[0])
-    finally:
-        os.close(fd)
+def open_statm() -> int:
+    """Open this process's ``/proc/<pid>/statm`` and return the descriptor.
+
+    The zygote opens it before its hardening (Landlock leaves ``/proc`` unreadable after it) and reads it before
+    each fork: a child's address space at the fork is the zygote's.
+    """
+    return os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def address_space_bytes(statm_fd: int) -> int:
+    """Return the address-space size, in bytes, of the process whose ``statm`` is open as *statm_fd*.
+
+    ``RLIMIT_AS`` counts a run's memory above the size its child had at the fork.
+    """
+    pages = int(os.pread(statm_fd, 128, 0).split()[0])
     return pages * resource.getpagesize()
 
 
@@ -250,8 +258,17 @@ def serve_order(sock: socket.socket, factory: EnvironmentFactory, *, address_spa
     return execute_order(order, environment, limits)
 
 
-def serve(sock: socket.socket, factory: EnvironmentFactory, *, zygote_pid: int, warm: bool = True) -> NoReturn:
+def serve(
+    sock: socket.socket,
+    factory: EnvironmentFactory,
+    *,
+    zygote_pid: int,
+    address_space_bytes: int,
+    warm: bool = True,
+) -> NoReturn:
     """Serve exactly one run on *sock*, then exit. Called in the child right after ``fork()``.
+
+    *address_space_bytes* is the zygote's address space, read just before the fork (``RLIMIT_AS`` counts above it).
 
     With *warm* (the host was idle when it ordered this child), the child makes the warm-up runs (:func:`warm_up`)
     at once; without, only if no order came within :data:`DEFERRED_WARM_UP_SECONDS` (the burst that kept the host
@@ -266,10 +283,9 @@ def serve(sock: socket.socket, factory: EnvironmentFactory, *, zygote_pid: int, 
         if os.getppid() != zygote_pid:  # the zygote died before PR_SET_PDEATHSIG took effect
             os._exit(0)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # RLIMIT_FSIZE=0: a write fails with EFBIG, no signal death
-        address_space = address_space_bytes()
         if warm or not select.select([sock], [], [], DEFERRED_WARM_UP_SECONDS)[0]:
             warm_up(factory, order_waiting=lambda: bool(select.select([sock], [], [], 0)[0]))
-        frame = serve_order(sock, factory, address_space_bytes=address_space)
+        frame = serve_order(sock, factory, address_space_bytes=address_space_bytes)
     except ChannelClosedError:
         os._exit(0)  # the host closed this spare child: nothing to run
     except MemoryError:

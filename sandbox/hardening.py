@@ -12,6 +12,9 @@ Steps, in the order the zygote applies them after its imports:
 - ``no_new_privs``: ``PR_SET_NO_NEW_PRIVS``, so nothing can gain privileges through a setuid binary.
 - ``non_dumpable``: ``PR_SET_DUMPABLE=0``, so no other process of the same uid can ptrace the zygote or a child
   or read its ``/proc/<pid>/mem`` (each child sets it again after its uid switch).
+- ``file_access``: a Landlock ruleset (:mod:`sandbox.file_access`): files can be opened only beneath the Python
+  installation's directories, the shared libraries and the time zone database, and only for reading; no TCP, no
+  signals out of the sandbox, no abstract Unix sockets. Needs ``no_new_privs``.
 - ``syscall_filter``: a seccomp filter (:mod:`sandbox.syscall_filter`) refusing the system calls no run needs and
   kernel exploits use: ``execve``, namespaces, mounts, ``ptrace``, ``bpf``, ``io_uring``, keyrings, sockets other
   than ``AF_UNIX``. Last, because it needs ``no_new_privs`` and would refuse the ``unshare`` above.
@@ -29,6 +32,7 @@ import signal
 from collections.abc import Mapping
 from typing import Any, Final
 
+from sandbox.file_access import restrict_file_access
 from sandbox.syscall_filter import install_syscall_filter
 
 _CLONE_NEWNET: Final = 0x40000000
@@ -150,17 +154,25 @@ def harden(*, enabled: bool) -> dict[str, str]:
     """Apply every step to the calling process (the zygote) and return ``step -> "active" | "unavailable: why"``.
 
     The network namespace comes first (it may need root), the uid drop after it; ``no_new_privs`` and
-    non-dumpable then, since dropping the uid resets the dumpable flag; the system call filter last (it needs
-    ``no_new_privs`` and refuses ``unshare``).
+    non-dumpable then, since dropping the uid resets the dumpable flag; Landlock and the system call filter last
+    (both need ``no_new_privs``; the filter refuses ``unshare``).
     """
     if not enabled:
         reason = "unavailable: disabled by the host (hardening=False)"
-        steps = ("network_namespace", "unprivileged_uid", "no_new_privs", "non_dumpable", "syscall_filter")
+        steps = (
+            "network_namespace",
+            "unprivileged_uid",
+            "no_new_privs",
+            "non_dumpable",
+            "file_access",
+            "syscall_filter",
+        )
         report = dict.fromkeys(steps, reason)
     else:
         report = {"network_namespace": _unshare_network(), "unprivileged_uid": _drop_privileges()}
         report["no_new_privs"] = _step(set_no_new_privs)
         report["non_dumpable"] = _step(set_non_dumpable)
+        report["file_access"] = _step(restrict_file_access)
         report["syscall_filter"] = _step(install_syscall_filter)
     report["rlimit_nproc"] = (
         "unavailable: the worker runs as root, which ignores RLIMIT_NPROC"

@@ -64,9 +64,10 @@ def preload(environment: str | None) -> EnvironmentFactory:
 class Zygote:
     """The fork server's state: its control socket, live children and the SIGCHLD wake-up pipe."""
 
-    def __init__(self, control: socket.socket, factory: EnvironmentFactory) -> None:
+    def __init__(self, control: socket.socket, factory: EnvironmentFactory, *, statm_fd: int) -> None:
         self.control = control
         self.factory = factory
+        self.statm_fd = statm_fd  # opened before the hardening: Landlock leaves /proc unreadable after it
         self.live: set[int] = set()
         self.pid = os.getpid()
         self.wake_read, wake_write = os.pipe()
@@ -108,7 +109,10 @@ class Zygote:
 
         With *warm*, the child makes the warm-up runs while it waits (see :func:`sandbox.child.warm_up`).
         """
+        from sandbox import child  # imported in the zygote by preload(); this is a dictionary lookup
+
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        address_space = child.address_space_bytes(self.statm_fd)  # the child's own, at the fork
         try:
             pid = os.fork()
         except OSError as error:
@@ -117,13 +121,13 @@ class Zygote:
             child_end.close()
             return
         if pid == 0:
-            self.become_child(child_end, warm=warm)
+            self.become_child(child_end, warm=warm, address_space_bytes=address_space)
         child_end.close()
         self.live.add(pid)
         send(self.control, {"t": "child", "pid": pid}, [host_end.fileno()])
         host_end.close()
 
-    def become_child(self, child_end: socket.socket, *, warm: bool) -> NoReturn:
+    def become_child(self, child_end: socket.socket, *, warm: bool, address_space_bytes: int) -> NoReturn:
         """In the forked child: drop everything of the zygote's, then serve exactly one run."""
         from sandbox import child  # imported in the zygote by preload(); this is a dictionary lookup
 
@@ -135,7 +139,13 @@ class Zygote:
             os.dup2(fd, child.CHANNEL_FD)
         # Threat: a child reaching the control socket could order forks or kills as if it were the host.
         os.closerange(child.CHANNEL_FD + 1, 1 << 20)
-        child.serve(socket.socket(fileno=child.CHANNEL_FD), self.factory, zygote_pid=self.pid, warm=warm)
+        child.serve(
+            socket.socket(fileno=child.CHANNEL_FD),
+            self.factory,
+            zygote_pid=self.pid,
+            address_space_bytes=address_space_bytes,
+            warm=warm,
+        )
 
     def reap(self) -> None:
         """Report every child that exited since the last call."""
@@ -167,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     sys.path.extend(entry for entry in init["path"] if entry not in sys.path)
     try:
         factory = preload(init.get("environment"))
+        statm_fd = importlib.import_module("sandbox.child").open_statm()
         report = harden(enabled=bool(init.get("hardening", True)))
     except BaseException as error:  # noqa: BLE001 - reported to the host, which raises it there
         send(control, {"t": "error", "message": f"{type(error).__name__}: {error}"})
@@ -178,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.collect()
     gc.freeze()  # keep the pre-imported heap out of later collections so children share its pages (no COW)
-    zygote = Zygote(control, factory)
+    zygote = Zygote(control, factory, statm_fd=statm_fd)
     send(control, {"t": "ready", "pid": os.getpid(), "hardening": report})
     zygote.serve()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import importlib
 import os
 import socket
 import threading
@@ -62,6 +63,14 @@ def thread_environment(run: RunContext) -> Environment:
     return Environment(names={"start_thread": start_thread})
 
 
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
 def probe_environment(run: RunContext) -> Environment:
     """``probe(port, path)`` reports what the child process itself can see and reach (identity, env, fds, network)."""
     del run
@@ -89,7 +98,7 @@ def probe_environment(run: RunContext) -> Environment:
             "pid": os.getpid(),
             "uid": os.getuid(),
             "environ": dict(os.environ),
-            "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+            "fds": [fd for fd in range(1024) if _is_open(fd)],  # not /proc/self/fd: Landlock leaves /proc closed
             "network": network,
             "write": written,
         }
@@ -158,6 +167,25 @@ def syscall_environment(run: RunContext) -> Environment:
     )
 
 
+def file_environment(run: RunContext) -> Environment:
+    """``read_file(path)`` opens and reads *path* and returns ``"ok"`` or the errno's name; ``import_module(name)``
+    imports *name* (a lazy import in the child) and returns its file."""
+    del run
+
+    def read_file(path: str) -> str:
+        try:
+            with open(path, "rb") as file:
+                file.read(1)
+        except OSError as error:
+            return errno.errorcode.get(error.errno or 0, str(error))
+        return "ok"
+
+    def import_module(name: str) -> str:
+        return str(importlib.import_module(name).__file__)
+
+    return Environment(names={"read_file": read_file, "import_module": import_module})
+
+
 def context_environment(run: RunContext) -> Environment:
     """``context()`` returns the run's context, read when the snippet calls it (the factory runs before the order)."""
     return Environment(names={"context": lambda: dict(run.context)})
@@ -188,6 +216,7 @@ def environment(run: RunContext) -> Environment:
         thread_environment,
         probe_environment,
         syscall_environment,
+        file_environment,
     ):
         names.update(factory(run).names)
     return Environment(names=names)
