@@ -16,8 +16,8 @@ Steps, in the order the zygote applies them after its imports:
   installation's directories, the shared libraries and the time zone database, and only for reading; no TCP, no
   signals out of the sandbox, no abstract Unix sockets. Needs ``no_new_privs``.
 - ``syscall_filter``: a seccomp filter (:mod:`sandbox.syscall_filter`) refusing the system calls no run needs and
-  kernel exploits use: ``execve``, namespaces, mounts, ``ptrace``, ``bpf``, ``io_uring``, keyrings, sockets other
-  than ``AF_UNIX``. Last, because it needs ``no_new_privs`` and would refuse the ``unshare`` above.
+  kernel exploits use: ``execve``, namespaces, mounts, ``ptrace``, ``bpf``, ``io_uring``, keyrings, new sockets
+  and connections. Last, because it needs ``no_new_privs`` and would refuse the ``unshare`` above.
 
 A step that is unavailable is reported as ``"unavailable: <why>"``, never silently skipped; the host logs each
 unavailable step once per process (:func:`report_once`).

@@ -3,8 +3,9 @@
 The filter is a deny list on top of the other walls (:mod:`sandbox.hardening`): a child already has no network, an
 unprivileged uid of its own, ``no_new_privs`` and rlimits. What the filter adds is a smaller kernel. A language escape
 that gets native code running still cannot start a program, make a namespace (the usual way an unprivileged process
-reaches kernel code meant for root), or touch the interfaces most kernel exploits of the last years went through
-(``io_uring``, ``bpf``, ``userfaultfd``, keyrings, ``AF_PACKET``/netlink sockets, ``perf_event_open``).
+reaches kernel code meant for root), open or connect a socket (its channel to the host is the only one it has), or
+touch the interfaces most kernel exploits of the last years went through (``io_uring``, ``bpf``, ``userfaultfd``,
+keyrings, ``AF_PACKET``/netlink sockets, ``perf_event_open``).
 
 It is installed once, in the zygote, after its imports and its other hardening steps; every child inherits it at the
 fork, so a run pays nothing for it but the filter's few instructions per system call. Refused calls fail with
@@ -52,6 +53,15 @@ DENIED_SYSCALLS: Final[tuple[str, ...]] = (
     # Opening files by handle bypasses directory permissions (the "shocker" container escape).
     "name_to_handle_at",
     "open_by_handle_at",
+    # New sockets and connections. A child's only socket is its channel, made by the zygote with socketpair(); with
+    # these, an escape could reach a Unix socket on the file system that lets anyone connect (a database's, a
+    # container runtime's, syslog's), which neither the network namespace nor Landlock (up to ABI 7) stops.
+    "socket",
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
     # Interfaces behind many kernel exploits, which no snippet needs.
     "bpf",
     "perf_event_open",
@@ -100,10 +110,11 @@ NAMESPACE_CLONE_FLAGS: Final[tuple[int, ...]] = (
     0x40000000,  # CLONE_NEWNET
 )
 
-#: The only socket family a child or the zygote creates (their channels are Unix socket pairs). Threat: the network
-#: namespace already leaves no route out, but ``AF_PACKET``, ``AF_NETLINK``, ``AF_ALG``, ``AF_VSOCK`` and friends
-#: are kernel code reachable without any route, and each has had its exploits.
-ALLOWED_SOCKET_FAMILY: Final = socket.AF_UNIX
+#: The only socket pair the zygote makes after start-up: a Unix stream pair per child, its channel. Threat: another
+#: family (``AF_PACKET``, ``AF_NETLINK``, ``AF_ALG``, ``AF_VSOCK``...) is kernel code reachable without any route,
+#: each with its exploits; a Unix *datagram* pair could ``sendto`` any socket file by its path (``/dev/log``).
+ALLOWED_SOCKET_PAIR: Final = (socket.AF_UNIX, socket.SOCK_STREAM)
+_SOCKET_TYPE_MASK: Final = 0xF  # the type's low bits; SOCK_CLOEXEC and SOCK_NONBLOCK sit above them
 
 # libseccomp's constants (seccomp.h), stable across its 2.x releases.
 _SCMP_ACT_ALLOW: Final = 0x7FFF0000
@@ -203,8 +214,11 @@ def install_syscall_filter() -> int:
         add("clone3", _errno_action(errno.ENOSYS))  # its flags sit behind a pointer the filter cannot read
         for flag in NAMESPACE_CLONE_FLAGS:  # clone's flags are its first argument on x86-64 and arm64
             add("clone", refuse, _ArgumentComparison(0, _SCMP_CMP_MASKED_EQ, flag, flag))
-        for name in ("socket", "socketpair"):
-            add(name, refuse, _ArgumentComparison(0, _SCMP_CMP_NE, ALLOWED_SOCKET_FAMILY, 0))
+        family, kind = ALLOWED_SOCKET_PAIR
+        add("socketpair", refuse, _ArgumentComparison(0, _SCMP_CMP_NE, family, 0))
+        for other in range(_SOCKET_TYPE_MASK + 1):  # libseccomp has no masked not-equal: one rule per other type
+            if other != kind:
+                add("socketpair", refuse, _ArgumentComparison(1, _SCMP_CMP_MASKED_EQ, _SOCKET_TYPE_MASK, other))
         _check(library.load(context), "load the filter into the kernel")
         return rules
     finally:

@@ -140,7 +140,9 @@ _SYSCALL_NUMBERS = {name: _syscall_number(name) for name in _DENIED_CALLS}  # lo
 def syscall_environment(run: RunContext) -> Environment:
     """``denied_calls()`` makes each call of :data:`_DENIED_CALLS` and returns its errno name (or ``"ok"``);
     ``exec_true()`` replaces the child with ``/bin/true``; ``x32_getpid()`` calls ``getpid`` through the x32 ABI;
-    ``open_socket(family)`` creates a socket of *family*."""
+    ``open_socket(family)`` creates a socket of *family*; ``socket_pair(type)`` makes a Unix pair of *type*;
+    ``reach_socket_file(path)`` tries every way to a Unix socket file: connect a new socket, ``sendto`` from a
+    datagram pair, and ``connect`` on the channel's own descriptor."""
     del run
 
     def denied_calls() -> dict[str, str]:
@@ -157,9 +159,47 @@ def syscall_environment(run: RunContext) -> Environment:
             return errno.errorcode.get(error.errno or 0, str(error))
         return "ok"
 
+    def socket_pair(kind: int) -> str:
+        try:
+            for end in socket.socketpair(socket.AF_UNIX, kind):
+                end.close()
+        except OSError as error:
+            return errno.errorcode.get(error.errno or 0, str(error))
+        return "ok"
+
+    def reach_socket_file(path: str) -> dict[str, str]:
+        def attempt(action: Any) -> str:
+            try:
+                action()
+            except OSError as error:
+                return errno.errorcode.get(error.errno or 0, str(error))
+            return "ok"
+
+        def connect_new() -> None:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+                connection.connect(path)
+
+        def send_from_datagram_pair() -> None:
+            first, second = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            with first, second:
+                first.sendto(b"x", path)
+
+        def connect_channel() -> None:  # the channel is connected already: EISCONN, unless connect itself is refused
+            channel = socket.socket(fileno=os.dup(3))
+            with channel:
+                channel.connect(path)
+
+        return {
+            "connect": attempt(connect_new),
+            "sendto": attempt(send_from_datagram_pair),
+            "connect_channel": attempt(connect_channel),
+        }
+
     return Environment(
         names={
             "denied_calls": denied_calls,
+            "socket_pair": socket_pair,
+            "reach_socket_file": reach_socket_file,
             "exec_true": lambda: os.execv("/bin/true", ["true"]),
             "x32_getpid": lambda: _libc.syscall(ctypes.c_long(0x40000000 | 39)),  # __X32_SYSCALL_BIT | getpid
             "open_socket": open_socket,

@@ -7,8 +7,10 @@ that succeed, or fail with another errno, when the filter is missing; so these t
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import socket
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -53,21 +55,47 @@ def test_starting_a_program_is_refused(sandbox: Sandbox) -> None:
 
 
 @pytest.mark.parametrize(
-    ("family", "answer"),
-    [
-        (socket.AF_INET, "EPERM"),
-        (socket.AF_INET6, "EPERM"),
-        (socket.AF_NETLINK, "EPERM"),
-        (socket.AF_PACKET, "EPERM"),
-        (socket.AF_UNIX, "ok"),
-    ],
+    "family", [socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK, socket.AF_PACKET, socket.AF_UNIX]
 )
-def test_only_unix_sockets_can_be_created(sandbox: Sandbox, family: int, answer: str) -> None:
-    """Kernel socket families are out of reach even without a route; the channel's own family stays usable."""
+def test_no_socket_can_be_created(sandbox: Sandbox, family: int) -> None:
+    """No family, not even Unix: kernel socket code is out of reach, with or without a route."""
     result = sandbox.run(f"return open_socket({int(family)})", limits=LIMITS)
 
+    assert (result.ok, result.value) == (True, "EPERM"), result.error
+
+
+@pytest.mark.parametrize(
+    ("kind", "answer"),
+    [(socket.SOCK_STREAM, "ok"), (socket.SOCK_DGRAM, "EPERM"), (socket.SOCK_SEQPACKET, "EPERM")],
+)
+def test_only_unix_stream_pairs_can_be_made(sandbox: Sandbox, kind: int, answer: str) -> None:
+    """The zygote's channels are stream pairs; a datagram pair could send to any socket file by its path."""
+    result = sandbox.run(f"return socket_pair({int(kind)})", limits=LIMITS)
+
+    assert (result.ok, result.value) == (True, answer), result.error
+
+
+def test_a_unix_socket_file_anyone_may_use_is_out_of_reach(sandbox: Sandbox) -> None:
+    """A stream and a datagram socket in /tmp with mode 0777 (a database's or syslog's, say) cannot be reached."""
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="zingyconn-sockets-") as directory:
+        os.chmod(directory, 0o755)
+        stream_path, datagram_path = os.path.join(directory, "stream"), os.path.join(directory, "datagram")
+        with (
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stream,
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as datagram,
+        ):
+            stream.bind(stream_path)
+            stream.listen()
+            datagram.bind(datagram_path)
+            for path in (stream_path, datagram_path):
+                os.chmod(path, 0o777)
+            source = "return [reach_socket_file(path) for path in event['paths']]"
+            result = sandbox.run(source, event={"paths": [stream_path, datagram_path]}, limits=LIMITS)
+
     assert result.ok, result.error
-    assert result.value == answer
+    refused = {"connect": "EPERM", "sendto": "EPERM", "connect_channel": "EPERM"}
+    assert result.value == [refused, refused]
+    assert_still_works(sandbox)
 
 
 def test_a_call_through_another_abi_kills_the_child(sandbox: Sandbox) -> None:
