@@ -37,9 +37,9 @@ import json, os, sys, time
 calls, forks, variant = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 from sandbox.hardening import set_no_new_privs
 from sandbox.file_access import readable_paths, restrict_file_access
-from sandbox.syscall_filter import _load_library, install_syscall_filter
+from sandbox.syscall_filter import load_libseccomp, install_syscall_filter
 set_no_new_privs()
-_load_library()
+load_libseccomp()
 paths = readable_paths()
 if variant != "plain":
     install_syscall_filter()

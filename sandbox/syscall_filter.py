@@ -141,7 +141,7 @@ class _ArgumentComparison(ctypes.Structure):
     )
 
 
-class _Library:
+class Libseccomp:
     """The few libseccomp functions the filter needs, with their argument types."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
@@ -166,9 +166,14 @@ class _Library:
         self.release.argtypes, self.release.restype = (ctypes.c_void_p,), None
 
 
-def _load_library() -> _Library:
+def load_libseccomp() -> Libseccomp:
+    """Load libseccomp 2 and bind the functions the filter needs.
+
+    Raises:
+        OSError: libseccomp 2 is not installed (the message says which package to install).
+    """
     try:
-        return _Library(ctypes.CDLL("libseccomp.so.2"))
+        return Libseccomp(ctypes.CDLL("libseccomp.so.2"))
     except (OSError, AttributeError) as error:
         raise OSError(f"libseccomp 2 is not installed ({error}); on Debian: apt-get install libseccomp2") from error
 
@@ -188,13 +193,13 @@ def install_syscall_filter() -> int:
         OSError: libseccomp is missing or knows a name of :data:`DENIED_SYSCALLS` under no architecture, or the
             kernel refused the filter (no seccomp support).
     """
-    library = _load_library()
+    library = load_libseccomp()
     context = library.init(_SCMP_ACT_ALLOW)
     if not context:
         raise OSError("libseccomp could not create a filter (seccomp_init failed)")
     try:
         _check(library.attr_set(context, _SCMP_FLTATR_ACT_BADARCH, _SCMP_ACT_KILL_PROCESS), "set the bad-ABI action")
-        _check(library.attr_set(context, _SCMP_FLTATR_CTL_OPTIMIZE, 2), "ask for a binary-tree filter")
+        library.attr_set(context, _SCMP_FLTATR_CTL_OPTIMIZE, 2)  # libseccomp 2.5+; older ones build a list: fine
         rules = 0
         refuse = _errno_action(errno.EPERM)
 

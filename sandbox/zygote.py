@@ -6,7 +6,9 @@ empty environment, an empty temporary working directory and only the control soc
 1. read the init message (``environment``, ``hardening``, ``path``) from the control socket;
 2. import RestrictedPython, the sandbox runtime, the allowed stdlib modules and the host's environment module, so
    that no child pays for an import;
-3. harden itself (:mod:`sandbox.hardening`), point stdio at ``/dev/null``, ``gc.freeze()`` and report ``ready``;
+3. open its own ``/proc/self/statm`` (read before each fork: a child's ``RLIMIT_AS`` counts above the zygote's size;
+   Landlock closes ``/proc`` after the next step), harden itself (:mod:`sandbox.hardening`), point stdio at
+   ``/dev/null``, ``gc.freeze()`` and report ``ready``;
 4. serve orders: ``{"t": "fork", "warm"}`` forks a child (that makes the warm-up runs if ``warm``) and passes the
    host its end of a fresh socket pair (``SCM_RIGHTS``); ``{"t": "kill", "pid", "forks", "warm"}`` SIGKILLs a live
    child (a finished run's), then forks ``forks`` replacements (one message instead of 1 + n); every child's exit is
