@@ -194,7 +194,8 @@ class RedisRateLimiter:
 #: Tokens a process takes from a shared bucket at once (at most 1/LEASE_BURST_FRACTION of its burst) and how long
 #: it may spend them locally. Each take is a write to the database (or a Redis round trip) on the send's critical
 #: path; a lease pays it once per few messages. Threat bound: the shared bucket is never overspent (leased tokens
-#: are taken from it first); a process holds at most LEASE_TOKENS unspent tokens, lost when the lease expires.
+#: are taken from it first); a process holds at most LEASE_TOKENS unspent tokens per thread that found no lease at
+#: the same moment (their leases are added together), lost when the lease expires.
 LEASE_TOKENS: Final = 5
 LEASE_SECONDS: Final = 1.0
 LEASE_BURST_FRACTION: Final = 20
@@ -245,9 +246,17 @@ class LeasedRateLimiter:
         if taken == 0:
             return False
         with self._lock:
+            now = self._clock()
+            lease = self._leases.get(key)
+            if lease is not None and lease.tokens > 0 and now < lease.expires_at:
+                # Another thread found no lease too and took one meanwhile: add to it. Replacing it would throw its
+                # unspent tokens away, a few per overlap, which the tenant paid for from its bucket.
+                lease.tokens += taken - 1
+                lease.expires_at = now + self._lease_seconds
+                return True
             if len(self._leases) >= LEASED_BUCKETS:
                 self._leases.clear()  # unspent tokens are given up, never overspent
-            self._leases[key] = _Lease(tokens=taken - 1, expires_at=self._clock() + self._lease_seconds)
+            self._leases[key] = _Lease(tokens=taken - 1, expires_at=now + self._lease_seconds)
         return True
 
     def close(self) -> None:

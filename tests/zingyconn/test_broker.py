@@ -486,6 +486,30 @@ def test_leased_limiter_lease_expires_and_small_bursts_take_one_token_each(tmp_p
     assert shared.take("t", "small", small, 1) == 0
 
 
+def test_leases_taken_by_two_threads_at_once_are_added_together(tmp_path: Path) -> None:
+    """Two threads that both find no lease both take one; the second adds to the first instead of throwing it away."""
+    shared = SqlRateLimiter(create_engine(f"sqlite:///{tmp_path / 'r.db'}"), clock=lambda: 0.0)
+    leased = LeasedRateLimiter(shared, clock=lambda: 0.0)
+    big = Rate(per_second=0.001, burst=100)
+    original = shared.take
+    overlapped: list[bool] = []
+
+    def take_while_another_thread_takes(tenant: str, bucket: str, rate: Rate, tokens: int, *, keep: int = 0) -> int:
+        if not overlapped:  # the other thread's acquire runs while this take is in flight (no lease yet either)
+            overlapped.append(False)
+            overlapped[0] = leased.acquire(tenant, bucket, rate)
+        return original(tenant, bucket, rate, tokens, keep=keep)
+
+    shared.take = take_while_another_thread_takes  # type: ignore[method-assign]
+    assert leased.acquire("t", "b", big)
+    assert overlapped == [True]
+    shared.take = original  # type: ignore[method-assign]
+
+    # Two leases of 5 were taken from the bucket and 2 spent: the 8 left are all spent locally, with no new take.
+    assert shared.take("t", "b", big, 90) == 90
+    assert [leased.acquire("t", "b", big) for _ in range(9)] == [True] * 8 + [False]
+
+
 @pytest.mark.redis
 def test_redis_rate_limiter_shares_one_bucket(redis_url: str) -> None:
     """Two limiters on one Redis (two machines) draw from the same bucket, refilled by the Lua script."""
