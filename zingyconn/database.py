@@ -81,8 +81,10 @@ def create_private_file(path: Path) -> None:
 
 def _create_sqlite_engine(url: sa.engine.URL) -> Engine:
     pool: dict[str, int] = {}
-    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
-        create_private_file(Path(url.database))
+    database = url.database or ""
+    in_file = database not in ("", ":memory:")
+    if in_file and not database.startswith("file:"):
+        create_private_file(Path(database))
         pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}  # an in-memory database has one connection
     engine = sa.create_engine(
         url,
@@ -94,8 +96,9 @@ def _create_sqlite_engine(url: sa.engine.URL) -> Engine:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not pysqlite, decide when transactions begin (the documented pysqlite recipe).
         dbapi_connection.isolation_level = None
+        if in_file:
+            _enable_wal(dbapi_connection)
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: a commit no longer waits for an fsync (1.5 ms here; every run writes its history row and
         # every send takes a rate-limit token). The database stays consistent on a crash; only the last commits
         # before a power loss may be lost (SQLite's documented trade-off for WAL).
@@ -124,6 +127,36 @@ def _create_sqlite_engine(url: sa.engine.URL) -> Engine:
             lock_released.notify_all()
 
     return engine
+
+
+def _enable_wal(dbapi_connection: sqlite3.Connection) -> None:
+    """Put the database file in WAL mode (once per file: the mode is stored in it), waiting for other processes.
+
+    Converting the journal takes an exclusive lock, and SQLite does not run its busy handler for it: processes (or
+    threads) opening one new file at once get "database is locked" at once, whatever the busy timeout. So the mode
+    is read first (no lock once the file is in WAL mode), and a locked conversion is retried, within the busy timeout,
+    until it succeeds or another connection has converted the file.
+
+    Raises:
+        sqlite3.OperationalError: The file stayed locked for the whole busy timeout, or another error.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_MILLISECONDS / 1000
+    delay_seconds = 0.001
+    while True:
+        try:
+            if str(dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise sqlite3.OperationalError(
+                    f"database is locked: could not switch it to WAL mode within {SQLITE_BUSY_MILLISECONDS} ms"
+                ) from exc
+        time.sleep(delay_seconds)
+        delay_seconds = min(2 * delay_seconds, 0.05)
 
 
 def _begin_immediate_now(conn: sa.engine.Connection, lock_released: threading.Condition) -> bool:
