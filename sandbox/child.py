@@ -245,7 +245,7 @@ class OrderContext(Mapping[str, Any]):
 def serve_order(sock: socket.socket, factory: EnvironmentFactory, *, address_space_bytes: int) -> bytes:
     """Build the run's environment, then wait for the order on *sock*, apply its rlimits, run it; return the frame.
 
-    *address_space_bytes* is this process's footprint measured before any warm-up (``RLIMIT_AS`` counts above it).
+    *address_space_bytes* is this process's footprint at its fork, before any warm-up (``RLIMIT_AS`` counts above it).
     No snippet code runs before the order's rlimits are applied.
     """
     pending = PendingOrder(sock)

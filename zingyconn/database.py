@@ -129,6 +129,11 @@ def _create_sqlite_engine(url: sa.engine.URL) -> Engine:
     return engine
 
 
+def _is_locked(error: sqlite3.OperationalError) -> bool:
+    """Whether *error* is SQLite's "database is locked" (or "busy"): another connection holds the lock."""
+    return "locked" in str(error) or "busy" in str(error)
+
+
 def _enable_wal(dbapi_connection: sqlite3.Connection) -> None:
     """Put the database file in WAL mode (once per file: the mode is stored in it), waiting for other processes.
 
@@ -149,7 +154,7 @@ def _enable_wal(dbapi_connection: sqlite3.Connection) -> None:
             dbapi_connection.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not _is_locked(exc):
                 raise
             if time.monotonic() >= deadline:
                 raise sqlite3.OperationalError(
@@ -174,7 +179,7 @@ def _begin_immediate_now(conn: sa.engine.Connection, lock_released: threading.Co
                 dbapi_connection.execute("BEGIN IMMEDIATE")
                 return True
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if not _is_locked(exc):
                     raise
             with lock_released:
                 lock_released.wait(_WRITE_RETRY_SECONDS)

@@ -18,6 +18,7 @@ from typing import Any
 
 from sandbox.channel import encode_frame, recv_frame
 from sandbox.environment import Environment, RunContext
+from sandbox.syscall_filter import load_libseccomp
 
 
 def echo_environment(run: RunContext) -> Environment:
@@ -112,9 +113,7 @@ _libc.syscall.restype = ctypes.c_long
 
 def _syscall_number(name: str) -> int:
     """The running architecture's number for system call *name* (libseccomp knows every architecture's table)."""
-    resolve = ctypes.CDLL("libseccomp.so.2").seccomp_syscall_resolve_name
-    resolve.argtypes, resolve.restype = (ctypes.c_char_p,), ctypes.c_int
-    number: int = resolve(name.encode())
+    number: int = load_libseccomp().resolve(name.encode())
     assert number >= 0, name
     return number
 
