@@ -1,4 +1,4 @@
-"""The README's command table matches ``zingyconn --help``: one row per command, every subcommand named."""
+"""The command line page's table matches ``zingyconn --help``: one row per command, every subcommand named."""
 
 from __future__ import annotations
 
@@ -7,23 +7,22 @@ from pathlib import Path
 
 import click
 
+from tests.doc_pages import read_section
 from zingyconn.hosts.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def table_rows() -> dict[str, str]:
-    """Return the command-table rows of the README's ``cli`` section, by top-level command name."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("<!-- section: cli -->", 1)[1].split("<!-- section:", 1)[0]
+    """Return the command-table rows of the ``cli`` page, by top-level command name."""
+    section = read_section("cli", "cli")
     rows = re.findall(r"^\| `zingyconn ([a-z-]+)([^`]*)` \|(.+)\|$", section, flags=re.M)
     return {name: synopsis for name, synopsis, _ in rows}
 
 
 def test_every_command_has_exactly_one_row() -> None:
     """Each command of ``zingyconn --help`` has a row in the table, and the table has no other."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("<!-- section: cli -->", 1)[1].split("<!-- section:", 1)[0]
+    section = read_section("cli", "cli")
     names = re.findall(r"^\| `zingyconn ([a-z-]+)", section, flags=re.M)
 
     assert sorted(names) == sorted(main.commands)

@@ -1,22 +1,19 @@
-"""The README's "Scaling out" configuration is copy-paste correct: its commands parse, its variables exist."""
+"""The "Scaling out" page's configuration is copy-paste correct: its commands parse, its variables exist."""
 
 from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 
 import click
 
+from tests.doc_pages import read_section
 from zingyconn.config import Settings
 from zingyconn.hosts.cli import main
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-
 
 def _section() -> str:
-    text = README.read_text(encoding="utf-8")
-    return text.split("<!-- section: scaling -->", 1)[1].split("<!-- section:", 1)[0]
+    return read_section("scaling", "scaling")
 
 
 def _shell_lines() -> list[str]:

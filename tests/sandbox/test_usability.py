@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from sandbox.builtins import SAFE_BUILTINS
 from sandbox.executor import run_source
 from sandbox.imports import STDLIB_MODULES
+from tests.doc_pages import read_section
 
 TWIML = """
 body = event.get("Body", "").strip().lower()
@@ -284,27 +284,17 @@ def test_print_and_log_are_captured() -> None:
     assert result.logs == ({"level": "warning", "message": "careful", "fields": {"n": 1}},)
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def _section(name: str) -> str:
-    text = README.read_text()
-    start = text.index(f"<!-- section: {name} -->")
-    end = text.find("<!-- section:", start + 1)
-    return text[start : end if end != -1 else None]
-
-
 def test_readme_snippet_example_runs() -> None:
-    """The snippet shown at the top of the README runs and returns TwiML."""
-    source = _section("snippet").split("```python\n", 1)[1].split("```", 1)[0]
+    """The snippet shown on the documentation's home page runs and returns TwiML."""
+    source = read_section("index", "snippet").split("```python\n", 1)[1].split("```", 1)[0]
     result = run_source(source, event={"form": {"From": "+15551234567", "Body": "hello there"}})
     assert result.error is None, result.error
     assert result.value.startswith("<Response><Message>Got 2 word(s) at ")
 
 
 def test_readme_lists_every_allowed_module_and_builtin() -> None:
-    """The Snippets section names every allowed module and every builtin (datasette-style docs check)."""
-    section = _section("snippets")
+    """The Snippets page names every allowed module and every builtin (datasette-style docs check)."""
+    section = read_section("snippets", "snippets")
     missing_modules = [name for name in STDLIB_MODULES if f"`{name}`" not in section]
     documented = set(re.findall(r"[A-Za-z_]+", section))
     missing_builtins = [name for name in SAFE_BUILTINS if not name.startswith("_") and name not in documented]

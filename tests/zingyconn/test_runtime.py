@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from sandbox.limits import Limits
+from tests.doc_pages import read_section
 from tests.zingyconn.capability import (
     ACCOUNT_SID,
     API_KEY,
@@ -272,15 +273,14 @@ def test_cli_run_uses_the_runtime(world: World, tmp_path: Path) -> None:
 
 
 def _readme_snippets() -> list[str]:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("<!-- section: twilio-in-snippets -->", 1)[1].split("<!-- section:", 1)[0]
+    section = read_section("twilio-in-snippets", "twilio-in-snippets")
     blocks = [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
     return [block for block in blocks if "from zingyconn import" not in block]
 
 
 @pytest.mark.parametrize("source", _readme_snippets(), ids=lambda source: source.splitlines()[0][2:40])
 def test_readme_snippets_run(runtime: Runtime, source: str) -> None:
-    """Every snippet in the README's "Using Twilio in a snippet" section runs as shown (with an empty event)."""
+    """Every snippet of the "Using Twilio in a snippet" page runs as shown (with an empty event)."""
     result = runtime.run("acme", source, event={})
     assert result.ok, result.error
     assert result.value is not None
