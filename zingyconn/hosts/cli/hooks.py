@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import IO
 
 import click
 
@@ -25,7 +26,7 @@ def hooks() -> None:
 @click.option(
     "--limit", "limits", multiple=True, metavar="NAME=VALUE", help="Override a webhook limit (wall_seconds=2)."
 )
-def add(name: str, tenant: str, file: click.utils.LazyFile, verify_with: str | None, limits: tuple[str, ...]) -> None:
+def add(name: str, tenant: str, file: IO[str], verify_with: str | None, limits: tuple[str, ...]) -> None:
     """Save hook NAME (replacing one of the same name); the snippet is compiled before it is saved.
 
     \b

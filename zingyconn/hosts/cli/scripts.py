@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import IO
 
 import click
 
@@ -20,7 +21,7 @@ def scripts() -> None:
 @click.option("--file", "file", type=click.File("r"), required=True, help="The snippet ('-' for stdin).")
 @click.option("--cron", default=None, help="Run on this schedule (UTC), e.g. '0 7 * * 1-5' or @daily.")
 @click.option("--limit", "limits", multiple=True, metavar="NAME=VALUE", help="Override a task limit (wall_seconds=60).")
-def add(name: str, tenant: str, file: click.utils.LazyFile, cron: str | None, limits: tuple[str, ...]) -> None:
+def add(name: str, tenant: str, file: IO[str], cron: str | None, limits: tuple[str, ...]) -> None:
     """Save script NAME (replacing one of the same name); the snippet is compiled before it is saved.
 
     \b
