@@ -44,7 +44,7 @@ forks, mode = int(sys.argv[1]), sys.argv[2]
 factory = None
 if mode != "bare":
     from sandbox import child, zygote
-    factory = zygote.preload("zingyconn.twilio.snippet:environment")
+    factory = zygote.preload("zingyconn.snippet.environment:environment")
 gc.collect(); gc.freeze()
 read_end, write_end = os.pipe()
 before = os.times()
@@ -84,7 +84,7 @@ runs = [socket.socketpair() for _ in range(callers)]
 server = os.fork()
 if server == 0:
     from sandbox import child, hardening, zygote
-    factory = zygote.preload("zingyconn.twilio.snippet:environment")
+    factory = zygote.preload("zingyconn.snippet.environment:environment")
     statm = child.open_statm()
     hardening.harden(enabled=True)
     server_pid = os.getpid()

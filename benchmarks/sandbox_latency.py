@@ -34,7 +34,7 @@ from sandbox import Limits, Sandbox, compile_snippet
 from sandbox.environment import load_environment_factory
 from sandbox.executor import execute
 
-ENVIRONMENT = "zingyconn.twilio.snippet:environment"
+ENVIRONMENT = "zingyconn.snippet.environment:environment"
 TRIVIAL = "return 1"
 TWIML = """
 from twilio.twiml.messaging_response import MessagingResponse

@@ -105,9 +105,9 @@ def main() -> None:
     from twilio.rest import Client
 
     from zingyconn.config import Settings
-    from zingyconn.keyring import encode_key
-    from zingyconn.ratelimit import Rate
+    from zingyconn.egress.ratelimit import Rate
     from zingyconn.runtime import Runtime
+    from zingyconn.secrets.keyring import encode_key
     from zingyconn.twilio.emulator import EmulatorHttpClient
     from zingyconn.twilio.profile import TwilioProfile
 

@@ -26,9 +26,9 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the Redis server helper lives in tests/
 
-from zingyconn.queue import TaskQueue  # noqa: E402  # after the path set-up above
 from zingyconn.runtime import Runtime  # noqa: E402
 from zingyconn.schema import tasks  # noqa: E402
+from zingyconn.tasks.queue import TaskQueue  # noqa: E402  # after the path set-up above
 
 SNIPPET = "return event"
 

@@ -172,7 +172,7 @@ def _prepare(data_dir: Path, *, signed: bool) -> dict[str, str]:
     from zingyconn.catalog import Catalog
     from zingyconn.config import Settings
     from zingyconn.database import create_engine
-    from zingyconn.store import ConnectionStore
+    from zingyconn.secrets.store import ConnectionStore
     from zingyconn.twilio.profile import TwilioProfile
 
     settings = Settings.from_env(env)

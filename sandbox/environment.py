@@ -1,7 +1,7 @@
 """The seam between the generic sandbox and whatever a host puts into a snippet's scope.
 
 The sandbox knows nothing about Twilio or connections. A host names an *environment factory* by dotted path
-(``"zingyconn.twilio.snippet:environment"``); the zygote imports that module once (so heavy imports are paid
+(``"zingyconn.snippet.environment:environment"``); the zygote imports that module once (so heavy imports are paid
 before any fork) and each child calls the factory once, for its one run, to get the names and modules for that run
 (before the run order arrives: see :class:`RunContext`).
 

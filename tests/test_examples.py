@@ -23,10 +23,10 @@ from tests.emulator import MAGIC_SENDER, Emulator, check_response, running_emula
 from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
-from zingyconn.demo import DEMO_TENANT, seed
-from zingyconn.keyring import Keyring
-from zingyconn.masking import MASK
+from zingyconn.hosts.demo import DEMO_TENANT, seed
 from zingyconn.runtime import SNIPPET_ENVIRONMENT, Runtime, ZRunResult
+from zingyconn.secrets.keyring import Keyring
+from zingyconn.secrets.masking import MASK
 from zingyconn.twilio.emulator import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, EmulatorState
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -1,7 +1,7 @@
 """zingyconn: run tenants' Python snippets safely next to their stored Twilio credentials.
 
 ``from zingyconn import Runtime`` is the Python entry point (store + keyring + sandbox + egress broker). The import
-is lazy: the sandbox zygote imports ``zingyconn.twilio.snippet`` and must not pull in the database, the keyring or
+is lazy: the sandbox zygote imports ``zingyconn.snippet.environment`` and must not pull in the database, the keyring or
 the broker (nothing that ever held a key belongs in a snippet's process).
 """
 

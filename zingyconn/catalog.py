@@ -19,11 +19,11 @@ from sandbox import compile_snippet
 from sandbox.errors import CompileError
 from sandbox.imports import STDLIB_MODULES, check_imports
 from sandbox.limits import Kind, Limits
-from zingyconn.cron import parse_cron
 from zingyconn.database import read_only
 from zingyconn.errors import NotFoundError, ValidationError
 from zingyconn.names import validate_name
 from zingyconn.schema import hooks, scripts
+from zingyconn.tasks.schedule import parse_cron
 from zingyconn.twilio import SNIPPET_MODULES
 
 #: Names of tenants, hooks and scripts. They appear in URL paths (``/hooks/{tenant}/{hook}``) and log lines, so

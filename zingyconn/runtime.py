@@ -24,23 +24,23 @@ from sandbox.environment import JSON
 from sandbox.limits import Limits
 from sandbox.result import RunError, RunResult
 from sandbox.supervisor import Sandbox
-from zingyconn.broker import EgressBroker
 from zingyconn.config import Settings
 from zingyconn.database import create_engine, read_only
+from zingyconn.egress.broker import EgressBroker
+from zingyconn.egress.ledger import SendLedger
+from zingyconn.egress.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter, rate_limiter_for
 from zingyconn.errors import ValidationError, ZingyConnError
 from zingyconn.history import FAILED, OK, RunHistory, new_run_id
-from zingyconn.keyring import Keyring
-from zingyconn.masking import Masker
 from zingyconn.names import validate_name
-from zingyconn.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter, rate_limiter_for
-from zingyconn.store import ConnectionStore
+from zingyconn.secrets.keyring import Keyring
+from zingyconn.secrets.masking import Masker
+from zingyconn.secrets.store import ConnectionStore
 from zingyconn.twilio.client import DIRECTORY_CONTEXT_KEY
 from zingyconn.twilio.commands import ConnectionCommands
-from zingyconn.twilio.idempotency import SendLedger
 from zingyconn.twilio.profile import TwilioProfile, check_credentials
 
 #: The snippet environment every runtime sandbox is started with (``zingyConn``, the twilio façades).
-SNIPPET_ENVIRONMENT: Final = "zingyconn.twilio.snippet:environment"
+SNIPPET_ENVIRONMENT: Final = "zingyconn.snippet.environment:environment"
 
 #: How long a runtime reuses a tenant's decrypted connections between runs: reading and decrypting them costs about
 #: as much as a short run (a millisecond on a cold CPU). A change made through this runtime's store applies at once;
@@ -116,7 +116,7 @@ class Runtime:
         self._owns_sandbox = sandbox is None
         self._lock = threading.Lock()
         #: Extra host operations a snippet may request, by op name, each called as ``handler(tenant, payload)``
-        #: with the run's tenant (e.g. ``zingyconn.enqueue``, registered by :class:`zingyconn.queue.TaskQueue`).
+        #: with the run's tenant (e.g. ``zingyconn.enqueue``, registered by :class:`zingyconn.tasks.queue.TaskQueue`).
         self.host_ops: dict[str, HostOp] = {}
 
     @classmethod

@@ -21,7 +21,7 @@ from tests.emulator import Emulator, running_emulator
 from tests.servers import free_port, missing, wait_for_port
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
-from zingyconn.tokens import TokenStore
+from zingyconn.secrets.tokens import TokenStore
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -30,11 +30,11 @@ from tests.emulator import MAGIC_SENDER, RECIPIENT, Emulator, running_emulator
 from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
-from zingyconn.keyring import Keyring
-from zingyconn.ratelimit import DEFAULT_MESSAGE_RATE, LEASE_TOKENS
+from zingyconn.egress.ratelimit import DEFAULT_MESSAGE_RATE, LEASE_TOKENS
 from zingyconn.schema import runs, tasks
-from zingyconn.store import ConnectionStore
-from zingyconn.tokens import TokenStore
+from zingyconn.secrets.keyring import Keyring
+from zingyconn.secrets.store import ConnectionStore
+from zingyconn.secrets.tokens import TokenStore
 from zingyconn.twilio.profile import TwilioProfile
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]

@@ -40,14 +40,14 @@ from tests.zingyconn.capability import (
     World,
     twilio_world,
 )
-from zingyconn.broker import EgressBroker
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
-from zingyconn.egress import SCRUBBED, UrlPolicy
-from zingyconn.masking import Masker
-from zingyconn.queue import TaskQueue
-from zingyconn.ratelimit import Rate, SqlRateLimiter
+from zingyconn.egress.broker import EgressBroker
+from zingyconn.egress.policy import SCRUBBED, UrlPolicy
+from zingyconn.egress.ratelimit import Rate, SqlRateLimiter
 from zingyconn.runtime import Runtime, ZRunResult
+from zingyconn.secrets.masking import Masker
+from zingyconn.tasks.queue import TaskQueue
 from zingyconn.twilio.client import OP_HTTP
 
 SECRETS = (AUTH_TOKEN, API_SECRET, OTHER_TOKEN)

@@ -31,12 +31,12 @@ from tests.zingyconn.capability import (
     World,
     twilio_world,
 )
-from zingyconn.broker import EgressBroker
-from zingyconn.ratelimit import Rate, SqlRateLimiter
+from zingyconn.egress.broker import EgressBroker
+from zingyconn.egress.ratelimit import Rate, SqlRateLimiter
 from zingyconn.runtime import SNIPPET_ENVIRONMENT
+from zingyconn.snippet.environment import HIDDEN_ATTRIBUTES, environment
 from zingyconn.twilio.client import OP_CONNECT, OP_CREDENTIALS, PLACEHOLDER_PASSWORD, connection_client
 from zingyconn.twilio.profile import TwilioProfile
-from zingyconn.twilio.snippet import HIDDEN_ATTRIBUTES, environment
 
 SECRETS = (AUTH_TOKEN, API_SECRET, OTHER_TOKEN)
 CLIENT = 'c = zingyConn.twilio("main")\n'

@@ -14,7 +14,7 @@ from tests.hosts.live_server import LiveServer, live_server
 from zingyconn.config import Settings
 from zingyconn.hosts.cli import main
 from zingyconn.runtime import Runtime
-from zingyconn.tokens import TokenStore
+from zingyconn.secrets.tokens import TokenStore
 from zingyconn.twilio.profile import TwilioProfile
 
 ADMIN = "admin-token-for-tests"

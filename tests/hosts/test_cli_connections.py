@@ -13,8 +13,8 @@ from click.testing import CliRunner, Result
 from tests.emulator import Emulator, frozen_state, running_emulator
 from zingyconn.config import Settings
 from zingyconn.hosts.cli import main
-from zingyconn.keyring import Keyring, encode_key
-from zingyconn.store import ConnectionStore
+from zingyconn.secrets.keyring import Keyring, encode_key
+from zingyconn.secrets.store import ConnectionStore
 from zingyconn.twilio.emulator import Account, ApiKey
 from zingyconn.twilio.profile import TwilioProfile
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 
 from zingyconn.config import Settings
 from zingyconn.hosts.cli import main
-from zingyconn.queue import TaskQueue
+from zingyconn.tasks.queue import TaskQueue
 
 
 @pytest.fixture

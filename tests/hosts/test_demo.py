@@ -20,7 +20,10 @@ from tests.servers import free_port
 from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
-from zingyconn.demo import (
+from zingyconn.history import RunHistory
+from zingyconn.hosts.cli import main
+from zingyconn.hosts.console.auth import CSRF_FIELD
+from zingyconn.hosts.demo import (
     ADMIN_TOKEN_FILE,
     API_TOKEN_FILE,
     DEMO_CONNECTION,
@@ -33,12 +36,9 @@ from zingyconn.demo import (
     examples_dir,
     seed,
 )
-from zingyconn.history import RunHistory
-from zingyconn.hosts.cli import main
-from zingyconn.hosts.console.auth import CSRF_FIELD
-from zingyconn.keyring import Keyring
-from zingyconn.store import ConnectionStore
-from zingyconn.tokens import TokenStore
+from zingyconn.secrets.keyring import Keyring
+from zingyconn.secrets.store import ConnectionStore
+from zingyconn.secrets.tokens import TokenStore
 from zingyconn.twilio.emulator import DEFAULT_AUTH_TOKEN
 
 #: How long a step of the running demo may take before the test gives up (a bound, not a timed assertion).

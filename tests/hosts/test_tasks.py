@@ -20,11 +20,11 @@ from twilio.rest import Client
 
 from tests.emulator import MAGIC_SENDER, RECIPIENT, Emulator, EmulatorHttpClient
 from tests.hosts.flaky_twilio import flaky_twilio
-from zingyconn.queue import TaskQueue
-from zingyconn.retry import Backoff
 from zingyconn.runtime import Runtime
 from zingyconn.schema import runs, sent_messages
-from zingyconn.tasks import TaskRecord
+from zingyconn.tasks.queue import TaskQueue
+from zingyconn.tasks.retry import Backoff
+from zingyconn.tasks.store import TaskRecord
 from zingyconn.twilio.profile import TwilioProfile
 
 SEND = f"""

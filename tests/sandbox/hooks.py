@@ -1,6 +1,6 @@
 """Test-only environments for the isolated sandbox: each is host-chosen, so it may reach past the language wall.
 
-They stand in for what a real host environment does (e.g. ``zingyconn.twilio.snippet:environment`` making
+They stand in for what a real host environment does (e.g. ``zingyconn.snippet.environment:environment`` making
 requests to the host) and give tests a way to prove what the process wall does on its own: a segfault, a thread,
 the child's view of its network, files and identity.
 """

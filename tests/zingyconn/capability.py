@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from tests.emulator import Emulator, frozen_state, running_emulator
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
-from zingyconn.keyring import Keyring
-from zingyconn.store import ConnectionStore
+from zingyconn.secrets.keyring import Keyring
+from zingyconn.secrets.store import ConnectionStore
 from zingyconn.twilio.emulator.accounts import Account, ApiKey
 from zingyconn.twilio.profile import TwilioProfile
 

@@ -132,8 +132,8 @@ def test_saving_a_hook_with_a_blocked_import_is_a_compile_error(catalog: Catalog
 def test_snippet_modules_match_the_environment_facades() -> None:
     """SNIPPET_MODULES (what saving checks against) is exactly what the snippet environment offers."""
     from sandbox.environment import RunContext
+    from zingyconn.snippet.environment import environment
     from zingyconn.twilio import SNIPPET_MODULES
-    from zingyconn.twilio.snippet import environment
 
     class _NoHost:
         def request(self, op: str, payload: object) -> object:

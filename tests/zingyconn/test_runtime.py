@@ -23,16 +23,16 @@ from tests.zingyconn.capability import (
     World,
     twilio_world,
 )
-from zingyconn.broker import EgressSession
+from zingyconn.egress.broker import EgressSession
 from zingyconn.errors import NotFoundError, ValidationError
 from zingyconn.hosts.cli import main
-from zingyconn.keyring import encode_key
-from zingyconn.masking import MASK
 from zingyconn.runtime import Runtime
 from zingyconn.schema import connections
-from zingyconn.store import ConnectionStore
+from zingyconn.secrets.keyring import encode_key
+from zingyconn.secrets.masking import MASK
+from zingyconn.secrets.store import ConnectionStore
+from zingyconn.snippet.environment import connection_directory
 from zingyconn.twilio.profile import TwilioProfile
-from zingyconn.twilio.snippet import connection_directory
 
 SEND_AND_READ = f"""
 c = zingyConn.twilio(event["connection"])

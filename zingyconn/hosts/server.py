@@ -39,7 +39,7 @@ from zingyconn.hosts.middleware import (
 from zingyconn.hosts.replay import ReplayStore
 from zingyconn.hosts.signature import PublicUrl
 from zingyconn.hosts.state import HostState
-from zingyconn.tokens import TokenStore
+from zingyconn.secrets.tokens import TokenStore
 
 if TYPE_CHECKING:
     from zingyconn.runtime import Runtime

@@ -14,7 +14,7 @@ from zingyconn.catalog import Catalog
 from zingyconn.hosts.middleware import DEFAULT_MAX_BODY_BYTES, TenantLimiter
 from zingyconn.hosts.replay import ReplayStore
 from zingyconn.hosts.signature import PublicUrl
-from zingyconn.tokens import TokenStore
+from zingyconn.secrets.tokens import TokenStore
 
 if TYPE_CHECKING:
     from zingyconn.runtime import Runtime

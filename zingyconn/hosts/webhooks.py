@@ -38,7 +38,7 @@ from zingyconn.hosts.state import HostState, host_state
 
 if TYPE_CHECKING:
     from zingyconn.runtime import Runtime
-    from zingyconn.store import ConnectionStore
+    from zingyconn.secrets.store import ConnectionStore
 
 IDEMPOTENCY_HEADER: Final = "i-twilio-idempotency-token"
 RUN_ID_HEADER: Final = "X-Zingy-Run-Id"

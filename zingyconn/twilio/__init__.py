@@ -1,8 +1,11 @@
-"""Twilio: connection profiles, the brokered client, connection commands and the local emulator."""
+"""Twilio: connection profiles, the brokered client, connection commands and the local emulator.
+
+The first connection type: it builds on the core modules and must never import ``zingyconn.hosts``.
+"""
 
 from typing import Final
 
-#: The modules a snippet may import on top of the standard-library allowlist (``zingyconn.twilio.snippet`` builds a
+#: The modules a snippet may import on top of the standard-library allowlist (``zingyconn.snippet.environment`` builds a
 #: façade for each; a test keeps the two in step). Kept here, away from the heavy snippet module, so the catalog can
 #: check imports before saving a snippet without importing twilio.rest.
 SNIPPET_MODULES: Final = (

@@ -2,8 +2,8 @@
 
 Inside a snippet's process there is no secret to steal: a client holds the account SID (and API key SID), a
 placeholder password, and a :class:`BrokeredHttpClient` that turns each request into an ``OP_HTTP`` message on the
-run's channel. The host's :class:`~zingyconn.broker.EgressBroker` checks it, adds the real credentials and sends it.
-The same classes serve host-side callers (connection commands), with a broker session as the channel.
+run's channel. The host's :class:`~zingyconn.egress.broker.EgressBroker` checks it, adds the real credentials and
+sends it. The same classes serve host-side callers (connection commands), with a broker session as the channel.
 
 This module is imported by the sandbox zygote, so it must stay light: twilio and the standard library only.
 """
@@ -19,7 +19,7 @@ from twilio.http import HttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-#: Channel operations the broker answers (``payload`` shapes in :mod:`zingyconn.broker`).
+#: Channel operations the broker answers (``payload`` shapes in :mod:`zingyconn.egress.broker`).
 OP_CONNECT: Final = "twilio.connect"
 OP_CREDENTIALS: Final = "twilio.credentials"
 OP_HTTP: Final = "twilio.http"

@@ -25,9 +25,9 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
 from sandbox.errors import SandboxError
+from zingyconn.egress.ledger import SendLedger, request_fingerprint
 from zingyconn.errors import FlowNotAllowedError, InvalidCommandError, TwilioError, ZingyConnError
 from zingyconn.twilio import inputs
-from zingyconn.twilio.idempotency import SendLedger, request_fingerprint
 
 #: (tenant, connection) -> a Twilio client for that connection.
 ClientFactory = Callable[[str, str], Client]

@@ -29,15 +29,15 @@ from tests.emulator import (
 )
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
+from zingyconn.egress.ledger import SendLedger
 from zingyconn.errors import FlowNotAllowedError, IdempotencyConflictError, InvalidCommandError, TwilioError
 from zingyconn.hosts.cli.command import command as command_cli
-from zingyconn.keyring import Keyring, generate_key
 from zingyconn.runtime import Runtime
-from zingyconn.store import ConnectionStore
+from zingyconn.secrets.keyring import Keyring, generate_key
+from zingyconn.secrets.store import ConnectionStore
 from zingyconn.twilio.commands import MESSAGE_FIELDS, ConnectionCommands
 from zingyconn.twilio.emulator import RequestRecord
 from zingyconn.twilio.emulator.accounts import Account, ApiKey
-from zingyconn.twilio.idempotency import SendLedger
 from zingyconn.twilio.profile import TwilioProfile
 
 SERVICE = "MG" + "a" * 32

@@ -13,7 +13,7 @@ import click
 from zingyconn.config import Settings
 from zingyconn.errors import ConnectionNotFoundError, InvalidConnectionError
 from zingyconn.hosts.cli.options import format_time, tenant_option
-from zingyconn.store import ConnectionStore, ConnectionSummary
+from zingyconn.secrets.store import ConnectionStore, ConnectionSummary
 from zingyconn.twilio.profile import TwilioProfile, check_credentials
 
 

@@ -27,7 +27,9 @@ from rich.table import Table
 from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
-from zingyconn.demo import (
+from zingyconn.errors import ConfigurationError, ZingyConnError
+from zingyconn.hosts.cli import serve
+from zingyconn.hosts.demo import (
     DEMO_ACCOUNT_SID,
     DEMO_CONNECTION,
     DEMO_RECIPIENT,
@@ -41,18 +43,16 @@ from zingyconn.demo import (
     examples_dir,
     seed,
 )
-from zingyconn.errors import ConfigurationError, ZingyConnError
-from zingyconn.hosts.cli import serve
-from zingyconn.keyring import Keyring
-from zingyconn.tokens import TokenStore
+from zingyconn.secrets.keyring import Keyring
+from zingyconn.secrets.tokens import TokenStore
 from zingyconn.twilio.emulator import EmulatorState, open_state_file
 from zingyconn.twilio.emulator import create_app as create_emulator_app
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-    from zingyconn.queue import TaskQueue
     from zingyconn.runtime import Runtime
+    from zingyconn.tasks.queue import TaskQueue
 
 #: The demo binds loopback only: the emulator's credentials are public and the admin token is printed.
 HOST: Final = "127.0.0.1"

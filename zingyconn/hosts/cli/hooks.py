@@ -10,7 +10,7 @@ import click
 from zingyconn.config import Settings
 from zingyconn.hosts.cli.options import catalog_from_settings, format_time, parse_limit_pairs, tenant_option
 from zingyconn.hosts.webhooks import check_verifier
-from zingyconn.store import ConnectionStore
+from zingyconn.secrets.store import ConnectionStore
 
 
 @click.group()

@@ -13,8 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from zingyconn.config import Settings
 from zingyconn.errors import DecryptionError
-from zingyconn.keyring import ENV_VARIABLE, KEY_FILE_NAME, Keyring, generate_key
-from zingyconn.store import ConnectionStore
+from zingyconn.secrets.keyring import ENV_VARIABLE, KEY_FILE_NAME, Keyring, generate_key
+from zingyconn.secrets.store import ConnectionStore
 
 _STAGES = {"reseal": "Re-sealing records", "verify": "Verifying records"}
 

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.routing import BaseRoute
 
-    from zingyconn.queue import TaskQueue
     from zingyconn.runtime import Runtime
+    from zingyconn.tasks.queue import TaskQueue
 
 #: Environment variable that tells ``--workers N`` processes not to start a task consumer each.
 ENV_NO_TASKS = "ZINGYCONN_SERVE_NO_TASKS"
@@ -28,7 +28,7 @@ ENV_ACCESS_LOG = "ZINGYCONN_SERVE_ACCESS_LOG"
 
 def task_queue(runtime: Runtime) -> TaskQueue:
     """Return the task queue this server enqueues to and (unless ``--no-tasks``) consumes from."""
-    from zingyconn.queue import TaskQueue
+    from zingyconn.tasks.queue import TaskQueue
 
     return TaskQueue.from_settings(runtime.settings, engine=runtime.engine, runner=runtime)
 

@@ -13,9 +13,9 @@ from zingyconn.config import Settings
 from zingyconn.errors import ValidationError
 from zingyconn.history import RunHistory
 from zingyconn.hosts.cli.options import tenant_option
-from zingyconn.queue import TaskQueue
-from zingyconn.queue_backend import describe
-from zingyconn.tasks import TaskRecord
+from zingyconn.tasks.backend import describe
+from zingyconn.tasks.queue import TaskQueue
+from zingyconn.tasks.store import TaskRecord
 
 
 def _queue() -> tuple[TaskQueue, str]:

@@ -8,7 +8,7 @@ import click
 
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
-from zingyconn.tokens import TokenStore
+from zingyconn.secrets.tokens import TokenStore
 
 _tenant_option = click.option("--tenant", default="default", show_default=True, help="The tenant the token acts for.")
 

@@ -7,8 +7,8 @@ import logging
 import click
 
 from zingyconn.config import Settings
-from zingyconn.queue import TaskQueue
-from zingyconn.queue_backend import describe
+from zingyconn.tasks.backend import describe
+from zingyconn.tasks.queue import TaskQueue
 
 
 @click.command()

@@ -18,7 +18,7 @@ from typing import Final
 
 from starlette.requests import Request
 
-from zingyconn.tokens import TokenStore
+from zingyconn.secrets.tokens import TokenStore
 
 #: Session key that holds who signed in; never holds a token or a secret.
 PRINCIPAL_KEY: Final = "principal"

@@ -15,7 +15,7 @@ from zingyconn.hosts.console import auth
 from zingyconn.hosts.console.outcome import run_outcome
 from zingyconn.hosts.console.view import flash, page, render, state_of, when
 from zingyconn.names import NAME_PATTERN
-from zingyconn.tokens import TokenStore
+from zingyconn.secrets.tokens import TokenStore
 
 RUN_STATUSES: Final = ("ok", "failed", "running", "retrying")
 

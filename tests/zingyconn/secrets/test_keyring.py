@@ -1,4 +1,4 @@
-"""Tests of zingyconn.keyring: key configuration, the sealed record format, and opaque failures."""
+"""Tests of zingyconn.secrets.keyring: key configuration, the sealed record format, and opaque failures."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from zingyconn.config import Settings
 from zingyconn.errors import DecryptionError, KeyringError
-from zingyconn.keyring import FORMAT_VERSION, NONCE_BYTES, Keyring, encode_key, parse_keys, record_key_id
+from zingyconn.secrets.keyring import FORMAT_VERSION, NONCE_BYTES, Keyring, encode_key, parse_keys, record_key_id
 
 KEY_1 = bytes(range(32))
 KEY_2 = bytes(range(32, 64))

@@ -12,14 +12,14 @@ from huey import RedisHuey, SqliteHuey
 from huey.registry import Message
 
 from zingyconn.config import Settings
-from zingyconn.queue_backend import JsonSerializer, create_huey, describe
+from zingyconn.tasks.backend import JsonSerializer, create_huey, describe
 
 
 def test_messages_round_trip_as_json() -> None:
     """A task message with an ETA survives serialization, and the bytes on the queue are plain JSON."""
     message = Message(
         id="t1",
-        name="zingyconn.queue.run_task",
+        name="zingyconn.tasks.queue.run_task",
         eta=dt.datetime(2026, 1, 1, 7, 0, 5),
         retries=1,
         args=("abc",),

@@ -17,7 +17,7 @@ from typing import Any, Final
 INFRASTRUCTURE_ERRORS: Final = frozenset({"WorkerCrashedError"})
 #: HTTP statuses of a Twilio answer that a later retry may turn into a success.
 TRANSIENT_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
-#: How the broker words a request that got no answer (zingyconn.transport): the connection failed or timed out.
+#: How the broker words a request that got no answer (zingyconn.egress.transport): the connection failed or timed out.
 CONNECTION_FAILURES: Final = ("The request failed", "timed out")
 
 

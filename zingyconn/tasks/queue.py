@@ -1,8 +1,8 @@
 """Background tasks: enqueue scripts, run them in Huey workers, retry by cause, fire cron schedules.
 
-Huey (:mod:`zingyconn.queue_backend`: SQLite by default, Redis across machines) carries task *ids* only; the task
-itself is a row of the ``tasks`` table (:mod:`zingyconn.tasks`), which makes a task survive a killed worker and gives
-each task the run-level idempotency key its message sends are de-duplicated under.
+Huey (:mod:`zingyconn.tasks.backend`: SQLite by default, Redis across machines) carries task *ids* only; the
+task itself is a row of the ``tasks`` table (:mod:`zingyconn.tasks.store`), which makes a task survive a killed
+worker and gives each task the run-level idempotency key its message sends are de-duplicated under.
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from sandbox.errors import EgressDeniedError, QuotaExceededError
 from sandbox.limits import Limits
 from zingyconn.catalog import Catalog, Script
 from zingyconn.config import Settings
-from zingyconn.cron import parse_cron
 from zingyconn.database import create_engine
 from zingyconn.errors import NotFoundError, ValidationError, ZingyConnError
-from zingyconn.queue_backend import EmbeddedConsumer, consumer_options, create_huey
-from zingyconn.retry import Backoff, is_transient
-from zingyconn.tasks import MAX_ATTEMPTS, Source, TaskExistsError, TaskRecord, TaskStore
-from zingyconn.twilio.snippet import OP_ENQUEUE
+from zingyconn.snippet.environment import OP_ENQUEUE
+from zingyconn.tasks.backend import EmbeddedConsumer, consumer_options, create_huey
+from zingyconn.tasks.retry import Backoff, is_transient
+from zingyconn.tasks.schedule import parse_cron
+from zingyconn.tasks.store import MAX_ATTEMPTS, Source, TaskExistsError, TaskRecord, TaskStore
 
-logger = logging.getLogger("zingyconn.queue")
+logger = logging.getLogger("zingyconn.tasks.queue")
 
 #: Largest task payload accepted (it is stored in the ``tasks`` row and becomes the run's ``event``).
 MAX_PAYLOAD_BYTES: Final = 256 * 1024

@@ -1,6 +1,6 @@
 """The connection store: sealed Twilio profiles per (tenant, name) on SQLAlchemy Core (SQLite or PostgreSQL).
 
-Every record is sealed by the :class:`~zingyconn.keyring.Keyring` with AAD = (tenant, name, type), so a record
+Every record is sealed by the :class:`~zingyconn.secrets.keyring.Keyring` with AAD = (tenant, name, type), so a record
 copied to another row does not open. Writes are single upsert statements that bump ``revision``; key rotation
 re-seals one record per transaction with a compare-and-swap on ``revision``, so it runs online next to writers and
 can be interrupted at any point and simply run again.
@@ -22,9 +22,9 @@ from sqlalchemy.engine import Engine
 from zingyconn.config import Settings
 from zingyconn.database import create_engine, read_only
 from zingyconn.errors import ConnectionNotFoundError, DecryptionError, KeyringError
-from zingyconn.keyring import Keyring, record_key_id
 from zingyconn.names import validate_name
 from zingyconn.schema import connections
+from zingyconn.secrets.keyring import Keyring, record_key_id
 from zingyconn.twilio.profile import CONNECTION_TYPE, TwilioProfile
 
 # Bumped if the AAD layout ever changes, so old and new bindings can never be confused.

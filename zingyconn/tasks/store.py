@@ -1,12 +1,12 @@
 """The durable record of background tasks: what is queued, who runs it, what became of it.
 
-The queue (Huey, :mod:`zingyconn.queue`) carries only task ids. Each id has a row in the ``tasks`` table that moves
-``queued -> running -> succeeded | failed`` (or ``running -> retrying -> running`` on a transient failure). A worker
-*claims* a row before running it (one compare-and-set, so a message delivered twice runs once) and holds a *lease*
-until the run's wall-clock limit has surely passed. A row whose lease ran out (or whose worker on this machine is
-gone, e.g. after a SIGKILL) is *abandoned*: :meth:`TaskStore.reclaim` puts it back on the queue. The same id is the
-run-level idempotency key of the messages the task sends, so the re-run returns the stored messages instead of
-sending them again.
+The queue (Huey, :mod:`zingyconn.tasks.queue`) carries only task ids. Each id has a row in the ``tasks`` table that
+moves ``queued -> running -> succeeded | failed`` (or ``running -> retrying -> running`` on a transient failure). A
+worker *claims* a row before running it (one compare-and-set, so a message delivered twice runs once) and holds a
+*lease* until the run's wall-clock limit has surely passed. A row whose lease ran out (or whose worker on this
+machine is gone, e.g. after a SIGKILL) is *abandoned*: :meth:`TaskStore.reclaim` puts it back on the queue. The same
+id is the run-level idempotency key of the messages the task sends, so the re-run returns the stored messages
+instead of sending them again.
 """
 
 from __future__ import annotations

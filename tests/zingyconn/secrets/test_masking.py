@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zingyconn.masking import MASK, Masker, secret_forms
+from zingyconn.secrets.masking import MASK, Masker, secret_forms
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 API_SECRET = "Zz9+/secret=with&odd chars%"  # not a Twilio shape: exercises every encoding

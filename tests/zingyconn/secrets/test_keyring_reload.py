@@ -10,9 +10,9 @@ import pytest
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
 from zingyconn.errors import DecryptionError
-from zingyconn.keyring import Keyring
 from zingyconn.schema import connections
-from zingyconn.store import ConnectionStore
+from zingyconn.secrets.keyring import Keyring
+from zingyconn.secrets.store import ConnectionStore
 from zingyconn.twilio.profile import TwilioProfile
 
 PROFILE = TwilioProfile("AC" + "a1" * 16, None, "0123456789abcdef" * 2)

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from zingyconn.cron import parse_cron
 from zingyconn.errors import ValidationError
+from zingyconn.tasks.schedule import parse_cron
 
 
 @pytest.mark.parametrize(

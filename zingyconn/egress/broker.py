@@ -27,7 +27,8 @@ from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
 
 from sandbox.errors import EgressDeniedError, QuotaExceededError
-from zingyconn.egress import (
+from zingyconn.egress.ledger import SendLedger, request_fingerprint
+from zingyconn.egress.policy import (
     ALLOWED_METHODS,
     EgressCall,
     Target,
@@ -36,6 +37,8 @@ from zingyconn.egress import (
     request_headers,
     scrub_answer,
 )
+from zingyconn.egress.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter
+from zingyconn.egress.transport import HttpAnswer, HttpTransport, PinnedBackend, Resolver, resolve_host
 from zingyconn.errors import (
     ConnectionNotFoundError,
     IdempotencyConflictError,
@@ -43,10 +46,8 @@ from zingyconn.errors import (
     ValidationError,
     ZingyConnError,
 )
-from zingyconn.masking import Masker
-from zingyconn.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter
-from zingyconn.store import ConnectionStore
-from zingyconn.transport import HttpAnswer, HttpTransport, PinnedBackend, Resolver, resolve_host
+from zingyconn.secrets.masking import Masker
+from zingyconn.secrets.store import ConnectionStore
 from zingyconn.twilio.client import (
     OP_CONNECT,
     OP_CREDENTIALS,
@@ -55,7 +56,6 @@ from zingyconn.twilio.client import (
     BrokeredHttpClient,
     connection_client,
 )
-from zingyconn.twilio.idempotency import SendLedger, request_fingerprint
 from zingyconn.twilio.profile import TwilioProfile
 
 #: Twilio answers of up to 4 MiB (a 1000-message list page is about 1 MiB); more is refused, not buffered.
@@ -76,7 +76,7 @@ _CREATE_MESSAGE_PATH: Final = re.compile(
     r"/2010-04-01/Accounts/[^/]+/(?:SMS/)?Messages(?:\.[A-Za-z0-9]*)?/?", re.IGNORECASE
 )
 
-_LOGGER: Final = logging.getLogger("zingyconn.broker")
+_LOGGER: Final = logging.getLogger("zingyconn.egress.broker")
 
 
 class EgressBroker:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from zingyconn.retry import Backoff, is_transient
+from zingyconn.tasks.retry import Backoff, is_transient
 
 SNIPPET_ERROR = {"type": "SnippetError", "message": "HTTP 429 error", "exception": "TwilioRestException"}
 POST = {"method": "POST", "host": "api.twilio.com", "path": "/2010-04-01/Accounts/AC1/Messages.json"}

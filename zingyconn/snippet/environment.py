@@ -1,6 +1,6 @@
 """What a snippet sees: ``zingyConn``, the ``twilio`` façades, and the walls around the Twilio client objects.
 
-The sandbox zygote imports this module once (``Sandbox(environment="zingyconn.twilio.snippet:environment")``),
+The sandbox zygote imports this module once (``Sandbox(environment="zingyconn.snippet.environment:environment")``),
 so ``twilio.rest`` and the TwiML modules are loaded before any fork; each child calls :func:`environment` once
 for its run. Everything here runs inside the untrusted process and holds no secret: connection clients carry a
 placeholder password, and every request goes to the host's egress broker over the run's channel.
@@ -64,7 +64,7 @@ def preload_twilio_domains() -> int:
 
 
 preload_twilio_domains()
-#: The host operation behind ``zingyConn.enqueue`` (answered by :class:`zingyconn.queue.TaskQueue`).
+#: The host operation behind ``zingyConn.enqueue`` (answered by :class:`zingyconn.tasks.queue.TaskQueue`).
 OP_ENQUEUE: Final = "tasks.enqueue"
 
 

@@ -17,10 +17,10 @@ from typing import Final
 from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.errors import ConfigurationError, DecryptionError, NotFoundError
-from zingyconn.keyring import KEY_FILE_NAME
-from zingyconn.queue_backend import describe as describe_queue
-from zingyconn.store import ConnectionStore
-from zingyconn.tokens import TokenStore
+from zingyconn.secrets.keyring import KEY_FILE_NAME
+from zingyconn.secrets.store import ConnectionStore
+from zingyconn.secrets.tokens import TokenStore
+from zingyconn.tasks.backend import describe as describe_queue
 from zingyconn.twilio.emulator import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 from zingyconn.twilio.profile import TwilioProfile
 

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from zingyconn.database import create_engine
 from zingyconn.errors import NotFoundError, ValidationError
-from zingyconn.tasks import LEASE_SLACK_SECONDS, MAX_ATTEMPTS, QUEUED_GRACE_SECONDS, TaskExistsError, TaskStore
+from zingyconn.tasks.store import LEASE_SLACK_SECONDS, MAX_ATTEMPTS, QUEUED_GRACE_SECONDS, TaskExistsError, TaskStore
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""Tests of zingyconn.store on SQLite and on a real PostgreSQL server."""
+"""Tests of zingyconn.secrets.store on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.zingyconn.test_profile import profiles
+from tests.zingyconn.twilio.test_profile import profiles
 from zingyconn.database import create_engine
 from zingyconn.errors import ConnectionNotFoundError, DecryptionError, KeyringError, ValidationError
-from zingyconn.keyring import Keyring
 from zingyconn.schema import connections
-from zingyconn.store import ConnectionStore
+from zingyconn.secrets.keyring import Keyring
+from zingyconn.secrets.store import ConnectionStore
 from zingyconn.twilio.profile import TwilioProfile
 
 KEY_1 = bytes(range(32))

@@ -31,14 +31,14 @@ from tests.zingyconn.capability import (
     World,
     twilio_world,
 )
-from zingyconn.broker import EgressBroker
 from zingyconn.database import create_engine
-from zingyconn.egress import UrlPolicy
+from zingyconn.egress.broker import EgressBroker
+from zingyconn.egress.ledger import SendLedger
+from zingyconn.egress.policy import UrlPolicy
+from zingyconn.egress.ratelimit import LEASE_SECONDS, LeasedRateLimiter, Rate, RedisRateLimiter, SqlRateLimiter
+from zingyconn.egress.transport import PinnedBackend, is_public_address
 from zingyconn.errors import ConnectionNotFoundError
-from zingyconn.ratelimit import LEASE_SECONDS, LeasedRateLimiter, Rate, RedisRateLimiter, SqlRateLimiter
-from zingyconn.transport import PinnedBackend, is_public_address
 from zingyconn.twilio.client import OP_CONNECT, OP_CREDENTIALS, OP_HTTP, PLACEHOLDER_PASSWORD
-from zingyconn.twilio.idempotency import SendLedger
 
 API = "https://api.twilio.com/2010-04-01"
 
@@ -353,7 +353,7 @@ def test_public_addresses_pass_the_check() -> None:
 _PIN_SCRIPT = r"""
 import socket, subprocess, sys, threading
 from sandbox.errors import EgressDeniedError
-from zingyconn.transport import HttpTransport, PinnedBackend
+from zingyconn.egress.transport import HttpTransport, PinnedBackend
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 subprocess.run(["ip", "addr", "add", "8.8.8.8/32", "dev", "lo"], check=True)
 seen = []

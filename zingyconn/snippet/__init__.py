@@ -1,0 +1,6 @@
+"""The snippet's side: the ``zingyConn`` object, the ``twilio`` façades and the environment of each sandboxed run.
+
+Everything here runs inside the untrusted child, which the sandbox zygote forks after importing this package, and
+holds no secret. It must never import ``zingyconn.secrets``, ``zingyconn.egress``, ``zingyconn.tasks``,
+``zingyconn.hosts``, the database or the runtime: nothing that ever held a key belongs in a snippet's process.
+"""
