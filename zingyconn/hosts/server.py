@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import anyio.to_thread
@@ -28,7 +27,8 @@ from starlette.routing import BaseRoute, Route
 from sandbox.errors import SandboxError
 from zingyconn.catalog import Catalog
 from zingyconn.errors import ZingyConnError
-from zingyconn.hosts import api, webhooks
+from zingyconn.hosts import api, composition, webhooks
+from zingyconn.hosts.composition import LifespanHook
 from zingyconn.hosts.middleware import (
     DEFAULT_MAX_BODY_BYTES,
     EdgeMiddleware,
@@ -43,8 +43,6 @@ from zingyconn.secrets.tokens import TokenStore
 
 if TYPE_CHECKING:
     from zingyconn.runtime import Runtime
-
-LifespanHook = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
 #: Environment variables through which ``zingyconn serve --workers N`` hands its options to each worker process.
 ENV_PUBLIC_URL: Final = "ZINGYCONN_PUBLIC_URL"
@@ -138,13 +136,12 @@ def create_app(
 
 def create_app_from_env() -> Starlette:
     """Build the app from the environment: the factory ``zingyconn serve`` gives uvicorn (and each of its workers)."""
-    from zingyconn.hosts.cli import serve  # cycle: the CLI module imports this one
     from zingyconn.runtime import Runtime  # heavy: imported only when a server starts
 
-    if os.environ.get(serve.ENV_ACCESS_LOG):
-        serve.configure_logging()
+    if os.environ.get(composition.ENV_ACCESS_LOG):
+        composition.configure_logging()
     runtime = Runtime.from_env()
-    queue = serve.task_queue(runtime)
+    queue = composition.task_queue(runtime)
     admin_token = runtime.settings.admin_token
     public_url = os.environ.get(ENV_PUBLIC_URL) or None
     return create_app(
@@ -152,7 +149,7 @@ def create_app_from_env() -> Starlette:
         public_url=public_url,
         trusted_proxies=[p for p in os.environ.get(ENV_TRUSTED_PROXIES, "").split(",") if p.strip()],
         admin_token=admin_token,
-        lifespan_hooks=serve.default_lifespan_hooks(runtime, queue=queue),
-        mounts=serve.default_mounts(runtime, admin_token=admin_token, queue=queue, public_url=public_url),
+        lifespan_hooks=composition.default_lifespan_hooks(runtime, queue=queue),
+        mounts=composition.default_mounts(runtime, admin_token=admin_token, queue=queue, public_url=public_url),
         close_runtime=True,
     )

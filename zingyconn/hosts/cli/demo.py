@@ -28,7 +28,7 @@ from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
 from zingyconn.errors import ConfigurationError, ZingyConnError
-from zingyconn.hosts.cli import serve
+from zingyconn.hosts import composition
 from zingyconn.hosts.demo import (
     DEMO_ACCOUNT_SID,
     DEMO_CONNECTION,
@@ -235,7 +235,7 @@ def demo(port: int, emulator_port: int) -> None:
         console.print(f"[green]✓[/] Sandbox ready ({active} of {len(hardening)} hardening steps active)")
 
         with console.status("Starting the server (webhooks, console, task consumer)…"):
-            queue = serve.task_queue(runtime)
+            queue = composition.task_queue(runtime)
             app = _server_app(runtime, queue, admin_token=admin[0])
             web = _start("server", app, web_socket)
             servers.append(web)
@@ -255,6 +255,6 @@ def _server_app(runtime: Runtime, queue: TaskQueue, *, admin_token: str) -> Star
     return create_app(
         runtime,
         admin_token=admin_token,
-        lifespan_hooks=serve.default_lifespan_hooks(runtime, queue=queue),
-        mounts=serve.default_mounts(runtime, admin_token=admin_token, queue=queue),
+        lifespan_hooks=composition.default_lifespan_hooks(runtime, queue=queue),
+        mounts=composition.default_mounts(runtime, admin_token=admin_token, queue=queue),
     )

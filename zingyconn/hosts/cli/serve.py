@@ -2,83 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import sys
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
 
 import click
 
-from zingyconn.hosts.server import ENV_PUBLIC_URL, ENV_TRUSTED_PROXIES, LifespanHook
-
-if TYPE_CHECKING:
-    from starlette.applications import Starlette
-    from starlette.routing import BaseRoute
-
-    from zingyconn.runtime import Runtime
-    from zingyconn.tasks.queue import TaskQueue
-
-#: Environment variable that tells ``--workers N`` processes not to start a task consumer each.
-ENV_NO_TASKS = "ZINGYCONN_SERVE_NO_TASKS"
-#: Environment variable that turns on the JSON access log in every worker process.
-ENV_ACCESS_LOG = "ZINGYCONN_SERVE_ACCESS_LOG"
-
-
-def task_queue(runtime: Runtime) -> TaskQueue:
-    """Return the task queue this server enqueues to and (unless ``--no-tasks``) consumes from."""
-    from zingyconn.tasks.queue import TaskQueue
-
-    return TaskQueue.from_settings(runtime.settings, engine=runtime.engine, runner=runtime)
-
-
-def default_lifespan_hooks(runtime: Runtime, *, queue: TaskQueue | None = None) -> list[LifespanHook]:
-    """Return the start-up/shutdown hooks of ``serve``: the in-process task consumer unless it is disabled."""
-    if os.environ.get(ENV_NO_TASKS) or queue is None:
-        return []
-
-    @contextlib.asynccontextmanager
-    async def consume_tasks(app: Starlette) -> AsyncIterator[None]:
-        queue.start()
-        try:
-            yield
-        finally:
-            queue.stop()
-
-    return [consume_tasks]
-
-
-def default_mounts(
-    runtime: Runtime, *, admin_token: str | None, queue: TaskQueue | None = None, public_url: str | None = None
-) -> list[BaseRoute]:
-    """Return the extra mounts of ``serve``: the admin console at ``/console`` (Secure cookie behind https)."""
-    from starlette.routing import Mount
-
-    from zingyconn.catalog import Catalog
-    from zingyconn.hosts.console import create_console
-    from zingyconn.hosts.console.view import ConsoleState
-
-    enqueue: Callable[[str, str, Any], str] | None = None
-    if queue is not None:
-        enqueue = lambda tenant, script, payload: queue.enqueue(tenant, script, payload, source="console").id  # noqa: E731
-    https = bool(public_url and public_url.startswith("https://"))
-    state = ConsoleState(runtime=runtime, catalog=Catalog(runtime.engine), enqueue=enqueue)
-    # Unnamed: the console names its own routes ("console_login", ...) and resolves them through this mount.
-    return [Mount("/console", app=create_console(state, admin_token=admin_token, https_only=https))]
-
-
-def configure_logging() -> None:
-    """Send our logs (the JSON access log among them) to stderr, one line each."""
-    access = logging.getLogger("zingyconn.access")
-    if access.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
-    access.propagate = False
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+from zingyconn.hosts.composition import ENV_ACCESS_LOG, ENV_NO_TASKS
+from zingyconn.hosts.server import ENV_PUBLIC_URL, ENV_TRUSTED_PROXIES
 
 
 @click.command()
