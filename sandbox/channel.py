@@ -13,6 +13,7 @@ frame, and re-checks the request count the child already enforces on its side (:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from sandbox.errors import EgressDeniedError, QuotaExceededError
+from sandbox.phase import PhaseMarker
 
 JSON = Any
 
@@ -126,9 +128,15 @@ class HostRequests:
     """
 
     def __init__(
-        self, sock: socket.socket, *, max_requests: int | None, max_request_bytes: int = REQUEST_BYTES
+        self,
+        sock: socket.socket,
+        *,
+        max_requests: int | None,
+        max_request_bytes: int = REQUEST_BYTES,
+        phase: PhaseMarker | None = None,
     ) -> None:
         self._sock = sock
+        self._phase = phase  # marked as platform code while the host answers (see sandbox.phase)
         self._max_requests = max_requests  # None until the run order sets it (see allow_requests)
         self._max_request_bytes = max_request_bytes
         self.count = 0
@@ -159,8 +167,9 @@ class HostRequests:
                 f"Request {op!r} of {len(frame)} bytes is not allowed: the cap is {self._max_request_bytes} bytes."
             )
         self.count += 1
-        self._sock.sendall(frame)
-        answer = recv_frame(self._sock, max_bytes=1 << 30)
+        with self._phase.platform() if self._phase is not None else contextlib.nullcontext():
+            self._sock.sendall(frame)
+            answer = recv_frame(self._sock, max_bytes=1 << 30)
         error = answer.get("error")
         if error is not None:
             raise ANSWER_ERRORS.get(error.get("type"), EgressDeniedError)(str(error.get("message")))

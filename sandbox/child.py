@@ -27,6 +27,8 @@ from sandbox.channel import ChannelClosedError, HostRequests, encode_frame, recv
 from sandbox.environment import Environment, EnvironmentFactory, HostChannel, RunContext, WarmUpRun
 from sandbox.errors import EgressDeniedError, SandboxError
 from sandbox.limits import Limits
+from sandbox.output import printable_text
+from sandbox.phase import PhaseMarker
 from sandbox.result import RunError, RunResult
 
 #: Descriptor of the child's channel to the host (0-2 are /dev/null).
@@ -124,7 +126,10 @@ def encode_result(result: RunResult, limits: Limits) -> bytes:
         error["message"] = _clip(error.get("message"), MESSAGE_CHARS)
         if "traceback" in error:
             error["traceback"] = _clip(error["traceback"], TRACEBACK_CHARS)
-    frame = encode_frame({"t": "result", "result": data})
+    try:
+        frame = encode_frame({"t": "result", "result": data})
+    except UnicodeEncodeError:  # printed or logged lone surrogates (a returned one is the run's InvalidResultTextError)
+        frame = encode_frame({"t": "result", "result": printable_text(data)})
     if len(frame) > result_frame_bytes(limits):
         message = f"The run's output and result are over their caps ({len(frame)} bytes)."
         return encode_frame({"t": "result", "result": _failure("OutputLimitExceededError", message)})
@@ -193,14 +198,19 @@ def prepare_environment(factory: EnvironmentFactory, run: RunContext) -> Environ
         return RunResult(ok=False, error=RunError(type=type(error).__name__, message=str(error)))
 
 
-def execute_order(order: dict[str, Any], environment: Environment | RunResult, limits: Limits) -> bytes:
-    """Run the order's snippet in *environment* (or report the factory's failure) and return the result frame."""
+def execute_order(
+    order: dict[str, Any], environment: Environment | RunResult, limits: Limits, *, phase: PhaseMarker | None = None
+) -> bytes:
+    """Run the order's snippet in *environment* (or report the factory's failure) and return the result frame.
+
+    *phase* is marked as snippet code while the snippet runs (see :mod:`sandbox.phase`).
+    """
     from sandbox import compiler, executor  # pre-imported by the zygote; these are dictionary lookups
 
     if isinstance(environment, RunResult):
         return encode_result(environment, limits)
     compiled = compiler.CompiledSnippet.from_bytes(base64.b64decode(order["compiled"]))
-    result = executor.execute(compiled, event=order.get("event"), environment=environment, limits=limits)
+    result = executor.execute(compiled, event=order.get("event"), environment=environment, limits=limits, phase=phase)
     return encode_result(result, limits)
 
 
@@ -242,20 +252,28 @@ class OrderContext(Mapping[str, Any]):
         return len(self._context())
 
 
-def serve_order(sock: socket.socket, factory: EnvironmentFactory, *, address_space_bytes: int) -> bytes:
+def serve_order(
+    sock: socket.socket,
+    factory: EnvironmentFactory,
+    *,
+    address_space_bytes: int,
+    phase: PhaseMarker | None = None,
+) -> bytes:
     """Build the run's environment, then wait for the order on *sock*, apply its rlimits, run it; return the frame.
 
     *address_space_bytes* is this process's footprint at its fork, before any warm-up (``RLIMIT_AS`` counts above it).
-    No snippet code runs before the order's rlimits are applied.
+    No snippet code runs before the order's rlimits are applied. *phase* records whose code runs (the snippet's,
+    or the platform's during requests to the host) for the zygote to read if the process dies of a fault.
     """
     pending = PendingOrder(sock)
-    host = HostRequests(sock, max_requests=None)  # no request can leave before the order sets the run's cap
+    # No request can leave before the order sets the run's cap.
+    host = HostRequests(sock, max_requests=None, phase=phase)
     environment = prepare_environment(factory, RunContext(host=host, context=OrderContext(pending)))
     order = pending.get()
     limits = Limits(**order["limits"])
     apply_rlimits(limits, address_space_bytes=address_space_bytes)
     host.allow_requests(limits.egress_requests)
-    return execute_order(order, environment, limits)
+    return execute_order(order, environment, limits, phase=phase)
 
 
 def serve(
@@ -265,6 +283,7 @@ def serve(
     zygote_pid: int,
     address_space_bytes: int,
     warm: bool = True,
+    phase: PhaseMarker | None = None,
 ) -> NoReturn:
     """Serve exactly one run on *sock*, then exit. Called in the child right after ``fork()``.
 
@@ -274,7 +293,7 @@ def serve(
     at once; without, only if no order came within :data:`DEFERRED_WARM_UP_SECONDS` (the burst that kept the host
     busy is over, and the CPU is idle again). Either way it then builds the run's environment before it reads the
     order (:func:`serve_order`): a spare child that waits for its order has it ready, which takes the factory off
-    the run's latency.
+    the run's latency. *phase* is this child's phase byte, shared with the zygote (:mod:`sandbox.phase`).
     """
     frame = b""
     try:
@@ -285,7 +304,7 @@ def serve(
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # RLIMIT_FSIZE=0: a write fails with EFBIG, no signal death
         if warm or not select.select([sock], [], [], DEFERRED_WARM_UP_SECONDS)[0]:
             warm_up(factory, order_waiting=lambda: bool(select.select([sock], [], [], 0)[0]))
-        frame = serve_order(sock, factory, address_space_bytes=address_space_bytes)
+        frame = serve_order(sock, factory, address_space_bytes=address_space_bytes, phase=phase)
     except ChannelClosedError:
         os._exit(0)  # the host closed this spare child: nothing to run
     except MemoryError:

@@ -7,6 +7,8 @@ host code catches. The tree::
     SandboxError
     ├── CompileError (.errors)          # the policy rejected the source; every "Line N: ..." at once
     ├── SnippetError (.exception, .lineno, .snippet_traceback)
+    │   ├── InvalidResultTextError      # the return value holds text that is not valid Unicode (a lone surrogate)
+    │   └── SnippetCrashedError         # the child died of a fault signal while it ran snippet code (C recursion)
     ├── EgressDeniedError               # a request to the host was refused (host allowlist, SSRF, bad op)
     ├── LimitExceededError
     │   ├── TimeLimitExceededError      # wall clock or CPU seconds
@@ -58,6 +60,24 @@ class SnippetError(SandboxError):
         super().__init__(message)
 
 
+class InvalidResultTextError(SnippetError):
+    """Raised when the snippet returned text that is not valid Unicode (a lone surrogate such as ``'\\ud800'``).
+
+    JSON, and every store behind it, can only carry valid Unicode; the snippet made the string, so the run failed
+    by its own doing (never retried as a platform fault).
+    """
+
+
+class SnippetCrashedError(SnippetError):
+    """Raised when the run's process died of a fault signal (SIGSEGV, SIGBUS, ...) while it ran snippet code.
+
+    Snippet code can crash the interpreter on its own: C-level recursion that Python does not count (``hash()``,
+    ``==`` or ``repr()`` of a tuple nested a million deep) overflows the C stack. The child marks when it enters
+    and leaves snippet code (:mod:`sandbox.phase`), so a fault there is the snippet's; one anywhere else (setting
+    up, encoding the reply) stays a :class:`WorkerCrashedError`.
+    """
+
+
 class EgressDeniedError(SandboxError):
     """Raised when the host refuses a request made by the snippet (not allowlisted, private address, ...)."""
 
@@ -93,6 +113,8 @@ ERRORS_BY_NAME: dict[str, type[SandboxError]] = {
         SandboxError,
         CompileError,
         SnippetError,
+        InvalidResultTextError,
+        SnippetCrashedError,
         EgressDeniedError,
         LimitExceededError,
         TimeLimitExceededError,

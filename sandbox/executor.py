@@ -8,6 +8,7 @@ runs through ``sandbox.Sandbox``, which calls :func:`execute` inside a fresh chi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import traceback
@@ -17,7 +18,7 @@ from typing import Any, Final
 from sandbox.builtins import make_builtins
 from sandbox.compiler import ENTRY_POINT, SNIPPET_FILENAME, CompiledSnippet, compile_snippet
 from sandbox.environment import Environment
-from sandbox.errors import CompileError, OutputLimitExceededError, SandboxError
+from sandbox.errors import CompileError, InvalidResultTextError, OutputLimitExceededError, SandboxError
 from sandbox.guards import (
     HiddenAttributes,
     build_class,
@@ -33,6 +34,7 @@ from sandbox.guards import (
 from sandbox.imports import Importer
 from sandbox.limits import Limits
 from sandbox.output import RunOutput, SnippetLog, to_json_value
+from sandbox.phase import PhaseMarker
 from sandbox.result import JSON, RunError, RunResult
 
 __all__ = ["build_globals", "execute", "run_source"]
@@ -69,27 +71,37 @@ def build_globals(environment: Environment, *, output: RunOutput, event: JSON) -
     return namespace
 
 
-def execute(compiled: CompiledSnippet, *, event: JSON, environment: Environment, limits: Limits) -> RunResult:
+def execute(
+    compiled: CompiledSnippet,
+    *,
+    event: JSON,
+    environment: Environment,
+    limits: Limits,
+    phase: PhaseMarker | None = None,
+) -> RunResult:
     """Run *compiled* in this process and return its result as JSON-only data (never raises for snippet faults).
 
-    In-process use is for tests and trusted tooling only: see the module docstring.
+    *phase*, in an isolated child, is marked as snippet code while the snippet runs and its value is converted (a
+    fault signal then is the snippet's: see :mod:`sandbox.phase`). In-process use is for tests and trusted tooling
+    only: see the module docstring.
     """
     started = time.perf_counter()
     output = RunOutput(limits.output_bytes)
     namespace = build_globals(environment, output=output, event=json.loads(json.dumps(event)))
     value: JSON = None
     error: RunError | None = None
-    try:
-        exec(compiled.code, namespace)  # noqa: S102  # policy-checked code with guarded globals
-        returned = namespace[ENTRY_POINT]()
-    except MemoryError:
-        error = RunError(type="MemoryLimitExceededError", message="The run ran out of memory.")
-    except Exception as exc:  # noqa: BLE001  # every snippet fault becomes data on the result
-        error = _error_for(exc, compiled)
-    except (SystemExit, GeneratorExit) as exc:  # unreachable from snippets; if one ever gets out, it is still data
-        error = _error_for(exc, compiled)
-    else:
-        value, error = _convert_result(returned, environment, limits)
+    with phase.snippet() if phase is not None else contextlib.nullcontext():
+        try:
+            exec(compiled.code, namespace)  # noqa: S102  # policy-checked code with guarded globals
+            returned = namespace[ENTRY_POINT]()
+        except MemoryError:
+            error = RunError(type="MemoryLimitExceededError", message="The run ran out of memory.")
+        except Exception as exc:  # noqa: BLE001  # every snippet fault becomes data on the result
+            error = _error_for(exc, compiled)
+        except (SystemExit, GeneratorExit) as exc:  # unreachable from snippets; if one got out, it is still data
+            error = _error_for(exc, compiled)
+        else:
+            value, error = _convert_result(returned, environment, limits)
     if output.exceeded and (error is None or error.type != "OutputLimitExceededError"):
         error = RunError(
             type="OutputLimitExceededError", message=f"The run's output exceeded {limits.output_bytes} bytes."
@@ -131,6 +143,8 @@ def _convert_result(returned: object, environment: Environment, limits: Limits) 
         return to_json_value(returned, converters=environment.result_converters, max_bytes=limits.result_bytes), None
     except OutputLimitExceededError as exc:
         return None, RunError(type="OutputLimitExceededError", message=str(exc))
+    except InvalidResultTextError as exc:
+        return None, RunError(type=type(exc).__name__, message=str(exc), exception="UnicodeEncodeError")
     except MemoryError:
         return None, RunError(type="MemoryLimitExceededError", message="The run ran out of memory.")
     except Exception as exc:  # noqa: BLE001  # a converter or an odd value: report, never crash

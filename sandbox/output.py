@@ -6,16 +6,20 @@ import datetime
 import decimal
 import json
 import math
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from sandbox.errors import OutputLimitExceededError
+from sandbox.errors import InvalidResultTextError, OutputLimitExceededError
 
 JSON = Any
 
 #: Threat: a result nested this deep is a cycle or an attack on the converter's recursion; real results are shallow.
 MAX_RESULT_DEPTH: Final = 64
+
+#: A UTF-16 surrogate code point: in a Python str only ever "lone", and without any UTF-8 (so JSON) form.
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 #: Conversions every run gets (environments add their own, e.g. TwiML -> XML); values a user expects to "just work".
 DEFAULT_CONVERTERS: Final[Mapping[type, Callable[[Any], JSON]]] = {
@@ -130,16 +134,73 @@ def to_json_value(
         TypeError: A value (or dict key) has no JSON form; the message names its type.
         ValueError: NaN or infinity, or nesting deeper than MAX_RESULT_DEPTH.
         OutputLimitExceededError: The JSON text is longer than *max_bytes*.
+        InvalidResultTextError: With *max_bytes*: a string holds a lone surrogate (no UTF-8 form); names where.
     """
     table = {**DEFAULT_CONVERTERS, **(converters or {})}
     converted = _convert(value, table, 0)
     if max_bytes is not None:
-        size = len(json.dumps(converted, ensure_ascii=False).encode("utf-8", "replace"))
+        try:
+            size = len(json.dumps(converted, ensure_ascii=False).encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise InvalidResultTextError(_invalid_text_message(converted, exc)) from None
         if size > max_bytes:
             raise OutputLimitExceededError(
                 f"The result is {size} bytes of JSON; the result_bytes limit is {max_bytes}."
             )
     return converted
+
+
+def _invalid_text_message(converted: JSON, error: UnicodeEncodeError) -> str:
+    """Say where *converted* (JSON primitives) holds the text that failed to encode, and what it was."""
+    stack: list[tuple[str, JSON]] = [("result", converted)]
+    where, character = "result", error.object[error.start : error.start + 1]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not _encodes(key):
+                    where, character = f"a key of {path}", _first_surrogate(key)
+                    stack.clear()
+                    break
+                stack.append((f"{path}[{key!r}]", child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{index}]", child) for index, child in enumerate(item))
+        elif isinstance(item, str) and not _encodes(item):
+            where, character = path, _first_surrogate(item)
+            break
+    return (
+        f"The snippet returned text that is not valid Unicode: {where} holds the lone surrogate "
+        f"'\\u{ord(character):04x}', which JSON cannot carry. Return only whole "
+        "characters (decode bytes with errors='replace', or drop the character)."
+    )
+
+
+def printable_text(value: JSON) -> JSON:
+    """Return *value* (JSON primitives) with every lone surrogate in its strings and keys replaced by U+FFFD.
+
+    For what a run shows people rather than returns as data (stdout, log records, error messages): a snippet
+    that prints ``'\\ud800'`` gets a replacement character there, not a failed run.
+    """
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {printable_text(key): printable_text(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable_text(item) for item in value]
+    return value
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _first_surrogate(text: str) -> str:
+    found = _SURROGATE.search(text)
+    return found.group() if found else "?"
 
 
 def _convert(value: object, table: Mapping[type, Callable[[Any], JSON]], depth: int) -> JSON:

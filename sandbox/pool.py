@@ -41,6 +41,8 @@ class ChildProcess:
     exited: threading.Event = field(default_factory=threading.Event)
     status: int | None = None
     cpu_seconds: float = 0.0
+    #: The child's phase byte at its death said it was running snippet code (see :mod:`sandbox.phase`).
+    in_snippet: bool = False
 
     def kill(self) -> None:
         """Have the zygote SIGKILL this child (a no-op once it has been reaped, so never a reused pid)."""
@@ -241,6 +243,7 @@ class ZygoteProcess:
                 exited = self._children.pop(report["pid"], None)
                 if exited is not None:
                     exited.status, exited.cpu_seconds = report["status"], report["cpu_seconds"]
+                    exited.in_snippet = report.get("in_snippet") is True
                     exited.exited.set()
             elif report["t"] == "fork_failed":
                 self._pending -= 1

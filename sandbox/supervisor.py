@@ -3,7 +3,8 @@
 The host never forks (it will hold keys): it starts ``python -I -m sandbox.zygote`` with :mod:`subprocess`, keeps
 ``spare_children`` children forked ahead of demand, and for each run takes one, sends it the compiled code, answers
 its requests, and enforces the wall-clock deadline by having the zygote SIGKILL it. How a child ended decides the
-error: SIGXCPU is the CPU limit, a kill we ordered is the wall limit, anything else unexplained is a crash.
+error: SIGXCPU is the CPU limit, a kill we ordered is the wall limit, a fault signal while the child ran snippet
+code is the snippet's crash (:mod:`sandbox.phase`), anything else unexplained is the worker's.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from sandbox.compiler import CompiledSnippet, compile_snippet
 from sandbox.errors import CompileError, EgressDeniedError, QuotaExceededError
 from sandbox.limits import Limits
 from sandbox.output import MAX_RESULT_DEPTH
+from sandbox.phase import FAULT_SIGNALS
 from sandbox.pool import ChildProcess, ZygoteProcess
 from sandbox.result import RunError, RunResult
 
@@ -333,6 +335,13 @@ class Sandbox:
                 message = f"The snippet used more than its CPU limit of {limits.cpu_seconds:g} s."
                 return _failed("TimeLimitExceededError", message, started)
             name = signal.Signals(signum).name
+            if signum in FAULT_SIGNALS and child.in_snippet:
+                message = (
+                    f"The snippet crashed its process ({name}) while its own code ran: most often recursion inside "
+                    "C code that Python does not count, such as hash() of a tuple nested hundreds of thousands deep "
+                    "(or a dict key or set member made of one). Flatten the data; retrying will crash the same way."
+                )
+                return _failed("SnippetCrashedError", message, started, exception=name)
             return _failed("WorkerCrashedError", f"The sandbox worker died from signal {name}.", started)
         code = os.WEXITSTATUS(status)
         return _failed("WorkerCrashedError", f"The sandbox worker exited with code {code} before it answered.", started)

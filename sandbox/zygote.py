@@ -13,7 +13,8 @@ empty environment, an empty temporary working directory and only the control soc
    host its end of a fresh socket pair (``SCM_RIGHTS``); ``{"t": "kill", "pid", "forks", "warm"}`` SIGKILLs a live
    child (a finished run's), then forks ``forks`` replacements (one message instead of 1 + n); every child's exit is
    reported as
-   ``{"t": "exit", "pid", "status", "cpu_seconds"}``. EOF on the control socket ends the zygote, and the kernel
+   ``{"t": "exit", "pid", "status", "cpu_seconds", "in_snippet"}`` (``in_snippet``: the child's phase byte said
+   it was running snippet code, see :mod:`sandbox.phase`). EOF on the control socket ends the zygote, and the kernel
    then kills its children (``PR_SET_PDEATHSIG``).
 
 The control socket is ``SOCK_SEQPACKET``: one JSON message per packet, descriptors attached to the packet. The
@@ -37,6 +38,7 @@ from typing import Any, Final, NoReturn
 
 from sandbox.environment import EnvironmentFactory, load_environment_factory, load_warm_up_runs
 from sandbox.hardening import harden
+from sandbox.phase import PhaseMarker
 
 #: Largest control message; orders and reports are a few hundred bytes.
 CONTROL_BYTES: Final = 65536
@@ -70,7 +72,7 @@ class Zygote:
         self.control = control
         self.factory = factory
         self.statm_fd = statm_fd  # opened before the hardening: Landlock leaves /proc unreadable after it
-        self.live: set[int] = set()
+        self.live: dict[int, PhaseMarker] = {}  # each live child's phase byte (see sandbox.phase)
         self.pid = os.getpid()
         self.wake_read, wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
@@ -114,6 +116,7 @@ class Zygote:
         from sandbox import child  # imported in the zygote by preload(); this is a dictionary lookup
 
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        phase = PhaseMarker()
         address_space = child.address_space_bytes(self.statm_fd)  # the child's own, at the fork
         try:
             pid = os.fork()
@@ -121,18 +124,24 @@ class Zygote:
             send(self.control, {"t": "fork_failed", "message": str(error)})
             host_end.close()
             child_end.close()
+            phase.close()
             return
         if pid == 0:
-            self.become_child(child_end, warm=warm, address_space_bytes=address_space)
+            self.become_child(child_end, warm=warm, address_space_bytes=address_space, phase=phase)
         child_end.close()
-        self.live.add(pid)
+        self.live[pid] = phase
         send(self.control, {"t": "child", "pid": pid}, [host_end.fileno()])
         host_end.close()
 
-    def become_child(self, child_end: socket.socket, *, warm: bool, address_space_bytes: int) -> NoReturn:
+    def become_child(
+        self, child_end: socket.socket, *, warm: bool, address_space_bytes: int, phase: PhaseMarker
+    ) -> NoReturn:
         """In the forked child: drop everything of the zygote's, then serve exactly one run."""
         from sandbox import child  # imported in the zygote by preload(); this is a dictionary lookup
 
+        for sibling in self.live.values():  # Threat: a child writing a sibling's phase byte (see sandbox.phase)
+            sibling.close()
+        self.live.clear()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         fd = child_end.detach()
@@ -147,6 +156,7 @@ class Zygote:
             zygote_pid=self.pid,
             address_space_bytes=address_space_bytes,
             warm=warm,
+            phase=phase,
         )
 
     def reap(self) -> None:
@@ -163,9 +173,13 @@ class Zygote:
                 return
             if pid == 0:
                 return
-            self.live.discard(pid)
+            phase = self.live.pop(pid, None)
+            in_snippet = phase is not None and phase.in_snippet
+            if phase is not None:
+                phase.close()
             cpu = usage.ru_utime + usage.ru_stime
-            send(self.control, {"t": "exit", "pid": pid, "status": status, "cpu_seconds": cpu})
+            report = {"t": "exit", "pid": pid, "status": status, "cpu_seconds": cpu, "in_snippet": in_snippet}
+            send(self.control, report)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -244,6 +244,16 @@ def early_request_environment(run: RunContext) -> Environment:
     return Environment(names={"early": answer})
 
 
+def setup_crash_environment(run: RunContext) -> Environment:
+    """A factory that segfaults while it builds the environment when the run's context says ``crash_in_setup``.
+
+    Reading the context waits for the order, so the crash comes after the order, in platform code.
+    """
+    if run.context.get("crash_in_setup"):
+        ctypes.string_at(0)
+    return Environment()
+
+
 def environment(run: RunContext) -> Environment:
     """Every hook above in one environment (one zygote serves a whole test module)."""
     names: dict[str, object] = {}
