@@ -241,7 +241,8 @@ class Keyring:
         """Decrypt a record sealed for *aad*; *what* names it in the (deliberately opaque) error.
 
         Raises:
-            DecryptionError: Wrong or missing key, a tampered or truncated record, or a record moved from another row.
+            DecryptionError: Wrong or missing key, a tampered or truncated record, or a record moved from another row
+                (or, when the AAD binds a revision, restored from another revision).
         """
         try:
             key_id = record_key_id(record)
@@ -250,8 +251,8 @@ class Keyring:
             return self._ciphers[key_id].decrypt(header[-NONCE_BYTES:], record[header_end:], header + aad)
         except (ValueError, KeyError, InvalidTag):
             raise DecryptionError(
-                f"Could not decrypt connection {what}: the record is damaged, was moved from another connection, or "
-                "was sealed with a key this keyring does not hold."
+                f"Could not decrypt connection {what}: the record is damaged, was moved from another connection or "
+                "restored from an older revision, or was sealed with a key this keyring does not hold."
             ) from None
 
     def _next_key_id(self) -> str:

@@ -1,9 +1,16 @@
 """The connection store: sealed Twilio profiles per (tenant, name) on SQLAlchemy Core (SQLite or PostgreSQL).
 
-Every record is sealed by the :class:`~zingyconn.secrets.keyring.Keyring` with AAD = (tenant, name, type), so a record
-copied to another row does not open. Writes are single upsert statements that bump ``revision``; key rotation
-re-seals one record per transaction with a compare-and-swap on ``revision``, so it runs online next to writers and
-can be interrupted at any point and simply run again.
+Every record is sealed by the :class:`~zingyconn.secrets.keyring.Keyring` with AAD = (tenant, name, type, revision), so a
+record copied to another row does not open, and neither does an older record restored over a newer revision (a
+backup's, or one an attacker with write access kept: a rotated-away Auth Token coming back to life). Each write
+reads the row's revision under the write lock, seals for the next one and stores both in the same transaction; key
+rotation re-seals one record per transaction with a compare-and-swap on ``revision``, so it runs online next to
+writers and can be interrupted at any point and simply run again.
+
+Records sealed before the revision was bound (``seal_version`` 1, the AAD of (tenant, name, type) only) still
+open; each is re-sealed bound to its revision the first time it is read or written, or by ``keys rotate``. What
+is left: restoring a whole row (record *and* its revision column) is not detected; that needs a counter kept
+outside the database.
 """
 
 from __future__ import annotations
@@ -21,14 +28,21 @@ from sqlalchemy.engine import Engine
 
 from zingyconn.config import Settings
 from zingyconn.database import create_engine, read_only
-from zingyconn.errors import ConnectionNotFoundError, DecryptionError, KeyringError
+from zingyconn.errors import ConnectionNotFoundError, DecryptionError, KeyringError, ZingyConnError
 from zingyconn.names import validate_name
 from zingyconn.schema import connections
 from zingyconn.secrets.keyring import Keyring, record_key_id
 from zingyconn.twilio.profile import CONNECTION_TYPE, TwilioProfile
 
 # Bumped if the AAD layout ever changes, so old and new bindings can never be confused.
-AAD_LABEL: Final = "zingyconn.connection/1"
+AAD_LABEL: Final = "zingyconn.connection/2"
+#: The binding of records sealed before the revision was part of it (``seal_version`` 1); opened, then re-sealed.
+LEGACY_AAD_LABEL: Final = "zingyconn.connection/1"
+#: ``connections.seal_version`` of a record whose AAD binds its revision.
+SEAL_VERSION: Final = 2
+LEGACY_SEAL_VERSION: Final = 1
+#: Tries of one put when another process inserts the same new connection at the same moment.
+PUT_ATTEMPTS: Final = 5
 # Rows read per query while rotating or verifying: bounded memory whatever the number of records.
 BATCH_SIZE: Final = 500
 # Re-tries of one record's compare-and-swap when a concurrent writer keeps changing it during rotation.
@@ -84,9 +98,13 @@ class RotationReport:
     key_usage: dict[str, int]
 
 
-def _aad(tenant: str, name: str, type_: str) -> bytes:
+def _aad(tenant: str, name: str, type_: str, revision: int) -> bytes:
     # JSON of a list is an unambiguous encoding: ("a,b", "c") and ("a", "b,c") give different bytes.
-    return json.dumps([AAD_LABEL, tenant, name, type_], separators=(",", ":")).encode()
+    return json.dumps([AAD_LABEL, tenant, name, type_, revision], separators=(",", ":")).encode()
+
+
+def _legacy_aad(tenant: str, name: str, type_: str) -> bytes:
+    return json.dumps([LEGACY_AAD_LABEL, tenant, name, type_], separators=(",", ":")).encode()
 
 
 def _what(tenant: str, name: str) -> str:
@@ -117,43 +135,54 @@ class ConnectionStore:
     def put(self, tenant: str, name: str, profile: TwilioProfile) -> int:
         """Validate and save *profile* as connection *name* of *tenant*, replacing any; return the new revision.
 
-        One ``INSERT ... ON CONFLICT DO UPDATE SET revision = revision + 1`` statement: concurrent puts serialize
-        in the database, every one is counted, and the last one wins whole (no mixed fields).
+        One transaction reads the row's revision under the write lock (``FOR UPDATE`` on PostgreSQL; SQLite's
+        transactions begin IMMEDIATE), seals the profile for the next revision and writes both: concurrent puts
+        serialize in the database, every one is counted, and the last one wins whole (no mixed fields).
         """
         validate_name(tenant, field="tenant")
         validate_name(name, field="name")
         profile.validate()
         keyring = self._current_keyring()
-        record = keyring.seal(json.dumps(profile.to_json()).encode(), aad=_aad(tenant, name, CONNECTION_TYPE))
-        now = self._clock()
+        plaintext = json.dumps(profile.to_json()).encode()
+        summary = {"account_sid": profile.masked()["account_sid"], "api_key": profile.masked()["api_key"]}
         insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
-        statement = insert(connections).values(
-            tenant=tenant,
-            name=name,
-            type=CONNECTION_TYPE,
-            key_id=keyring.primary_key_id,
-            record=record,
-            summary={"account_sid": profile.masked()["account_sid"], "api_key": profile.masked()["api_key"]},
-            revision=1,
-            created_at=now,
-            updated_at=now,
-        )
-        upsert = statement.on_conflict_do_update(
-            index_elements=[connections.c.tenant, connections.c.name],
-            set_={
-                "type": statement.excluded.type,
-                "key_id": statement.excluded.key_id,
-                "record": statement.excluded.record,
-                "summary": statement.excluded.summary,
-                "updated_at": statement.excluded.updated_at,
-                "revision": connections.c.revision + 1,
-            },
-        ).returning(connections.c.revision)
         self._profiles_cache.pop(tenant, None)
-        with self._engine.begin() as conn:
-            revision = int(conn.execute(upsert).scalar_one())
-        self._profiles_cache.pop(tenant, None)  # and again: a concurrent profiles() may have cached the old one
-        return revision
+        for _ in range(PUT_ATTEMPTS):
+            with self._engine.begin() as conn:
+                current = conn.execute(
+                    sa.select(connections.c.revision).where(*self._key(tenant, name)).with_for_update()
+                ).scalar()
+                revision = 1 if current is None else int(current) + 1
+                now = self._clock()
+                values = {
+                    "type": CONNECTION_TYPE,
+                    "key_id": keyring.primary_key_id,
+                    "record": keyring.seal(plaintext, aad=_aad(tenant, name, CONNECTION_TYPE, revision)),
+                    "seal_version": SEAL_VERSION,
+                    "summary": summary,
+                    "revision": revision,
+                    "updated_at": now,
+                }
+                if current is None:
+                    statement = insert(connections).values(tenant=tenant, name=name, created_at=now, **values)
+                    written = conn.execute(statement.on_conflict_do_nothing().returning(connections.c.revision)).first()
+                    done = written is not None
+                else:
+                    done = (
+                        conn.execute(
+                            sa.update(connections)
+                            .where(*self._key(tenant, name), connections.c.revision == current)
+                            .values(**values)
+                        ).rowcount
+                        == 1
+                    )
+            if done:
+                self._profiles_cache.pop(tenant, None)  # and again: a concurrent profiles() may have cached the old
+                return revision
+        raise ZingyConnError(
+            f"Connection {name!r} of tenant {tenant!r} is being written by other processes at the same moment; "
+            "try again."
+        )
 
     def get(self, tenant: str, name: str) -> TwilioProfile:
         """Return the decrypted profile of connection *name* of *tenant*.
@@ -163,12 +192,10 @@ class ConnectionStore:
             DecryptionError: The record does not open with this keyring.
         """
         with self._reader.connect() as conn:
-            row = conn.execute(
-                sa.select(connections.c.type, connections.c.record).where(*self._key(tenant, name))
-            ).first()
+            row = conn.execute(sa.select(*_SEALED).where(*self._key(tenant, name))).first()
         if row is None:
             raise ConnectionNotFoundError(f"Tenant {tenant!r} has no connection named {name!r}.")
-        return self._open(tenant, name, row.type, row.record)
+        return self._open(tenant, name, row)
 
     def describe(self, tenant: str, name: str) -> ConnectionSummary:
         """Return the summary of one connection, without decrypting it."""
@@ -214,12 +241,8 @@ class ConnectionStore:
         if cached is not None:
             return cached
         with self._reader.connect() as conn:
-            rows = conn.execute(
-                sa.select(connections.c.name, connections.c.type, connections.c.record).where(
-                    connections.c.tenant == tenant
-                )
-            ).all()
-        found = {row.name: self._open(tenant, row.name, row.type, row.record) for row in rows}
+            rows = conn.execute(sa.select(connections.c.name, *_SEALED).where(connections.c.tenant == tenant)).all()
+        found = {row.name: self._open(tenant, row.name, row) for row in rows}
         if max_age_seconds > 0:
             if len(self._profiles_cache) >= PROFILES_CACHE_TENANTS:
                 self._profiles_cache.clear()  # simpler than LRU, and a cleared entry costs one read
@@ -247,7 +270,7 @@ class ConnectionStore:
         only touches the records still under an old key.
         """
         primary = self._current_keyring().primary_key_id
-        pending = connections.c.key_id != primary
+        pending = sa.or_(connections.c.key_id != primary, connections.c.seal_version != SEAL_VERSION)
         with self._reader.connect() as conn:
             total = int(conn.execute(sa.select(sa.func.count()).where(pending)).scalar_one())
         done, failed = 0, set()
@@ -278,25 +301,25 @@ class ConnectionStore:
         return remaining
 
     def _reseal(self, tenant: str, name: str) -> bool:
+        """Re-seal one record under the primary key, bound to its next revision (compare-and-swap on revision)."""
         primary = self.keyring.primary_key_id
         for _ in range(CAS_ATTEMPTS):
             with self._engine.begin() as conn:
-                row = conn.execute(
-                    sa.select(
-                        connections.c.type, connections.c.key_id, connections.c.record, connections.c.revision
-                    ).where(*self._key(tenant, name))
-                ).first()
-                if row is None or row.key_id == primary:
+                row = conn.execute(sa.select(connections.c.key_id, *_SEALED).where(*self._key(tenant, name))).first()
+                if row is None or (row.key_id == primary and row.seal_version == SEAL_VERSION):
                     return True  # deleted, or re-written under the primary key by a concurrent put
-                aad = _aad(tenant, name, row.type)
                 try:
-                    plaintext = self.keyring.unseal(row.record, aad=aad, what=_what(tenant, name))
+                    plaintext = self.keyring.unseal(
+                        row.record, aad=_row_aad(tenant, name, row), what=_what(tenant, name)
+                    )
                 except DecryptionError:
                     return False
+                revision = int(row.revision) + 1
+                record = self.keyring.seal(plaintext, aad=_aad(tenant, name, row.type, revision))
                 swapped = conn.execute(
                     sa.update(connections)
                     .where(*self._key(tenant, name), connections.c.revision == row.revision)
-                    .values(record=self.keyring.seal(plaintext, aad=aad), key_id=primary, revision=row.revision + 1)
+                    .values(record=record, key_id=primary, revision=revision, seal_version=SEAL_VERSION)
                 )
                 if swapped.rowcount == 1:
                     return True
@@ -308,7 +331,7 @@ class ConnectionStore:
         verified = 0
         for done, row in enumerate(self._rows_where(sa.true()), start=1):
             try:
-                self._open(row.tenant, row.name, row.type, row.record)
+                self._open(row.tenant, row.name, row, upgrade=False)
                 if record_key_id(row.record) == row.key_id:  # the key_id column drives `retire`: it must not lie
                     verified += 1
                 else:
@@ -332,6 +355,8 @@ class ConnectionStore:
                         connections.c.type,
                         connections.c.key_id,
                         connections.c.record,
+                        connections.c.revision,
+                        connections.c.seal_version,
                     )
                     .where(condition, sa.tuple_(connections.c.tenant, connections.c.name) > after)
                     .order_by(connections.c.tenant, connections.c.name)
@@ -347,17 +372,23 @@ class ConnectionStore:
         self.keyring = self.keyring.reloaded()
         return self.keyring
 
-    def _open(self, tenant: str, name: str, type_: str, record: bytes) -> TwilioProfile:
-        aad, what, keyring = _aad(tenant, name, type_), _what(tenant, name), self.keyring
+    def _open(self, tenant: str, name: str, row: Any, *, upgrade: bool = True) -> TwilioProfile:
+        """Decrypt *row* (``type``, ``record``, ``revision``, ``seal_version``) of connection *name* of *tenant*.
+
+        A record of the old binding (``seal_version`` 1) is re-sealed bound to its revision at once when *upgrade*.
+        """
+        aad, what, keyring = _row_aad(tenant, name, row), _what(tenant, name), self.keyring
         try:
-            plaintext = keyring.unseal(record, aad=aad, what=what)
+            plaintext = keyring.unseal(row.record, aad=aad, what=what)
         except DecryptionError:
             # Sealed with a key added to the key file after this process read it (another process ran `keys new`
             # and `keys rotate`): re-read the file once. A damaged record fails again, with the same opaque error.
             fresh = self._current_keyring()
             if fresh is keyring:
                 raise
-            plaintext = fresh.unseal(record, aad=aad, what=what)
+            plaintext = fresh.unseal(row.record, aad=aad, what=what)
+        if upgrade and row.seal_version != SEAL_VERSION:
+            self._reseal(tenant, name)
         data: dict[str, Any] = json.loads(plaintext)
         return TwilioProfile.from_json(data)
 
@@ -365,6 +396,17 @@ class ConnectionStore:
     def _key(tenant: str, name: str) -> tuple[sa.ColumnElement[bool], sa.ColumnElement[bool]]:
         tenant, name = validate_name(tenant, field="tenant"), validate_name(name, field="name")
         return connections.c.tenant == tenant, connections.c.name == name
+
+
+#: The columns a record is opened with.
+_SEALED: Final = (connections.c.type, connections.c.record, connections.c.revision, connections.c.seal_version)
+
+
+def _row_aad(tenant: str, name: str, row: Any) -> bytes:
+    """Return the AAD *row* was sealed with: bound to its revision, or the old binding for ``seal_version`` 1."""
+    if row.seal_version == LEGACY_SEAL_VERSION:
+        return _legacy_aad(tenant, name, row.type)
+    return _aad(tenant, name, row.type, int(row.revision))
 
 
 def _summary(row: sa.Row[Any]) -> ConnectionSummary:

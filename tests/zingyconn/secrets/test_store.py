@@ -1,12 +1,14 @@
-"""Tests of zingyconn.secrets.store on SQLite and on a real PostgreSQL server."""
+"""Tests of zingyconn.secrets.store on SQLite and on a real PostgreSQL server (sealing, rotation, revision binding)."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 from collections.abc import Iterator
 from multiprocessing.synchronize import Barrier as BarrierType
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -16,10 +18,10 @@ from hypothesis import strategies as st
 from tests.zingyconn.twilio.test_profile import profiles
 from zingyconn.database import create_engine
 from zingyconn.errors import ConnectionNotFoundError, DecryptionError, KeyringError, ValidationError
-from zingyconn.schema import connections
+from zingyconn.schema import connections, schema_version
 from zingyconn.secrets.keyring import Keyring
-from zingyconn.secrets.store import ConnectionStore
-from zingyconn.twilio.profile import TwilioProfile
+from zingyconn.secrets.store import LEGACY_AAD_LABEL, ConnectionStore
+from zingyconn.twilio.profile import CONNECTION_TYPE, TwilioProfile
 
 KEY_1 = bytes(range(32))
 KEY_2 = bytes(range(100, 132))
@@ -341,3 +343,151 @@ def test_cached_profiles_are_copies(store: ConnectionStore) -> None:
     store.put("acme", "main", _profile())
     store.profiles("acme", max_age_seconds=60).clear()
     assert set(store.profiles("acme", max_age_seconds=60)) == {"main"}
+
+
+# -- sealed records bind their revision ------------------------------------------------------------------------
+
+OLD_TOKEN, NEW_TOKEN = TOKEN_A, TOKEN_B
+
+
+def _row(engine: sa.Engine, name: str = "main") -> Any:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(connections.c.record, connections.c.revision, connections.c.seal_version).where(
+                connections.c.tenant == "acme", connections.c.name == name
+            )
+        ).one()
+
+
+def _set_record(engine: sa.Engine, record: bytes, **columns: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(connections)
+            .where(connections.c.tenant == "acme", connections.c.name == "main")
+            .values(record=record, **columns)
+        )
+
+
+def _put_legacy(engine: sa.Engine, keyring: Keyring, secret: str) -> bytes:
+    """Write connection acme/main as a store made before the revision binding did (seal_version 1)."""
+    aad = json.dumps([LEGACY_AAD_LABEL, "acme", "main", CONNECTION_TYPE], separators=(",", ":")).encode()
+    record = keyring.seal(json.dumps(_profile(secret).to_json()).encode(), aad=aad)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(connections))
+        conn.execute(
+            connections.insert().values(
+                tenant="acme",
+                name="main",
+                type=CONNECTION_TYPE,
+                key_id=keyring.primary_key_id,
+                record=record,
+                revision=3,
+                seal_version=1,
+                created_at=0.0,
+                updated_at=0.0,
+            )
+        )
+    return record
+
+
+def test_an_older_record_restored_over_a_newer_revision_is_refused(engine: sa.Engine) -> None:
+    """The rotated-away token's record, copied back over the row, gives the opaque DecryptionError."""
+    store = ConnectionStore(engine, Keyring([("k1", KEY_1)]))
+    store.put("acme", "main", _profile(OLD_TOKEN))
+    old = _row(engine).record
+    assert store.put("acme", "main", _profile(NEW_TOKEN)) == 2
+
+    _set_record(engine, old)
+
+    with pytest.raises(DecryptionError, match="restored from an older revision") as caught:
+        store.get("acme", "main")
+    assert OLD_TOKEN not in str(caught.value)
+    assert NEW_TOKEN not in str(caught.value)
+    with pytest.raises(DecryptionError):
+        store.profiles("acme")
+
+
+def test_a_record_sealed_for_a_later_revision_is_refused_too(engine: sa.Engine) -> None:
+    """Binding works both ways: the current record does not open under another revision number."""
+    store = ConnectionStore(engine, Keyring([("k1", KEY_1)]))
+    store.put("acme", "main", _profile(OLD_TOKEN))
+    _set_record(engine, _row(engine).record, revision=7)
+
+    with pytest.raises(DecryptionError):
+        store.get("acme", "main")
+
+
+def test_rotation_and_puts_keep_records_bound_to_their_revision(engine: sa.Engine) -> None:
+    """A rotation bumps the revision and re-seals for it; the record of before the rotation is then refused."""
+    store = ConnectionStore(engine, Keyring([("k1", KEY_1)]))
+    store.put("acme", "main", _profile(OLD_TOKEN))
+    before = _row(engine).record
+    store.keyring = store.keyring.with_new_key("k2", KEY_2)
+    report = store.rotate()
+
+    assert (report.resealed, report.failed, _row(engine).revision) == (1, (), 2)
+    assert store.get("acme", "main").secret == OLD_TOKEN
+    _set_record(engine, before)
+    with pytest.raises(DecryptionError):
+        store.get("acme", "main")
+
+
+def test_a_legacy_record_opens_once_and_is_resealed_bound_to_its_revision(engine: sa.Engine) -> None:
+    """Upgrade on next read: the old binding opens, the row becomes seal_version 2 at the next revision, and the
+    legacy record restored over it no longer opens."""
+    keyring = Keyring([("k1", KEY_1)])
+    legacy = _put_legacy(engine, keyring, OLD_TOKEN)
+    store = ConnectionStore(engine, keyring)
+
+    assert store.get("acme", "main").secret == OLD_TOKEN
+    upgraded = _row(engine)
+    assert (upgraded.revision, upgraded.seal_version) == (4, 2)
+    assert store.get("acme", "main").secret == OLD_TOKEN
+
+    _set_record(engine, legacy)
+    with pytest.raises(DecryptionError):
+        store.get("acme", "main")
+
+
+def test_keys_rotate_reseals_legacy_records_under_the_same_key(engine: sa.Engine) -> None:
+    """``keys rotate`` upgrades every legacy record even when its key is already the primary one."""
+    keyring = Keyring([("k1", KEY_1)])
+    _put_legacy(engine, keyring, OLD_TOKEN)
+    report = ConnectionStore(engine, keyring).rotate()
+
+    assert (report.resealed, report.verified, report.failed) == (1, 1, ())
+    assert _row(engine).seal_version == 2
+
+
+def test_a_put_over_a_legacy_record_writes_the_new_binding(engine: sa.Engine) -> None:
+    """Upgrade on next write."""
+    keyring = Keyring([("k1", KEY_1)])
+    _put_legacy(engine, keyring, OLD_TOKEN)
+    store = ConnectionStore(engine, keyring)
+
+    assert store.put("acme", "main", _profile(NEW_TOKEN)) == 4
+    assert (_row(engine).seal_version, store.get("acme", "main").secret) == (2, NEW_TOKEN)
+
+
+def test_a_store_made_before_the_binding_migrates_and_keeps_its_records(tmp_path: Path) -> None:
+    """A database at schema version 1 (no seal_version column) gets the column; its records open and upgrade."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    keyring = Keyring([("k1", KEY_1)])
+    engine = create_engine(url)
+    legacy = _put_legacy(engine, keyring, OLD_TOKEN)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE connections DROP COLUMN seal_version"))
+        conn.execute(sa.delete(schema_version).where(schema_version.c.version > 1))
+    engine.dispose()
+
+    migrated = create_engine(url)
+    try:
+        assert _row(migrated).seal_version == 1
+        store = ConnectionStore(migrated, keyring)
+        assert store.get("acme", "main").secret == OLD_TOKEN
+        assert _row(migrated).seal_version == 2
+        _set_record(migrated, legacy)
+        with pytest.raises(DecryptionError):
+            store.get("acme", "main")
+    finally:
+        migrated.dispose()
