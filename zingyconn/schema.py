@@ -34,8 +34,8 @@ connections: Final = sa.Table(
     sa.Column("key_id", sa.String(64), nullable=False),
     sa.Column("record", sa.LargeBinary, nullable=False),
     sa.Column("revision", sa.Integer, nullable=False, server_default="1"),
-    # How ``record`` is bound (zingyconn.store): 2 = its AAD includes ``revision`` (a record restored over a newer
-    # revision does not open); 1 = sealed before that, opened once and re-sealed as 2 (rows of older stores).
+    # How ``record`` is bound (zingyconn.secrets.store): 2 = its AAD includes ``revision`` (a record restored over a
+    # newer revision does not open); 1 = sealed before that, opened once and re-sealed as 2 (rows of older stores).
     sa.Column("seal_version", sa.Integer, nullable=False, server_default="1"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
@@ -176,8 +176,8 @@ def _create_v1(conn: Connection) -> None:
 def _add_seal_version(conn: Connection) -> None:
     """Add ``connections.seal_version`` to stores made before records were bound to their revision.
 
-    Existing rows get 1 (the old binding); :class:`zingyconn.store.ConnectionStore` re-seals each as 2 when it is
-    next read or written, or by ``zingyconn keys rotate`` (the schema step itself holds no key).
+    Existing rows get 1 (the old binding); :class:`zingyconn.secrets.store.ConnectionStore` re-seals each as 2 when
+    it is next read or written, or by ``zingyconn keys rotate`` (the schema step itself holds no key).
     """
     if "seal_version" not in {column["name"] for column in sa.inspect(conn).get_columns("connections")}:
         conn.execute(sa.text("ALTER TABLE connections ADD COLUMN seal_version INTEGER NOT NULL DEFAULT 1"))

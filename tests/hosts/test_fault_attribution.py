@@ -13,8 +13,8 @@ import pytest
 from tests.hosts.live_server import live_server
 from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
-from zingyconn.queue import TaskQueue
 from zingyconn.runtime import Runtime
+from zingyconn.tasks.queue import TaskQueue
 
 LONE_SURROGATE = "return {'text': 'caf\\udce9'}"
 DEEP_HASH = "nested = ()\nfor _ in range(1000000):\n    nested = (nested,)\nreturn hash(nested)"

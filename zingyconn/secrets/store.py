@@ -1,11 +1,11 @@
 """The connection store: sealed Twilio profiles per (tenant, name) on SQLAlchemy Core (SQLite or PostgreSQL).
 
-Every record is sealed by the :class:`~zingyconn.secrets.keyring.Keyring` with AAD = (tenant, name, type, revision), so a
-record copied to another row does not open, and neither does an older record restored over a newer revision (a
-backup's, or one an attacker with write access kept: a rotated-away Auth Token coming back to life). Each write
-reads the row's revision under the write lock, seals for the next one and stores both in the same transaction; key
-rotation re-seals one record per transaction with a compare-and-swap on ``revision``, so it runs online next to
-writers and can be interrupted at any point and simply run again.
+Every record is sealed by the :class:`~zingyconn.secrets.keyring.Keyring` with AAD = (tenant, name, type,
+revision), so a record copied to another row does not open, and neither does an older record restored over a newer
+revision (a backup's, or one an attacker with write access kept: a rotated-away Auth Token coming back to life).
+Each write reads the row's revision under the write lock, seals for the next one and stores both in the same
+transaction; key rotation re-seals one record per transaction with a compare-and-swap on ``revision``, so it runs
+online next to writers and can be interrupted at any point and simply run again.
 
 Records sealed before the revision was bound (``seal_version`` 1, the AAD of (tenant, name, type) only) still
 open; each is re-sealed bound to its revision the first time it is read or written, or by ``keys rotate``. What
