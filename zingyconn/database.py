@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -66,6 +67,14 @@ def create_engine(url: str, *, migrate_schema: bool = True) -> Engine:
                 f"Could not open the store at {parsed.render_as_string(hide_password=True)}: {exc.orig}"
             ) from None
     return engine
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    """Return True when *exc* is the store or Redis failing (down, locked, disk full), not a bug or bad input."""
+    if isinstance(exc, sa.exc.DBAPIError | sqlite3.Error | OSError):
+        return not isinstance(exc, sa.exc.IntegrityError | sqlite3.IntegrityError)
+    redis = sys.modules.get("redis")  # never imported here: without the client loaded, no Redis error exists
+    return redis is not None and isinstance(exc, redis.exceptions.RedisError)
 
 
 def create_private_file(path: Path) -> None:

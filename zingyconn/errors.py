@@ -13,6 +13,8 @@ The tree::
     ├── DecryptionError                  # opaque: never echoes key or ciphertext
     ├── FlowNotAllowedError              # a connection command from a page (browser) flow (HTTP 403)
     ├── IdempotencyConflictError         # an idempotency key in use by another send, or reused for other inputs
+    ├── StorageUnavailableError          # the database or Redis is down, locked or full: retry later (HTTP 503)
+    ├── TaskQueueFullError               # a tenant's snippets or API queued too many tasks (HTTP 429)
     └── TwilioError (.status, .code, .more_info)   # what the Twilio API answered
 
 Sandbox failures (compile errors, limits, crashes) are :mod:`sandbox.errors` classes and reach callers as data on
@@ -92,6 +94,21 @@ class IdempotencyConflictError(ZingyConnError):
     """Raised when a send with the same idempotency key is still in flight, or the key was used for another message."""
 
     http_status: ClassVar[int] = 409
+
+
+class StorageUnavailableError(ZingyConnError):
+    """Raised when the database, the queue or Redis cannot be read or written (down, locked, disk full).
+
+    An environmental fault, not a bad request: nothing was half-done, and the same request later may succeed.
+    """
+
+    http_status: ClassVar[int] = 503
+
+
+class TaskQueueFullError(ZingyConnError):
+    """Raised when a tenant already has as many tasks waiting as its snippets and API may queue."""
+
+    http_status: ClassVar[int] = 429
 
 
 class TwilioError(ZingyConnError):

@@ -53,8 +53,10 @@ COMMAND_MAX_REQUESTS: Final = 20
 
 _LOGGER: Final = logging.getLogger("zingyconn.runtime")
 
-#: A host operation beyond Twilio egress: ``(tenant, payload) -> answer``; raise EgressDeniedError to refuse.
-HostOp = Callable[[str, Any], Any]
+#: A host operation beyond Twilio egress (raise EgressDeniedError to refuse), called with the run's tenant, the
+#: snippet's payload and the call's idempotency key: the run's key, the operation and how many times the run called
+#: it, the same in every retry of the run (``None`` for a run without a key), so a retried run repeats no effect.
+HostOp = Callable[[str, Any, str | None], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +203,7 @@ class Runtime:
                 name: {"username": profile.username, "account_sid": profile.account_sid}
                 for name, profile in cached.items()
             }
-        on_request = self._request_handler(tenant, session.request)
+        on_request = self._request_handler(tenant, session.request, idempotency_key)
         raw = self.sandbox.run(
             source,
             event=event,
@@ -306,13 +308,19 @@ class Runtime:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
-    def _request_handler(self, tenant: str, egress: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    def _request_handler(
+        self, tenant: str, egress: Callable[[str, Any], Any], run_key: str | None
+    ) -> Callable[[str, Any], Any]:
         if not self.host_ops:
             return egress
+        calls: dict[str, int] = {}
 
         def handle(op: str, payload: Any) -> Any:
             handler = self.host_ops.get(op)
-            return egress(op, payload) if handler is None else handler(tenant, payload)
+            if handler is None:
+                return egress(op, payload)
+            calls[op] = calls.get(op, 0) + 1  # the n-th call of op: the same n when a retry replays the run
+            return handler(tenant, payload, None if run_key is None else f"{run_key}:{op}:{calls[op]}")
 
         return handle
 

@@ -108,6 +108,8 @@ webhook_responses: Final = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=True),
     sa.Column("run_id", sa.String(40), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("owner", sa.String(200), nullable=True),  # the process running the first request (zingyconn.leases)
+    sa.Column("lease_until", sa.Float, nullable=True),  # renewed while it runs; past it, a retry takes over
 )
 
 #: Send de-duplication: the same idempotency key within 24 h returns the first message instead of a second SMS.
@@ -116,12 +118,18 @@ sent_messages: Final = sa.Table(
     metadata,
     sa.Column("tenant", sa.String(100), primary_key=True),
     sa.Column("key", sa.String(200), primary_key=True),
-    sa.Column("state", sa.String(20), nullable=False),  # "sending" until the API answered, then "sent"
+    # claimed -> sending -> sent | unknown (zingyconn.egress.ledger); a refused or unsent request frees the key
+    sa.Column("state", sa.String(20), nullable=False),
     sa.Column("message", sa.JSON, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     # SHA-256 of the request the key was first used with: reusing a key for a different message is an error,
     # not a silent replay of the wrong message.
     sa.Column("request_sha256", sa.String(64), nullable=True),
+    sa.Column("owner", sa.String(200), nullable=True),  # the process holding a claimed/sending key (its lease)
+    sa.Column("lease_until", sa.Float, nullable=True),  # renewed while the owner lives; past it, the claim is stale
+    sa.Column("sending_at", sa.Float, nullable=True),  # when the request left: where reconciliation looks from
+    sa.Column("sid", sa.String(64), nullable=True),  # the message's SID once known (reconciliation skips these)
+    sa.Index("ix_sent_messages_tenant_sid", "tenant", "sid"),
 )
 
 #: Per-tenant API tokens for ``/api/v1`` (only a SHA-256 of the token is stored).
@@ -145,9 +153,9 @@ rate_buckets: Final = sa.Table(
 )
 
 
-#: Background tasks (issue 9): the durable record of every enqueued task. The queue (Huey) only carries the id;
-#: this row is the truth, so a task survives a worker killed mid-run (``owner``/``lease_until`` let another worker
-#: or a restart take it back) and the id doubles as the run-level idempotency key of the sends it makes.
+#: Background tasks: the durable record of every enqueued task. The queue (Huey) only carries the id;
+#: this row is the truth (a transactional outbox: a dispatcher moves ready rows onto the queue), so a task survives
+#: a worker killed mid-run or a lost queue, and the id doubles as the run-level idempotency key of its sends.
 tasks: Final = sa.Table(
     "tasks",
     metadata,
@@ -157,14 +165,17 @@ tasks: Final = sa.Table(
     sa.Column("payload", sa.JSON, nullable=True),
     sa.Column("state", sa.String(20), nullable=False),  # queued | running | retrying | succeeded | failed
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("owner", sa.String(200), nullable=True),  # "place:pid" of the worker running it (tasks.worker_identity)
-    sa.Column("lease_until", sa.Float, nullable=True),  # past this, a running task counts as abandoned
+    sa.Column("owner", sa.String(200), nullable=True),  # the process running it (zingyconn.leases.process_owner)
+    sa.Column("lease_until", sa.Float, nullable=True),  # renewed while its worker lives; past it, abandoned
+    sa.Column("dispatched_at", sa.Float, nullable=True),  # put on the Huey queue then; NULL: waits for dispatch
+    sa.Column("run_after", sa.Float, nullable=True),  # a retry's backoff: not dispatched before this time
     sa.Column("run_id", sa.String(40), nullable=True),  # the latest attempt's run in ``runs``
     sa.Column("error", sa.JSON, nullable=True),
     sa.Column("source", sa.String(20), nullable=False, server_default="api"),  # who enqueued it (TaskRecord.source)
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Index("ix_tasks_state_lease", "state", "lease_until"),
+    sa.Index("ix_tasks_state_dispatched", "state", "dispatched_at"),
     sa.Index("ix_tasks_tenant_created", "tenant", "created_at"),
 )
 

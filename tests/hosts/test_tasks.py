@@ -20,6 +20,8 @@ from twilio.rest import Client
 
 from tests.emulator import MAGIC_SENDER, RECIPIENT, Emulator, EmulatorHttpClient
 from tests.hosts.flaky_twilio import flaky_twilio
+from zingyconn.egress.broker import MAX_TOO_MANY_RETRIES
+from zingyconn.egress.ratelimit import Rate
 from zingyconn.runtime import Runtime
 from zingyconn.schema import runs, sent_messages
 from zingyconn.tasks.queue import TaskQueue
@@ -112,9 +114,10 @@ def test_sqlite_queue_runs_a_task_that_sends_one_message(runtime: Runtime, emula
 def test_transient_429_is_retried_and_the_message_is_sent_once(
     tmp_path: Path, emulator: Emulator, runtime: Runtime
 ) -> None:
-    """Twilio answers 429 (20429) to the first send: the task is retried after a backoff and sends exactly once."""
+    """Twilio answers 429 (20429) past what one run waits out: the task is retried after a backoff, sends once."""
+    refusals = MAX_TOO_MANY_RETRIES + 1  # the run waits out the first Retry-Afters, then fails on the last 429
     with (
-        flaky_twilio(emulator.base_url, fail_creates=1) as flaky,
+        flaky_twilio(emulator.base_url, fail_creates=refusals, retry_after_seconds=0.05) as flaky,
         Runtime.from_env(_settings(tmp_path, flaky.base_url)) as proxied,
     ):
         queue = _queue(proxied, backoff=Backoff(base_seconds=0.01))
@@ -128,7 +131,7 @@ def test_transient_429_is_retried_and_the_message_is_sent_once(
         history = _runs_of(proxied, task.id)
     assert (done.state, done.attempts) == ("succeeded", 2)
     assert history == [(1, "failed"), (2, "ok")]
-    assert flaky.refused == 1
+    assert flaky.refused == refusals
     assert len(_messages(emulator)) == 1
 
 
@@ -311,3 +314,82 @@ def test_flaky_twilio_refuses_then_forwards(emulator: Emulator) -> None:
             client.messages.create(to=RECIPIENT, from_=MAGIC_SENDER, body="x")
         assert (refused.value.status, refused.value.code) == (429, 20429)
         assert client.messages.create(to=RECIPIENT, from_=MAGIC_SENDER, body="x").status == "queued"
+
+
+def test_enqueue_under_retries_and_replays_queues_one_follow_up(runtime: Runtime) -> None:
+    """A run that enqueues, repeated under its idempotency key (a task retry, a replayed webhook): one follow-up."""
+    queue = _queue(runtime)
+    queue.catalog.put_script("acme", "follow_up", TRIVIAL)
+    source = 'return [zingyConn.enqueue("follow_up", {"n": 1}), zingyConn.enqueue("follow_up", {"n": 2})]'
+    attempts = [runtime.run("acme", source, kind="task", idempotency_key="task-42") for _ in range(3)]
+    replays = [runtime.run("acme", source, kind="webhook", idempotency_key="webhook:h:tok") for _ in range(2)]
+    assert all(result.ok for result in attempts + replays)
+    assert attempts[0].value == attempts[1].value == attempts[2].value
+    assert replays[0].value == replays[1].value
+    assert len(set(attempts[0].value + replays[0].value)) == 4
+    assert len(queue.store.recent("acme")) == 4  # two per distinct run key, none per repetition
+    unkeyed = [runtime.run("acme", source, kind="console").value for _ in range(2)]
+    assert len(set(unkeyed[0] + unkeyed[1])) == 4  # without a key, each run is new work
+
+
+def test_snippet_enqueues_are_rate_limited_per_tenant(runtime: Runtime) -> None:
+    """A snippet enqueueing in a loop is stopped by the tenant's enqueue rate, with an error that says so."""
+    queue = _queue(runtime, enqueue_rate=Rate(per_second=0.01, burst=3))
+    queue.catalog.put_script("acme", "again", TRIVIAL)
+    result = runtime.run("acme", 'return [zingyConn.enqueue("again", {"n": n}) for n in range(5)]', kind="webhook")
+    assert result.error is not None
+    assert result.error.type == "QuotaExceededError"
+    assert "may enqueue at most 0.01 tasks per second (bursts of 3)" in result.error.message
+    assert len(queue.store.recent("acme")) == 3
+
+
+def _started_order(runtime: Runtime) -> list[str]:
+    query = sa.select(runs.c.tenant).where(runs.c.kind == "task").order_by(runs.c.started_at)
+    with runtime.engine.connect() as conn:
+        return [str(tenant) for tenant in conn.execute(query).scalars()]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def test_one_tenants_backlog_does_not_delay_another_tenants_task(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    """Tenant A queues six slow tasks; tenant B's one task runs next after A's current one, not after all six."""
+    queue_url = None if backend == "sqlite" else str(request.getfixturevalue("redis_url"))
+    with Runtime.from_env(_settings(tmp_path, None, queue_url)) as runtime:
+        queue = _queue(runtime)
+        queue.huey.flush()
+        queue.catalog.put_script("acme", "slow", "import time\ntime.sleep(0.5)\nreturn 1")
+        queue.catalog.put_script("globex", "quick", TRIVIAL)
+        backlog = [queue.enqueue("acme", "slow", {"n": n}) for n in range(6)]
+        queue.start(workers=1)
+        try:
+            _wait_for(lambda: queue.store.get(backlog[0].id).state == "running", what="the first slow task")
+            quick = queue.enqueue("globex", "quick", None)
+            _wait_for(_finished(queue, quick.id), what="the other tenant's task")
+            still_waiting = [task.id for task in backlog if queue.store.get(task.id).state == "queued"]
+        finally:
+            queue.stop()
+        order = _started_order(runtime)
+    assert order.index("globex") <= 2  # after the running task and at most one already handed to the worker
+    assert len(still_waiting) >= 3  # most of the backlog was still waiting when the other tenant's task ran
+
+
+@pytest.mark.redis
+def test_a_redis_queue_that_lost_its_data_is_rebuilt_from_the_table(tmp_path: Path, redis_url: str) -> None:
+    """Redis loses every message (a restart without persistence): the dispatched tasks are dispatched again."""
+    with Runtime.from_env(_settings(tmp_path, None, redis_url)) as runtime:
+        queue = _queue(runtime)
+        queue.huey.flush()
+        queue.catalog.put_script("acme", "count", TRIVIAL)
+        ids = [queue.enqueue("acme", "count", {"n": n}).id for n in range(5)]
+        queue._workers = 5  # dispatch for five idle workers, then lose the messages before any runs
+        assert len(queue.dispatcher.dispatch()) == 5
+        queue._workers = 0
+        queue.huey.flush()
+        started = time.monotonic()
+        queue.start(workers=2)
+        try:
+            _wait_for(lambda: all(queue.store.get(i).state == "succeeded" for i in ids), what="the lost tasks")
+        finally:
+            queue.stop()
+    assert time.monotonic() - started < 30  # seconds, not the ten minutes a lost message used to wait

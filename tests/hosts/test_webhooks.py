@@ -34,6 +34,7 @@ from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
 from zingyconn.hosts.replay import ReplayStore, StoredResponse
+from zingyconn.leases import LEASE_SECONDS, LeaseKeeper
 from zingyconn.runtime import Runtime
 from zingyconn.schema import runs
 from zingyconn.twilio.profile import TwilioProfile
@@ -429,7 +430,7 @@ def test_idempotency_claim_is_exclusive_across_engines(
 
     def claim(store: ReplayStore) -> bool:
         barrier.wait()
-        return store.claim("acme", "sms", "tok", stale_after_seconds=60)
+        return store.claim("acme", "sms", "tok")
 
     with ThreadPoolExecutor(len(stores)) as pool:
         won = list(pool.map(claim, stores))
@@ -444,16 +445,21 @@ def test_idempotency_claim_is_exclusive_across_engines(
         engine.dispose()
 
 
-def test_a_stale_claim_is_taken_over_once(tmp_path: Path) -> None:
-    """A claim whose process died (no response past the stale age) is taken over by exactly one retry."""
+def test_a_dead_claim_is_taken_over_once_and_a_live_one_never(tmp_path: Path) -> None:
+    """A claim whose process stopped renewing its lease is taken over by exactly one retry; a renewed one is not."""
     now = [1000.0]
-    store = ReplayStore(create_engine(f"sqlite:///{tmp_path / 'stale.db'}"), clock=lambda: now[0])
+    keeper = LeaseKeeper(clock=lambda: now[0], every_seconds=24 * 3600)
+    engine = create_engine(f"sqlite:///{tmp_path / 'stale.db'}")
+    running, retry = ReplayStore(engine, clock=lambda: now[0], keeper=keeper), ReplayStore(engine, clock=lambda: now[0])
 
-    assert store.claim("acme", "sms", "tok", stale_after_seconds=40)
-    assert not store.claim("acme", "sms", "tok", stale_after_seconds=40)
-    now[0] += 41
-    assert store.claim("acme", "sms", "tok", stale_after_seconds=40)
-    assert not store.claim("acme", "sms", "tok", stale_after_seconds=40)
+    assert running.claim("acme", "sms", "tok")
+    for _ in range(4):  # a run four leases long, renewed while its process lives
+        now[0] += LEASE_SECONDS - 1
+        keeper.renew_now()
+        assert not retry.claim("acme", "sms", "tok")
+    now[0] += LEASE_SECONDS + 1  # the process died: seconds later, not the hook's wall limit plus a grace
+    assert retry.claim("acme", "sms", "tok")
+    assert not ReplayStore(engine, clock=lambda: now[0]).claim("acme", "sms", "tok")
 
 
 def test_zingyconn_serve_answers_hooks_and_logs_json(tmp_path: Path) -> None:

@@ -18,16 +18,26 @@ the child re-raises inside the snippet.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
 
 from sandbox.errors import EgressDeniedError, QuotaExceededError
-from zingyconn.egress.ledger import SendLedger, request_fingerprint
+from zingyconn.database import is_storage_fault
+from zingyconn.egress.ledger import (
+    CLOCK_SKEW_SECONDS,
+    Claim,
+    SendLedger,
+    SentQuery,
+    created_seconds,
+    find_sent,
+    request_fingerprint,
+)
 from zingyconn.egress.policy import (
     ALLOWED_METHODS,
     EgressCall,
@@ -38,7 +48,15 @@ from zingyconn.egress.policy import (
     scrub_answer,
 )
 from zingyconn.egress.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter
-from zingyconn.egress.transport import HttpAnswer, HttpTransport, PinnedBackend, Resolver, resolve_host
+from zingyconn.egress.transport import (
+    HttpAnswer,
+    HttpTransport,
+    OutcomeUnknownError,
+    PinnedBackend,
+    RequestFailedError,
+    Resolver,
+    resolve_host,
+)
 from zingyconn.errors import (
     ConnectionNotFoundError,
     IdempotencyConflictError,
@@ -76,6 +94,20 @@ _CREATE_MESSAGE_PATH: Final = re.compile(
     r"/2010-04-01/Accounts/[^/]+/(?:SMS/)?Messages(?:\.[A-Za-z0-9]*)?/?", re.IGNORECASE
 )
 
+#: The end of a Messages path, swapped for ``/Messages.json`` to list what a create may have created.
+_CREATE_MESSAGE_PATH_TAIL: Final = re.compile(r"/(?:SMS/)?Messages(?:\.[A-Za-z0-9]*)?/?$", re.IGNORECASE)
+#: Messages per page, and pages at most, read when reconciling a send of unknown outcome (newest first; the window
+#: is minutes, so more pages means another sender floods that number, and the search gives up: not re-sent).
+RECONCILE_PAGE_SIZE: Final = 100
+RECONCILE_MAX_PAGES: Final = 5
+#: Longest wait for a message-rate token before the send is refused; and for one Twilio ``Retry-After``.
+MAX_RATE_WAIT_SECONDS: Final = 10.0
+MAX_RETRY_AFTER_SECONDS: Final = 10.0
+#: Twilio 429 answers to one create waited out before the 429 is handed to the snippet.
+MAX_TOO_MANY_RETRIES: Final = 3
+#: Time a run must have left after a wait to still make its request.
+MIN_REQUEST_SECONDS: Final = 1.0
+
 _LOGGER: Final = logging.getLogger("zingyconn.egress.broker")
 
 
@@ -89,6 +121,7 @@ class EgressBroker:
         rate_limiter: Per-tenant token buckets for message creation (``None``: no rate limit).
         ledger: Send de-duplication for runs that carry an idempotency key (``None``: no de-duplication).
         resolver: DNS resolution for the address check (injectable for tests).
+        max_rate_wait_seconds: How long a message create waits for a rate-limit token before it is refused.
     """
 
     def __init__(
@@ -102,8 +135,10 @@ class EgressBroker:
         resolver: Resolver = resolve_host,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        max_rate_wait_seconds: float = MAX_RATE_WAIT_SECONDS,
     ) -> None:
         self.store = store
+        self.max_rate_wait_seconds = max_rate_wait_seconds
         self.policy = UrlPolicy(base_url)
         self.rate_limiter = rate_limiter
         self.message_rate = message_rate
@@ -278,11 +313,13 @@ class EgressSession:
             host, path = target.host, target.path
             answer = self._send(method, target, payload)
         except (EgressDeniedError, QuotaExceededError, IdempotencyConflictError) as exc:
-            self._record(method, host, path, None, started, error=f"{type(exc).__name__}: {exc}")
+            retryable = isinstance(exc, RequestFailedError | PlatformFaultError)
+            shown = "EgressDeniedError" if isinstance(exc, EgressDeniedError) else type(exc).__name__
+            self._record(method, host, path, None, started, error=f"{shown}: {exc}", retryable=retryable)
             _LOGGER.info("Refused %s %s%s for tenant %r: %s", method, host, path, self.tenant, exc)
-            if isinstance(exc, IdempotencyConflictError):
-                raise EgressDeniedError(str(exc)) from None
-            raise
+            if isinstance(exc, QuotaExceededError):
+                raise
+            raise EgressDeniedError(str(exc)) from None  # the child knows the sandbox's classes, not ours
         self._record(method, host, path, answer.status, started)
         # The child holds no secret, and the API must not hand it one: credential fields are scrubbed, and any
         # known secret left in the text (a message body quoting it, say) is masked.
@@ -294,67 +331,150 @@ class EgressSession:
         data = form_pairs(payload.get("data"), what="form data")
         auth = self._auth(payload)
         url = target.url + (("&" if "?" in target.url else "?") + urlencode(params) if params else "")
-        is_create = method == "POST" and _CREATE_MESSAGE_PATH.fullmatch(target.path) is not None
-        ledger_key = self._claim(target, data) if is_create else None
-        if isinstance(ledger_key, HttpAnswer):
-            return ledger_key  # already sent by an earlier attempt: replay it, spend no rate-limit token
-        if is_create:
-            try:
-                self._take_message_token()
-            except QuotaExceededError:
-                if ledger_key is not None and self.broker.ledger is not None:
-                    self.broker.ledger.release(self.tenant, ledger_key)  # nothing was sent
-                raise
         body = urlencode(data).encode() if method == "POST" else b""
         headers = request_headers(payload.get("headers"))
-        headers += [("Host", urlsplit(target.url).netloc), ("Accept-Encoding", "identity")]
+        headers += _base_headers(target.url, auth)
         headers.append(("Content-Length", str(len(body))))
-        if auth is not None:
-            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
-            headers.append(("Authorization", f"Basic {token}"))
+        if not (method == "POST" and _CREATE_MESSAGE_PATH.fullmatch(target.path) is not None):
+            return self._exchange(method, url, headers, body)
+        claim = self._claim(target, data)
+        if isinstance(claim, HttpAnswer):
+            return claim  # already sent by an earlier attempt: replay it, spend no rate-limit token
+        if claim is None:
+            self._take_message_token()
+            return self._create(url, headers, body)
+        ledger = self.broker.ledger
+        assert ledger is not None
         try:
-            answer = self.broker.transport.send(
-                method, url, headers=headers, body=body, timeout_seconds=self._timeout()
-            )
-        except EgressDeniedError:
-            if ledger_key is not None:  # outcome unknown: keep the claim so a retry does not double-send
-                _LOGGER.warning("Send with idempotency key %r has an unknown outcome.", ledger_key)
+            if claim.reconcile_since is not None:
+                found = self._reconcile(claim, target, data, auth)
+                if found is not None:
+                    return found
+            self._take_message_token()
+            with _storage_guard("record this send"):
+                ledger.start(claim)
+        except BaseException:
+            _settle_quietly(ledger.release if claim.reconcile_since is None else ledger.unknown, claim)
             raise
+        try:
+            answer = self._create(url, headers, body)
+        except OutcomeUnknownError:
+            _LOGGER.warning("Send with idempotency key %r has an unknown outcome; a retry reconciles.", claim.key)
+            _settle_quietly(ledger.unknown, claim)
+            raise
+        except BaseException:  # refused before it left (address, connection): nothing was sent
+            _settle_quietly(ledger.release, claim)
+            raise
+        if 200 <= answer.status < 300:
+            _settle_quietly(ledger.complete, claim, _message_of(answer))
+        elif answer.status >= 500:  # Twilio failed mid-way: it may have created the message
+            _settle_quietly(ledger.unknown, claim)
+        else:  # Twilio refused it (4xx): nothing was sent, a retry may send
+            _settle_quietly(ledger.release, claim)
+        return answer
+
+    def _create(self, url: str, headers: list[tuple[str, str]], body: bytes) -> HttpAnswer:
+        """POST a message, waiting out Twilio's 429s (``Retry-After``, bounded by the run's time) a few times."""
+        for _ in range(MAX_TOO_MANY_RETRIES):
+            answer = self._exchange("POST", url, headers, body)
+            wait_seconds = _retry_after_seconds(answer)
+            if wait_seconds is None or not self._can_wait(wait_seconds):
+                return answer
+            _LOGGER.info("Twilio answered 429 to a message create of tenant %r; retrying in %.1f s.", self.tenant,
+                         wait_seconds)  # fmt: skip
+            time.sleep(wait_seconds)
+        return self._exchange("POST", url, headers, body)
+
+    def _exchange(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes) -> HttpAnswer:
+        answer = self.broker.transport.send(method, url, headers=headers, body=body, timeout_seconds=self._timeout())
         if 300 <= answer.status < 400:
             raise EgressDeniedError(f"Twilio answered {answer.status} (a redirect); redirects are not followed.")
-        if ledger_key is not None and self.broker.ledger is not None:
-            self._settle(ledger_key, answer)
         return answer
+
+    def _reconcile(
+        self, claim: Claim, target: Target, data: list[tuple[str, str]], auth: tuple[str, str] | None
+    ) -> HttpAnswer | None:
+        """Look for the message an earlier attempt under *claim* may have created; record and return it if found."""
+        ledger = self.broker.ledger
+        assert ledger is not None
+        assert claim.reconcile_since is not None
+        query = SentQuery.from_form(data, claim.reconcile_since)
+        filters = [("To", query.to), ("PageSize", str(RECONCILE_PAGE_SIZE))]
+        if query.from_ is not None:
+            filters.append(("From", query.from_))
+        parts = urlsplit(target.url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        path: str | None = _CREATE_MESSAGE_PATH_TAIL.sub("/Messages.json", parts.path) + "?" + urlencode(filters)
+        headers = [*_base_headers(target.url, auth), ("Content-Length", "0")]
+        for _ in range(RECONCILE_MAX_PAGES):
+            if path is None:
+                break
+            try:
+                answer = self._exchange("GET", origin + path, headers, b"")
+            except EgressDeniedError as exc:
+                raise ReconcileError(f"{exc} The earlier attempt's outcome is still unknown; not sent again.") from None
+            try:
+                page = json.loads(answer.text) if answer.status == 200 else {}
+                messages = list(page["messages"])
+                next_path = page.get("next_page_uri")
+            except (ValueError, KeyError, TypeError):
+                raise ReconcileError(
+                    f"Twilio answered {answer.status} when asked for recent messages; the earlier attempt's outcome "
+                    "is still unknown, so the message was not sent again."
+                ) from None
+            known = ledger.recorded_sids(claim.tenant, [str(message.get("sid") or "") for message in messages])
+            found = find_sent(messages, query, known)
+            if found is not None:
+                _LOGGER.warning("Send with idempotency key %r had reached Twilio (%s); not sent again.", claim.key,
+                                found.get("sid"))  # fmt: skip
+                ledger.complete(claim, found)
+                return HttpAnswer(201, json.dumps(found), {"content-type": "application/json"})
+            oldest = min((created_seconds(message) or 0.0 for message in messages), default=None)
+            if oldest is None or oldest < claim.reconcile_since - CLOCK_SKEW_SECONDS:
+                break  # pages are newest first: the rest is older than the window
+            path = next_path if isinstance(next_path, str) and next_path.startswith("/") else None
+        return None
 
     def _take_message_token(self) -> None:
         limiter, rate = self.broker.rate_limiter, self.broker.message_rate
-        if limiter is not None and not limiter.acquire(self.tenant, MESSAGES_BUCKET, rate):
-            raise QuotaExceededError(
-                f"Message creation is rate limited to {rate.per_second:g} per second (bursts of {rate.burst}) per "
-                "tenant; this message was not sent. Send fewer messages per run, or spread them over time."
-            )
+        if limiter is None:
+            return
+        waited = 0.0
+        while True:
+            with _storage_guard("check the message rate limit"):
+                if limiter.acquire(self.tenant, MESSAGES_BUCKET, rate):
+                    return
+            step = 1.0 / rate.per_second
+            if waited + step > self.broker.max_rate_wait_seconds or not self._can_wait(step):
+                raise QuotaExceededError(
+                    f"Message creation is rate limited to {rate.per_second:g} per second (bursts of {rate.burst}) "
+                    f"per tenant, and no token came free in {waited:.1f} s; this message was not sent. Send fewer "
+                    "messages per run, or spread them over time."
+                )
+            time.sleep(step)
+            waited += step
 
-    def _claim(self, target: Target, data: list[tuple[str, str]]) -> str | HttpAnswer | None:
+    def _can_wait(self, seconds: float) -> bool:
+        """True when waiting *seconds* still leaves the run time for a request (and its answer)."""
+        if self.deadline is None:
+            return True
+        return self.deadline - self.broker.clock() - seconds > MIN_REQUEST_SECONDS
+
+    def _claim(self, target: Target, data: list[tuple[str, str]]) -> Claim | HttpAnswer | None:
         ledger = self.broker.ledger
         if ledger is None or self.idempotency_key is None:
             return None
         self._creates += 1
         key = f"{self.idempotency_key}:{self._creates}"
-        first = ledger.claim(self.tenant, key, request_fingerprint({"path": target.path, "data": sorted(data)}))
-        if first is not None:
-            return HttpAnswer(201, json.dumps(first), {"content-type": "application/json"})
-        return key
-
-    def _settle(self, key: str, answer: HttpAnswer) -> None:
-        ledger = self.broker.ledger
-        assert ledger is not None
-        if 200 <= answer.status < 300:
-            try:
-                ledger.complete(self.tenant, key, json.loads(answer.text))
-            except ValueError:
-                ledger.complete(self.tenant, key, {"raw": answer.text})
-        else:
-            ledger.release(self.tenant, key)  # Twilio refused it: nothing was sent, a retry may send
+        fingerprint = request_fingerprint({"path": target.path, "data": sorted(data)})
+        # Another attempt of the same work still sending means its process is dying or about to answer: wait for
+        # it (a dead owner's lease runs out within LEASE_SECONDS), as far as this run's time allows.
+        wait_seconds = 0.0 if self.deadline is None else self.deadline - self.broker.clock() - MIN_REQUEST_SECONDS
+        with _storage_guard("record this send"):
+            first = ledger.claim(self.tenant, key, fingerprint, wait_seconds=max(0.0, wait_seconds))
+        if isinstance(first, Claim):
+            return first
+        return HttpAnswer(201, json.dumps(first), {"content-type": "application/json"})
 
     def _timeout(self) -> float:
         if self.deadline is None:
@@ -365,10 +485,79 @@ class EgressSession:
         return min(REQUEST_TIMEOUT_SECONDS, remaining)
 
     def _record(
-        self, method: str, host: str, path: str, status: int | None, started: float, *, error: str | None = None
+        self,
+        method: str,
+        host: str,
+        path: str,
+        status: int | None,
+        started: float,
+        *,
+        error: str | None = None,
+        retryable: bool = False,
     ) -> None:
         duration_ms = (self.broker.clock() - started) * 1000
-        self.calls.append(EgressCall(method[:10], host[:200], path[:300], status, duration_ms, error))
+        self.calls.append(EgressCall(method[:10], host[:200], path[:300], status, duration_ms, error, retryable))
+
+
+def _base_headers(url: str, auth: tuple[str, str] | None) -> list[tuple[str, str]]:
+    headers = [("Host", urlsplit(url).netloc), ("Accept-Encoding", "identity")]
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+        headers.append(("Authorization", f"Basic {token}"))
+    return headers
+
+
+def _message_of(answer: HttpAnswer) -> dict[str, Any]:
+    try:
+        message = json.loads(answer.text)
+    except ValueError:
+        return {"raw": answer.text}
+    return message if isinstance(message, dict) else {"raw": answer.text}
+
+
+def _retry_after_seconds(answer: HttpAnswer) -> float | None:
+    """Return how long Twilio asked us to wait before retrying (bounded), or None when it is not a 429."""
+    if answer.status != 429:
+        return None
+    try:
+        seconds = float(answer.headers.get("retry-after", "1"))
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.1), MAX_RETRY_AFTER_SECONDS)
+
+
+class ReconcileError(RequestFailedError):
+    """Raised when Twilio could not be asked whether an earlier attempt of a send went out (so it is not re-sent)."""
+
+
+@contextlib.contextmanager
+def _storage_guard(action: str) -> Iterator[None]:
+    """Turn the store or Redis failing into an egress refusal the snippet (and the retry rules) understand."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_storage_fault(exc):
+            raise
+        _LOGGER.error("Could not %s: %s: %s", action, type(exc).__name__, exc)
+        raise PlatformFaultError(
+            f"The platform could not {action} (StorageUnavailable: its database or queue is unavailable); the "
+            "message was not sent. It is safe to retry later."
+        ) from None
+
+
+class PlatformFaultError(EgressDeniedError):
+    """Raised to a snippet when the platform's own storage failed around a send; nothing was sent."""
+
+
+def _settle_quietly(settle: Callable[..., None], *args: Any) -> None:
+    """Record a send's outcome; if the store is down, leave the row to its lease (a later claim reconciles)."""
+    try:
+        settle(*args)
+    except Exception as exc:
+        if not is_storage_fault(exc):
+            raise
+        _LOGGER.error("Could not record a send's outcome (%s: %s); a later attempt reconciles.", type(exc).__name__,
+                      exc)  # fmt: skip
 
 
 def _best_effort_host_path(url: object) -> tuple[str, str]:

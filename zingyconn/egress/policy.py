@@ -224,6 +224,8 @@ class EgressCall:
         status: The HTTP status, or ``None`` when the broker refused the request or it failed.
         duration_ms: Time spent by the broker on it.
         error: Why it was refused or failed, else ``None``.
+        retryable: The request failed for a reason outside the snippet (no answer from Twilio, the platform's
+            store unavailable) and the same run later may succeed.
     """
 
     method: str
@@ -232,6 +234,7 @@ class EgressCall:
     status: int | None
     duration_ms: float
     error: str | None = None
+    retryable: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """Return the record as JSON (one item of a run's ``egress``)."""
@@ -244,4 +247,6 @@ class EgressCall:
         }
         if self.error is not None:
             data["error"] = self.error
+        if self.retryable:
+            data["retryable"] = True
         return data

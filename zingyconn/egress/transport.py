@@ -97,6 +97,21 @@ class PinnedBackend(httpcore.NetworkBackend):
         raise EgressDeniedError("Unix sockets are not allowed.")
 
 
+class RequestFailedError(EgressDeniedError):
+    """Raised when an allowed request got no answer: the connection failed or timed out (a retry may succeed).
+
+    Raised as is when the request never left (no connection could be made, or none in time), so a retry cannot
+    duplicate it.
+    """
+
+
+class OutcomeUnknownError(RequestFailedError):
+    """Raised when a request may have reached the server but no answer came back (dropped, timed out mid-read).
+
+    The server may have acted on it (created a message), which the send ledger resolves before sending again.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class HttpAnswer:
     """What came back from one HTTP exchange (body already capped and decoded)."""
@@ -125,7 +140,9 @@ class HttpTransport:
         """Send one request and read at most ``max_response_bytes`` of the answer.
 
         Raises:
-            EgressDeniedError: The address was refused, the exchange failed or timed out, or the answer was too big.
+            OutcomeUnknownError: The request may have reached the server, but no (whole) answer came back.
+            RequestFailedError: No connection could be made (in time): the request never left.
+            EgressDeniedError: The address was refused, or the answer was too big.
         """
         timeouts = {
             "connect": timeout_seconds,
@@ -156,10 +173,16 @@ class HttpTransport:
                     if key.decode("latin-1").lower() in ANSWER_HEADERS
                 }
                 return HttpAnswer(resp.status, b"".join(chunks).decode("utf-8", errors="replace"), headers_out)
+        except (httpcore.ConnectTimeout, httpcore.PoolTimeout):  # no connection: the request never left
+            raise RequestFailedError(f"The request timed out after {timeout_seconds:.1f} s.") from None
+        except httpcore.ConnectError as exc:
+            raise RequestFailedError(_failed(exc)) from None
         except httpcore.TimeoutException:
-            raise EgressDeniedError(f"The request timed out after {timeout_seconds:.1f} s.") from None
-        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol, OSError) as exc:
-            raise EgressDeniedError(f"The request failed: {type(exc).__name__}: {exc}".rstrip(": ") + ".") from None
+            raise OutcomeUnknownError(f"The request timed out after {timeout_seconds:.1f} s.") from None
+        except httpcore.UnsupportedProtocol as exc:
+            raise EgressDeniedError(_failed(exc)) from None
+        except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
+            raise OutcomeUnknownError(_failed(exc)) from None
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -167,6 +190,10 @@ class HttpTransport:
 
     def _too_big(self) -> str:
         return f"The answer was larger than the {self._max_response_bytes} byte limit and was dropped."
+
+
+def _failed(exc: Exception) -> str:
+    return f"The request failed: {type(exc).__name__}: {exc}".rstrip(": ") + "."
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:

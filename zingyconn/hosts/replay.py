@@ -3,12 +3,15 @@
 Twilio retries a webhook (timeouts, 5xx, connection errors) with the same idempotency token. The first request
 *claims* the token with an ``INSERT`` into ``webhook_responses``; the primary key makes that atomic across threads,
 processes and machines sharing the database, so two concurrent duplicates never both run. The winner stores its
-response; a duplicate waits for it (up to the hook's wall limit) and replays it byte for byte.
+response; a duplicate waits for it (up to the hook's wall limit) and replays it byte for byte. The claim carries a
+lease its process renews while the run goes on (:mod:`zingyconn.leases`): when the process dies, the lease runs
+out within seconds and the next retry (Twilio's first comes after about 15 s) takes the claim over and runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from zingyconn.leases import LeaseKeeper, process_owner, shared_keeper
 from zingyconn.schema import webhook_responses
 
 #: Longest token stored (the column width); longer ones are not Twilio's and are refused.
@@ -46,38 +50,48 @@ class StoredResponse:
 class ReplayStore:
     """Claims idempotency tokens and stores the responses to replay."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, engine: Engine, *, clock: Callable[[], float] = time.time, keeper: LeaseKeeper | None = None
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self._keeper = keeper if keeper is not None else shared_keeper()
+        self._held: set[tuple[str, str, str]] = set()  # claims of this store still running: their leases renew
+        self._held_lock = threading.Lock()
+        self._keeper.register(self._renew)
 
-    def claim(self, tenant: str, hook: str, token: str, *, stale_after_seconds: float) -> bool:
-        """Try to become the one request that runs for *token*; return False if another request already has.
+    def claim(self, tenant: str, hook: str, token: str) -> bool:
+        """Try to become the one request that runs for *token*; return False if a live request already has.
 
-        A claim older than *stale_after_seconds* that never got a response (its process died mid-run) is taken
-        over, so a crash does not block the token forever.
+        A claim whose lease ran out without a response (its process died mid-run) is taken over.
         """
         key = _key(tenant, hook, token)
+        now = self._clock()
+        lease = {"owner": process_owner(), "lease_until": now + self._keeper.lease_seconds}
         try:
             with self._engine.begin() as conn:
                 conn.execute(
                     webhook_responses.insert().values(
-                        tenant=tenant, hook=hook, token=token, state="running", created_at=self._clock()
+                        tenant=tenant, hook=hook, token=token, state="running", created_at=now, **lease
                     )
                 )
         except sa.exc.IntegrityError:
-            cutoff = self._clock() - stale_after_seconds
             with self._engine.begin() as conn:
                 # Compare-and-set: of several requests that find the same stale claim, exactly one updates it.
                 taken = conn.execute(
                     webhook_responses.update()
-                    .where(key, webhook_responses.c.state == "running", webhook_responses.c.created_at < cutoff)
-                    .values(created_at=self._clock())
+                    .where(key, webhook_responses.c.state == "running", webhook_responses.c.lease_until < now)
+                    .values(**lease)
                 ).rowcount
-            return bool(taken)
+            if not taken:
+                return False
+        with self._held_lock:
+            self._held.add((tenant, hook, token))
         return True
 
     def store(self, tenant: str, hook: str, token: str, response: StoredResponse) -> None:
         """Store the claimed token's response for replay."""
+        self._drop(tenant, hook, token)
         with self._engine.begin() as conn:
             conn.execute(
                 webhook_responses.update()
@@ -93,6 +107,7 @@ class ReplayStore:
 
     def release(self, tenant: str, hook: str, token: str) -> None:
         """Give up a claim without a response (our failure, not the snippet's), so Twilio's retry runs again."""
+        self._drop(tenant, hook, token)
         with self._engine.begin() as conn:
             conn.execute(
                 webhook_responses.delete().where(_key(tenant, hook, token), webhook_responses.c.state == "running")
@@ -118,6 +133,28 @@ class ReplayStore:
             if stored is not None or time.monotonic() >= deadline:
                 return stored
             await asyncio.sleep(POLL_SECONDS)
+
+    def _drop(self, tenant: str, hook: str, token: str) -> None:
+        with self._held_lock:
+            self._held.discard((tenant, hook, token))
+
+    def _renew(self, _lease_until: float) -> None:
+        with self._held_lock:
+            held = sorted(self._held)
+        if not held:
+            return
+        lease_until = self._clock() + self._keeper.lease_seconds
+        with self._engine.begin() as conn:
+            for tenant, hook, token in held:
+                conn.execute(
+                    webhook_responses.update()
+                    .where(
+                        _key(tenant, hook, token),
+                        webhook_responses.c.state == "running",
+                        webhook_responses.c.owner == process_owner(),
+                    )
+                    .values(lease_until=lease_until)
+                )
 
 
 def _key(tenant: str, hook: str, token: str) -> sa.ColumnElement[bool]:

@@ -14,13 +14,13 @@ traceback (the snippet's own traceback is in the run history, not in a response 
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox.errors import WorkerCrashedError
 from sandbox.result import RunError
 from zingyconn.catalog import Hook
 from zingyconn.errors import ConnectionNotFoundError, ValidationError
@@ -35,6 +35,8 @@ from zingyconn.hosts.signature import (
     verify,
 )
 from zingyconn.hosts.state import HostState, host_state
+from zingyconn.leases import LEASE_SECONDS
+from zingyconn.tasks.retry import is_transient
 
 if TYPE_CHECKING:
     from zingyconn.runtime import Runtime
@@ -49,8 +51,8 @@ EMPTY_TWIML: Final = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 #: send (a proxy's Basic auth, a browser's cookies), and the signature, which a snippet has no use for.
 HIDDEN_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie", "x-twilio-signature"})
 
-#: A stale idempotency claim (its process died) is taken over this long after the hook's wall limit.
-CLAIM_GRACE_SECONDS: Final = 30.0
+#: How much longer than the hook's wall limit a duplicate waits for the first request's response.
+DUPLICATE_WAIT_SLACK_SECONDS: Final = 5.0
 
 
 async def handle_hook(request: Request) -> Response:
@@ -81,23 +83,28 @@ async def _run_once(
 ) -> tuple[StoredResponse, bool]:
     """Run the hook, or replay the response of the first request with the same token; return (response, replayed)."""
     if token is None:
-        return await state.in_thread(_run, state.runtime, hook, event, None, is_twilio), False
+        stored, _transient = await state.in_thread(_run, state.runtime, hook, event, None, is_twilio)
+        return stored, False
     wall = hook.run_limits().wall_seconds
-    claimed = await state.in_thread(
-        lambda: state.replay.claim(hook.tenant, hook.name, token, stale_after_seconds=wall + CLAIM_GRACE_SECONDS)
-    )
-    if not claimed:
-        stored = await state.replay.wait(hook.tenant, hook.name, token, timeout_seconds=wall + 5)
-        if stored is None:
+    give_up = time.monotonic() + wall + DUPLICATE_WAIT_SLACK_SECONDS
+    while not await state.in_thread(state.replay.claim, hook.tenant, hook.name, token):
+        # Another request runs this token: replay its response, or take the claim over once its lease runs out
+        # (its process died), so that this retry runs the hook instead of failing.
+        remaining = give_up - time.monotonic()
+        if remaining <= 0:
             raise TooManyRequestsError("A request with this idempotency token is still running; retry later.")
-        return stored, True
+        wait_seconds = min(remaining, LEASE_SECONDS / 2)
+        first = await state.replay.wait(hook.tenant, hook.name, token, timeout_seconds=wait_seconds)
+        if first is not None:
+            return first, True
     try:
-        stored = await state.in_thread(_run, state.runtime, hook, event, token, is_twilio)
+        stored, transient = await state.in_thread(_run, state.runtime, hook, event, token, is_twilio)
     except BaseException:
         await state.in_thread(state.replay.release, hook.tenant, hook.name, token)
         raise
-    if stored.status_code >= 500 and _error_type(stored) == WorkerCrashedError.__name__:
-        # Our failure, not the snippet's: let Twilio's retry run the hook again instead of replaying the crash.
+    if transient:
+        # Our failure or Twilio's, not the snippet's (a crashed worker, the store or Twilio unreachable): let
+        # Twilio's retry run the hook again instead of replaying the failure. Its sends are in the send ledger.
         await state.in_thread(state.replay.release, hook.tenant, hook.name, token)
     else:
         await state.in_thread(state.replay.store, hook.tenant, hook.name, token, stored)
@@ -196,7 +203,10 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-def _run(runtime: Runtime, hook: Hook, event: dict[str, Any], token: str | None, is_twilio: bool) -> StoredResponse:
+def _run(
+    runtime: Runtime, hook: Hook, event: dict[str, Any], token: str | None, is_twilio: bool
+) -> tuple[StoredResponse, bool]:
+    """Run the hook; return its response and whether it failed for a reason a retry may not meet (transient)."""
     key = None if token is None else f"webhook:{hook.name}:{token}"
     result = runtime.run(
         hook.tenant,
@@ -207,7 +217,9 @@ def _run(runtime: Runtime, hook: Hook, event: dict[str, Any], token: str | None,
         name=hook.name,
         idempotency_key=key,
     )
-    return render(result.ok, result.value, result.error, run_id=result.run_id, is_twilio=is_twilio)
+    error = None if result.error is None else result.error.to_json()
+    rendered = render(result.ok, result.value, result.error, run_id=result.run_id, is_twilio=is_twilio)
+    return rendered, is_transient(error, list(result.egress))
 
 
 def render(ok: bool, value: Any, error: RunError | None, *, run_id: str | None, is_twilio: bool) -> StoredResponse:
@@ -232,13 +244,6 @@ def render(ok: bool, value: Any, error: RunError | None, *, run_id: str | None, 
 
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _error_type(stored: StoredResponse) -> str | None:
-    try:
-        return str(json.loads(stored.body)["error"]["type"])
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 ROUTES: Final = [Route("/hooks/{tenant}/{hook}", handle_hook, methods=["GET", "POST"], name="hook")]

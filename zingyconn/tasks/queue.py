@@ -1,21 +1,26 @@
 """Background tasks: enqueue scripts, run them in Huey workers, retry by cause, fire cron schedules.
 
-Huey (:mod:`zingyconn.tasks.backend`: SQLite by default, Redis across machines) carries task *ids* only; the
-task itself is a row of the ``tasks`` table (:mod:`zingyconn.tasks.store`), which makes a task survive a killed
-worker and gives each task the run-level idempotency key its message sends are de-duplicated under.
+A task is a row of the ``tasks`` table (:mod:`zingyconn.tasks.store`): creating it is one INSERT, so a task exists
+(and will run) exactly when its caller was told so. Each consumer process runs a dispatcher
+(:mod:`zingyconn.tasks.dispatcher`) that moves ready rows onto Huey (:mod:`zingyconn.tasks.backend`: SQLite by
+default, Redis across machines) as its workers free up, round-robin across tenants. Huey carries task *ids* only.
+The id is the run-level idempotency key of the task's message sends, and a task a snippet enqueues gets an id
+derived from the enqueuing run's key, so a retried run or a replayed webhook enqueues nothing new.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from huey import Huey, RetryTask, crontab, signals
+from huey import Huey, crontab, signals
 from huey.api import PeriodicTask, Task
 from huey.consumer import Consumer
 from sqlalchemy.engine import Engine
@@ -24,10 +29,12 @@ from sandbox.errors import EgressDeniedError, QuotaExceededError
 from sandbox.limits import Limits
 from zingyconn.catalog import Catalog, Script
 from zingyconn.config import Settings
-from zingyconn.database import create_engine
-from zingyconn.errors import NotFoundError, ValidationError, ZingyConnError
+from zingyconn.database import create_engine, is_storage_fault
+from zingyconn.egress.ratelimit import Rate, RateLimiter
+from zingyconn.errors import NotFoundError, StorageUnavailableError, TaskQueueFullError, ValidationError, ZingyConnError
 from zingyconn.snippet.environment import OP_ENQUEUE
 from zingyconn.tasks.backend import EmbeddedConsumer, consumer_options, create_huey
+from zingyconn.tasks.dispatcher import Dispatcher
 from zingyconn.tasks.retry import Backoff, is_transient
 from zingyconn.tasks.schedule import parse_cron
 from zingyconn.tasks.store import MAX_ATTEMPTS, Source, TaskExistsError, TaskRecord, TaskStore
@@ -41,8 +48,16 @@ CATCH_UP: Final = dt.timedelta(minutes=5)
 ONE_MINUTE: Final = dt.timedelta(minutes=1)
 
 #: Threat: a task snippet that enqueues itself (or a webhook flood that enqueues per request) filling the queue.
-#: Snippet enqueues stop at this many in-flight tasks per tenant; admins (CLI, console) are not limited.
-MAX_WAITING_PER_TENANT: Final = 10_000
+#: Enqueues by snippets and the tenant API stop at this many in-flight tasks per tenant; admins (CLI, console) are
+#: not limited. Fair dispatch keeps a full queue from delaying other tenants; this bounds the table and the bill.
+MAX_WAITING_PER_TENANT: Final = 1_000
+#: How fast one tenant's snippets may enqueue (a token bucket shared by every process): a loop of enqueues in a
+#: busy webhook is refused with a clear error instead of growing the backlog at the speed of the host.
+ENQUEUE_RATE: Final = Rate(per_second=10.0, burst=100)
+#: The rate-limit bucket of snippet enqueues.
+ENQUEUE_BUCKET: Final = "enqueue"
+#: Sources that the per-tenant depth limit applies to (a tenant's own code and API), not the platform's admins.
+LIMITED_SOURCES: Final = frozenset({"snippet", "api"})
 
 
 class TaskRunner(Protocol):
@@ -74,7 +89,10 @@ class TaskQueue:
             producer that only enqueues (it cannot run tasks).
         clock: Unix time now; tests advance it to make cron schedules fire.
         backoff: Delays between attempts after transient failures.
-        max_waiting_per_tenant: Snippets of a tenant cannot enqueue while it has this many tasks in flight.
+        max_waiting_per_tenant: Snippets and the tenant API cannot enqueue while the tenant has this many tasks in
+            flight.
+        enqueue_rate: How fast one tenant's snippets may enqueue.
+        rate_limiter: Where the enqueue buckets live (default: the runner's broker's limiter, if any).
     """
 
     def __init__(
@@ -86,9 +104,14 @@ class TaskQueue:
         clock: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
         max_waiting_per_tenant: int = MAX_WAITING_PER_TENANT,
+        enqueue_rate: Rate = ENQUEUE_RATE,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.huey = huey
         self._max_waiting = max_waiting_per_tenant
+        self._enqueue_rate = enqueue_rate
+        broker = getattr(runner, "broker", None)
+        self._rate_limiter = rate_limiter if rate_limiter is not None else getattr(broker, "rate_limiter", None)
         self.store = TaskStore(engine, clock=clock)
         self.catalog = Catalog(engine, clock=clock)
         self.runner = runner
@@ -96,6 +119,12 @@ class TaskQueue:
         self._backoff = backoff or Backoff()
         self._last_tick: dt.datetime | None = None
         self._consumer: Consumer | None = None
+        self._workers = 0
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self.dispatcher = Dispatcher(
+            self.store, push=self._send, pending=self._pending, free_workers=self._free_workers
+        )
         self._run_task = huey.task(name="run_task")(self._execute)
         huey.periodic_task(crontab(), name="cron_tick")(self.tick)
         huey.signal(signals.SIGNAL_INTERRUPTED)(self._on_interrupted)
@@ -113,6 +142,7 @@ class TaskQueue:
         clock: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
         max_waiting_per_tenant: int = MAX_WAITING_PER_TENANT,
+        enqueue_rate: Rate = ENQUEUE_RATE,
     ) -> TaskQueue:
         """Return the queue *settings* configure (SQLite or Redis), on the store's *engine*."""
         engine = engine or create_engine(settings.db_url)
@@ -123,47 +153,91 @@ class TaskQueue:
             clock=clock,
             backoff=backoff,
             max_waiting_per_tenant=max_waiting_per_tenant,
+            enqueue_rate=enqueue_rate,
         )
 
     # --- producing ---------------------------------------------------------------------------------------------
 
-    def enqueue(self, tenant: str, script: str, payload: Any = None, *, source: Source = "api") -> TaskRecord:
+    def enqueue(
+        self, tenant: str, script: str, payload: Any = None, *, source: Source = "api", task_id: str | None = None
+    ) -> TaskRecord:
         """Queue a run of *script* with *payload* as its ``event``; return the task (its id is the run key).
+
+        The task exists once this returns (one INSERT); a dispatcher puts it on the queue when a worker is free.
+
+        Args:
+            task_id: An id derived from the caller's own idempotency key: enqueueing it again returns the first
+                task instead of a second one.
 
         Raises:
             NotFoundError: The tenant has no such script.
             ValidationError: The payload is not JSON or too large (``field="payload"``).
+            TaskQueueFullError: A snippet or the tenant API enqueues while the tenant has too many tasks waiting.
+            StorageUnavailableError: The store could not be written; no task was created.
         """
         self.catalog.get_script(tenant, script)
         _check_payload(payload)
-        record = self.store.create(tenant, script, payload, source=source)
-        self._send(record.id)
+        if source in LIMITED_SOURCES and self.store.count_waiting(tenant) >= self._max_waiting:
+            raise TaskQueueFullError(
+                f"Tenant {tenant!r} already has {self._max_waiting} tasks waiting; no more can be queued until "
+                "some have run."
+            )
+        try:
+            record = self.store.create(tenant, script, payload, source=source, task_id=task_id, existing_ok=True)
+        except Exception as exc:
+            if not is_storage_fault(exc):
+                raise
+            raise StorageUnavailableError(
+                f"Could not record the task ({type(exc).__name__}): the store is unavailable or full. No task was "
+                "queued; retry when it is back."
+            ) from None
+        self.dispatcher.wake()
         return record
 
-    def _enqueue_from_snippet(self, tenant: str, request: Any) -> dict[str, str]:
+    def _enqueue_from_snippet(self, tenant: str, request: Any, call_key: str | None) -> dict[str, str]:
         # The tenant is the running snippet's (passed by the runtime), never one the snippet names.
         script = request.get("script") if isinstance(request, dict) else None
         if type(script) is not str:
             raise EgressDeniedError("zingyConn.enqueue(script, payload) needs the script's name as a string.")
-        if self.store.count_waiting(tenant) >= self._max_waiting:
-            raise QuotaExceededError(
-                f"Tenant {tenant!r} already has {self._max_waiting} tasks waiting; a snippet cannot queue more "
-                "until some have run."
-            )
+        task_id = None if call_key is None else "run-" + uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant}/{call_key}").hex
+        if task_id is not None:
+            with contextlib.suppress(NotFoundError):  # this call already enqueued in an earlier attempt of the run
+                existing = self.store.get(task_id)
+                if existing.tenant == tenant:
+                    return {"task_id": existing.id}
+        self._take_enqueue_token(tenant)
         try:
-            record = self.enqueue(tenant, script, request.get("payload"), source="snippet")
+            record = self.enqueue(tenant, script, request.get("payload"), source="snippet", task_id=task_id)
+        except TaskQueueFullError as exc:
+            raise QuotaExceededError(str(exc)) from None
         except ZingyConnError as exc:
             raise EgressDeniedError(str(exc)) from None
         return {"task_id": record.id}
 
+    def _take_enqueue_token(self, tenant: str) -> None:
+        limiter, rate = self._rate_limiter, self._enqueue_rate
+        try:
+            allowed = limiter is None or limiter.acquire(tenant, ENQUEUE_BUCKET, rate)
+        except Exception as exc:
+            if not is_storage_fault(exc):
+                raise
+            raise EgressDeniedError(
+                "Could not check the enqueue rate limit (StorageUnavailable); no task was queued. Retry later."
+            ) from None
+        if not allowed:
+            raise QuotaExceededError(
+                f"Tenant {tenant!r} may enqueue at most {rate.per_second:g} tasks per second (bursts of "
+                f"{rate.burst}); this task was not queued. Enqueue fewer tasks, or one task that does more."
+            )
+
     def rerun(self, task_or_run_id: str) -> TaskRecord:
         """Queue a failed task again under its own id, so messages it already sent are not sent twice."""
         record = self.store.rerun(task_or_run_id)
-        self._send(record.id)
+        self.dispatcher.wake()
         return record
 
     def tick(self) -> list[TaskRecord]:
-        """Fire the cron schedules due since the last tick and re-queue abandoned tasks; return what was queued.
+        """Fire the cron schedules due since the last tick; return the tasks it queued.
 
         Huey calls this every minute in every consumer; a minute fires at most once per script across all of
         them, because a cron task's id is derived from (tenant, script, minute) and ids are unique.
@@ -174,7 +248,8 @@ class TaskQueue:
         queued = []
         for script in self.catalog.list_scripts(scheduled_only=True):
             queued.extend(self._fire(script, start, now))
-        queued.extend(self.recover())
+        if queued:
+            self.dispatcher.wake()
         return queued
 
     def _fire(self, script: Script, start: dt.datetime, end: dt.datetime) -> list[TaskRecord]:
@@ -194,7 +269,6 @@ class TaskQueue:
                 except TaskExistsError:
                     pass  # another scheduler fired this minute already
                 else:
-                    self._send(record.id)
                     fired.append(record)
             minute += ONE_MINUTE
         return fired
@@ -202,9 +276,30 @@ class TaskQueue:
     def _send(self, task_id: str) -> None:
         self.huey.enqueue(self._run_task.s(task_id))
 
+    def _pending(self) -> int:
+        return int(self.huey.pending_count())
+
+    def _free_workers(self) -> int:
+        with self._busy_lock:
+            return self._workers - self._busy
+
     # --- consuming ---------------------------------------------------------------------------------------------
 
     def _execute(self, task_id: str) -> None:
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            self._attempt(task_id)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+            # Dispatch the next task from this worker thread, before it asks the queue again: no idle poll between.
+            try:
+                self.dispatcher.step()
+            except Exception:  # the dispatcher thread tries again; this task's outcome is recorded already
+                logger.exception("Dispatching after task %s failed.", task_id)
+
+    def _attempt(self, task_id: str) -> None:
         try:
             record = self.store.get(task_id)
         except NotFoundError:  # a message that outlived its row (e.g. the store was reset): nothing to run
@@ -215,7 +310,7 @@ class TaskQueue:
         except NotFoundError:
             script = None
         limits = script.run_limits() if script is not None else Limits.for_kind("task")
-        claimed = self.store.claim(task_id, lease_seconds=limits.wall_seconds)
+        claimed = self.store.claim(task_id)
         if claimed is None:
             logger.info("Task %s is not claimable (duplicate delivery, or finished); skipped.", task_id)
             return
@@ -232,7 +327,6 @@ class TaskQueue:
                 logger.info(
                     "Task %s attempt %d failed transiently; retrying in %.1f s.", task_id, claimed.attempts, delay
                 )
-                raise RetryTask(delay=delay)
         else:
             self.store.finish(task_id, state="failed", run_id=run_id, error=error)
 
@@ -265,32 +359,28 @@ class TaskQueue:
         if isinstance(task, PeriodicTask) or not task.args:
             return
         if self.store.release(str(task.args[0])):
-            self._send(str(task.args[0]))
+            self.dispatcher.wake()
 
-    def recover(self) -> list[TaskRecord]:
-        """Re-queue tasks abandoned by workers that are gone or out of lease (run at worker start and every minute)."""
-        # While the queue holds messages, queued rows are waiting their turn, not lost: re-sending them would only
-        # add duplicates (harmless, claims dedupe, but they pile up in a long backlog).
-        is_idle = self.huey.pending_count() == 0 and self.huey.scheduled_count() == 0
-        records = self.store.reclaim(include_waiting=is_idle)
-        for record in records:
-            logger.warning("Re-queueing task %s (%s/%s): its worker is gone.", record.id, record.tenant, record.script)
-            self._send(record.id)
-        return records
+    def recover(self) -> int:
+        """Make tasks abandoned by dead workers, or lost with the queue's data, ready again; return how many."""
+        return self.dispatcher.recover()
 
     def start(self, *, workers: int = 2) -> None:
         """Start an in-process consumer (threads) for ``zingyconn serve``; the host keeps its signal handlers."""
         if self._consumer is not None:
             return
-        self.recover()
+        self._workers = workers
         self._consumer = EmbeddedConsumer(self.huey, **consumer_options(workers))
         self._consumer.start()
+        self.dispatcher.start()
 
     def stop(self, *, timeout_seconds: float = 10.0) -> None:
         """Stop the in-process consumer: running tasks get *timeout_seconds* to finish, then go back to the queue."""
         consumer, self._consumer = self._consumer, None
         if consumer is None:
             return
+        self.dispatcher.stop()
+        self._workers = 0  # nothing more is dispatched for this process's workers
         consumer.shutdown_timeout = timeout_seconds
         consumer.stop(graceful=True)
         self.huey.notify_interrupted_tasks()
@@ -300,9 +390,13 @@ class TaskQueue:
 
         Tasks still running when the worker stops are handed back to the queue.
         """
-        self.recover()
+        self._workers = workers
         options = consumer_options(workers) | {"graceful_signal": "TERM", "shutdown_timeout": shutdown_timeout_seconds}
-        self.huey.create_consumer(**options).run()
+        self.dispatcher.start()
+        try:
+            self.huey.create_consumer(**options).run()
+        finally:
+            self.dispatcher.stop()
 
 
 def _check_payload(payload: Any) -> None:

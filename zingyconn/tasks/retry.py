@@ -26,8 +26,9 @@ def is_transient(error: Mapping[str, Any] | None, egress: Sequence[Mapping[str, 
 
     The run must have ended on its last Twilio request: an uncaught ``TwilioRestException`` after a 429 or 5xx
     answer (a ``SnippetError``), or an uncaught ``EgressDeniedError`` because the request got no answer (the
-    broker records ``status: null`` and "The request failed" / "timed out"). Refusals by the broker (allowlist,
-    quotas, an idempotency key whose first send has an unknown outcome) are not transient.
+    broker records ``status: null`` and ``retryable: true``; older records say "The request failed" / "timed
+    out"), or because the platform's store failed around a send (``retryable: true``). Refusals by the broker
+    (allowlist, quotas) are not transient.
     """
     if error is None:
         return False
@@ -36,6 +37,8 @@ def is_transient(error: Mapping[str, Any] | None, egress: Sequence[Mapping[str, 
     if error.get("type") not in ("SnippetError", "EgressDeniedError") or not egress:
         return False
     last = egress[-1]
+    if last.get("retryable") is True:  # no answer from Twilio, or the platform's store failed around a send
+        return True
     status = last.get("status")
     if status is not None:
         return error.get("type") == "SnippetError" and int(status) in TRANSIENT_STATUSES

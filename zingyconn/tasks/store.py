@@ -1,25 +1,25 @@
 """The durable record of background tasks: what is queued, who runs it, what became of it.
 
-The queue (Huey, :mod:`zingyconn.tasks.queue`) carries only task ids. Each id has a row in the ``tasks`` table that
-moves ``queued -> running -> succeeded | failed`` (or ``running -> retrying -> running`` on a transient failure). A
-worker *claims* a row before running it (one compare-and-set, so a message delivered twice runs once) and holds a
-*lease* until the run's wall-clock limit has surely passed. A row whose lease ran out (or whose worker on this
-machine is gone, e.g. after a SIGKILL) is *abandoned*: :meth:`TaskStore.reclaim` puts it back on the queue. The same
-id is the run-level idempotency key of the messages the task sends, so the re-run returns the stored messages
-instead of sending them again.
+The ``tasks`` table is the queue of record (a transactional outbox): creating a task is one INSERT, and Huey
+(:mod:`zingyconn.tasks.queue`) only ever carries the ids a dispatcher chose to run next
+(:mod:`zingyconn.tasks.dispatcher`).
+Each row moves ``queued -> running -> succeeded | failed`` (or ``running -> retrying -> running`` after a transient
+failure). A row is *dispatched* (``dispatched_at``) when its id is put on the queue; a worker *claims* it before
+running it (one compare-and-set, so an id delivered twice runs once) and holds a *lease* that its process renews
+while it lives (:mod:`zingyconn.leases`). A row whose lease ran out (its worker was killed, or its machine died)
+is *abandoned*: :meth:`TaskStore.reclaim` makes it ready again. A dispatched row that no worker claimed while the
+queue stood empty lost its message (a Redis restart without persistence): :meth:`TaskStore.redispatch_lost`
+makes it ready again. The id is the run-level idempotency key of the messages the task sends, so a re-run
+returns the stored messages instead of sending them again.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
-import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, Literal
 
 import sqlalchemy as sa
@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 
 from zingyconn.database import read_only
 from zingyconn.errors import NotFoundError, ValidationError
+from zingyconn.leases import LeaseKeeper, process_owner, shared_keeper
 from zingyconn.schema import runs, tasks
 
 State = Literal["queued", "running", "retrying", "succeeded", "failed"]
@@ -36,11 +37,8 @@ Source = Literal["api", "cli", "console", "cron", "snippet", "rerun"]
 CLAIMABLE: Final = ("queued", "retrying")
 #: States that a reaper watches: the row should move on before ``lease_until``.
 IN_FLIGHT: Final = ("queued", "running", "retrying")
-#: How long a queued task may wait before the reaper suspects its queue message was lost (e.g. a worker killed
-#: between taking the message and claiming the row) and enqueues it again; duplicates are harmless (claims dedupe).
-QUEUED_GRACE_SECONDS: Final = 600.0
-#: Added to the wall-clock limit of a run to get its lease: time for the host to reap the child and record the run.
-LEASE_SLACK_SECONDS: Final = 30.0
+#: A dispatched task that no worker claimed this long, while the queue stood empty, lost its queue message.
+LOST_AFTER_SECONDS: Final = 5.0
 #: A task is given up (``failed``) after this many attempts, whatever the cause: transient Twilio errors, or
 #: workers lost while running it (a snippet that kills its worker every time must not loop forever).
 MAX_ATTEMPTS: Final = 5
@@ -57,8 +55,10 @@ class TaskRecord:
         payload: The ``event`` of the run.
         state: ``queued``, ``running``, ``retrying``, ``succeeded`` or ``failed``.
         attempts: Attempts started so far.
-        owner: ``place:pid`` of the worker running it (:func:`worker_identity`), while running.
-        lease_until: Unix time by which the row must move on, or the reaper takes it back.
+        owner: The process running it (:func:`zingyconn.leases.process_owner`), while running.
+        lease_until: While running: Unix time by which the worker must renew its lease, or the reaper takes it back.
+        dispatched_at: When its id was put on the queue; ``None`` while it waits for the dispatcher.
+        run_after: A retry's backoff: not dispatched before this Unix time.
         run_id: The run of the latest attempt in the run history.
         error: Why the latest attempt failed (the run's error object), or ``None``.
         source: Who enqueued it: ``api``, ``cli``, ``console``, ``cron``, ``snippet`` or ``rerun``.
@@ -74,6 +74,8 @@ class TaskRecord:
     attempts: int
     owner: str | None
     lease_until: float | None
+    dispatched_at: float | None
+    run_after: float | None
     run_id: str | None
     error: dict[str, Any] | None
     source: str
@@ -89,49 +91,53 @@ class TaskExistsError(ValidationError):
     """Raised when a task id is taken: for cron ids (one per script and minute), the minute already fired."""
 
 
-def worker_identity() -> str:
-    """Return ``place:pid``: who holds a claim, and whether that worker is provably gone (same place, no such pid)."""
-    return f"{_place()}:{os.getpid()}"
-
-
-@functools.cache
-def _place() -> str:
-    # Where a pid means the same process: the host name, this boot, and the PID namespace. Two containers that share
-    # a host name (``--network host``) have separate PID namespaces, and must not judge each other's pids.
-    parts = [socket.gethostname()]
-    with contextlib.suppress(OSError):
-        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8])
-    with contextlib.suppress(OSError):
-        parts.append(os.readlink("/proc/self/ns/pid").removeprefix("pid:[").rstrip("]"))
-    return "/".join(parts)
-
-
-def _is_dead_local_worker(owner: str | None) -> bool:
-    place, _, pid = (owner or "").rpartition(":")
-    if place != _place() or not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, under another user
-        return False
-    return False
-
-
 class TaskStore:
-    """Create, claim, finish and recover task rows in the store's database (SQLite or PostgreSQL)."""
+    """Create, dispatch, claim, finish and recover task rows in the store's database (SQLite or PostgreSQL).
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time, owner: str | None = None) -> None:
+    Args:
+        engine: The store's engine.
+        clock: Unix time now.
+        owner: Who claims in this store's name (default: this process, whose leases the keeper renews).
+        keeper: Renews the leases of tasks this store's owner runs (default: the process's keeper).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], float] = time.time,
+        owner: str | None = None,
+        keeper: LeaseKeeper | None = None,
+    ) -> None:
         self.engine = engine
         self._reader = read_only(engine)
         self._clock = clock
-        self.owner = owner or worker_identity()
+        self.owner = owner or process_owner()
+        self._keeper = keeper if keeper is not None else shared_keeper()
+        self._running: set[str] = set()  # tasks this store claimed and has not finished: their leases are renewed
+        self._running_lock = threading.Lock()
+        self._keeper.register(self._renew)
 
     def create(
-        self, tenant: str, script: str, payload: Any, *, source: Source, task_id: str | None = None
+        self,
+        tenant: str,
+        script: str,
+        payload: Any,
+        *,
+        source: Source,
+        task_id: str | None = None,
+        existing_ok: bool = False,
     ) -> TaskRecord:
-        """Insert a ``queued`` row for a new task and return it (the caller then puts its id on the queue)."""
+        """Insert a ``queued`` row for a new task and return it; a dispatcher puts it on the queue.
+
+        Args:
+            task_id: The id to use (cron minutes, idempotent enqueues); a new random id when ``None``.
+            existing_ok: When *task_id* exists for the same tenant, return that task instead of failing: the same
+                enqueue, repeated (a retried run, a replayed webhook).
+
+        Raises:
+            TaskExistsError: *task_id* is taken (and *existing_ok* is false, or it is another tenant's).
+        """
         now = self._clock()
         row = {
             "id": task_id or uuid.uuid4().hex,
@@ -140,7 +146,6 @@ class TaskStore:
             "payload": payload,
             "state": "queued",
             "attempts": 0,
-            "lease_until": now + QUEUED_GRACE_SECONDS,
             "source": source,
             "created_at": now,
             "updated_at": now,
@@ -151,6 +156,10 @@ class TaskStore:
         except sa.exc.IntegrityError:
             if task_id is None:
                 raise
+            if existing_ok:
+                existing = self.get(task_id)
+                if existing.tenant == tenant:
+                    return existing
             raise TaskExistsError(f"Task {task_id!r} already exists.") from None
         return self.get(str(row["id"]))
 
@@ -179,8 +188,10 @@ class TaskStore:
         with self._reader.connect() as conn:
             return int(conn.execute(query).scalar() or 0)
 
-    def claim(self, task_id: str, *, lease_seconds: float) -> TaskRecord | None:
+    def claim(self, task_id: str) -> TaskRecord | None:
         """Take task *task_id* for this worker: ``queued``/``retrying`` -> ``running``, one more attempt.
+
+        The lease lasts :data:`~zingyconn.leases.LEASE_SECONDS` and is renewed while this process lives.
 
         Returns:
             The claimed row, or ``None`` when it is not claimable (already running elsewhere, finished, unknown):
@@ -191,14 +202,18 @@ class TaskStore:
             "state": "running",
             "attempts": tasks.c.attempts + 1,
             "owner": self.owner,
-            "lease_until": now + lease_seconds + LEASE_SLACK_SECONDS,
+            "lease_until": now + self._keeper.lease_seconds,
             "updated_at": now,
         }
         with self.engine.begin() as conn:
             claimed = conn.execute(
                 tasks.update().where(tasks.c.id == task_id, tasks.c.state.in_(CLAIMABLE)).values(**values)
             ).rowcount
-        return self.get(task_id) if claimed else None
+        if not claimed:
+            return None
+        with self._running_lock:
+            self._running.add(task_id)
+        return self.get(task_id)
 
     def finish(
         self,
@@ -209,17 +224,16 @@ class TaskStore:
         error: dict[str, Any] | None = None,
     ) -> bool:
         """Record the outcome of this worker's attempt; False if the claim was lost meanwhile (reaped)."""
-        return self._move(task_id, state=state, run_id=run_id, error=error, lease_until=None)
+        return self._move(task_id, state=state, run_id=run_id, error=error)
 
     def retry_later(self, task_id: str, *, delay_seconds: float, run_id: str | None, error: dict[str, Any]) -> bool:
-        """Mark this worker's attempt as a transient failure to be retried after *delay_seconds*."""
-        lease = self._clock() + delay_seconds + QUEUED_GRACE_SECONDS
-        return self._move(task_id, state="retrying", run_id=run_id, error=error, lease_until=lease)
+        """Mark this worker's attempt as a transient failure, to be dispatched again after *delay_seconds*."""
+        run_after = self._clock() + delay_seconds
+        return self._move(task_id, state="retrying", run_id=run_id, error=error, run_after=run_after)
 
     def release(self, task_id: str) -> bool:
         """Give an interrupted attempt back to the queue (``running`` -> ``queued``) on a worker shutdown."""
-        lease = self._clock() + QUEUED_GRACE_SECONDS
-        return self._move(task_id, state="queued", run_id=None, error=None, lease_until=lease, keep_run=True)
+        return self._move(task_id, state="queued", run_id=None, error=None, keep_run=True)
 
     def _move(
         self,
@@ -228,59 +242,103 @@ class TaskStore:
         state: State,
         run_id: str | None,
         error: dict[str, Any] | None,
-        lease_until: float | None,
+        run_after: float | None = None,
         keep_run: bool = False,
     ) -> bool:
         values: dict[str, Any] = {
             "state": state,
             "error": error,
-            "lease_until": lease_until,
+            "lease_until": None,
             "owner": None,
+            "dispatched_at": None,
+            "run_after": run_after,
             "updated_at": self._clock(),
         }
         if not keep_run:
             values["run_id"] = run_id
         mine = (tasks.c.id == task_id) & (tasks.c.state == "running") & (tasks.c.owner == self.owner)
+        with self._running_lock:
+            self._running.discard(task_id)
         with self.engine.begin() as conn:
             return bool(conn.execute(tasks.update().where(mine).values(**values)).rowcount)
 
-    def reclaim(self, *, include_waiting: bool = True) -> list[TaskRecord]:
-        """Find abandoned tasks and make them runnable again; return the ones the caller must put on the queue.
+    def reclaim(self) -> list[TaskRecord]:
+        """Make tasks whose worker stopped renewing its lease (killed, machine lost) ready again; return them.
 
-        A row is abandoned when its lease ran out, or when it is ``running`` under a worker of this machine
-        whose process no longer exists (a SIGKILLed worker, seen at once by its restart). A row out of attempts
-        is failed instead.
-
-        Args:
-            include_waiting: Also take back ``queued``/``retrying`` rows past their lease (their queue message
-                may have been lost). Pass False while the queue still holds messages: the rows are just waiting.
+        A task out of attempts is failed instead (a snippet that kills its worker every time must not loop).
         """
         now = self._clock()
-        local = (tasks.c.state == "running") & tasks.c.owner.startswith(f"{_place()}:", autoescape=True)
-        expired = tasks.c.lease_until < now
-        if not include_waiting:
-            expired &= tasks.c.state == "running"
-        query = sa.select(tasks).where(tasks.c.state.in_(IN_FLIGHT), expired | local)
+        query = sa.select(tasks).where(tasks.c.state == "running", tasks.c.lease_until < now)
         with self._reader.connect() as conn:
-            rows = conn.execute(query).all()
-        stale = [
-            _record(row._mapping)
-            for row in rows
-            if (row.lease_until is not None and row.lease_until < now)
-            or (row.state == "running" and _is_dead_local_worker(row.owner))
-        ]
+            stale = [_record(row._mapping) for row in conn.execute(query)]
         return [record for record in stale if self._reclaim_one(record, now)]
 
     def _reclaim_one(self, record: TaskRecord, now: float) -> bool:
-        same = (tasks.c.id == record.id) & (tasks.c.state == record.state) & (tasks.c.updated_at == record.updated_at)
-        if record.state == "running" and record.attempts >= MAX_ATTEMPTS:
+        same = (tasks.c.id == record.id) & (tasks.c.state == "running") & (tasks.c.updated_at == record.updated_at)
+        same &= tasks.c.lease_until < now  # renewed meanwhile: its worker lives after all
+        if record.attempts >= MAX_ATTEMPTS:
             error = {"type": "WorkerLostError", "message": f"The worker running attempt {record.attempts} was lost."}
-            values: dict[str, Any] = {"state": "failed", "error": error, "owner": None, "lease_until": None}
+            values: dict[str, Any] = {"state": "failed", "error": error}
         else:
-            values = {"state": "queued", "owner": None, "lease_until": now + QUEUED_GRACE_SECONDS}
+            values = {"state": "queued", "dispatched_at": None}
         with self.engine.begin() as conn:
-            moved = conn.execute(tasks.update().where(same).values(**values, updated_at=now)).rowcount
+            moved = conn.execute(
+                tasks.update().where(same).values(**values, owner=None, lease_until=None, updated_at=now)
+            ).rowcount
         return bool(moved) and values["state"] == "queued"
+
+    def redispatch_lost(self) -> int:
+        """Make dispatched tasks no worker claimed within :data:`LOST_AFTER_SECONDS` ready again; return how many.
+
+        Call only while the queue is empty: then a dispatched, unclaimed row's message is gone (a queue that lost
+        its data), not waiting its turn.
+        """
+        cutoff = self._clock() - LOST_AFTER_SECONDS
+        lost = tasks.c.state.in_(CLAIMABLE) & (tasks.c.dispatched_at < cutoff)
+        with self.engine.begin() as conn:
+            return int(conn.execute(tasks.update().where(lost).values(dispatched_at=None)).rowcount)
+
+    def ready_tenants(self) -> list[str]:
+        """Return the tenants that have a task ready to dispatch, the one waiting longest first."""
+        oldest = sa.func.min(tasks.c.created_at)
+        query = sa.select(tasks.c.tenant).where(self._ready()).group_by(tasks.c.tenant).order_by(oldest)
+        with self._reader.connect() as conn:
+            return [str(tenant) for tenant in conn.execute(query).scalars()]
+
+    def dispatch_next(self, tenant: str) -> str | None:
+        """Mark *tenant*'s oldest ready task dispatched and return its id (``None`` if another dispatcher took it)."""
+        query = sa.select(tasks.c.id).where(self._ready(), tasks.c.tenant == tenant).order_by(tasks.c.created_at)
+        with self._reader.connect() as conn:
+            task_id = conn.execute(query.limit(1)).scalar()
+        if task_id is None:
+            return None
+        now = self._clock()
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                tasks.update().where(tasks.c.id == task_id, self._ready()).values(dispatched_at=now)
+            ).rowcount
+        return str(task_id) if taken else None
+
+    def undispatch(self, task_id: str) -> None:
+        """Make *task_id* ready again after its queue push failed."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                tasks.update().where(tasks.c.id == task_id, tasks.c.state.in_(CLAIMABLE)).values(dispatched_at=None)
+            )
+
+    def _ready(self) -> sa.ColumnElement[bool]:
+        not_before = tasks.c.run_after.is_(None) | (tasks.c.run_after <= self._clock())
+        return tasks.c.state.in_(CLAIMABLE) & tasks.c.dispatched_at.is_(None) & not_before
+
+    def _renew(self, _lease_until: float) -> None:
+        with self._running_lock:
+            running = sorted(self._running)
+        if not running:
+            return
+        lease_until = self._clock() + self._keeper.lease_seconds
+        mine = (tasks.c.owner == self.owner) & (tasks.c.state == "running") & tasks.c.id.in_(running)
+        with self.engine.begin() as conn:
+            conn.execute(tasks.update().where(mine).values(lease_until=lease_until))
 
     def rerun(self, task_or_run_id: str) -> TaskRecord:
         """Queue a failed task again (same id, so sends it already made are not repeated); accepts a run id too.
@@ -295,7 +353,9 @@ class TaskStore:
             "state": "queued",
             "attempts": 0,
             "error": None,
-            "lease_until": now + QUEUED_GRACE_SECONDS,
+            "lease_until": None,
+            "dispatched_at": None,
+            "run_after": None,
             "source": "rerun",
             "updated_at": now,
         }

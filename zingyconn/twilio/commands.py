@@ -24,8 +24,16 @@ import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
-from sandbox.errors import SandboxError
-from zingyconn.egress.ledger import SendLedger, request_fingerprint
+from sandbox.errors import QuotaExceededError
+from zingyconn.egress.ledger import (
+    CLOCK_SKEW_SECONDS,
+    Claim,
+    SendLedger,
+    SentQuery,
+    created_seconds,
+    find_sent,
+    request_fingerprint,
+)
 from zingyconn.errors import FlowNotAllowedError, InvalidCommandError, TwilioError, ZingyConnError
 from zingyconn.twilio import inputs
 
@@ -45,6 +53,9 @@ MESSAGE_FIELDS: Final = (
 )  # fmt: skip
 #: Prefix of the ledger keys of sendMessage commands.
 COMMAND_KEY_PREFIX: Final = "command:"
+#: Messages read, newest first and at most, when reconciling a send of unknown outcome (the window is minutes).
+RECONCILE_LIMIT: Final = 500
+RECONCILE_PAGE: Final = 100
 _LIBRARY_PREFIX: Final = re.compile(r"^Unable to \w+ (record|page): ")
 
 
@@ -187,20 +198,62 @@ class ConnectionCommands:
             return self._create(tenant, connection, request.kwargs)
         fingerprint = request_fingerprint({"connection": connection, "kwargs": request.kwargs})
         shown_as, key = key, COMMAND_KEY_PREFIX + key  # apart from the broker's keys for snippet runs ("{key}:{n}")
-        first = self._ledger.claim(tenant, key, fingerprint, shown_as=shown_as)
-        if first is not None:
-            return first
+        claim = self._ledger.claim(tenant, key, fingerprint, shown_as=shown_as)
+        if not isinstance(claim, Claim):
+            return claim
+        try:
+            if claim.reconcile_since is not None:
+                found = self._reconcile(tenant, connection, claim, request.kwargs)
+                if found is not None:
+                    return found
+            self._ledger.start(claim)
+        except BaseException:
+            (self._ledger.release if claim.reconcile_since is None else self._ledger.unknown)(claim)
+            raise
         try:
             message = self._create(tenant, connection, request.kwargs)
         except TwilioError as exc:
             if exc.status < 500:  # Twilio refused the request: nothing was sent, so a retry may send
-                self._ledger.release(tenant, key)
+                self._ledger.release(claim)
+            else:
+                self._ledger.unknown(claim)
             raise
-        except (SandboxError, InvalidCommandError, LookupError):  # refused before any request left (broker, store)
-            self._ledger.release(tenant, key)
+        except (QuotaExceededError, InvalidCommandError, LookupError):  # refused before any request left
+            self._ledger.release(claim)
             raise
-        self._ledger.complete(tenant, key, message)
+        except BaseException:  # no answer (the connection dropped, a timeout): it may have been sent
+            self._ledger.unknown(claim)
+            raise
+        self._ledger.complete(claim, message)
         return message
+
+    def _reconcile(
+        self, tenant: str, connection: str, claim: Claim, kwargs: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Find the message an earlier attempt with *claim*'s key may have created, and record it; None if none."""
+        assert self._ledger is not None
+        assert claim.reconcile_since is not None
+        query = SentQuery(
+            to=str(kwargs.get("to", "")),
+            from_=kwargs.get("from_"),
+            service=kwargs.get("messaging_service_sid"),
+            body=str(kwargs.get("body") or ""),
+            since=claim.reconcile_since,
+        )
+        filters = {"to": query.to} | ({} if query.from_ is None else {"from_": query.from_})
+        client = self._client_for(tenant, connection)
+        recent = []
+        with _twilio_errors():
+            for message in client.messages.stream(limit=RECONCILE_LIMIT, page_size=RECONCILE_PAGE, **filters):
+                listed = message_to_json(message)
+                recent.append(listed)
+                if (created_seconds(listed) or 0.0) < query.since - CLOCK_SKEW_SECONDS:
+                    break  # newest first: the rest is older than the window
+        known = self._ledger.recorded_sids(tenant, [str(message.get("sid") or "") for message in recent])
+        found = find_sent(recent, query, known)
+        if found is not None:
+            self._ledger.complete(claim, found)
+        return found
 
     def _idempotency_key(self, from_inputs: str | None, from_argument: str | None) -> str | None:
         if from_inputs is not None and from_argument is not None and from_inputs != from_argument:

@@ -225,6 +225,7 @@ def test_message_creation_is_rate_limited_per_tenant(world: World) -> None:
         base_url=world.emulator.base_url,
         rate_limiter=SqlRateLimiter(world.engine, clock=lambda: 1000.0),
         message_rate=Rate(per_second=1.0, burst=3),
+        max_rate_wait_seconds=0.0,
     )
     client = broker.client("acme", "main")
     for _ in range(3):

@@ -29,7 +29,7 @@ from tests.emulator import (
 )
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
-from zingyconn.egress.ledger import SendLedger
+from zingyconn.egress.ledger import Claim, SendLedger
 from zingyconn.errors import FlowNotAllowedError, IdempotencyConflictError, InvalidCommandError, TwilioError
 from zingyconn.hosts.cli.command import command as command_cli
 from zingyconn.runtime import Runtime
@@ -477,7 +477,7 @@ def test_concurrent_claims_of_one_key_have_exactly_one_winner(ledger_url: str) -
     def claim(_: int) -> str:
         barrier.wait()
         try:
-            return "send" if ledger.claim("acme", "k", "fp") is None else "replay"
+            return "send" if isinstance(ledger.claim("acme", "k", "fp"), Claim) else "replay"
         except IdempotencyConflictError:
             return "refused"
 
@@ -509,25 +509,27 @@ def test_concurrent_duplicate_send_is_refused_while_the_first_is_in_flight(tmp_p
     """A second claim of a key whose send has not finished is refused: two sends never both go out."""
     ledger = SendLedger(create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
 
-    assert ledger.claim("acme", "k", "fp") is None
-    with pytest.raises(IdempotencyConflictError, match="still being sent, or its outcome is unknown"):
+    claim = ledger.claim("acme", "k", "fp")
+    assert isinstance(claim, Claim)
+    with pytest.raises(IdempotencyConflictError, match="is being sent by another request right now"):
         ledger.claim("acme", "k", "fp")
-    ledger.complete("acme", "k", {"sid": MESSAGE})
+    ledger.complete(claim, {"sid": MESSAGE})
     assert ledger.claim("acme", "k", "fp") == {"sid": MESSAGE}
-    assert ledger.claim("other-tenant", "k", "fp") is None
+    assert isinstance(ledger.claim("other-tenant", "k", "fp"), Claim)
 
 
 def test_idempotency_key_expires_after_24_hours(tmp_path: Path) -> None:
     """After the 24-hour window a key is free again and the next send goes out."""
     now = [1000.0]
     ledger = SendLedger(create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"), clock=lambda: now[0])
-    ledger.claim("acme", "k", "fp")
-    ledger.complete("acme", "k", {"sid": MESSAGE})
+    claim = ledger.claim("acme", "k", "fp")
+    assert isinstance(claim, Claim)
+    ledger.complete(claim, {"sid": MESSAGE})
 
     now[0] += 24 * 3600 - 1
     assert ledger.claim("acme", "k", "fp") == {"sid": MESSAGE}
     now[0] += 1
-    assert ledger.claim("acme", "k", "fp") is None
+    assert isinstance(ledger.claim("acme", "k", "fp"), Claim)
     assert ledger.purge() == 0
 
 
