@@ -19,6 +19,7 @@ import pytest
 
 from tests.emulator import Emulator, running_emulator
 from tests.servers import free_port, missing, wait_for_port
+from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
 from zingyconn.secrets.tokens import TokenStore
@@ -241,3 +242,70 @@ def test_wrong_token_is_refused(page: object, console: Console) -> None:
     assert "not valid" in page.content()  # type: ignore[attr-defined]
     page.goto(console.url("/console/"))  # type: ignore[attr-defined]
     assert "/console/login" in page.url  # type: ignore[attr-defined]
+
+
+#: What a hostile tenant's hook returns: a document whose script, if it ran in the console's origin, would read the
+#: console's CSRF token and save a hook into another tenant. It marks the document first, so a run is visible.
+_ATTACK_SCRIPT = """
+document.documentElement.setAttribute('data-ran', '1');
+fetch('/console/t/victim/runner').then(function (r) { return r.text(); }).then(function (html) {
+  var token = html.match(/name="csrf_token" value="([^"]+)"/)[1];
+  var form = new URLSearchParams({csrf_token: token, action: 'save', save_kind: 'hook', save_name: 'planted',
+                                  source: 'return 1', kind: 'webhook'});
+  return fetch('/console/t/victim/runner', {method: 'POST', body: form});
+});
+"""
+ATTACKS = {
+    "xhtml": (
+        '<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"><body><p>hi</p>'
+        f"<script>//<![CDATA[\n{_ATTACK_SCRIPT}//]]></script></body></html>"
+    ),
+    "twiml-with-xhtml-namespace": (
+        '<Response xmlns:h="http://www.w3.org/1999/xhtml"><Message>hi</Message>'
+        f"<h:script>//<![CDATA[\n{_ATTACK_SCRIPT}//]]></h:script></Response>"
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_a_hooks_active_content_never_runs_with_the_console_session(
+    page: object, console: Console, attack: str
+) -> None:
+    """A tenant's hook returning XHTML with a script, opened in a signed-in console, runs nothing and saves nothing."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    engine = create_engine(Settings.from_env({"ZINGYCONN_DATA_DIR": str(console.data_dir)}).db_url)
+    catalog = Catalog(engine)
+    catalog.put_hook("mallory", f"page-{attack}", f"return {ATTACKS[attack]!r}")
+    _sign_in(page, console)
+    assert "/console/" in page.url  # type: ignore[attr-defined]
+
+    response = page.goto(console.url(f"/hooks/mallory/page-{attack}"))  # type: ignore[attr-defined]
+    # Give a script that did run the time to finish its requests (it would keep the network busy meanwhile).
+    with contextlib.suppress(PlaywrightTimeoutError):
+        page.wait_for_load_state("networkidle", timeout=10_000)  # type: ignore[attr-defined]
+
+    saved = [hook.name for hook in catalog.list_hooks("victim")]
+    ran = page.evaluate("document.documentElement.getAttribute('data-ran')")  # type: ignore[attr-defined]
+    assert (saved, ran) == ([], None)
+    assert response.headers["content-security-policy"] == "sandbox; default-src 'none'"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    engine.dispose()
+
+
+def test_console_pages_carry_a_strict_policy_and_run_their_own_script(page: object, console: Console) -> None:
+    """Console pages send the strict CSP; the console's own script (from /console/static) still works under it."""
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)  # type: ignore[attr-defined]
+    _sign_in(page, console)
+    response = page.goto(console.url("/console/t/acme/runner"))  # type: ignore[attr-defined]
+
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert "default-src 'none'" in policy
+    page.fill("#source", "a = 1\nb = 2\nc = 3\nreturn a")  # type: ignore[attr-defined]
+    # console.js renumbers the gutter as the text changes: it ran under the policy.
+    assert page.inner_text(".code .gutter").split() == ["1", "2", "3", "4"]  # type: ignore[attr-defined]
+    assert not [error for error in errors if "Content Security Policy" in error]

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.errors import CompileError, SandboxError
 from zingyconn.errors import ZingyConnError
+from zingyconn.hosts.content import HOOK_HEADERS
 
 #: Default cap on a request body. Twilio's webhook bodies are a few KiB (a 1,600-character SMS plus metadata); the
 #: cap keeps one client from making the server buffer arbitrarily large uploads in memory.
@@ -107,6 +108,10 @@ class TenantLimiter:
 class EdgeMiddleware:
     """Pure ASGI middleware: refuses declared oversized bodies, turns stray errors into the JSON shape, logs access.
 
+    Every response gets ``X-Content-Type-Options: nosniff`` and, unless the route sent its own policy (the console
+    does), the hook origin's ``Content-Security-Policy: sandbox; default-src 'none'`` (see
+    :mod:`zingyconn.hosts.content`): a route that forgets them still serves nothing a browser would run.
+
     The access log is one JSON line per request on the ``zingyconn.access`` logger: method, path, status, duration,
     client, and the ``tenant``, ``hook``, ``run_id`` and ``replayed`` values that handlers put in ``scope["state"]``.
     """
@@ -133,6 +138,7 @@ class EdgeMiddleware:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status, response_started = message["status"], True
+                message = {**message, "headers": _with_default_headers(message.get("headers", []))}
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 log_once()  # before the last bytes leave: whoever got the response can already read the line
             await send(message)
@@ -151,6 +157,44 @@ class EdgeMiddleware:
                 await error_response("InternalError", message, status=500)(scope, receive, send_and_watch)
         finally:
             log_once()
+
+
+class OriginSplitMiddleware:
+    """With the console on its own port, answer console paths only on that port and every other path elsewhere.
+
+    ``scope["server"]`` is the listening socket a connection arrived on (not a header a client chose), so a hook's
+    URL cannot be opened on the console's origin, nor the console on the hooks' origin. ``/healthz`` answers on both.
+    """
+
+    def __init__(self, app: ASGIApp, *, console_port: int, console_prefix: str = "/console") -> None:
+        self.app = app
+        self.console_port = console_port
+        self.console_prefix = console_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._is_served_here(scope):
+            message = f"Not found: {scope.get('path')} is not served on this port."
+            await error_response("NotFoundError", message, status=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _is_served_here(self, scope: Scope) -> bool:
+        path: str = scope.get("path", "")
+        if path == "/healthz":
+            return True
+        on_console_port = (scope.get("server") or (None, None))[1] == self.console_port
+        is_console_path = path == self.console_prefix or path.startswith(self.console_prefix + "/")
+        return on_console_port == is_console_path
+
+
+def _with_default_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    present = {name.lower() for name, _ in headers}
+    added = [
+        (name.lower().encode(), value.encode())
+        for name, value in HOOK_HEADERS.items()
+        if name.lower().encode() not in present
+    ]
+    return [*headers, *added]
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -32,6 +32,7 @@ from zingyconn.hosts.composition import LifespanHook
 from zingyconn.hosts.middleware import (
     DEFAULT_MAX_BODY_BYTES,
     EdgeMiddleware,
+    OriginSplitMiddleware,
     TenantLimiter,
     error_response,
     exception_response,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 #: Environment variables through which ``zingyconn serve --workers N`` hands its options to each worker process.
 ENV_PUBLIC_URL: Final = "ZINGYCONN_PUBLIC_URL"
 ENV_TRUSTED_PROXIES: Final = "ZINGYCONN_TRUSTED_PROXIES"
+ENV_CONSOLE_PORT: Final = "ZINGYCONN_CONSOLE_PORT"
 
 
 async def healthz(request: Request) -> Response:
@@ -76,6 +78,7 @@ def create_app(
     tenant_backlog: int = 256,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     close_runtime: bool = False,
+    console_port: int | None = None,
 ) -> Starlette:
     """Build the server app around *runtime*.
 
@@ -90,6 +93,7 @@ def create_app(
         tenant_backlog: Requests of one tenant that may wait for a slot before 429.
         max_body_bytes: Request body cap (413 beyond).
         close_runtime: Close *runtime* at shutdown (the server built it).
+        console_port: The port the console listens on, apart from the hooks (``None``: beside them).
     """
     engine = runtime.engine
     state = HostState(
@@ -120,9 +124,12 @@ def create_app(
         *api.ROUTES,
         *mounts,
     ]
+    middleware = [Middleware(EdgeMiddleware, max_body_bytes=max_body_bytes)]
+    if console_port is not None:
+        middleware.append(Middleware(OriginSplitMiddleware, console_port=console_port))
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(EdgeMiddleware, max_body_bytes=max_body_bytes)],
+        middleware=middleware,
         exception_handlers={
             ZingyConnError: _zingy_error,
             SandboxError: _zingy_error,
@@ -144,6 +151,7 @@ def create_app_from_env() -> Starlette:
     queue = composition.task_queue(runtime)
     admin_token = runtime.settings.admin_token
     public_url = os.environ.get(ENV_PUBLIC_URL) or None
+    console_port = os.environ.get(ENV_CONSOLE_PORT) or None
     return create_app(
         runtime,
         public_url=public_url,
@@ -152,4 +160,5 @@ def create_app_from_env() -> Starlette:
         lifespan_hooks=composition.default_lifespan_hooks(runtime, queue=queue),
         mounts=composition.default_mounts(runtime, admin_token=admin_token, queue=queue, public_url=public_url),
         close_runtime=True,
+        console_port=None if console_port is None else int(console_port),
     )

@@ -4,9 +4,10 @@ Order of work for one request: read the body (capped) → find the hook (404) �
 hook names a validation connection (403, nothing run) → take a per-tenant slot (429 when full) → claim the
 ``I-Twilio-Idempotency-Token`` (a duplicate replays the first response) → run in the sandbox → render → store.
 
-Responses: a dict/list/number/bool becomes JSON; a string that starts with ``<?xml`` or ``<Response`` (what a TwiML
-object turns into) becomes ``text/xml``; any other string ``text/plain``; ``None`` becomes an empty TwiML
-``<Response/>`` for Twilio requests (signed ones, or hooks with a validation connection) and ``204`` otherwise.
+Responses: a dict/list/number/bool becomes JSON; a string that is a TwiML document (what a TwiML object turns into;
+see :func:`zingyconn.hosts.content.is_twiml`) becomes ``text/xml``; any other string ``text/plain``; ``None``
+becomes an empty TwiML ``<Response/>`` for Twilio requests (signed ones, or hooks with a validation connection)
+and ``204`` otherwise.
 A snippet error is ``500`` and a time limit ``504``, both as the JSON error shape with the run id and without any
 traceback (the snippet's own traceback is in the run history, not in a response anyone can read).
 """
@@ -24,6 +25,7 @@ from starlette.routing import Route
 from sandbox.result import RunError
 from zingyconn.catalog import Hook
 from zingyconn.errors import ConnectionNotFoundError, ValidationError
+from zingyconn.hosts.content import media_type_of
 from zingyconn.hosts.middleware import TooManyRequestsError, read_body
 from zingyconn.hosts.replay import MAX_TOKEN_LENGTH, StoredResponse
 from zingyconn.hosts.signature import (
@@ -236,9 +238,7 @@ def render(ok: bool, value: Any, error: RunError | None, *, run_id: str | None, 
             return StoredResponse(200, "text/xml", EMPTY_TWIML, run_id)
         return StoredResponse(204, "", b"", run_id)
     if isinstance(value, str):
-        if value.lstrip().startswith(("<?xml", "<Response")):
-            return StoredResponse(200, "text/xml", value.encode(), run_id)
-        return StoredResponse(200, "text/plain; charset=utf-8", value.encode(), run_id)
+        return StoredResponse(200, media_type_of(value), value.encode(), run_id)
     return StoredResponse(200, "application/json", _dumps(value), run_id)
 
 

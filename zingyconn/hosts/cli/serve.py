@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import click
 
 from zingyconn.hosts.composition import ENV_ACCESS_LOG, ENV_NO_TASKS
-from zingyconn.hosts.server import ENV_PUBLIC_URL, ENV_TRUSTED_PROXIES
+from zingyconn.hosts.server import ENV_CONSOLE_PORT, ENV_PUBLIC_URL, ENV_TRUSTED_PROXIES
+
+if TYPE_CHECKING:
+    import socket
 
 
 @click.command()
@@ -18,6 +22,9 @@ from zingyconn.hosts.server import ENV_PUBLIC_URL, ENV_TRUSTED_PROXIES
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
 @click.option("--no-tasks", is_flag=True, help="Do not run background tasks in this server (use `zingyconn worker`).")
 @click.option("--no-access-log", is_flag=True, help="Do not print the JSON access log.")
+@click.option("--console-host", default=None, help="Interface of the console's own listener (default: --host).")
+@click.option("--console-port", default=None, type=click.IntRange(1, 65535),
+              help="Serve /console on this port only (its own origin), not beside the hooks.")  # fmt: skip
 def serve(
     host: str,
     port: int,
@@ -26,13 +33,19 @@ def serve(
     workers: int,
     no_tasks: bool,
     no_access_log: bool,
+    console_host: str | None,
+    console_port: int | None,
 ) -> None:
     """Serve webhooks (/hooks/TENANT/HOOK), the command API (/api/v1), the console (/console) and /healthz.
 
     Signatures are checked against --public-url when it is set (recommended behind a proxy); otherwise against
     the URL of the request, with X-Forwarded-Proto/Host believed only from --trusted-proxy addresses.
+
+    With --console-port the console answers only on that port and the hooks only on --port: two origins, so a
+    page a tenant's hook returns can never share the console's cookies or storage (recommended; see the docs).
     """
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from zingyconn.hosts.signature import PublicUrl
 
@@ -46,8 +59,19 @@ def serve(
     os.environ[ENV_PUBLIC_URL] = public_url or ""
     os.environ[ENV_TRUSTED_PROXIES] = ",".join(trusted_proxies)
     os.environ[ENV_NO_TASKS] = "1" if no_tasks else ""
-    click.echo(f"zingyconn serve: http://{host}:{port}/ ({workers} worker(s), tasks {'off' if no_tasks else 'on'})")
-    uvicorn.run(
+    if console_port is not None and (console_host or host, console_port) == (host, port):
+        raise click.BadParameter(
+            "must differ from --host/--port (the console needs its own origin)", param_hint="--console-port"
+        )
+    os.environ[ENV_CONSOLE_PORT] = "" if console_port is None else str(console_port)
+    sockets = [_listen(host, port, option="--port")]
+    if console_port is not None:
+        sockets.append(_listen(console_host or host, console_port, option="--console-port"))
+    console = "" if console_port is None else f", console on http://{console_host or host}:{console_port}/console/"
+    click.echo(
+        f"zingyconn serve: http://{host}:{port}/ ({workers} worker(s), tasks {'off' if no_tasks else 'on'}{console})"
+    )
+    config = uvicorn.Config(
         "zingyconn.hosts.server:create_app_from_env",
         factory=True,
         host=host,
@@ -60,3 +84,26 @@ def serve(
         access_log=False,
         log_level="warning",
     )
+    try:
+        if workers > 1:
+            Multiprocess(config, sockets=sockets).run()
+        else:
+            uvicorn.Server(config).run(sockets=sockets)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _listen(host: str, port: int, *, option: str) -> socket.socket:
+    """Bind a listening socket now, so a taken port is one clear error before any worker starts."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot listen on {host}:{port}: {exc.strerror}", param_hint=option) from None
+    sock.set_inheritable(True)  # --workers N: the worker processes accept on it
+    return sock

@@ -19,6 +19,7 @@ from starlette.templating import Jinja2Templates
 
 from zingyconn.hosts.console import connections, pages, runner
 from zingyconn.hosts.console.auth import session_secret
+from zingyconn.hosts.console.policy import ConsolePolicyMiddleware
 
 if TYPE_CHECKING:
     from zingyconn.hosts.console.view import ConsoleState
@@ -81,6 +82,7 @@ def create_console(state: ConsoleState, *, admin_token: str | None, https_only: 
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(ConsolePolicyMiddleware),
             Middleware(
                 SessionMiddleware,
                 secret_key=session_secret(admin_token),
@@ -89,7 +91,7 @@ def create_console(state: ConsoleState, *, admin_token: str | None, https_only: 
                 path="/console",
                 same_site="strict",
                 https_only=https_only,
-            )
+            ),
         ],
     )
     app.state.console = state

@@ -1,4 +1,12 @@
-// Keep the runner's line-number gutter in step with the textarea (the page works without this script).
+// The console's only script, loaded from /console/static (its CSP runs no inline code); the pages work without it.
+
+// Ask before a destructive form (data-confirm="question") is submitted.
+document.addEventListener("submit", function (event) {
+  const question = event.target instanceof HTMLFormElement ? event.target.dataset.confirm : undefined;
+  if (question && !window.confirm(question)) event.preventDefault();
+});
+
+// Keep the runner's line-number gutter in step with the textarea.
 (function () {
   const source = document.getElementById("source");
   const gutter = document.querySelector(".code .gutter");
