@@ -21,6 +21,11 @@ class Settings:
         queue_url: ``ZINGYCONN_QUEUE_URL``: ``redis://...`` or ``None`` for the SQLite queue in ``data_dir``.
         twilio_base_url: ``ZINGYCONN_TWILIO_BASE_URL``: e.g. the emulator; ``None`` means the real Twilio API.
         admin_token: ``ZINGYCONN_ADMIN_TOKEN``: console login and admin API token, or ``None``.
+        session_idle_seconds: ``ZINGYCONN_SESSION_IDLE_SECONDS``: a console session ends after this long unused.
+        session_max_seconds: ``ZINGYCONN_SESSION_MAX_SECONDS``: ... and this long after sign-in in any case.
+        logins_per_minute_per_client: ``ZINGYCONN_LOGINS_PER_MINUTE_PER_CLIENT``: console sign-in attempts allowed
+            from one client address.
+        logins_per_minute: ``ZINGYCONN_LOGINS_PER_MINUTE``: console sign-in attempts allowed from all clients.
     """
 
     data_dir: Path
@@ -29,6 +34,10 @@ class Settings:
     queue_url: str | None = None
     twilio_base_url: str | None = None
     admin_token: str | None = None
+    session_idle_seconds: float = 30 * 60
+    session_max_seconds: float = 8 * 3600
+    logins_per_minute_per_client: int = 10
+    logins_per_minute: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -58,4 +67,23 @@ class Settings:
             queue_url=queue_url,
             twilio_base_url=base_url,
             admin_token=env.get("ZINGYCONN_ADMIN_TOKEN") or None,
+            session_idle_seconds=_positive(env, "ZINGYCONN_SESSION_IDLE_SECONDS", 30 * 60),
+            session_max_seconds=_positive(env, "ZINGYCONN_SESSION_MAX_SECONDS", 8 * 3600),
+            logins_per_minute_per_client=int(_positive(env, "ZINGYCONN_LOGINS_PER_MINUTE_PER_CLIENT", 10, whole=True)),
+            logins_per_minute=int(_positive(env, "ZINGYCONN_LOGINS_PER_MINUTE", 100, whole=True)),
         )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float, *, whole: bool = False) -> float:
+    """Return env var *name* as a number above zero (*default* when unset)."""
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        value = 0
+    if not value > 0 or value == float("inf"):
+        kind = "a whole number" if whole else "a number"
+        raise ConfigurationError(f"{name} must be {kind} above 0, got {text!r}; unset it for the default {default:g}.")
+    return value

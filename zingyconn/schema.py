@@ -180,6 +180,37 @@ tasks: Final = sa.Table(
 )
 
 
+#: Console sessions, kept server-side so that sign-out, revoking the token that made one, and the idle and absolute
+#: timeouts end it everywhere, even for a copied cookie. Only digests are stored: a stolen database opens nothing.
+console_sessions: Final = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("id_sha256", sa.String(64), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=True),  # None: the operator (every tenant)
+    # SHA-256 of the token that signed in: a tenant API token (must still exist) or the operator token (must still
+    # be the configured one).
+    sa.Column("credential_sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+    sa.Index("ix_console_sessions_credential", "credential_sha256"),
+)
+
+#: Who changed what through the console, and when (never a secret: names, types, ids only).
+audit_events: Final = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),  # "operator" or "token <id>"
+    sa.Column("client", sa.String(64), nullable=True),  # the client address
+    sa.Column("tenant", sa.String(100), nullable=True),
+    sa.Column("action", sa.String(60), nullable=False),  # "hook.save", "connection.delete", ...
+    sa.Column("target", sa.String(200), nullable=True),
+    sa.Column("detail", sa.JSON, nullable=True),
+    sa.Index("ix_audit_events_tenant_at", "tenant", "at"),
+)
+
+
 def _create_v1(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
 
@@ -194,8 +225,17 @@ def _add_seal_version(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE connections ADD COLUMN seal_version INTEGER NOT NULL DEFAULT 1"))
 
 
+def _add_console_sessions_and_audit(conn: Connection) -> None:
+    console_sessions.create(conn, checkfirst=True)
+    audit_events.create(conn, checkfirst=True)
+
+
 #: Ordered migration steps; step ``i`` brings the schema to version ``i + 1``. Each must be idempotent.
-MIGRATIONS: Final[tuple[Callable[[Connection], None], ...]] = (_create_v1, _add_seal_version)
+MIGRATIONS: Final[tuple[Callable[[Connection], None], ...]] = (
+    _create_v1,
+    _add_seal_version,
+    _add_console_sessions_and_audit,
+)
 LATEST_VERSION: Final = len(MIGRATIONS)
 
 # An arbitrary constant that identifies "zingyconn schema migration" among PostgreSQL advisory locks.

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -56,20 +56,23 @@ def default_lifespan_hooks(runtime: Runtime, *, queue: TaskQueue | None = None) 
 
 
 def default_mounts(
-    runtime: Runtime, *, admin_token: str | None, queue: TaskQueue | None = None, public_url: str | None = None
+    runtime: Runtime,
+    *,
+    admin_token: str | None,
+    queue: TaskQueue | None = None,
+    public_url: str | None = None,
+    trusted_proxies: Iterable[str] = (),
 ) -> list[BaseRoute]:
     """Return the extra mounts of ``serve``: the admin console at ``/console`` (Secure cookie behind https)."""
     from starlette.routing import Mount
 
-    from zingyconn.catalog import Catalog
-    from zingyconn.hosts.console import create_console
-    from zingyconn.hosts.console.view import ConsoleState
+    from zingyconn.hosts.console import console_state, create_console
 
     enqueue: Callable[[str, str, Any], str] | None = None
     if queue is not None:
         enqueue = lambda tenant, script, payload: queue.enqueue(tenant, script, payload, source="console").id  # noqa: E731
     https = bool(public_url and public_url.startswith("https://"))
-    state = ConsoleState(runtime=runtime, catalog=Catalog(runtime.engine), enqueue=enqueue)
+    state = console_state(runtime, admin_token=admin_token, enqueue=enqueue, trusted_proxies=trusted_proxies)
     # Unnamed: the console names its own routes ("console_login", ...) and resolves them through this mount.
     return [Mount("/console", app=create_console(state, admin_token=admin_token, https_only=https))]
 

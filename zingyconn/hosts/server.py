@@ -152,13 +152,17 @@ def create_app_from_env() -> Starlette:
     admin_token = runtime.settings.admin_token
     public_url = os.environ.get(ENV_PUBLIC_URL) or None
     console_port = os.environ.get(ENV_CONSOLE_PORT) or None
+    trusted_proxies = [p for p in os.environ.get(ENV_TRUSTED_PROXIES, "").split(",") if p.strip()]
+    mounts = composition.default_mounts(
+        runtime, admin_token=admin_token, queue=queue, public_url=public_url, trusted_proxies=trusted_proxies
+    )
     return create_app(
         runtime,
         public_url=public_url,
-        trusted_proxies=[p for p in os.environ.get(ENV_TRUSTED_PROXIES, "").split(",") if p.strip()],
+        trusted_proxies=trusted_proxies,
         admin_token=admin_token,
         lifespan_hooks=composition.default_lifespan_hooks(runtime, queue=queue),
-        mounts=composition.default_mounts(runtime, admin_token=admin_token, queue=queue, public_url=public_url),
+        mounts=mounts,
         close_runtime=True,
         console_port=None if console_port is None else int(console_port),
     )

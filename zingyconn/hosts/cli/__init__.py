@@ -28,6 +28,7 @@ COMMANDS: Final = (
     "zingyconn.hosts.cli.serve:serve",
     "zingyconn.hosts.cli.hooks:hooks",
     "zingyconn.hosts.cli.tokens:tokens",
+    "zingyconn.hosts.cli.audit:audit",
 )
 
 

@@ -7,8 +7,10 @@ back and the server renders the outcome, so the console works (and is tested) wi
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -17,16 +19,46 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from zingyconn.catalog import Catalog
+from zingyconn.hosts.audit import AuditTrail
 from zingyconn.hosts.console import connections, pages, runner
 from zingyconn.hosts.console.auth import session_secret
 from zingyconn.hosts.console.policy import ConsolePolicyMiddleware
+from zingyconn.hosts.console.sessions import SessionPolicy, SessionStore
+from zingyconn.hosts.console.throttle import LoginRates, LoginThrottle
+from zingyconn.hosts.console.view import ConsoleState
+from zingyconn.hosts.signature import PublicUrl
+from zingyconn.ratelimit import SqlRateLimiter
 
 if TYPE_CHECKING:
-    from zingyconn.hosts.console.view import ConsoleState
+    from zingyconn.runtime import Runtime
 
 HOSTS_DIR: Final = Path(__file__).resolve().parent.parent
-#: Session cookie lifetime: an unattended signed-in browser is signed out after 8 hours.
-SESSION_MAX_AGE_SECONDS: Final = 8 * 3600
+
+
+def console_state(
+    runtime: Runtime,
+    *,
+    admin_token: str | None,
+    enqueue: Callable[[str, str, Any], str] | None = None,
+    trusted_proxies: Iterable[str] = (),
+    clock: Callable[[], float] = time.time,
+) -> ConsoleState:
+    """Build what the console works with from *runtime* and its settings (timeouts, sign-in rates)."""
+    settings, engine = runtime.settings, runtime.engine
+    policy = SessionPolicy(idle_seconds=settings.session_idle_seconds, absolute_seconds=settings.session_max_seconds)
+    rates = LoginRates(
+        per_client_per_minute=settings.logins_per_minute_per_client, total_per_minute=settings.logins_per_minute
+    )
+    return ConsoleState(
+        runtime=runtime,
+        catalog=Catalog(engine),
+        sessions=SessionStore(engine, admin_token=admin_token, policy=policy, clock=clock),
+        audit=AuditTrail(engine, clock=clock),
+        logins=LoginThrottle(SqlRateLimiter(engine, clock=clock), rates),
+        enqueue=enqueue,
+        public_url=PublicUrl(None, trusted_proxies),
+    )
 
 
 def create_console(state: ConsoleState, *, admin_token: str | None, https_only: bool = False) -> Starlette:
@@ -76,6 +108,7 @@ def create_console(state: ConsoleState, *, admin_token: str | None, https_only: 
             name="console_catalog_delete",
         ),
         Route("/t/{tenant}/runs", pages.runs, name="console_runs"),
+        Route("/t/{tenant}/audit", pages.audit_trail, name="console_audit"),
         Route("/t/{tenant}/runs/{run_id}", pages.run_detail, name="console_run"),
         Mount("/static", app=StaticFiles(directory=str(HOSTS_DIR / "static")), name="console_static"),
     ]
@@ -87,7 +120,8 @@ def create_console(state: ConsoleState, *, admin_token: str | None, https_only: 
                 SessionMiddleware,
                 secret_key=session_secret(admin_token),
                 session_cookie="zingyconn_console",
-                max_age=SESSION_MAX_AGE_SECONDS,
+                # The cookie may outlive the session; the server-side session decides (state.sessions.policy).
+                max_age=int(state.sessions.policy.absolute_seconds),
                 path="/console",
                 same_site="strict",
                 https_only=https_only,

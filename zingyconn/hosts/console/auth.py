@@ -4,8 +4,10 @@ Who may sign in:
 - the operator, with ``ZINGYCONN_ADMIN_TOKEN``: every tenant, chosen explicitly on each page;
 - a tenant admin, with one of that tenant's API tokens (``zingyconn tokens create``): that tenant only.
 
-The session lives in a signed cookie (Starlette's ``SessionMiddleware``: HttpOnly, ``SameSite=Strict``). Every
-state-changing request carries a CSRF token bound to the session; a POST without it is refused with 403.
+A session lives in the database (:mod:`zingyconn.hosts.console.sessions`: ended by sign-out, by revoking the token
+that opened it, and by idle and absolute timeouts); the browser's signed cookie (Starlette's ``SessionMiddleware``:
+HttpOnly, ``SameSite=Strict``) carries only its id, the CSRF token and flash messages. Every state-changing request
+carries the CSRF token; a POST without it is refused with 403.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import secrets
 from dataclasses import dataclass
 from typing import Final
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from zingyconn.hosts.console.sessions import ConsoleSession, SessionStore
 from zingyconn.secrets.tokens import TokenStore
 
-#: Session key that holds who signed in; never holds a token or a secret.
-PRINCIPAL_KEY: Final = "principal"
+#: Cookie-session key that holds the server-side session's id (never a token or a secret).
+SESSION_ID_KEY: Final = "sid"
 CSRF_KEY: Final = "csrf"
 #: Form field and header that carry the CSRF token (stops cross-site form posts riding on the session cookie).
 CSRF_FIELD: Final = "csrf_token"
@@ -30,9 +34,15 @@ CSRF_HEADER: Final = "x-csrf-token"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is signed in: the operator (``tenant is None``: every tenant) or one tenant's admin."""
+    """Who is signed in: the operator (``tenant is None``: every tenant) or one tenant's admin.
+
+    Attributes:
+        tenant: The one tenant a tenant admin may manage; ``None`` for the operator.
+        actor: The audit trail's name for them (``"operator"``, ``"token <id>"``).
+    """
 
     tenant: str | None
+    actor: str = "operator"
 
     @property
     def label(self) -> str:
@@ -67,24 +77,41 @@ def authenticate(token: str, *, admin_token: str | None, tokens: TokenStore) -> 
 
 
 def current_principal(request: Request) -> Principal | None:
-    """Return who is signed in on this request's session, if anyone."""
-    data = request.session.get(PRINCIPAL_KEY)
-    if not isinstance(data, dict):
+    """Return who is signed in on this request (set by :func:`resume` or :func:`sign_in`), if anyone."""
+    principal = getattr(request.state, "principal", None)
+    return principal if isinstance(principal, Principal) else None
+
+
+async def resume(request: Request, sessions: SessionStore) -> Principal | None:
+    """Find this request's live server-side session; forget the cookie's session id if the session ended."""
+    session_id = request.session.get(SESSION_ID_KEY)
+    if not isinstance(session_id, str):
         return None
-    tenant = data.get("tenant")
-    return Principal(tenant=tenant if isinstance(tenant, str) else None)
+    session = await run_in_threadpool(sessions.resume, session_id)
+    if session is None:
+        request.session.pop(SESSION_ID_KEY, None)
+        return None
+    principal = Principal(tenant=session.tenant, actor=session.actor)
+    request.state.principal = principal
+    return principal
 
 
-def sign_in(request: Request, principal: Principal) -> None:
-    """Start a fresh session for *principal* (a new CSRF token too, so a pre-login token is useless)."""
+def sign_in(request: Request, session_id: str, session: ConsoleSession) -> Principal:
+    """Put a fresh session in the cookie (a new CSRF token too, so a pre-login token is useless)."""
     request.session.clear()
-    request.session[PRINCIPAL_KEY] = {"tenant": principal.tenant}
+    request.session[SESSION_ID_KEY] = session_id
     request.session[CSRF_KEY] = secrets.token_urlsafe(32)
+    principal = Principal(tenant=session.tenant, actor=session.actor)
+    request.state.principal = principal
+    return principal
 
 
-def sign_out(request: Request) -> None:
-    """End the session."""
+def sign_out(request: Request) -> str | None:
+    """Clear the cookie's session; return the id of the server-side session to end, if there was one."""
+    session_id = request.session.get(SESSION_ID_KEY)
     request.session.clear()
+    request.state.principal = None
+    return session_id if isinstance(session_id, str) else None
 
 
 def csrf_token(request: Request) -> str:

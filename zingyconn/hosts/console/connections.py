@@ -15,7 +15,7 @@ from sandbox.errors import SandboxError
 from zingyconn.errors import ValidationError, ZingyConnError
 from zingyconn.hosts.console import auth
 from zingyconn.hosts.console.outcome import Outcome, command_outcome, error_outcome
-from zingyconn.hosts.console.view import flash, page, render, state_of, when
+from zingyconn.hosts.console.view import audit, flash, page, render, state_of, when
 from zingyconn.twilio.profile import TwilioProfile
 
 COMMAND_FIELDS: Final[Mapping[str, tuple[tuple[str, str, str, str], ...]]] = {
@@ -39,6 +39,9 @@ COMMAND_FIELDS: Final[Mapping[str, tuple[tuple[str, str, str, str], ...]]] = {
     ),
     "deleteMessage": (("sid", "text", "SM/MM + 32 hex", "SM…"),),
 }
+
+#: Commands that change nothing (not audited); every other command is.
+READ_COMMANDS: Final = frozenset({"listMessages", "readMessage"})
 
 # --- connections -------------------------------------------------------------------------------------------------
 
@@ -105,6 +108,7 @@ async def connection_save(request: Request, tenant: str, form: FormData) -> Resp
         return await _connections_page(
             request, tenant, {**values, "existing_name": name if form.get("existing") else ""}, status=status
         )
+    await audit(request, "connection.save", tenant=tenant, target=name, edited=bool(form.get("existing")))
     flash(request, "ok", f"Saved connection {name!r}.")
     return RedirectResponse(str(request.url_for("console_connections", tenant=tenant)), 303)
 
@@ -127,6 +131,7 @@ async def connection_delete(request: Request, tenant: str, form: FormData) -> Re
     name = request.path_params["name"]
     try:
         await run_in_threadpool(state_of(request).runtime.store.delete, tenant, name)
+        await audit(request, "connection.delete", tenant=tenant, target=name)
         flash(request, "ok", f"Deleted connection {name!r}.")
     except ZingyConnError as exc:
         flash(request, "error", str(exc))
@@ -146,14 +151,15 @@ async def commands(request: Request, tenant: str, form: FormData) -> Response:
     values = {key: str(value) for key, value in form.items() if key != auth.CSRF_FIELD}
     outcome: Outcome | None = None
     if request.method == "POST":
+        connection = values.get("connection", "")
         try:
             inputs = _command_inputs(command, values)
-            output = await run_in_threadpool(
-                state_of(request).runtime.command, tenant, values.get("connection", ""), command, inputs
-            )
+            output = await run_in_threadpool(state_of(request).runtime.command, tenant, connection, command, inputs)
             outcome = command_outcome(output)
         except (ZingyConnError, SandboxError) as exc:
             outcome = error_outcome(exc)
+        if command not in READ_COMMANDS:
+            await audit(request, "command.run", tenant=tenant, target=connection, command=command, ok=outcome.ok)
     fields = [{"name": n, "kind": k, "help": h, "placeholder": p} for n, k, h, p in COMMAND_FIELDS[command]]
     context = {
         "tenant": tenant,

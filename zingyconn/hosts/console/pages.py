@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from zingyconn.errors import NotFoundError, ZingyConnError
 from zingyconn.hosts.console import auth
 from zingyconn.hosts.console.outcome import run_outcome
-from zingyconn.hosts.console.view import flash, page, render, state_of, when
+from zingyconn.hosts.console.view import audit, client_address, flash, page, render, state_of, when
 from zingyconn.names import NAME_PATTERN
 from zingyconn.secrets.tokens import TokenStore
 
@@ -21,36 +21,55 @@ RUN_STATUSES: Final = ("ok", "failed", "running", "retrying")
 
 
 async def login(request: Request) -> Response:
-    """Show the sign-in form, or sign in with a token."""
+    """Show the sign-in form, or sign in with a token (throttled per client address and console-wide)."""
     next_url = request.query_params.get("next", "")
     error = None
     if request.method == "POST":
+        state = state_of(request)
+        client = client_address(request)
+        retry_after = await run_in_threadpool(state.logins.admit, client)
+        if retry_after is not None:
+            message = f"Too many sign-in attempts from here or in total; try again in {retry_after} s."
+            refused = render(request, "login.html", {"error": message, "next": ""}, status_code=429)
+            refused.headers["Retry-After"] = str(retry_after)
+            return refused
         form = await request.form()
         next_url = str(form.get("next") or "")
         if not auth.is_csrf_valid(request, str(form.get(auth.CSRF_FIELD) or "")):
             return Response("CSRF token missing or wrong; reload the page and try again.", status_code=403)
+        token = str(form.get("token") or "").strip()
         principal = await run_in_threadpool(
-            auth.authenticate,
-            str(form.get("token") or ""),
-            admin_token=request.app.state.admin_token,
-            tokens=TokenStore(state_of(request).runtime.engine),
+            auth.authenticate, token, admin_token=request.app.state.admin_token, tokens=TokenStore(state.runtime.engine)
         )
         if principal is not None:
-            auth.sign_in(request, principal)
+            session_id, session = await run_in_threadpool(
+                lambda: state.sessions.start(tenant=principal.tenant, token=token)
+            )
+            auth.sign_in(request, session_id, session)
+            await audit(request, "session.start", tenant=principal.tenant)
             # Only same-console paths: an open redirect would turn the login page into a phishing relay.
             target = next_url if next_url.startswith("/console/") and "//" not in next_url else None
             if target is None and principal.tenant is not None:
                 target = str(request.url_for("console_connections", tenant=principal.tenant))
             return RedirectResponse(target or str(request.url_for("console_home")), status_code=303)
+        await audit(request, "session.refused", tenant=None)
         error = "That token is not valid. Use the operator token or one of a tenant's API tokens."
     return render(request, "login.html", {"error": error, "next": next_url}, status_code=401 if error else 200)
 
 
 async def logout(request: Request) -> Response:
-    """Sign out (POST with the CSRF token, so another site cannot sign you out)."""
+    """Sign out (POST with the CSRF token, so another site cannot sign you out): the session ends server-side."""
     form = await request.form()
     if auth.is_csrf_valid(request, str(form.get(auth.CSRF_FIELD) or "")):
-        auth.sign_out(request)
+        state = state_of(request)
+        principal = await auth.resume(request, state.sessions)
+        session_id = auth.sign_out(request)
+        if session_id is not None:
+            await run_in_threadpool(state.sessions.end, session_id)
+        if principal is not None:
+            request.state.principal = principal  # the audit row names who signed out
+            await audit(request, "session.end", tenant=principal.tenant)
+            request.state.principal = None
     return RedirectResponse(str(request.url_for("console_login")), status_code=303)
 
 
@@ -131,6 +150,7 @@ async def script_enqueue(request: Request, tenant: str, form: FormData) -> Respo
     else:
         try:
             task_id = await run_in_threadpool(state.enqueue, tenant, name, {})
+            await audit(request, "script.enqueue", tenant=tenant, target=name, task_id=task_id)
             flash(request, "ok", f"Enqueued script {name!r} as task {task_id}; see Run history.")
         except ZingyConnError as exc:
             flash(request, "error", str(exc))
@@ -147,6 +167,7 @@ async def catalog_delete(request: Request, tenant: str, form: FormData) -> Respo
         return Response("Unknown item kind.", status_code=404)
     try:
         await run_in_threadpool(delete, tenant, name)
+        await audit(request, f"{kind}.delete", tenant=tenant, target=name)
         flash(request, "ok", f"Deleted {kind} {name!r}.")
     except ZingyConnError as exc:
         flash(request, "error", str(exc))
@@ -203,3 +224,11 @@ async def run_detail(request: Request, tenant: str, form: FormData) -> Response:
         "event_json": json.dumps(record.event, indent=2),
     }
     return render(request, "run.html", {"tenant": tenant, "nav": "runs", "run": run, "outcome": run_outcome(record)})
+
+
+@page(nav="audit")
+async def audit_trail(request: Request, tenant: str, form: FormData) -> Response:
+    """Show the tenant's audit trail: every change made through the console, newest first."""
+    events = await run_in_threadpool(lambda: state_of(request).audit.list(tenant=tenant, limit=200))
+    rows = [{**event.to_json(), "when": when(event.at)} for event in events]
+    return render(request, "audit.html", {"tenant": tenant, "nav": "audit", "events": rows})

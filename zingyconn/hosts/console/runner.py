@@ -16,7 +16,7 @@ from sandbox.errors import CompileError
 from sandbox.limits import DEFAULT_LIMITS
 from zingyconn.errors import NotFoundError, ValidationError, ZingyConnError
 from zingyconn.hosts.console.outcome import Outcome, error_outcome, run_outcome
-from zingyconn.hosts.console.view import ConsoleState, flash, page, render, state_of
+from zingyconn.hosts.console.view import ConsoleState, audit, flash, page, render, state_of
 
 STARTER_SNIPPET: Final = (
     "from twilio.twiml.messaging_response import MessagingResponse\n\n"
@@ -56,6 +56,8 @@ async def runner(request: Request, tenant: str, form: FormData) -> Response:
     if request.method == "POST" and form.get("action") == "save":
         try:
             saved = await run_in_threadpool(_save_from_runner, state, tenant, values)
+            kind = "script" if values["save_kind"] == "script" else "hook"
+            await audit(request, f"{kind}.save", tenant=tenant, target=values["save_name"].strip())
             flash(request, "ok", saved)
             return RedirectResponse(
                 str(request.url_for("console_runner", tenant=tenant))
@@ -68,6 +70,7 @@ async def runner(request: Request, tenant: str, form: FormData) -> Response:
             flash(request, "error", str(exc))
     elif request.method == "POST":
         outcome = await run_in_threadpool(_run_from_runner, state, tenant, values)
+        await audit(request, "snippet.run", tenant=tenant, target=values["save_name"] or None, run_id=outcome.run_id)
     error_line = outcome.error_line if outcome else _first_error_line(compile_errors)
     line_count = max(1, values["source"].count("\n") + 1)
     kinds = [

@@ -5,16 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from zingyconn.catalog import Catalog
+from zingyconn.hosts.audit import AuditTrail
 from zingyconn.hosts.console import auth
+from zingyconn.hosts.console.sessions import SessionStore
+from zingyconn.hosts.console.throttle import LoginThrottle
+from zingyconn.hosts.signature import PublicUrl
 from zingyconn.names import NAME_PATTERN
 from zingyconn.runtime import Runtime
 
@@ -28,18 +33,48 @@ class ConsoleState:
     Attributes:
         runtime: The production runtime (sandbox, store, broker, history).
         catalog: Hooks and scripts.
+        sessions: Server-side sessions.
+        audit: Where every change is recorded.
+        logins: Sign-in throttle.
         enqueue: Puts a script on the task queue, ``(tenant, script, payload) -> task id``; ``None`` when this
             server runs without a queue.
+        public_url: Which peers' ``X-Forwarded-For`` names the client (trusted proxies).
     """
 
     runtime: Runtime
     catalog: Catalog
+    sessions: SessionStore
+    audit: AuditTrail
+    logins: LoginThrottle
     enqueue: Callable[[str, str, Any], str] | None = None
+    public_url: PublicUrl = field(default_factory=PublicUrl)
 
 
 def state_of(request: Request) -> ConsoleState:
+    """Return the console state of the app serving *request*."""
     state: ConsoleState = request.app.state.console
     return state
+
+
+def client_address(request: Request) -> str:
+    """Return the client's address: the peer, or the address a trusted proxy says it forwarded for."""
+    peer = request.client.host if request.client else ""
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded and state_of(request).public_url.is_trusted(peer):
+        # The proxy appends the address it saw: the last entry; earlier ones are the client's own claims.
+        return forwarded.rsplit(",", 1)[-1].strip() or peer
+    return peer or "unknown"
+
+
+async def audit(request: Request, action: str, *, tenant: str | None, target: str | None = None, **detail: Any) -> None:
+    """Record a change made through the console by whoever is signed in (names and ids only, never secrets)."""
+    principal = auth.current_principal(request)
+    actor = principal.actor if principal is not None else "anonymous"
+    await run_in_threadpool(
+        lambda: state_of(request).audit.record(
+            actor=actor, action=action, tenant=tenant, target=target, client=client_address(request), detail=detail
+        )
+    )
 
 
 def render(request: Request, template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
@@ -70,7 +105,7 @@ def page(*, nav: str | None = None) -> Callable[[Callable[..., Awaitable[Respons
     def decorate(handler: Callable[..., Awaitable[Response]]) -> Handler:
         @functools.wraps(handler)
         async def wrapper(request: Request) -> Response:
-            principal = auth.current_principal(request)
+            principal = await auth.resume(request, state_of(request).sessions)
             if principal is None:
                 return _login_redirect(request)
             tenant = request.path_params.get("tenant")
