@@ -14,7 +14,16 @@ from typing import Final
 from sandbox.errors import CompileError
 from sandbox.policy import ENTRY_POINT, SnippetPolicy
 
-__all__ = ["ENTRY_POINT", "MAX_AST_DEPTH", "MAX_SOURCE_BYTES", "SNIPPET_FILENAME", "CompiledSnippet", "compile_snippet"]
+__all__ = [
+    "ENTRY_POINT",
+    "MAX_AST_DEPTH",
+    "MAX_SOURCE_BYTES",
+    "SNIPPET_FILENAME",
+    "CompiledSnippet",
+    "adopt_compiled",
+    "compile_snippet",
+    "compile_to_bytes",
+]
 
 #: File name of snippet code; tracebacks keep only frames with this name.
 SNIPPET_FILENAME: Final = "<snippet>"
@@ -99,6 +108,33 @@ def compile_snippet(source: str) -> CompiledSnippet:
     if isinstance(cached, tuple):
         raise CompileError(cached)
     return cached
+
+
+def compile_to_bytes(source: str) -> bytes | tuple[str, ...]:
+    """Compile *source* for another process (a compile pool): the snippet as bytes, or its error messages.
+
+    A large source holds the GIL for seconds in ``compile()``; a host that must stay responsive (an event loop)
+    compiles in another process with this and hands the outcome to :func:`adopt_compiled`.
+    """
+    try:
+        return compile_snippet(source).to_bytes()
+    except CompileError as exc:
+        return exc.errors
+
+
+def adopt_compiled(source: str, outcome: bytes | tuple[str, ...]) -> None:
+    """Cache the :func:`compile_to_bytes` *outcome* for *source*, so :func:`compile_snippet` finds it.
+
+    Never call this with bytes that did not come from our own host (see :meth:`CompiledSnippet.from_bytes`).
+    """
+    if len(source.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
+        return  # never cached (compile_snippet refuses it at once)
+    cached = outcome if isinstance(outcome, tuple) else CompiledSnippet.from_bytes(outcome)
+    with _cache_lock:
+        _cache[source] = cached
+        _cache.move_to_end(source)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
 
 
 def _compile(source: str, digest: str, *, size: int) -> CompiledSnippet | tuple[str, ...]:

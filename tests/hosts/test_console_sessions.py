@@ -6,88 +6,30 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner
-from starlette.routing import Mount
 
-from tests.servers import uvicorn_in_thread
+from tests.hosts.live_console import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    OPERATOR_TOKEN,
+    Console,
+    csrf_of,
+    live_console,
+    sign_in,
+)
 from zingyconn.catalog import Catalog
-from zingyconn.config import Settings
-from zingyconn.hosts.cli import main
-from zingyconn.hosts.console import console_state, create_console
 from zingyconn.hosts.console.auth import CSRF_FIELD
-from zingyconn.hosts.server import create_app
-from zingyconn.runtime import Runtime
 from zingyconn.tokens import TokenStore
-
-OPERATOR_TOKEN = "session-test-operator-token"
-ACCOUNT_SID, AUTH_TOKEN = "AC" + "c3" * 16, "9f8e7d6c5b4a3210" * 2
-
-
-class FakeClock:
-    """Unix time the test moves by hand (sessions, throttle buckets and audit rows all read it)."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@dataclass
-class Console:
-    """A live server with the console mounted, on a store in *data_dir*, timed by *clock*."""
-
-    base_url: str
-    data_dir: Path
-    runtime: Runtime
-    clock: FakeClock
-
-    def browser(self, client: str = "198.51.100.7") -> httpx.Client:
-        """Return a cookie-keeping client that comes (through the trusted proxy) from address *client*."""
-        return httpx.Client(base_url=self.base_url, headers={"X-Forwarded-For": client}, timeout=30)
-
-    def cli(self, *args: str) -> str:
-        """Run ``zingyconn ARGS`` against this store; return its output (it must succeed)."""
-        env = {"ZINGYCONN_DATA_DIR": str(self.data_dir), "ZINGYCONN_DB_URL": ""}
-        result = CliRunner().invoke(main, list(args), env=env)
-        assert result.exit_code == 0, result.output
-        return result.output
 
 
 @pytest.fixture
 def console(tmp_path: Path) -> Iterator[Console]:
     """The server with a small sign-in budget: 3 attempts a minute per client, 5 in total."""
-    env = {
-        "ZINGYCONN_DATA_DIR": str(tmp_path),
-        "ZINGYCONN_LOGINS_PER_MINUTE_PER_CLIENT": "3",
-        "ZINGYCONN_LOGINS_PER_MINUTE": "5",
-    }
-    clock = FakeClock()
-    with Runtime(Settings.from_env(env)) as runtime:
-        state = console_state(runtime, admin_token=OPERATOR_TOKEN, trusted_proxies=["127.0.0.1"], clock=clock)
-        mount = Mount("/console", app=create_console(state, admin_token=OPERATOR_TOKEN))
-        app = create_app(runtime, admin_token=OPERATOR_TOKEN, mounts=[mount])
-        with uvicorn_in_thread(app, name="console", proxy_headers=False) as port:
-            yield Console(f"http://127.0.0.1:{port}", tmp_path, runtime, clock)
-
-
-def _csrf(page: str) -> str:
-    found = re.search(rf'name="{CSRF_FIELD}" value="([^"]+)"', page)
-    assert found is not None, page
-    return found.group(1)
-
-
-def _sign_in(browser: httpx.Client, token: str) -> httpx.Response:
-    csrf = _csrf(browser.get("/console/login").text)
-    return browser.post("/console/login", data={"token": token, CSRF_FIELD: csrf, "next": ""})
+    with live_console(tmp_path, ZINGYCONN_LOGINS_PER_MINUTE_PER_CLIENT="3", ZINGYCONN_LOGINS_PER_MINUTE="5") as live:
+        yield live
 
 
 def _signed_in(browser: httpx.Client, path: str = "/console/t/acme/hooks") -> bool:
@@ -107,7 +49,7 @@ def test_revoking_the_token_ends_a_live_session_and_its_copied_cookie(console: C
     """After `zingyconn tokens revoke`, the session made with the token (and a copy of its cookie) is signed out."""
     token = TokenStore(console.runtime.engine).create("acme", label="console")
     with console.browser() as browser:
-        assert _sign_in(browser, token).status_code == 303
+        assert sign_in(browser, token).status_code == 303
         thief = _copy(browser, console)
         runner = thief.get("/console/t/acme/runner")
         assert (_signed_in(browser), runner.status_code) == (True, 200)
@@ -115,7 +57,7 @@ def test_revoking_the_token_ends_a_live_session_and_its_copied_cookie(console: C
         token_id = TokenStore(console.runtime.engine).list("acme")[0].token_id
         console.cli("tokens", "revoke", token_id, "--tenant", "acme")
 
-        save = {CSRF_FIELD: _csrf(runner.text), "action": "save", "save_name": "late", "source": "return 1"}
+        save = {CSRF_FIELD: csrf_of(runner.text), "action": "save", "save_name": "late", "source": "return 1"}
         refused = thief.post("/console/t/acme/runner", data=save)
         assert (_signed_in(browser), _signed_in(thief), refused.status_code) == (False, False, 303)
         assert "/console/login" in refused.headers["location"]
@@ -126,12 +68,12 @@ def test_revoking_the_token_ends_a_live_session_and_its_copied_cookie(console: C
 def test_signing_out_ends_every_copy_of_the_cookie(console: Console) -> None:
     """Sign-out deletes the server-side session: a cookie copied before it no longer works."""
     with console.browser() as browser:
-        _sign_in(browser, OPERATOR_TOKEN)
+        sign_in(browser, OPERATOR_TOKEN)
         thief = _copy(browser, console)
         assert _signed_in(thief)
 
         page = browser.get("/console/t/acme/hooks").text
-        assert browser.post("/console/logout", data={CSRF_FIELD: _csrf(page)}).status_code == 303
+        assert browser.post("/console/logout", data={CSRF_FIELD: csrf_of(page)}).status_code == 303
 
         assert (_signed_in(browser), _signed_in(thief)) == (False, False)
         thief.close()
@@ -140,7 +82,7 @@ def test_signing_out_ends_every_copy_of_the_cookie(console: Console) -> None:
 def test_idle_and_absolute_timeouts_end_sessions(console: Console) -> None:
     """30 minutes without a request ends a session; 8 hours after sign-in it ends however active it was."""
     with console.browser() as idle, console.browser() as busy:
-        _sign_in(idle, OPERATOR_TOKEN)
+        sign_in(idle, OPERATOR_TOKEN)
         console.clock.advance(29 * 60)
         assert _signed_in(idle)  # activity resets the idle timer
         console.clock.advance(29 * 60)
@@ -148,7 +90,7 @@ def test_idle_and_absolute_timeouts_end_sessions(console: Console) -> None:
         console.clock.advance(30 * 60)
         assert not _signed_in(idle)
 
-        _sign_in(busy, OPERATOR_TOKEN)
+        sign_in(busy, OPERATOR_TOKEN)
         for _ in range(23):  # a request every 20 minutes: never idle
             console.clock.advance(20 * 60)
             assert _signed_in(busy)
@@ -159,18 +101,18 @@ def test_idle_and_absolute_timeouts_end_sessions(console: Console) -> None:
 def test_sign_in_is_throttled_per_client_and_in_total(console: Console) -> None:
     """Past the per-client budget, even the right token gets 429 with Retry-After; other clients share a total."""
     with console.browser("198.51.100.1") as guesser, console.browser("198.51.100.2") as other:
-        answers = [_sign_in(guesser, f"guess-{n}").status_code for n in range(3)]
-        throttled = _sign_in(guesser, OPERATOR_TOKEN)
+        answers = [sign_in(guesser, f"guess-{n}").status_code for n in range(3)]
+        throttled = sign_in(guesser, OPERATOR_TOKEN)
         assert (answers, throttled.status_code) == ([401, 401, 401], 429)
         assert int(throttled.headers["retry-after"]) == 20  # 3 a minute: one more every 20 s
         assert "Too many sign-in attempts" in throttled.text
         assert not _signed_in(guesser)
 
-        assert [_sign_in(other, f"guess-{n}").status_code for n in range(2)] == [401, 401]
-        assert _sign_in(other, OPERATOR_TOKEN).status_code == 429  # the console-wide 5 a minute are spent
+        assert [sign_in(other, f"guess-{n}").status_code for n in range(2)] == [401, 401]
+        assert sign_in(other, OPERATOR_TOKEN).status_code == 429  # the console-wide 5 a minute are spent
 
         console.clock.advance(60)
-        assert _sign_in(guesser, OPERATOR_TOKEN).status_code == 303
+        assert sign_in(guesser, OPERATOR_TOKEN).status_code == 303
         assert _signed_in(guesser)
 
 
@@ -179,12 +121,12 @@ def test_console_changes_are_audited_without_secrets(console: Console) -> None:
     token = TokenStore(console.runtime.engine).create("acme", label="auditor")
     token_id = TokenStore(console.runtime.engine).list("acme")[0].token_id
     with console.browser() as browser:
-        _sign_in(browser, token)
+        sign_in(browser, token)
         page = browser.get("/console/t/acme/connections").text
-        connection = {CSRF_FIELD: _csrf(page), "name": "main", "account_sid": ACCOUNT_SID, "secret": AUTH_TOKEN}
+        connection = {CSRF_FIELD: csrf_of(page), "name": "main", "account_sid": ACCOUNT_SID, "secret": AUTH_TOKEN}
         assert browser.post("/console/t/acme/connections/save", data=connection).status_code == 303
         save = {
-            CSRF_FIELD: _csrf(page),
+            CSRF_FIELD: csrf_of(page),
             "action": "save",
             "save_kind": "hook",
             "save_name": "sms",
@@ -192,9 +134,9 @@ def test_console_changes_are_audited_without_secrets(console: Console) -> None:
         }
         assert browser.post("/console/t/acme/runner", data=save).status_code == 303
         console.clock.advance(5)
-        assert browser.post("/console/t/acme/hook/sms/delete", data={CSRF_FIELD: _csrf(page)}).status_code == 303
+        assert browser.post("/console/t/acme/hook/sms/delete", data={CSRF_FIELD: csrf_of(page)}).status_code == 303
         audit_page = browser.get("/console/t/acme/audit").text
-        browser.post("/console/logout", data={CSRF_FIELD: _csrf(page)})
+        browser.post("/console/logout", data={CSRF_FIELD: csrf_of(page)})
 
     events = json.loads(console.cli("audit", "list", "--tenant", "acme", "--json"))
     actions = [(e["action"], e["target"]) for e in reversed(events)]

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any, Final
 
 from starlette.requests import Request
@@ -22,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from zingyconn.errors import FlowNotAllowedError, ValidationError, ZingyConnError
+from zingyconn.hosts.bodies import parse_json
 from zingyconn.hosts.middleware import read_body
 from zingyconn.hosts.state import host_state
 from zingyconn.hosts.webhooks import check_verifier
@@ -48,13 +48,11 @@ def _bearer(request: Request) -> str:
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    body = await read_body(request, max_bytes=host_state(request).max_body_bytes)
+    state = host_state(request)
+    body = await read_body(request, max_bytes=state.max_body_bytes)
     if not body.strip():
         return {}
-    try:
-        value = json.loads(body)
-    except ValueError:
-        raise ValidationError("The request body is not valid JSON.", field="body") from None
+    value = await state.parse_in_thread(parse_json, body)
     if not isinstance(value, dict):
         raise ValidationError("The request body must be a JSON object.", field="body")
     return value

@@ -25,6 +25,9 @@ T = TypeVar("T")
 #: flood of hanging hooks cannot starve the threads that serve other routes; the per-tenant cap keeps one tenant
 #: from taking them all.
 DEFAULT_RUN_THREADS: Final = 64
+#: Worker threads that parse request bodies and check signatures: few, so that a flood of large hostile bodies
+#: queues for them instead of taking CPU (and the GIL) from the event loop and from running snippets.
+DEFAULT_PARSE_THREADS: Final = 4
 
 
 @dataclass(slots=True)
@@ -41,6 +44,7 @@ class HostState:
         admin_token: Token of the admin API, or ``None`` to disable it.
         max_body_bytes: Request body cap.
         run_threads: Cap on threads that run snippets and store calls.
+        parse_threads: Cap on threads that parse bodies and check signatures.
     """
 
     runtime: Runtime
@@ -52,10 +56,15 @@ class HostState:
     admin_token: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     run_threads: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(DEFAULT_RUN_THREADS))
+    parse_threads: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(DEFAULT_PARSE_THREADS))
 
     async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
         """Call a blocking *function* (database, sandbox) in a worker thread, keeping the event loop free."""
         return await anyio.to_thread.run_sync(function, *args, limiter=self.run_threads)
+
+    async def parse_in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """Call *function* (body parsing, signature checks) in one of the few parsing threads."""
+        return await anyio.to_thread.run_sync(function, *args, limiter=self.parse_threads)
 
 
 def host_state(request: Request) -> HostState:

@@ -1,8 +1,11 @@
 """``POST|GET /hooks/{tenant}/{hook}``: run a tenant's snippet with the HTTP request as ``event``.
 
-Order of work for one request: read the body (capped) → find the hook (404) → check the Twilio signature when the
-hook names a validation connection (403, nothing run) → take a per-tenant slot (429 when full) → claim the
-``I-Twilio-Idempotency-Token`` (a duplicate replays the first response) → run in the sandbox → render → store.
+Order of work for one request: ``HEAD`` is refused (405: it never runs a hook) → find the hook (404) → read the body
+(capped: :data:`SIGNED_MAX_BODY_BYTES` for a hook that checks signatures) → in a worker thread, parse it, check the
+Twilio signature when the hook names a validation connection (403, nothing run) and build the event (a body nested
+too deeply or holding invalid Unicode is a 400, recorded as a failed run) → take a per-tenant slot (429 when full)
+→ claim the ``I-Twilio-Idempotency-Token`` (a duplicate replays the first response) → run in the sandbox → render
+→ store.
 
 Responses: a dict/list/number/bool becomes JSON; a string that is a TwiML document (what a TwiML object turns into;
 see :func:`zingyconn.hosts.content.is_twiml`) becomes ``text/xml``; any other string ``text/plain``; ``None``
@@ -18,6 +21,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, Final
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -25,6 +29,8 @@ from starlette.routing import Route
 from sandbox.result import RunError
 from zingyconn.catalog import Hook
 from zingyconn.errors import ConnectionNotFoundError, ValidationError
+from zingyconn.history import FAILED, new_run_id
+from zingyconn.hosts.bodies import parse_json
 from zingyconn.hosts.content import media_type_of
 from zingyconn.hosts.middleware import TooManyRequestsError, read_body
 from zingyconn.hosts.replay import MAX_TOKEN_LENGTH, StoredResponse
@@ -56,28 +62,71 @@ HIDDEN_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cook
 #: How much longer than the hook's wall limit a duplicate waits for the first request's response.
 DUPLICATE_WAIT_SLACK_SECONDS: Final = 5.0
 
+#: Body cap of a hook that checks Twilio signatures. Twilio's largest webhook is an inbound message: at most 1,600
+#: characters (6.4 KB of UTF-8, 19.2 KB percent-encoded) plus about 40 other fields and up to 10 ``MediaUrl``s;
+#: 64 KiB fits that three times over and keeps the signature check (which parses the whole form) small.
+SIGNED_MAX_BODY_BYTES: Final = 64 * 1024
+
 
 async def handle_hook(request: Request) -> Response:
     """Run the hook named in the path and answer with its result."""
     state = host_state(request)
     tenant, name = request.path_params["tenant"], request.path_params["hook"]
     request.state.tenant, request.state.hook = tenant, name
-    body = await read_body(request, max_bytes=state.max_body_bytes)
+    if request.method == "HEAD":
+        # Starlette answers HEAD wherever GET is routed; a link checker's HEAD must not run (and bill) the snippet.
+        raise HTTPException(405, "HEAD does not run hooks; send GET or POST.", headers={"Allow": "GET, POST"})
     hook = await state.in_thread(state.catalog.get_hook, tenant, name)
-    form = parse_form(body) if _media_type(request) == FORM_CONTENT_TYPE else None
-    if hook.verify_with is not None:
-        url = state.public_url.url_for(request)
-        await state.in_thread(_check_signature, state.runtime, hook, url, request, body, form)
+    max_bytes = state.max_body_bytes if hook.verify_with is None else min(state.max_body_bytes, SIGNED_MAX_BODY_BYTES)
+    body = await read_body(request, max_bytes=max_bytes)
     token = request.headers.get(IDEMPOTENCY_HEADER)
     if token is not None and not 0 < len(token) <= MAX_TOKEN_LENGTH:
         message = f"The {IDEMPOTENCY_HEADER} header must be 1-{MAX_TOKEN_LENGTH} characters."
         raise ValidationError(message, field=IDEMPOTENCY_HEADER)
-    event = build_event(request, hook=name, body=body, form=form)
+    url = state.public_url.url_for(request) if hook.verify_with is not None else ""
+    try:
+        event = await state.parse_in_thread(_prepare, state.runtime, hook, url, request, body)
+    except ValidationError as exc:
+        stored = await state.in_thread(_record_refusal, state.runtime, hook, request, exc)
+        request.state.run_id = stored.run_id
+        return _respond(stored, replayed=False)
     is_twilio = hook.verify_with is not None or "x-twilio-signature" in request.headers
     async with state.limiter.slot(tenant):
         stored, replayed = await _run_once(state, hook, event, token=token, is_twilio=is_twilio)
     request.state.run_id, request.state.replayed = stored.run_id, replayed
     return _respond(stored, replayed=replayed)
+
+
+def _prepare(runtime: Runtime, hook: Hook, url: str, request: Request, body: bytes) -> dict[str, Any]:
+    """Parse the body, check the signature, build the event: in a worker thread, never on the event loop.
+
+    Raises:
+        SignatureError: The hook checks signatures and this request's does not hold (nothing runs).
+        ValidationError: The body is not acceptable (see :mod:`zingyconn.hosts.bodies`).
+    """
+    form = parse_form(body) if _media_type(request) == FORM_CONTENT_TYPE else None
+    if hook.verify_with is not None:
+        _check_signature(runtime, hook, url, request, body, form)
+    return build_event(request, hook=hook.name, body=body, form=form)
+
+
+def _record_refusal(runtime: Runtime, hook: Hook, request: Request, error: ValidationError) -> StoredResponse:
+    """Store a refused request as a failed run of the hook (its tenant sees why), and return the 400 to send."""
+    run_id = new_run_id()
+    details = {**error.to_json(), "run_id": run_id}
+    runtime.history.record(
+        run_id=run_id,
+        tenant=hook.tenant,
+        kind="webhook",
+        name=hook.name,
+        status=FAILED,
+        started_at=time.time(),
+        duration_ms=0.0,
+        event=_request_fields(request, hook=hook.name),  # without the body: it is what was refused
+        error=error.to_json(),
+        source=hook.source,
+    )
+    return StoredResponse(error.http_status, "application/json", _dumps({"ok": False, "error": details}), run_id)
 
 
 async def _run_once(
@@ -167,7 +216,19 @@ def build_event(request: Request, *, hook: str, body: bytes, form: FormParams | 
     """Return the ``event`` a hook's snippet gets: method, path, query, headers, form, json and the raw body.
 
     Repeated query or form fields keep every value as a list; single ones are plain strings.
+
+    Raises:
+        ValidationError: A JSON body nested too deeply or holding invalid Unicode (see :mod:`zingyconn.hosts.bodies`).
     """
+    return {
+        **_request_fields(request, hook=hook),
+        "form": None if form is None else _flatten(form),
+        "json": _json_body(request, body),
+        "body": body.decode("utf-8", errors="replace"),
+    }
+
+
+def _request_fields(request: Request, *, hook: str) -> dict[str, Any]:
     headers: dict[str, str] = {}
     for key, value in request.headers.items():
         if key not in HIDDEN_HEADERS:
@@ -181,9 +242,6 @@ def build_event(request: Request, *, hook: str, body: bytes, form: FormParams | 
         "path": request.url.path,
         "query": _flatten(query),
         "headers": headers,
-        "form": None if form is None else _flatten(form),
-        "json": _json_body(request, body),
-        "body": body.decode("utf-8", errors="replace"),
     }
 
 
@@ -195,10 +253,7 @@ def _json_body(request: Request, body: bytes) -> Any:
     media_type = _media_type(request)
     if not body or not (media_type == "application/json" or media_type.endswith("+json")):
         return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None  # the snippet still has the raw body
+    return parse_json(body, strict=False)  # not JSON at all: None, and the snippet still has the raw body
 
 
 def _media_type(request: Request) -> str:

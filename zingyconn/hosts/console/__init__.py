@@ -23,6 +23,7 @@ from zingyconn.catalog import Catalog
 from zingyconn.hosts.audit import AuditTrail
 from zingyconn.hosts.console import connections, pages, runner
 from zingyconn.hosts.console.auth import session_secret
+from zingyconn.hosts.console.compile_pool import CompilePool
 from zingyconn.hosts.console.policy import ConsolePolicyMiddleware
 from zingyconn.hosts.console.sessions import SessionPolicy, SessionStore
 from zingyconn.hosts.console.throttle import LoginRates, LoginThrottle
@@ -50,12 +51,15 @@ def console_state(
     rates = LoginRates(
         per_client_per_minute=settings.logins_per_minute_per_client, total_per_minute=settings.logins_per_minute
     )
+    limiter = SqlRateLimiter(engine, clock=clock)
     return ConsoleState(
         runtime=runtime,
         catalog=Catalog(engine),
         sessions=SessionStore(engine, admin_token=admin_token, policy=policy, clock=clock),
         audit=AuditTrail(engine, clock=clock),
-        logins=LoginThrottle(SqlRateLimiter(engine, clock=clock), rates),
+        logins=LoginThrottle(limiter, rates),
+        limiter=limiter,
+        compiler=CompilePool(),
         enqueue=enqueue,
         public_url=PublicUrl(None, trusted_proxies),
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -13,6 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from sandbox.errors import SandboxError
 from zingyconn.errors import ValidationError, ZingyConnError
+from zingyconn.hosts.bodies import parse_json
 from zingyconn.hosts.console import auth
 from zingyconn.hosts.console.outcome import Outcome, command_outcome, error_outcome
 from zingyconn.hosts.console.view import audit, flash, page, render, state_of, when
@@ -182,10 +182,7 @@ def _command_inputs(command: str, values: Mapping[str, str]) -> dict[str, Any]:
         if not text:
             continue
         if kind == "json":
-            try:
-                inputs[name] = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValidationError(f"{name} is not valid JSON: {exc.msg} (line {exc.lineno}).", field=name) from None
+            inputs[name] = parse_json(text, field=name)
         elif name == "limit" and text.lstrip("-").isdigit():
             inputs[name] = int(text)
         else:

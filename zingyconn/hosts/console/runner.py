@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import quote
@@ -15,8 +16,16 @@ from starlette.responses import RedirectResponse, Response
 from sandbox.errors import CompileError
 from sandbox.limits import DEFAULT_LIMITS
 from zingyconn.errors import NotFoundError, ValidationError, ZingyConnError
+from zingyconn.hosts.bodies import parse_json
 from zingyconn.hosts.console.outcome import Outcome, error_outcome, run_outcome
 from zingyconn.hosts.console.view import ConsoleState, audit, flash, page, render, state_of
+from zingyconn.ratelimit import Rate
+
+#: Runs and saves (each compiles a snippet) one tenant may make in the runner per minute, shared by every server
+#: process. Threat: one tenant keeping the compile pool (and the sandbox) busy with distinct large snippets.
+COMPILES_PER_MINUTE: Final = 30
+COMPILE_RATE: Final = Rate(per_second=COMPILES_PER_MINUTE / 60, burst=COMPILES_PER_MINUTE)
+COMPILE_BUCKET: Final = "console-compile"
 
 STARTER_SNIPPET: Final = (
     "from twilio.twiml.messaging_response import MessagingResponse\n\n"
@@ -53,8 +62,17 @@ async def runner(request: Request, tenant: str, form: FormData) -> Response:
         values.update({key: str(value) for key, value in form.items() if key in values})
     outcome: Outcome | None = None
     compile_errors: tuple[str, ...] = ()
-    if request.method == "POST" and form.get("action") == "save":
+    status = 200
+    if request.method == "POST" and (retry_after := await _take_compile(state, tenant)) is not None:
+        message = (
+            f"Tenant {tenant!r} ran or saved more than {COMPILES_PER_MINUTE} snippets in the last minute; "
+            f"try again in {retry_after} s."
+        )
+        flash(request, "error", message)
+        status = 429
+    elif request.method == "POST" and form.get("action") == "save":
         try:
+            await state.compiler.precompile(values["source"])
             saved = await run_in_threadpool(_save_from_runner, state, tenant, values)
             kind = "script" if values["save_kind"] == "script" else "hook"
             await audit(request, f"{kind}.save", tenant=tenant, target=values["save_name"].strip())
@@ -69,6 +87,7 @@ async def runner(request: Request, tenant: str, form: FormData) -> Response:
         except ZingyConnError as exc:
             flash(request, "error", str(exc))
     elif request.method == "POST":
+        await state.compiler.precompile(values["source"])
         outcome = await run_in_threadpool(_run_from_runner, state, tenant, values)
         await audit(request, "snippet.run", tenant=tenant, target=values["save_name"] or None, run_id=outcome.run_id)
     error_line = outcome.error_line if outcome else _first_error_line(compile_errors)
@@ -89,7 +108,13 @@ async def runner(request: Request, tenant: str, form: FormData) -> Response:
         "line_numbers": range(1, line_count + 1),
         "kinds": kinds,
     }
-    return render(request, "runner.html", context)
+    return render(request, "runner.html", context, status_code=status)
+
+
+async def _take_compile(state: ConsoleState, tenant: str) -> int | None:
+    """Take one of *tenant*'s runner compiles; return ``None`` when allowed, else the seconds to wait."""
+    allowed = await run_in_threadpool(state.limiter.acquire, tenant, COMPILE_BUCKET, COMPILE_RATE)
+    return None if allowed else math.ceil(1 / COMPILE_RATE.per_second)
 
 
 def _load_into_runner(state: ConsoleState, tenant: str, query: Mapping[str, str], values: dict[str, str]) -> str | None:
@@ -134,9 +159,9 @@ def _save_from_runner(state: ConsoleState, tenant: str, values: Mapping[str, str
 
 def _run_from_runner(state: ConsoleState, tenant: str, values: Mapping[str, str]) -> Outcome:
     try:
-        event = json.loads(values["event"] or "null")
-    except json.JSONDecodeError as exc:
-        return error_outcome(ValidationError(f"event is not valid JSON: {exc.msg} (line {exc.lineno}).", field="event"))
+        event = parse_json(values["event"] or "null", field="event")
+    except ValidationError as exc:
+        return error_outcome(exc)
     kind = values["kind"] if values["kind"] in ("webhook", "task") else "webhook"
     # The console's own kind, with the limits of the kind being tried (DESIGN §2: console = the kind tried).
     limits = DEFAULT_LIMITS[kind]

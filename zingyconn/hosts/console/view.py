@@ -17,10 +17,12 @@ from starlette.responses import RedirectResponse, Response
 from zingyconn.catalog import Catalog
 from zingyconn.hosts.audit import AuditTrail
 from zingyconn.hosts.console import auth
+from zingyconn.hosts.console.compile_pool import CompilePool
 from zingyconn.hosts.console.sessions import SessionStore
 from zingyconn.hosts.console.throttle import LoginThrottle
 from zingyconn.hosts.signature import PublicUrl
 from zingyconn.names import NAME_PATTERN
+from zingyconn.ratelimit import RateLimiter
 from zingyconn.runtime import Runtime
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -36,6 +38,8 @@ class ConsoleState:
         sessions: Server-side sessions.
         audit: Where every change is recorded.
         logins: Sign-in throttle.
+        limiter: Per-tenant token buckets of the console (runner compiles), shared by every server process.
+        compiler: The process that compiles the runner's large snippets.
         enqueue: Puts a script on the task queue, ``(tenant, script, payload) -> task id``; ``None`` when this
             server runs without a queue.
         public_url: Which peers' ``X-Forwarded-For`` names the client (trusted proxies).
@@ -46,6 +50,8 @@ class ConsoleState:
     sessions: SessionStore
     audit: AuditTrail
     logins: LoginThrottle
+    limiter: RateLimiter
+    compiler: CompilePool
     enqueue: Callable[[str, str, Any], str] | None = None
     public_url: PublicUrl = field(default_factory=PublicUrl)
 
