@@ -5,6 +5,7 @@ JSON is a recorded 400, and ``HEAD`` never runs a hook."""
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +23,7 @@ from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.hosts import signature, webhooks
 from zingyconn.hosts.bodies import MAX_JSON_DEPTH
+from zingyconn.hosts.console import view
 from zingyconn.hosts.console.runner import COMPILES_PER_MINUTE
 from zingyconn.hosts.webhooks import SIGNED_MAX_BODY_BYTES
 from zingyconn.runtime import Runtime
@@ -176,9 +178,11 @@ def console(tmp_path: Path) -> Iterator[Console]:
 def test_console_compiles_large_snippets_in_another_process_at_a_per_tenant_rate(
     console: Console, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 150 KB snippet run in the runner is compiled by the pool's process (not this one); past the rate, 429."""
-    compiled_here = ThreadSpy(sandbox.compiler._compile)
+    """A 150 KB snippet run in the runner is parsed in a worker thread and compiled by the pool's process (not this
+    one); past the tenant's rate, 429."""
+    compiled_here, forms = ThreadSpy(sandbox.compiler._compile), ThreadSpy(urllib.parse.parse_qsl)
     monkeypatch.setattr(sandbox.compiler, "_compile", compiled_here)
+    monkeypatch.setattr(view, "parse_qsl", forms)
     large = "\n".join(f"v{n} = {n}" for n in range(15_000)) + "\nreturn v14999 + 1"
     assert 150_000 < len(large) < sandbox.compiler.MAX_SOURCE_BYTES
     with console.browser() as browser:
@@ -187,6 +191,9 @@ def test_console_compiles_large_snippets_in_another_process_at_a_per_tenant_rate
         ran = browser.post("/console/t/acme/runner", data={"csrf_token": csrf, "source": large, "event": "{}"})
         assert (ran.status_code, "15000" in ran.text) == (200, True)
         assert compiled_here.threads == []  # compiled in the pool's process, adopted here from its bytes
+        loop_thread = f"console-{console.base_url.rsplit(':')[-1]}"
+        assert forms.threads
+        assert loop_thread not in forms.threads
 
         save = {"csrf_token": csrf, "action": "save", "save_name": "", "source": "return 1"}
         statuses = [browser.post("/console/t/acme/runner", data=save).status_code for _ in range(COMPILES_PER_MINUTE)]

@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from zingyconn.errors import NotFoundError, ZingyConnError
 from zingyconn.hosts.console import auth
 from zingyconn.hosts.console.outcome import run_outcome
-from zingyconn.hosts.console.view import audit, client_address, flash, page, render, state_of, when
+from zingyconn.hosts.console.view import audit, client_address, flash, page, read_form, render, state_of, when
 from zingyconn.names import NAME_PATTERN
 from zingyconn.secrets.tokens import TokenStore
 
@@ -33,7 +33,7 @@ async def login(request: Request) -> Response:
             refused = render(request, "login.html", {"error": message, "next": ""}, status_code=429)
             refused.headers["Retry-After"] = str(retry_after)
             return refused
-        form = await request.form()
+        form = await read_form(request)
         next_url = str(form.get("next") or "")
         if not auth.is_csrf_valid(request, str(form.get(auth.CSRF_FIELD) or "")):
             return Response("CSRF token missing or wrong; reload the page and try again.", status_code=403)
@@ -59,7 +59,7 @@ async def login(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     """Sign out (POST with the CSRF token, so another site cannot sign you out): the session ends server-side."""
-    form = await request.form()
+    form = await read_form(request)
     if auth.is_csrf_valid(request, str(form.get(auth.CSRF_FIELD) or "")):
         state = state_of(request)
         principal = await auth.resume(request, state.sessions)
