@@ -21,8 +21,8 @@ from typing import Final
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from zingyconn.hosts.console.sessions import ConsoleSession, SessionStore
-from zingyconn.secrets.tokens import TokenStore
+from zingyconn.hosts.console.sessions import ConsoleSession, SessionStore, actor_of
+from zingyconn.secrets.tokens import TokenStore, digest
 
 #: Cookie-session key that holds the server-side session's id (never a token or a secret).
 SESSION_ID_KEY: Final = "sid"
@@ -73,7 +73,7 @@ def authenticate(token: str, *, admin_token: str | None, tokens: TokenStore) -> 
     if admin_token is not None and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Principal(tenant=None)
     tenant = tokens.tenant_for(token)
-    return None if tenant is None else Principal(tenant=tenant)
+    return None if tenant is None else Principal(tenant=tenant, actor=actor_of(tenant, digest(token)))
 
 
 def current_principal(request: Request) -> Principal | None:
