@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from tests.hosts.live_console import (
     ACCOUNT_SID,
@@ -21,6 +22,7 @@ from tests.hosts.live_console import (
     sign_in,
 )
 from zingyconn.catalog import Catalog
+from zingyconn.database import create_engine
 from zingyconn.hosts.console.auth import CSRF_FIELD
 from zingyconn.tokens import TokenStore
 
@@ -159,3 +161,20 @@ def test_console_changes_are_audited_without_secrets(console: Console) -> None:
         "connection.save",
     ]
     assert "connection.save" in console.cli("audit", "list")
+
+
+def test_a_store_made_before_sessions_gains_their_tables(tmp_path: Path) -> None:
+    """A version-1 store (no console_sessions, no audit_events) is migrated when it is next opened."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE console_sessions"))
+        conn.execute(sa.text("DROP TABLE audit_events"))
+        conn.execute(sa.text("DELETE FROM schema_version WHERE version > 1"))
+    engine.dispose()
+
+    engine = create_engine(url)
+    tables = set(sa.inspect(engine).get_table_names())
+    engine.dispose()
+
+    assert {"console_sessions", "audit_events"} <= tables
