@@ -24,7 +24,7 @@ from tests.hosts.live_console import (
 from zingyconn.catalog import Catalog
 from zingyconn.database import create_engine
 from zingyconn.hosts.console.auth import CSRF_FIELD
-from zingyconn.tokens import TokenStore
+from zingyconn.secrets.tokens import TokenStore
 
 
 @pytest.fixture

@@ -149,7 +149,7 @@ def test_deep_or_invalid_json_is_a_recorded_400(server: LiveServer, runtime: Run
 
 def test_deep_or_invalid_json_to_the_command_api_is_400(server: LiveServer, runtime: Runtime) -> None:
     """The command API refuses the same bodies with 400 (its token is checked first)."""
-    from zingyconn.tokens import TokenStore
+    from zingyconn.secrets.tokens import TokenStore
 
     token = TokenStore(runtime.engine).create("acme")
     headers = {"Authorization": f"Bearer {token}", "X-Zingy-Flow": "cloud", "Content-Type": "application/json"}

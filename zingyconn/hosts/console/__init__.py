@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from zingyconn.catalog import Catalog
+from zingyconn.egress.ratelimit import SqlRateLimiter
 from zingyconn.hosts.audit import AuditTrail
 from zingyconn.hosts.console import connections, pages, runner
 from zingyconn.hosts.console.auth import session_secret
@@ -29,7 +30,6 @@ from zingyconn.hosts.console.sessions import SessionPolicy, SessionStore
 from zingyconn.hosts.console.throttle import LoginRates, LoginThrottle
 from zingyconn.hosts.console.view import ConsoleState
 from zingyconn.hosts.signature import PublicUrl
-from zingyconn.ratelimit import SqlRateLimiter
 
 if TYPE_CHECKING:
     from zingyconn.runtime import Runtime

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from zingyconn.schema import api_tokens, console_sessions
-from zingyconn.tokens import digest
+from zingyconn.secrets.tokens import digest
 
 #: 32 random bytes: a session id cannot be guessed, only stolen (and a stolen one dies with its session).
 SESSION_ID_BYTES: Final = 32

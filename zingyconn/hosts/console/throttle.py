@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-from zingyconn.ratelimit import Rate, RateLimiter
+from zingyconn.egress.ratelimit import Rate, RateLimiter
 
 #: Bucket names in ``rate_buckets`` (the ``tenant`` column holds the client address or the console-wide key).
 CLIENT_BUCKET: Final = "console-login"

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from zingyconn.catalog import Catalog
+from zingyconn.egress.ratelimit import RateLimiter
 from zingyconn.hosts.audit import AuditTrail
 from zingyconn.hosts.console import auth
 from zingyconn.hosts.console.compile_pool import CompilePool
@@ -23,7 +24,6 @@ from zingyconn.hosts.console.throttle import LoginThrottle
 from zingyconn.hosts.middleware import read_body
 from zingyconn.hosts.signature import PublicUrl
 from zingyconn.names import NAME_PATTERN
-from zingyconn.ratelimit import RateLimiter
 from zingyconn.runtime import Runtime
 
 Handler = Callable[[Request], Awaitable[Response]]
