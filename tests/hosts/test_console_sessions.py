@@ -164,7 +164,7 @@ def test_console_changes_are_audited_without_secrets(console: Console) -> None:
 
 
 def test_a_store_made_before_sessions_gains_their_tables(tmp_path: Path) -> None:
-    """A version-1 store (no console_sessions, no audit_events) is migrated when it is next opened."""
+    """A store made before sessions (no console_sessions, no audit_events) gains them when it is next opened."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)
     with engine.begin() as conn:
