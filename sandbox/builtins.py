@@ -5,10 +5,20 @@ are wrapped so that the argument goes through :func:`sandbox.guards.guarded_iter
 among them (``list``, ``dict``, ...) are wrapped in :class:`GuardedType`, which still works with ``isinstance``,
 ``issubclass``, as a base class and for class methods such as ``dict.fromkeys``.
 
-Deliberately absent (see README "Snippets"): ``getattr``, ``setattr``, ``delattr``, ``type``, ``vars``, ``dir``,
-``globals``, ``locals``, ``open``, ``compile``, ``eval``, ``exec``, ``help``, ``input``, ``breakpoint``, ``id``,
-``memoryview``, ``super``, ``__import__`` (imports use the allowlist), ``BaseException``, ``SystemExit``,
-``KeyboardInterrupt``, ``GeneratorExit``, ``ExceptionGroup`` (CVE-2025-22153), warnings and ``OSError``.
+Bound to each run's guards (:func:`make_builtins`):
+
+- ``getattr``/``hasattr``/``setattr``/``delattr`` obey exactly the rules of attribute syntax: the compile-time name
+  rules (:func:`sandbox.policy.attribute_name_problem`) and then the run-time guards. Threat: a computed name
+  (``getattr(x, "__glo" + "bals__")``) skipping the compile-time check;
+- ``type(x)`` gives what ``x.__class__`` gives (:func:`sandbox.guards.make_class_of`: foreign classes as a view);
+  the three-argument form (building a class from a dict, past every class check) is refused;
+- ``super`` is the real one (zero-argument ``super()`` needs the caller's frame); the guard allows reads through
+  it only inside the snippet's own classes.
+
+Deliberately absent (see docs "Snippets"): ``vars``, ``dir``, ``globals``, ``locals``, ``open``, ``compile``,
+``eval``, ``exec``, ``help``, ``input``, ``breakpoint``, ``id``, ``memoryview``, ``__import__`` (imports use the
+allowlist), ``BaseException``, ``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, ``ExceptionGroup``
+(CVE-2025-22153), warnings and ``OSError``.
 """
 
 from __future__ import annotations
@@ -17,46 +27,12 @@ import builtins
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-from sandbox.guards import guarded_iter
+__all__ = ["GUARDED_TYPES", "SAFE_BUILTINS", "GuardedType", "make_builtins"]
+
+from sandbox.guards import GuardedType, guarded_iter, real_class, type_of
+from sandbox.policy import attribute_name_problem
 
 _MISSING: Final = object()
-
-
-class GuardedType:
-    """A builtin type whose constructor iterates through the guard; ``isinstance``/``issubclass`` still work."""
-
-    __slots__ = ("_construct", "_type")
-
-    def __init__(self, real: type, construct: Callable[..., Any]) -> None:
-        self._type = real
-        self._construct = construct
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._construct(*args, **kwargs)
-
-    def __instancecheck__(self, instance: object) -> bool:
-        return isinstance(instance, self._type)
-
-    def __subclasscheck__(self, subclass: type) -> bool:
-        return issubclass(subclass, self._type)
-
-    def __mro_entries__(self, bases: tuple[object, ...]) -> tuple[type]:
-        return (self._type,)
-
-    def __getattr__(self, name: str) -> Any:  # dict.fromkeys, bytes.fromhex, ...; _getattr_ checks the name first
-        return getattr(self._type, name)
-
-    def __getitem__(self, item: Any) -> Any:  # list[int] in annotations
-        return self._type[item]  # type: ignore[index]  # builtin generics
-
-    def __or__(self, other: Any) -> Any:
-        return self._type | other
-
-    def __ror__(self, other: Any) -> Any:
-        return other | self._type
-
-    def __repr__(self) -> str:
-        return repr(self._type)
 
 
 def _single_iterable(real: type) -> GuardedType:
@@ -238,14 +214,79 @@ SAFE_BUILTINS: Final[Mapping[str, Any]] = {
 }
 
 
-def make_builtins(*, getattr_guard: Callable[[object, str], object], importer: Callable[..., object]) -> dict[str, Any]:
-    """Return a fresh builtins namespace for one run, with ``hasattr`` and ``__import__`` bound to its guards."""
+#: The real builtin types behind their guarded wrappers: ``type([])`` gives the wrapper, never the bare ``list``.
+GUARDED_TYPES: Final[Mapping[type, GuardedType]] = {
+    real_class(value): value  # type: ignore[misc]  # real_class of a GuardedType is its type
+    for value in SAFE_BUILTINS.values()
+    if type(value) is GuardedType
+}
+
+_NO_DEFAULT: Final = object()
+
+
+def make_builtins(
+    *,
+    getattr_guard: Callable[[object, str], object],
+    importer: Callable[..., object],
+    write: Callable[[object], object] | None = None,
+    write_private: Callable[[object], object] | None = None,
+    class_of: Callable[[type], object] | None = None,
+) -> dict[str, Any]:
+    """Return a fresh builtins namespace for one run, with attribute builtins and ``__import__`` bound to its guards."""
+
+    def check_name(name: object, *, store: bool) -> str:
+        if type(name) is not str:
+            raise TypeError(f"attribute name must be string, not {type(name).__name__!r}")
+        problem = attribute_name_problem(name, store=store)
+        if problem:
+            raise AttributeError(problem)
+        return name
+
+    def guarded_getattr(obj: object, name: str, default: object = _NO_DEFAULT, /) -> object:
+        try:
+            return getattr_guard(obj, check_name(name, store=False))
+        except AttributeError:
+            if default is _NO_DEFAULT:
+                raise
+            return default
 
     def guarded_hasattr(obj: object, name: str, /) -> bool:
         try:
-            getattr_guard(obj, name)
+            getattr_guard(obj, check_name(name, store=False))
         except AttributeError:
             return False
         return True
 
-    return {**SAFE_BUILTINS, "hasattr": guarded_hasattr, "__import__": importer}
+    def writer(obj: object, name: str) -> object:
+        hook = write_private if name.startswith("_") else write
+        if hook is None:
+            raise TypeError("Changing attributes with setattr() is not available here.")
+        return hook(obj)
+
+    def guarded_setattr(obj: object, name: str, value: object, /) -> None:
+        name = check_name(name, store=True)
+        setattr(writer(obj, name), name, value)
+
+    def guarded_delattr(obj: object, name: str, /) -> None:
+        name = check_name(name, store=True)
+        delattr(writer(obj, name), name)
+
+    def guarded_type(*args: object) -> object:
+        if len(args) != 1:
+            raise TypeError(
+                "type() with three arguments builds a class, which is not available in snippets; write a class "
+                "statement instead."
+            )
+        klass = type_of(args[0])
+        return class_of(klass) if class_of is not None else klass.__name__
+
+    return {
+        **SAFE_BUILTINS,
+        "getattr": guarded_getattr,
+        "hasattr": guarded_hasattr,
+        "setattr": guarded_setattr,
+        "delattr": guarded_delattr,
+        "type": guarded_type,
+        "super": super,
+        "__import__": importer,
+    }

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from sandbox.errors import CompileError
-from sandbox.policy import ENTRY_POINT, SnippetPolicy
+from sandbox.policy import ENTRY_POINT, SNIPPET_FILENAME, SnippetPolicy
 
 __all__ = [
     "ENTRY_POINT",
@@ -24,9 +24,6 @@ __all__ = [
     "compile_snippet",
     "compile_to_bytes",
 ]
-
-#: File name of snippet code; tracebacks keep only frames with this name.
-SNIPPET_FILENAME: Final = "<snippet>"
 
 #: Threat: parser and compiler CPU/memory bombs in the host, which compiles before any process starts.
 MAX_SOURCE_BYTES: Final = 256 * 1024

@@ -9,13 +9,14 @@ runs through ``sandbox.Sandbox``, which calls :func:`execute` inside a fresh chi
 from __future__ import annotations
 
 import contextlib
+import decimal
 import json
 import time
 import traceback
 import types
 from typing import Any, Final
 
-from sandbox.builtins import make_builtins
+from sandbox.builtins import GUARDED_TYPES, SAFE_BUILTINS, make_builtins
 from sandbox.compiler import ENTRY_POINT, SNIPPET_FILENAME, CompiledSnippet, compile_snippet
 from sandbox.environment import Environment
 from sandbox.errors import CompileError, InvalidResultTextError, OutputLimitExceededError, SandboxError
@@ -27,15 +28,20 @@ from sandbox.guards import (
     guarded_iter,
     guarded_iter_unpack_sequence,
     guarded_unpack_sequence,
+    make_class_of,
     make_getattr,
     make_inplacevar,
+    make_match,
+    make_writable,
     make_write,
+    make_write_private,
 )
 from sandbox.imports import Importer
 from sandbox.limits import Limits
 from sandbox.output import RunOutput, SnippetLog, to_json_value
 from sandbox.phase import PhaseMarker
 from sandbox.result import JSON, RunError, RunResult
+from sandbox.stdlib import RunGuards
 
 __all__ = ["build_globals", "execute", "run_source"]
 
@@ -49,21 +55,38 @@ def build_globals(environment: Environment, *, output: RunOutput, event: JSON) -
     if bad:
         raise ValueError(f"Environment names must be identifiers not starting with '_': {bad}.")
     hidden = HiddenAttributes(environment.hidden_attributes)
-    getattr_guard = make_getattr(hidden)
     write = make_write(hidden)
+    write_private = make_write_private(hidden)
+    inplacevar = make_inplacevar(write)
+    importer_box: list[Importer] = []
+
+    def known_classes() -> frozenset[type]:
+        named = {value for value in environment.names.values() if isinstance(value, type)}
+        builtin = {value for value in SAFE_BUILTINS.values() if isinstance(value, type)}
+        return importer_box[0].public_classes() | named | builtin
+
+    class_of = make_class_of(GUARDED_TYPES, known_classes)
+    getattr_guard = make_getattr(hidden, class_of, make_writable(hidden))
+    importer = Importer(environment.modules, guards=RunGuards(getattr_guard, write, inplacevar))
+    importer_box.append(importer)
+    builtins = make_builtins(
+        getattr_guard=getattr_guard, importer=importer, write=write, write_private=write_private, class_of=class_of
+    )
     namespace: dict[str, Any] = {
-        "__builtins__": make_builtins(getattr_guard=getattr_guard, importer=Importer(environment.modules)),
+        "__builtins__": builtins,
         "__name__": SNIPPET_MODULE,
         "__metaclass__": build_class,
         "_getattr_": getattr_guard,
         "_getitem_": guarded_getitem,
         "_write_": write,
+        "_write_private_": write_private,
         "_getiter_": guarded_iter,
         "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
         "_unpack_sequence_": guarded_unpack_sequence,
-        "_inplacevar_": make_inplacevar(write),
+        "_inplacevar_": inplacevar,
         "_print_": output.print_collector,
         "_apply_": guarded_apply,
+        "_match_": make_match(getattr_guard),
     }
     namespace.update(environment.names)
     namespace["event"] = event
@@ -92,8 +115,9 @@ def execute(
     error: RunError | None = None
     with phase.snippet() if phase is not None else contextlib.nullcontext():
         try:
-            exec(compiled.code, namespace)  # noqa: S102  # policy-checked code with guarded globals
-            returned = namespace[ENTRY_POINT]()
+            with decimal.localcontext(decimal.Context()):  # the run's own decimal context (guards._DECIMAL_TYPES)
+                exec(compiled.code, namespace)  # noqa: S102  # policy-checked code with guarded globals
+                returned = namespace[ENTRY_POINT]()
         except MemoryError:
             error = RunError(type="MemoryLimitExceededError", message="The run ran out of memory.")
         except Exception as exc:  # noqa: BLE001  # every snippet fault becomes data on the result

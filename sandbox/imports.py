@@ -17,20 +17,26 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Final
 
 from sandbox.guards import forbidden_reason
+from sandbox.stdlib import EXCLUDED, RUN_BOUND, RunGuards, run_overrides
 
 #: The standard-library modules a snippet may import (DESIGN §3), name -> the names its façade exposes
 #: (``None``: the module's ``__all__``, or every public name when it has none), minus ``_EXCLUDED``.
 STDLIB_MODULES: Final[Mapping[str, tuple[str, ...] | None]] = {
     "base64": None,
     "collections": None,
+    "copy": None,
+    "dataclasses": None,
     "datetime": None,
     "decimal": None,
+    "enum": None,
+    "functools": None,
     "hashlib": None,
     "hmac": ("HMAC", "compare_digest", "digest", "digest_size", "new"),
     "html": None,
     "itertools": None,
     "json": None,
     "math": None,
+    "operator": None,
     "random": None,
     "re": None,
     "statistics": None,
@@ -73,6 +79,7 @@ STDLIB_MODULES: Final[Mapping[str, tuple[str, ...] | None]] = {
         "timezone",
         "tzname",
     ),
+    "typing": None,
     "urllib.parse": None,
     # Threat: uuid1/getnode reveal the host's MAC address and may run a subprocess (ifconfig) to find it.
     "uuid": (
@@ -89,15 +96,11 @@ STDLIB_MODULES: Final[Mapping[str, tuple[str, ...] | None]] = {
     "zoneinfo": None,
 }
 
-#: Public names left out of façades built from ``__all__``, each with its threat.
-_EXCLUDED: Final[Mapping[str, frozenset[str]]] = {
-    "decimal": frozenset({"setcontext", "DefaultContext"}),  # process-wide decimal defaults shared by later runs
-    "zoneinfo": frozenset({"reset_tzpath"}),  # changes where every later ZoneInfo is read from
-}
-
-
 #: Modules that façade functions import lazily on first use (``time.strptime``, ``datetime.strptime``); imported
 #: with the façades so a hardened child (few file descriptors, empty environment) never has to find them on disk.
+#: The C code of those functions imports them through the run's ``__import__``, which answers with an empty
+#: façade (C code then takes the real module from ``sys.modules``); snippet code cannot name them (the policy
+#: refuses module names starting with ``_``, and ``__import__`` itself).
 _LAZY_IMPORTS: Final = ("_strptime",)
 
 
@@ -105,6 +108,8 @@ class Facade:
     """A read-only view of a module's public names; what ``import json`` gives a snippet."""
 
     __slots__ = ("_attributes", "_label")
+    _attributes: Mapping[str, object]
+    _label: str
 
     def __init__(self, label: str, attributes: Mapping[str, object]) -> None:
         object.__setattr__(self, "_label", label)
@@ -125,8 +130,18 @@ class Facade:
     def __dir__(self) -> list[str]:
         return sorted(self._attributes)
 
+    @property
+    def __name__(self) -> str:  # what a module's __name__ gives; a property, as on modules
+        """The module's name, as ``json.__name__`` gives it."""
+        return self._label
+
     def __repr__(self) -> str:
         return f"<module {self._label!r}>"
+
+
+def facade_values(facade: Facade) -> tuple[object, ...]:
+    """Return the values *facade* exposes (so the host can tell which classes a run's façades hand out)."""
+    return tuple(object.__getattribute__(facade, "_attributes").values())
 
 
 def _freeze(value: object) -> object:
@@ -179,22 +194,49 @@ def make_facade(
 
 @functools.cache
 def stdlib_facades() -> Mapping[str, Facade]:
-    """Return the façades of :data:`STDLIB_MODULES` (built once per process; the zygote builds them before forking)."""
+    """Return the façades of :data:`STDLIB_MODULES` (built once per process; the zygote builds them before forking).
+
+    Names that take a run's guards (``operator.attrgetter``) are bound to guards that hide nothing here; each run's
+    :class:`Importer` rebinds them to its own.
+    """
     for lazy in _LAZY_IMPORTS:
         importlib.import_module(lazy)
-    facades: dict[str, Facade] = {}
-    for name, names in STDLIB_MODULES.items():
-        module = importlib.import_module(name)
-        chosen = list(names) if names is not None else list(getattr(module, "__all__", None) or _public(module))
-        excluded = _EXCLUDED.get(name, frozenset())
-        facades[name] = make_facade(module, [n for n in chosen if n not in excluded and hasattr(module, n)], label=name)
-    return types.MappingProxyType(facades)
+    guards = RunGuards.default()
+    return types.MappingProxyType({name: stdlib_facade(name, guards) for name in STDLIB_MODULES})
+
+
+def stdlib_facade(name: str, guards: RunGuards) -> Facade:
+    """Build the façade of allowed module *name*, with its replacements bound to *guards*."""
+    module = importlib.import_module(name)
+    names = STDLIB_MODULES[name]
+    chosen = list(names) if names is not None else list(getattr(module, "__all__", None) or _public(module))
+    excluded = EXCLUDED.get(name, frozenset())
+    overrides = run_overrides(name, guards)
+    kept = [
+        n
+        for n in chosen
+        if n not in excluded
+        and n not in overrides
+        and hasattr(module, n)
+        and (names is not None or forbidden_reason(getattr(module, n)) is None)  # __all__ may list a metaclass
+    ]
+    return make_facade(module, kept, label=name, overrides=overrides)
+
+
+@functools.cache
+def _stdlib_classes() -> frozenset[type]:
+    return frozenset(
+        value for facade in stdlib_facades().values() for value in facade_values(facade) if isinstance(value, type)
+    )
 
 
 def _public(module: types.ModuleType) -> list[str]:
     return [
         name for name, value in vars(module).items() if not name.startswith("_") and forbidden_reason(value) is None
     ]
+
+
+_EMPTY: Final = Facade("(internal)", {})
 
 
 class _Package(Facade):
@@ -206,7 +248,7 @@ class _Package(Facade):
 class Importer:
     """The ``__import__`` of a run: allowlisted names only, façades only, ``fromlist`` checked."""
 
-    def __init__(self, modules: Mapping[str, object] | None = None) -> None:
+    def __init__(self, modules: Mapping[str, object] | None = None, *, guards: RunGuards | None = None) -> None:
         registry: dict[str, object] = dict(stdlib_facades())
         for name, facade in (modules or {}).items():
             reason = forbidden_reason(facade)
@@ -214,8 +256,20 @@ class Importer:
                 raise ValueError(f"Environment module {name!r} must be a façade, not {reason}.")
             registry[name] = facade
         self._registry = registry
+        self._guards = guards
         self._objects: dict[str, object] = {}
         self.allowed: tuple[str, ...] = tuple(sorted(registry))
+
+    def public_classes(self) -> frozenset[type]:
+        """Return the classes this run's façades expose (what ``type(x)`` may hand out as itself)."""
+        extra = {
+            value
+            for name, facade in self._registry.items()
+            if name not in STDLIB_MODULES and isinstance(facade, Facade)
+            for value in facade_values(facade)
+            if isinstance(value, type)
+        }
+        return _stdlib_classes() | extra
 
     def __call__(
         self,
@@ -228,6 +282,8 @@ class Importer:
         """Import *name* for a snippet, as ``import`` and ``from ... import`` call it."""
         if level:
             raise ImportError("Relative imports are not allowed in snippets.")
+        if name in _LAZY_IMPORTS:  # C code of a façade function (datetime.strptime); see _LAZY_IMPORTS
+            return _EMPTY
         if type(name) is not str or not self._is_importable(name):
             raise ImportError(
                 f"Import of {name!r} is not allowed in snippets. Allowed modules: {', '.join(self.allowed)}."
@@ -258,6 +314,8 @@ class Importer:
         prefix = name + "."
         children = {other[len(prefix) :].partition(".")[0] for other in self._registry if other.startswith(prefix)}
         own = self._registry.get(name)
+        if own is not None and name in RUN_BOUND and self._guards is not None:
+            own = stdlib_facade(name, self._guards)
         if not children:
             result = own
         else:

@@ -1,8 +1,9 @@
 """Walk what a snippet can reach from an object through the attribute names the ``_getattr_`` guard allows.
 
-The walk reads the raw values (it does not apply the guard's own value check), so it tests the façades and
-hidden-attribute policies as an independent layer: a module found here is a hole even if the guard would still
-refuse it at run time.
+The walk reads the raw values of public attributes (it does not apply the guard's own value check), so it tests
+the façades and hidden-attribute policies as an independent layer: a module found here is a hole even if the guard
+would still refuse it at run time. Private and dunder names are walked wherever the guard itself allows them (the
+snippet's own objects, ``__class__``, ``__name__``, the dunder methods), with the values the guard hands out.
 
 Reusable by every façade's tests (stdlib here; twilio in tests/escapes/test_twilio_*.py)::
 
@@ -15,11 +16,13 @@ from __future__ import annotations
 import builtins
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
-from sandbox.guards import REFUSED_ATTRIBUTES, HiddenAttributes
+from sandbox.builtins import GUARDED_TYPES
+from sandbox.guards import REFUSED_ATTRIBUTES, HiddenAttributes, make_class_of, make_getattr, make_writable
+from sandbox.imports import Importer
 
 #: Values that are never walked further: their public attributes are methods of immutable primitives.
 _LEAVES = (str, bytes, int, float, complex, bool, type(None))
@@ -44,6 +47,7 @@ def reachable_escapes(
 ) -> tuple[list[str], int]:
     """Return (paths that reach a module/frame/code/builtins/globals, number of objects visited)."""
     policy = HiddenAttributes(hidden or {})
+    guard = make_getattr(policy, make_class_of(GUARDED_TYPES, Importer().public_classes), make_writable(policy))
     module_namespaces = {id(vars(module)) for module in list(sys.modules.values())}
     seen: set[int] = {id(root)}
     keep_alive: list[object] = [root]  # ids stay unique while we hold every visited object
@@ -52,7 +56,7 @@ def reachable_escapes(
     for _ in range(depth):
         next_frontier: list[tuple[str, object]] = []
         for path, obj in frontier:
-            for name, value in _children(obj, policy):
+            for name, value in _children(obj, policy, guard):
                 child_path = f"{path}.{name}"
                 kind = _escape_kind(value, module_namespaces)
                 if kind is not None:
@@ -67,7 +71,9 @@ def reachable_escapes(
     return escapes, len(seen)
 
 
-def _children(obj: object, policy: HiddenAttributes) -> list[tuple[str, object]]:
+def _children(
+    obj: object, policy: HiddenAttributes, guard: Callable[[object, str], object]
+) -> list[tuple[str, object]]:
     """Attributes whose names the guard allows, plus the values of read-only mappings (façade constants)."""
     children: list[tuple[str, object]] = []
     try:
@@ -75,7 +81,13 @@ def _children(obj: object, policy: HiddenAttributes) -> list[tuple[str, object]]
     except Exception:  # noqa: BLE001  # an object that cannot list itself has nothing to walk
         names = []
     for name in names:
-        if name.startswith("_") or name in INSPECT_ATTRIBUTES or name in REFUSED_ATTRIBUTES:
+        if name.startswith("_"):
+            try:
+                children.append((name, guard(obj, name)))
+            except Exception:  # noqa: BLE001  # refused or failing: not reachable
+                continue
+            continue
+        if name in INSPECT_ATTRIBUTES or name in REFUSED_ATTRIBUTES:
             continue
         if name in policy.names_for(obj):
             continue

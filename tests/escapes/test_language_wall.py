@@ -18,29 +18,60 @@ import pytest
 from sandbox.environment import Environment
 from sandbox.executor import run_source
 from sandbox.imports import Importer
+from tests.escapes.corpus import Expected, assert_corpus_size, assert_refused
 
 ALLOWED = ", ".join(Importer().allowed)
 
 #: A careless host: containers that hold a module (what #335's C-level iteration would hand out unchecked).
 ENVIRONMENT = Environment(names={"things": [json], "pairs": [(json, 1)], "table": {"m": json}})
 
-Expected = tuple[str, str]
-
 
 def compiled(message: str) -> Expected:
     return ("CompileError", message)
 
 
+DUNDER_READS = "only __name__, __qualname__, __doc__, __class__, __cause__, __context__ and the methods a class may define can be read."
+
+
 def bad_name(line: int, name: str) -> Expected:
-    return compiled(f'Line {line}: "{name}" is an invalid variable name because it starts with "_"')
+    """A dunder name (Python's own) used as a variable, function or import name."""
+    return compiled(
+        f'Line {line}: "{name}" cannot be used as a name in snippets: names that start and end with "__" belong to Python itself; choose another name.'
+    )
+
+
+def sandbox_name(line: int, name: str) -> Expected:
+    """A name that starts and ends with ``_``: the guard hooks' and temporaries' shape."""
+    return compiled(
+        f'Line {line}: "{name}" cannot be used as a name in snippets: names that start and end with "_" are reserved for the sandbox; use "{name.strip("_")}" instead.'
+    )
+
+
+def dunder_message(attr: str) -> str:
+    return f"Attribute {attr!r} is not allowed in snippets: Python's special attributes reach the interpreter's internals; {DUNDER_READS}"
 
 
 def bad_attr(line: int, attr: str) -> Expected:
-    return compiled(f'Line {line}: "{attr}" is an invalid attribute name because it starts with "_".')
+    """A dunder attribute outside READABLE_DUNDERS, written in the source."""
+    return compiled(f"Line {line}: {dunder_message(attr)}")
+
+
+def dunder(attr: str) -> Expected:
+    """The same refusal at run time (format fields, getattr with a computed name, attrgetter)."""
+    return ("AttributeError", dunder_message(attr))
 
 
 def inspect_attr(line: int, attr: str) -> Expected:
-    return compiled(f'Line {line}: "{attr}" is a restricted name, that is forbidden to access in RestrictedPython.')
+    return compiled(
+        f"Line {line}: Attribute {attr!r} is not allowed in snippets: it exposes the interpreter's frames and code; return or log the values you need instead."
+    )
+
+
+def inspect_runtime(attr: str) -> Expected:
+    return (
+        "AttributeError",
+        f"Attribute {attr!r} is not allowed in snippets: it exposes the interpreter's frames and code.",
+    )
 
 
 def import_refused(name: str) -> Expected:
@@ -60,7 +91,11 @@ def undefined(name: str) -> Expected:
 
 
 def underscore(attr: str) -> Expected:
-    return ("AttributeError", f"Attribute {attr!r} is not allowed in snippets because it starts with '_'.")
+    """A private attribute of an object the snippet did not make."""
+    return (
+        "AttributeError",
+        f"Attribute {attr!r} is not available here: names starting with '_' are private, and snippets can read them only on their own objects; use the object's public attributes.",
+    )
 
 
 def iterating(module: str = "json") -> Expected:
@@ -78,12 +113,19 @@ REGISTER = (
 MRO = ("AttributeError", "Attribute 'mro' is not allowed in snippets: it walks up to classes snippets must not reach.")
 MODULE_READ = ("AttributeError", "Reading attributes of module 'json' is not allowed in snippets.")
 
+EVAL = compiled(
+    "Line 1: 'eval()' is not available in snippets: snippets cannot run code built from strings; write the code directly (json.loads() reads data)."
+)
+EXEC = compiled(
+    "Line 1: 'exec()' is not available in snippets: snippets cannot run code built from strings; write the code directly (json.loads() reads data)."
+)
+
 GENERATOR = "def gen():\n    yield 1\ng = gen()\n"
 
 ADVISORIES = [
     pytest.param(
         "class Liar(str):\n    def startswith(self, prefix):\n        return False\nreturn hasattr(1, Liar('__class__'))",
-        ("TypeError", "Attribute names must be str, got 'Liar'."),
+        ("TypeError", "attribute name must be string, not 'Liar'"),
         id="rp-7.2-lying-str-subclass",
     ),
     pytest.param("return event.ag_frame", inspect_attr(1, "ag_frame"), id="rp-8.5-ag-frame"),
@@ -104,24 +146,31 @@ ADVISORIES = [
     ),
     pytest.param(
         GENERATOR + "return '{0.gi_frame}'.format(g)",
-        ("AttributeError", "Attribute 'gi_frame' is not allowed in snippets: it exposes interpreter internals."),
+        inspect_runtime("gi_frame"),
         id="cve-2023-37271-gi-frame-via-format",
     ),
-    pytest.param("return '{0.__class__}'.format(1)", underscore("__class__"), id="cve-2023-41039-str-format"),
     pytest.param(
-        "return '{x.__class__}'.format_map({'x': 1})", underscore("__class__"), id="cve-2023-41039-format-map"
+        "return '{0.__class__.__base__.__subclasses__}'.format(1)", dunder("__base__"), id="cve-2023-41039-str-format"
     ),
     pytest.param(
-        "return str.format('{0.__class__}', 1)", underscore("__class__"), id="cve-2023-41039-unbound-str-format"
+        "return '{x.__init__.__globals__}'.format_map({'x': 1})",
+        (
+            "AttributeError",
+            "Attribute '__init__' can be read only on the snippet's own objects, not on a 'int' object; use the operation itself (len(x), x == y, str(x)).",
+        ),
+        id="cve-2023-41039-format-map",
     ),
     pytest.param(
-        "return str.format_map('{x.__class__}', {'x': 1})",
-        underscore("__class__"),
+        "return str.format('{0.__class__.__mro__}', 1)", dunder("__mro__"), id="cve-2023-41039-unbound-str-format"
+    ),
+    pytest.param(
+        "return str.format_map('{x.__class__.__dict__}', {'x': 1})",
+        dunder("__dict__"),
         id="cve-2023-41039-unbound-format-map",
     ),
     pytest.param(
-        "class S(str):\n    pass\nreturn S('{0.__class__}').format(1)",
-        underscore("__class__"),
+        "class S(str):\n    pass\nreturn S('{0.__globals__}').format(len)",
+        dunder("__globals__"),
         id="cve-2023-41039-str-subclass",
     ),
     pytest.param(
@@ -141,16 +190,18 @@ ADVISORIES = [
     ),
     pytest.param(
         "try:\n    pass\nexcept* ValueError:\n    pass",
-        compiled("Line 1: TryStar statements are not allowed."),
+        compiled(
+            "Line 1: 'except*' is not allowed in snippets: exception groups can crash the interpreter; use 'except'."
+        ),
         id="cve-2025-22153-except-star",
     ),
     pytest.param(
         "raise ExceptionGroup('x', [ValueError()])", undefined("ExceptionGroup"), id="cve-2025-22153-exceptiongroup"
     ),
-    pytest.param("def f(_write_=None, /):\n    pass", bad_name(1, "_write_"), id="cve-2026-55830-posonly-write"),
-    pytest.param("f = lambda _getattr_=None, /: 1", bad_name(1, "_getattr_"), id="cve-2026-55830-posonly-lambda"),
+    pytest.param("def f(_write_=None, /):\n    pass", sandbox_name(1, "_write_"), id="cve-2026-55830-posonly-write"),
+    pytest.param("f = lambda _getattr_=None, /: 1", sandbox_name(1, "_getattr_"), id="cve-2026-55830-posonly-lambda"),
     pytest.param(
-        "def f(_getiter_=list, /):\n    return 1", bad_name(1, "_getiter_"), id="cve-2026-55830-posonly-getiter"
+        "def f(_getiter_=list, /):\n    return 1", sandbox_name(1, "_getiter_"), id="cve-2026-55830-posonly-getiter"
     ),
     pytest.param(
         "from string import Formatter", cannot_import("Formatter", "string"), id="cve-2026-76825-import-formatter"
@@ -229,7 +280,7 @@ PRIVATE_HOPS = [
 
 MODULE_GRAPH = (
     [pytest.param(f"import {m}\nreturn {m}.{a}", no_attr(m, a), id=f"hop-{m}.{a}") for m, a in MODULE_HOPS]
-    + [pytest.param(f"import {m}\nreturn {m}.{a}", bad_attr(2, a), id=f"hop-{m}.{a}") for m, a in PRIVATE_HOPS]
+    + [pytest.param(f"import {m}\nreturn {m}.{a}", underscore(a), id=f"hop-{m}.{a}") for m, a in PRIVATE_HOPS]
     + [
         pytest.param(f"import {m}\nreturn '{{0.{a}}}'.format({m})", underscore(a), id=f"hop-format-{m}.{a}")
         for m, a in PRIVATE_HOPS[:4]
@@ -246,11 +297,11 @@ MODULE_GRAPH = (
         ),
         pytest.param("import base64\nreturn base64.re.enum.bltns", no_attr("base64", "re"), id="hop-base64.re.enum"),
         pytest.param(
-            "import math\nreturn '{0.__self__}'.format(math.sqrt)", underscore("__self__"), id="hop-math.sqrt.self"
+            "import math\nreturn '{0.__self__}'.format(math.sqrt)", dunder("__self__"), id="hop-math.sqrt.self"
         ),
         pytest.param(
             "import itertools\nreturn '{0.__self__}'.format(itertools.chain.from_iterable)",
-            underscore("__self__"),
+            dunder("__self__"),
             id="hop-itertools-self",
         ),
         pytest.param("import time\nreturn time.sleep.__self__", bad_attr(2, "__self__"), id="hop-time.sleep.self"),
@@ -301,24 +352,24 @@ MODULE_GRAPH = (
 
 FORMAT_STRINGS = [
     pytest.param(
-        "import json\nreturn '{0.__globals__}'.format(json.dumps)", underscore("__globals__"), id="format-globals"
+        "import json\nreturn '{0.__globals__}'.format(json.dumps)", dunder("__globals__"), id="format-globals"
     ),
-    pytest.param("return '{0:{1.__class__}}'.format(1, 2)", underscore("__class__"), id="format-nested-spec"),
-    pytest.param("return '{0[x].__class__}'.format({'x': 1})", underscore("__class__"), id="format-index-then-attr"),
+    pytest.param("return '{0:{1.__globals__}}'.format(1, len)", dunder("__globals__"), id="format-nested-spec"),
+    pytest.param("return '{0[x].__code__}'.format({'x': len})", dunder("__code__"), id="format-index-then-attr"),
     pytest.param("return 'a{0._＿class__}'.format(1)", underscore("_＿class__"), id="format-fullwidth-underscore"),
-    pytest.param("f = '{0.__class__}'.format\nreturn f(1)", underscore("__class__"), id="format-bound-method-alias"),
+    pytest.param(
+        "f = '{0.__class__.__bases__}'.format\nreturn f(1)", dunder("__bases__"), id="format-bound-method-alias"
+    ),
     pytest.param("import logging", import_refused("logging"), id="logging-formatter-import"),
     pytest.param("from logging import Formatter", import_refused("logging"), id="logging-formatter-from-import"),
-    pytest.param("import operator", import_refused("operator"), id="operator-attrgetter-import"),
-    pytest.param("from operator import attrgetter", import_refused("operator"), id="operator-attrgetter-from-import"),
-    pytest.param("return f'{(1).__class__}'", bad_attr(1, "__class__"), id="fstring-dunder"),
+    pytest.param("return f'{(1).__class__.__base__}'", bad_attr(1, "__base__"), id="fstring-dunder"),
 ]
 
 UNICODE = [
-    pytest.param("return ｅｖａｌ('1')", compiled("Line 1: Eval calls are not allowed."), id="fullwidth-eval"),
-    pytest.param("return ｅｘｅｃ('1')", compiled("Line 1: Exec calls are not allowed."), id="fullwidth-exec"),
-    pytest.param("return 𝐞𝐯𝐚𝐥('1')", compiled("Line 1: Eval calls are not allowed."), id="math-bold-eval"),
-    pytest.param("return (1)._＿class__", bad_attr(1, "__class__"), id="fullwidth-underscore-attr"),
+    pytest.param("return ｅｖａｌ('1')", EVAL, id="fullwidth-eval"),
+    pytest.param("return ｅｘｅｃ('1')", EXEC, id="fullwidth-exec"),
+    pytest.param("return 𝐞𝐯𝐚𝐥('1')", EVAL, id="math-bold-eval"),
+    pytest.param("return (len)._＿globals__", bad_attr(1, "__globals__"), id="fullwidth-underscore-attr"),
     pytest.param("return _＿import＿_('os')", bad_name(1, "__import__"), id="fullwidth-import"),
     pytest.param("return ｇｌｏｂａｌｓ()", undefined("globals"), id="fullwidth-globals"),
     pytest.param("return ｏｐｅｎ('/etc/passwd').read()", undefined("open"), id="fullwidth-open"),
@@ -329,7 +380,9 @@ CLASS_BODIES = [
     pytest.param("class X:\n    __slots__ = ()", bad_name(2, "__slots__"), id="class-slots"),
     pytest.param(
         "class X(metaclass=object):\n    pass",
-        compiled('Line 1: The keyword argument "metaclass" is not allowed.'),
+        compiled(
+            "Line 1: Class keywords (metaclass=..., ...) are not allowed in snippets: they run class-creation hooks; set what you need in the class body."
+        ),
         id="class-metaclass",
     ),
     pytest.param(
@@ -355,14 +408,24 @@ CLASS_BODIES = [
     pytest.param("def __init__(self):\n    pass", bad_name(1, "__init__"), id="top-level-dunder-def"),
     pytest.param("class X:\n    x = locals()", undefined("locals"), id="class-locals"),
     pytest.param("class X:\n    vars()['y'] = 1", undefined("vars"), id="class-vars"),
-    pytest.param("class M(type):\n    pass", undefined("type"), id="class-subclass-type"),
+    pytest.param(
+        "class M(type):\n    pass",
+        ("TypeError", "Only classes can be base classes in snippets; 'guarded_type' is not a class."),
+        id="class-subclass-type",
+    ),
     pytest.param("class E(BaseException):\n    pass", undefined("BaseException"), id="class-subclass-baseexception"),
     pytest.param("class X:\n    pass\nreturn X.__bases__", bad_attr(3, "__bases__"), id="class-bases"),
     pytest.param("return object.__subclasses__()", bad_attr(1, "__subclasses__"), id="object-subclasses"),
     pytest.param("return [].__class__.__base__", bad_attr(1, "__base__"), id="list-class-base"),
     pytest.param("return __metaclass__", bad_name(1, "__metaclass__"), id="metaclass-name"),
     pytest.param("return __build_class__", bad_name(1, "__build_class__"), id="build-class-name"),
-    pytest.param("x = ValueError()\nx.__class__ = KeyError", bad_attr(2, "__class__"), id="assign-class"),
+    pytest.param(
+        "x = ValueError()\nx.__class__ = KeyError",
+        compiled(
+            "Line 2: Changing attribute '__class__' is not allowed in snippets: Python's special attributes steer the interpreter; store your data under an ordinary name."
+        ),
+        id="assign-class",
+    ),
     pytest.param("import collections\ncollections.UserDict.register(int)", REGISTER, id="abc-register"),
     pytest.param(
         "import collections\nreturn '{0.register}'.format(collections.UserDict)", REGISTER, id="abc-register-via-format"
@@ -383,30 +446,30 @@ IMPORTS = [
     pytest.param(f"import {name}", import_refused(name), id=f"import-{name}")
     for name in [
         "os", "sys", "gc", "subprocess", "importlib", "ctypes", "socket", "io", "pickle", "marshal", "threading",
-        "signal", "types", "inspect", "functools", "asyncio", "multiprocessing", "shutil", "pathlib", "tempfile",
+        "signal", "types", "inspect", "asyncio", "multiprocessing", "shutil", "pathlib", "tempfile",
         "code", "pty", "posix", "http.client", "os.path", "twilio", "requests",
     ]
 ] + [
     pytest.param("from os import system", import_refused("os"), id="from-os-import-system"),
-    pytest.param("import builtins", compiled('Line 1: "builtins" is a reserved name.'), id="import-builtins"),
+    pytest.param("import builtins", compiled('Line 1: "builtins" is a reserved name in snippets; choose another name.'), id="import-builtins"),
     pytest.param("__import__('os')", bad_name(1, "__import__"), id="dunder-import"),
     pytest.param("return __builtins__['eval']", bad_name(1, "__builtins__"), id="dunder-builtins"),
-    pytest.param("import json as _json", bad_name(1, "_json"), id="import-as-underscore"),
-    pytest.param("from . import x", compiled("Line 1: Relative imports are not allowed in a snippet."), id="relative-import"),
-    pytest.param("from __future__ import braces", compiled('Line 1: "__future__" is an invalid module name because it starts with "_".'), id="future-import"),
-    pytest.param("from json import *", compiled('Line 1: "*" imports are not allowed.'), id="star-import"),
+    pytest.param("import json as _getattr_", sandbox_name(1, "_getattr_"), id="import-as-guard"),
+    pytest.param("from . import x", compiled("Line 1: Relative imports are not allowed in snippets: a snippet is not part of a package; import the module by its full name."), id="relative-import"),
+    pytest.param("from __future__ import braces", compiled("Line 1: Module '__future__' cannot be imported in snippets: modules whose names start with '_' are private; import a public module."), id="future-import"),
+    pytest.param("import _strptime", compiled("Line 1: Module '_strptime' cannot be imported in snippets: modules whose names start with '_' are private; import a public module."), id="private-module-import"),
+    pytest.param("from json import *", compiled("Line 1: 'from module import *' is not allowed in snippets: it binds names nobody checked; import the names you use."), id="star-import"),
 ]  # fmt: skip
 
 MISSING_BUILTINS = [
     pytest.param(f"return {name}", undefined(name), id=f"no-{name}")
     for name in [
-        "type", "vars", "dir", "globals", "locals", "getattr", "setattr", "delattr", "open", "compile", "input",
-        "help", "id", "memoryview", "super", "eval", "exec",
+        "vars", "dir", "globals", "locals", "open", "compile", "input", "help", "id", "memoryview", "eval", "exec",
     ]
 ] + [
-    pytest.param("return eval('1')", compiled("Line 1: Eval calls are not allowed."), id="eval-call"),
-    pytest.param("return exec('1')", compiled("Line 1: Exec calls are not allowed."), id="exec-call"),
-    pytest.param("breakpoint()", compiled('Line 1: "breakpoint" is a reserved name.'), id="breakpoint"),
+    pytest.param("return eval('1')", EVAL, id="eval-call"),
+    pytest.param("return exec('1')", EXEC, id="exec-call"),
+    pytest.param("breakpoint()", compiled('Line 1: "breakpoint" is a reserved name in snippets; choose another name.'), id="breakpoint"),
 ]  # fmt: skip
 
 MUTATION = [
@@ -454,22 +517,21 @@ MISC = [
     ),
     pytest.param(
         "f(_x=1)",
-        compiled('Line 1: "_x" is an invalid keyword argument because it starts with "_".'),
+        compiled(
+            """Line 1: "_x" cannot be passed as a keyword argument in snippets: keywords starting with "_" can reach a function's private parameters; pass the value by position."""
+        ),
         id="private-keyword",
     ),
-    pytest.param("global _getattr_", bad_name(1, "_getattr_"), id="global-guard"),
-    pytest.param("def f():\n    nonlocal _write_", bad_name(2, "_write_"), id="nonlocal-guard"),
-    pytest.param("return (_getiter_ := list)", bad_name(1, "_getiter_"), id="walrus-guard"),
-    pytest.param("_print_ = 1", bad_name(1, "_print_"), id="assign-print-hook"),
+    pytest.param("global _getattr_", sandbox_name(1, "_getattr_"), id="global-guard"),
+    pytest.param("def f():\n    nonlocal _write_", sandbox_name(2, "_write_"), id="nonlocal-guard"),
+    pytest.param("return (_getiter_ := list)", sandbox_name(1, "_getiter_"), id="walrus-guard"),
+    pytest.param("_print_ = 1", sandbox_name(1, "_print_"), id="assign-print-hook"),
     pytest.param("return (lambda: 0).__code__", bad_attr(1, "__code__"), id="lambda-code"),
     pytest.param("return print.__self__", bad_attr(1, "__self__"), id="print-self"),
     pytest.param(
-        "match 1:\n    case int(real=r):\n        pass",
-        compiled("Line 1: Match statements are not allowed."),
-        id="match-class-pattern",
-    ),
-    pytest.param(
-        "async def f():\n    pass", compiled("Line 1: AsyncFunctionDef statements are not allowed."), id="async-def"
+        "async def f():\n    pass",
+        compiled("Line 1: 'async def' is not allowed in snippets: a snippet runs synchronously; use 'def'."),
+        id="async-def",
     ),
     pytest.param(
         "x = yield 1",
@@ -505,24 +567,12 @@ CASES += UNREACHABLE_BASE_EXCEPTIONS + IMPORTS + MISSING_BUILTINS + MUTATION + M
 @pytest.mark.parametrize(("source", "expected"), CASES)
 def test_escape_attempt_is_stopped(source: str, expected: Expected) -> None:
     """Each escape attempt ends in its one expected error, never in a result."""
-    kind, message = expected
-    result = run_source(source, event={"x": 1}, environment=ENVIRONMENT)
-    assert not result.ok
-    assert result.value is None
-    error = result.error
-    assert error is not None
-    if kind == "CompileError":
-        assert error.type == "CompileError"
-        assert message in error.errors
-    else:
-        assert (error.type, error.exception, error.message) == ("SnippetError", kind, message)
+    assert_refused(run_source(source, event={"x": 1}, environment=ENVIRONMENT), expected)
 
 
 def test_corpus_is_large_enough() -> None:
-    """The corpus keeps at least 80 distinct cases (issue 2)."""
-    ids = [case.id for case in CASES]
-    assert len(ids) == len(set(ids))
-    assert len(ids) >= 80
+    """The corpus keeps at least 80 distinct cases."""
+    assert_corpus_size(CASES, 80)
 
 
 @pytest.mark.parametrize(("module", "attribute"), MODULE_HOPS + PRIVATE_HOPS, ids=lambda v: str(v))

@@ -450,7 +450,7 @@ def test_escaped_child_cannot_signal_the_zygote_or_a_sibling(broken_wall: Sandbo
             id="exception-traceback",
         ),
         pytest.param(
-            "try:\n    1/0\nexcept Exception as exc:\n    return exc.with_traceback(None).__context__",
+            "try:\n    1/0\nexcept Exception as exc:\n    return exc.with_traceback(None).__traceback__",
             ("CompileError", None),
             id="exception-context",
         ),
@@ -471,12 +471,12 @@ def test_escaped_child_cannot_signal_the_zygote_or_a_sibling(broken_wall: Sandbo
             id="json-object-hook-method",
         ),
         pytest.param(
-            "import collections\nd = collections.defaultdict(list)\nd.default_factory = getattr\nreturn 1",
-            ("SnippetError", "NameError"),
+            "import collections\nd = collections.defaultdict(list)\nd.default_factory = getattr\nreturn d['__code__']",
+            ("SnippetError", "TypeError"),
             id="defaultdict-factory-getattr",
         ),
         pytest.param(
-            "import string\nreturn string.Template('${a}').substitute(a=string.Template).__class__",
+            "import string\nreturn string.Template('${a}').substitute(a=string.Template).__class__.__base__",
             ("CompileError", None),
             id="template-class-walk",
         ),
@@ -487,11 +487,11 @@ def test_escaped_child_cannot_signal_the_zygote_or_a_sibling(broken_wall: Sandbo
         ),
         pytest.param(
             "import decimal\nc = decimal.getcontext()\nc.prec = 1\nreturn 1",
-            ("SnippetError", "TypeError"),
+            None,
             id="decimal-context-write",
         ),
         pytest.param(
-            "import re\nreturn re.sub('a', lambda m: m.re.pattern.__class__, 'a')",
+            "import re\nreturn re.sub('a', lambda m: m.re.pattern.__class__.__mro__, 'a')",
             ("CompileError", None),
             id="re-callback-walk",
         ),

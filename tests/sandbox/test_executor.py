@@ -41,7 +41,7 @@ def test_snippet_exception_becomes_snippet_error_with_snippet_only_traceback() -
 
 def test_compile_error_is_reported_as_data() -> None:
     """run_source turns a CompileError into the result's error with every message."""
-    result = run_source("a = _b\nc = d.__e")
+    result = run_source("a = _b_\nc = d.__e__")
     assert result.error is not None
     assert result.error.type == "CompileError"
     assert result.error.line == 1

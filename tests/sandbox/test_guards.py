@@ -47,12 +47,17 @@ def test_getattr_returns_public_values() -> None:
     ("obj", "name", "message"),
     [
         pytest.param(
-            1, "__class__", "Attribute '__class__' is not allowed in snippets because it starts with '_'.", id="dunder"
+            len,
+            "__globals__",
+            "Attribute '__globals__' is not allowed in snippets: Python's special attributes reach the interpreter's "
+            "internals; only __name__, __qualname__, __doc__, __class__, __cause__, __context__ and the methods a "
+            "class may define can be read.",
+            id="dunder",
         ),
         pytest.param(
             1,
             "gi_frame",
-            "Attribute 'gi_frame' is not allowed in snippets: it exposes interpreter internals.",
+            "Attribute 'gi_frame' is not allowed in snippets: it exposes the interpreter's frames and code.",
             id="inspect",
         ),
         pytest.param(json, "dumps", "Reading attributes of module 'json' is not allowed in snippets.", id="module"),
