@@ -120,8 +120,16 @@ _ALLOWED_CLASS_KEYS: Final = frozenset(
 )
 
 
+#: Exact types whose values are never forbidden (the common case, answered with one set lookup).
+_PLAIN_VALUE_TYPES: Final = frozenset(
+    {int, float, str, bool, type(None), bytes, list, tuple, set, frozenset, types.MethodType, types.FunctionType}
+)
+
+
 def forbidden_reason(value: object) -> str | None:
     """Return why *value* must not reach snippet code, or ``None`` when it may."""
+    if type(value) in _PLAIN_VALUE_TYPES:
+        return None
     if isinstance(value, type):
         if value in FORBIDDEN_CLASSES:
             return f"the {value.__name__!r} class"
@@ -517,7 +525,13 @@ def make_getattr(
             special = _format_method(obj, name, formatter)
             if special is not None:
                 return special
-        return _refuse_value(_plain_getattr(obj, name), f"Attribute {name!r}", AttributeError)
+        try:
+            value = getattr(obj, name)
+        except AttributeError as exc:  # a fresh error: never the original's .obj (CVE-2024-47532)
+            raise AttributeError(str(exc)) from None
+        if type(value) in _PLAIN_VALUE_TYPES:
+            return value
+        return _refuse_value(value, f"Attribute {name!r}", AttributeError)
 
     return guarded_getattr
 
