@@ -35,6 +35,7 @@ import _string  # type: ignore[import-not-found]  # CPython's field parser behin
 import abc
 import builtins
 import enum
+import inspect
 import operator
 import string
 import types
@@ -825,6 +826,19 @@ class _MatchClass(type):
         return True
 
 
+def _is_missing(subject: object, name: str) -> bool:
+    """Return whether *subject* certainly has no attribute *name*, without running any of its code.
+
+    A static lookup (no property, no ``__getattr__``): an attribute that may exist dynamically counts as present, so
+    a refused read is never mistaken for a missing one (CPython would then read it in C, unguarded).
+    """
+    try:
+        inspect.getattr_static(subject, name)
+    except AttributeError:
+        return not hasattr(type(subject), "__getattr__")
+    return False
+
+
 class _MatchHolder:
     """What ``_match0_`` is: reads each class and dotted value of one ``match`` statement when a case needs it."""
 
@@ -845,18 +859,16 @@ def make_match(getattr_guard: Callable[[object, str], object]) -> Callable[[Mapp
 
     A class pattern ``Point(x, y=0)`` matches against a stand-in class whose ``isinstance`` check reads, through
     the guard, every attribute CPython is about to read in C (``__match_args__[:1]`` and ``y``): a refused read
-    raises, a missing one lets the pattern fail as in CPython. The attributes are then read again by CPython
-    (a property runs twice).
+    raises, a missing one (found missing without running the subject's code) lets the pattern fail as in CPython.
+    The attributes are then read again by CPython (a property of the snippet's own class runs twice).
     """
 
     def check_read(subject: object, name: str) -> None:
         try:
             getattr_guard(subject, name)
         except AttributeError:
-            try:
-                getattr(subject, name)  # only to tell "missing" (no match, as in CPython) from "refused"
-            except AttributeError:
-                return
+            if _is_missing(subject, name):
+                return  # CPython's own read fails too, and the pattern simply does not match
             raise
 
     def match_class(cls: object, positional: int, keywords: tuple[str, ...]) -> type:

@@ -180,7 +180,7 @@ def test_console_round_trip(page: object, console: Console) -> None:
     _shot(p, "runner")
 
     # A compile error is shown with its line, and the line is highlighted; nothing is saved.
-    p.fill("#source", "x = 1\ny = x.__class__\nreturn x")  # type: ignore[attr-defined]
+    p.fill("#source", "x = 1\ny = x.__dict__\nreturn x")  # type: ignore[attr-defined]
     p.fill("input[name=save_name]", "broken")  # type: ignore[attr-defined]
     p.click("button[value=save]")  # type: ignore[attr-defined]
     assert "Line 2" in p.inner_text("#compile-errors")  # type: ignore[attr-defined]

@@ -51,6 +51,19 @@ class Record:
 
 Secret = collections.namedtuple("Secret", "name token")
 
+
+class Meter:
+    """A host object whose hidden property has a side effect (it counts its reads)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    @property
+    def secret(self) -> str:
+        """Hidden from snippets; every read is counted."""
+        self.reads += 1
+        return "s"
+
 ENVIRONMENT = Environment(
     names={
         "vault": Vault(),
@@ -58,8 +71,14 @@ ENVIRONMENT = Environment(
         "record": Record("n", "t"),
         "secret_nt": Secret("n", "t"),
         "things": [json],
+        "meter": Meter(),
     },
-    hidden_attributes={Vault: frozenset({"token"}), Record: frozenset({"token"}), Secret: frozenset({"token"})},
+    hidden_attributes={
+        Vault: frozenset({"token"}),
+        Record: frozenset({"token"}),
+        Secret: frozenset({"token"}),
+        Meter: frozenset({"secret"}),
+    },
 )
 
 CASES = [
@@ -558,6 +577,11 @@ CASES = [
         id="decimal-shared-context",
     ),
     pytest.param(
+        "import json\nmatch json:\n    case object(codecs=c):\n        return c",
+        ("AttributeError", "module 'json' has no attribute 'codecs' in snippets"),
+        id="match-facade-module-attribute",
+    ),
+    pytest.param(
         "match vault:\n    case object(token=t):\n        return t",
         ("AttributeError", "Attribute 'token' of 'Vault' objects is not available in snippets."),
         id="match-hidden-keyword",
@@ -636,6 +660,16 @@ def test_host_objects_are_untouched_after_the_attacks() -> None:
     for source in ("vault._secret = 1", "setattr(vault, '_secret', 1)", "Vault.__init__(vault)", "del vault._secret"):
         assert not run_source(source, environment=ENVIRONMENT).ok
     assert (vault._secret, vault.token) == ("s3cret", "tok")
+
+
+def test_match_never_runs_a_refused_attribute() -> None:
+    """A class pattern on a hidden property is refused before any read: the property's code never runs."""
+    meter = ENVIRONMENT.names["meter"]
+    assert isinstance(meter, Meter)
+    result = run_source("match meter:\n    case object(secret=s):\n        return s", environment=ENVIRONMENT)
+    assert result.error is not None
+    assert result.error.message == "Attribute 'secret' of 'Meter' objects is not available in snippets."
+    assert meter.reads == 0
 
 
 def test_hasattr_answers_like_a_refused_read() -> None:

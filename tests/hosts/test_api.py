@@ -100,7 +100,7 @@ def test_admin_api_manages_hooks(server: LiveServer) -> None:
     base = server.url("/api/v1/admin/tenants/acme/hooks")
 
     put = httpx.put(f"{base}/ping", json={"source": "return 'pong'", "limits": {"wall_seconds": 2}}, headers=auth)
-    bad = httpx.put(f"{base}/bad", json={"source": "return ().__class__"}, headers=auth)
+    bad = httpx.put(f"{base}/bad", json={"source": "return ().__class__.__base__"}, headers=auth)
     unknown = httpx.put(f"{base}/v", json={"source": "return 1", "verify_with": "nope"}, headers=auth)
     keyed = httpx.put(f"{base}/v", json={"source": "return 1", "verify_with": "main"}, headers=auth)
     listed = httpx.get(base, headers=auth)
