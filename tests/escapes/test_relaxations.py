@@ -64,6 +64,7 @@ class Meter:
         self.reads += 1
         return "s"
 
+
 ENVIRONMENT = Environment(
     names={
         "vault": Vault(),
