@@ -32,7 +32,10 @@ The analysis, module by module:
 - ``typing``: ``get_type_hints`` and ``ForwardRef`` evaluate strings with ``eval`` (with the real builtins when the
   class's module is unknown): left out. ``no_type_check``/``dataclass_transform`` write attributes onto whatever they
   are given; ``final`` is kept for the snippet's own functions and classes only. ``reveal_type`` writes to the
-  process's stderr; ``clear_overloads`` empties a process-wide registry.
+  process's stderr; ``clear_overloads`` empties a process-wide registry. ``runtime_checkable`` is left out because
+  ``isinstance(x, Proto)`` then calls ``hasattr`` on ``x`` for every member the snippet's protocol names, in C: it
+  would tell whether a host object has a hidden or private attribute, and run a hidden property's code. (The
+  standard library's own ``Supports*`` protocols name only dunders of the type and stay usable.)
 - ``decimal``: ``setcontext`` and the shared contexts (``DefaultContext``, ``BasicContext``, ``ExtendedContext``)
   would change other runs' arithmetic; each run gets a private context instead (``sandbox.executor``).
 - ``zoneinfo``: ``reset_tzpath`` changes where every later ``ZoneInfo`` is read from.
@@ -88,6 +91,7 @@ EXCLUDED: Final[Mapping[str, frozenset[str]]] = {
             "dataclass_transform",
             "reveal_type",
             "clear_overloads",
+            "runtime_checkable",
         }
     ),
     "zoneinfo": frozenset({"reset_tzpath"}),

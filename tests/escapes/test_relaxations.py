@@ -578,6 +578,11 @@ CASES = [
         id="decimal-shared-context",
     ),
     pytest.param(
+        "import typing\n@typing.runtime_checkable\nclass P(typing.Protocol):\n    secret: str\nreturn isinstance(meter, P)",
+        ("AttributeError", "module 'typing' has no attribute 'runtime_checkable' in snippets"),
+        id="protocol-hasattr-probe",
+    ),
+    pytest.param(
         "import json\nmatch json:\n    case object(codecs=c):\n        return c",
         ("AttributeError", "module 'json' has no attribute 'codecs' in snippets"),
         id="match-facade-module-attribute",
