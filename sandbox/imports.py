@@ -103,6 +103,11 @@ STDLIB_MODULES: Final[Mapping[str, tuple[str, ...] | None]] = {
 #: refuses module names starting with ``_``, and ``__import__`` itself).
 _LAZY_IMPORTS: Final = ("_strptime",)
 
+#: Modules that façade functions import lazily from their own module code (``Counter.most_common`` imports
+#: ``heapq``; a missing ``ZoneInfo`` key looks into ``importlib.resources``): imported with the façades for the
+#: same reason, never exposed to snippets.
+_LAZY_DEPENDENCIES: Final = ("heapq", "importlib.resources")
+
 
 class Facade:
     """A read-only view of a module's public names; what ``import json`` gives a snippet."""
@@ -199,7 +204,7 @@ def stdlib_facades() -> Mapping[str, Facade]:
     Names that take a run's guards (``operator.attrgetter``) are bound to guards that hide nothing here; each run's
     :class:`Importer` rebinds them to its own.
     """
-    for lazy in _LAZY_IMPORTS:
+    for lazy in (*_LAZY_IMPORTS, *_LAZY_DEPENDENCIES):
         importlib.import_module(lazy)
     guards = RunGuards.default()
     return types.MappingProxyType({name: stdlib_facade(name, guards) for name in STDLIB_MODULES})

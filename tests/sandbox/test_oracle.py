@@ -1,7 +1,8 @@
 """CPython is the oracle: everyday snippets give the same result in the sandbox as in plain Python.
 
-Each snippet in ``oracle_corpus.txt`` runs twice: through the sandbox's language wall (policy, guards, façades,
-in-process), and as the body of a plain CPython function ``_snippet_(event)`` defined in a module named like the
+Each snippet in ``oracle_corpus.txt`` runs through the sandbox's language wall (policy, guards, façades,
+in-process, one test per snippet), through the whole runtime (one warm ``Sandbox`` for the corpus: a hardened child
+per run), and as the body of a plain CPython function ``_snippet_(event)`` defined in a module named like the
 sandbox's. The results must agree: the same JSON value and printed output, or the same exception type. Nothing is
 written by hand: the comparison is the test.
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from sandbox import Sandbox
 from sandbox.executor import SNIPPET_MODULE, run_source
 from sandbox.output import to_json_value
 from sandbox.policy import ENTRY_POINT
@@ -60,9 +62,9 @@ def run_in_cpython(source: str, event: Any) -> Outcome:
         return ("error", type(exc).__name__, stdout.getvalue())
 
 
-def run_in_sandbox(source: str, event: Any) -> Outcome:
-    """Run *source* through the language wall; the same outcome shape as :func:`run_in_cpython`."""
-    result = run_source(source, event=event)
+def run_in_sandbox(source: str, event: Any, sandbox: Sandbox | None = None) -> Outcome:
+    """Run *source* in-process (or in *sandbox*'s child); the same outcome shape as :func:`run_in_cpython`."""
+    result = run_source(source, event=event) if sandbox is None else sandbox.run(source, event=event)
     if result.ok:
         return ("value", result.value, result.stdout)
     error = result.error
@@ -76,6 +78,21 @@ def test_snippet_behaves_as_in_cpython(name: str, source: str) -> None:
     """The sandbox's outcome (value and output, or exception type) equals CPython's."""
     expected = run_in_cpython(source, copy.deepcopy(EVENT))
     assert run_in_sandbox(source, copy.deepcopy(EVENT)) == expected
+
+
+def test_corpus_behaves_as_in_cpython_in_isolated_runs() -> None:
+    """The whole corpus through one warm, hardened sandbox (a child process per run) agrees with CPython too."""
+    mismatches: list[str] = []
+    with Sandbox() as sandbox:
+        for name, source in CORPUS:
+            expected = run_in_cpython(source, copy.deepcopy(EVENT))
+            try:
+                actual = run_in_sandbox(source, copy.deepcopy(EVENT), sandbox)
+            except AssertionError as exc:
+                actual = ("refused", str(exc), "")
+            if actual != expected:
+                mismatches.append(f"{name}: sandbox {actual!r} != CPython {expected!r}")
+    assert mismatches == []
 
 
 def test_corpus_is_large_and_varied() -> None:
