@@ -27,7 +27,14 @@ import builtins
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-__all__ = ["GUARDED_TYPES", "SAFE_BUILTINS", "GuardedType", "make_builtins"]
+__all__ = [
+    "GUARDED_TYPES",
+    "SAFE_BUILTINS",
+    "UNAVAILABLE_BUILTINS",
+    "GuardedType",
+    "make_builtins",
+    "unavailable_message",
+]
 
 from sandbox.guards import GuardedType, guarded_iter, real_class, type_of
 from sandbox.policy import attribute_name_problem
@@ -212,6 +219,42 @@ SAFE_BUILTINS: Final[Mapping[str, Any]] = {
     "any": _any,
     "all": _all,
 }
+
+
+_NO_CODE: Final = "snippets cannot run code built from strings; write the code directly"
+_NO_NAMESPACES: Final = "snippets cannot list or change namespaces; name what you need directly"
+_ESCAPES_EXCEPT: Final = "it would escape 'except Exception' and end the runner; raise an Exception subclass"
+
+#: Builtins a snippet does not have, with why and what to write instead (the run's error says so).
+UNAVAILABLE_BUILTINS: Final[Mapping[str, str]] = {
+    "open": "snippets have no files; return the data instead",
+    "eval": _NO_CODE,
+    "exec": _NO_CODE,
+    "compile": _NO_CODE,
+    "input": "snippets have no console; read what you need from event",
+    "help": "snippets have no console; see the snippets documentation",
+    "breakpoint": "snippets cannot be debugged interactively; use print() or log",
+    "globals": _NO_NAMESPACES,
+    "locals": _NO_NAMESPACES,
+    "vars": _NO_NAMESPACES,
+    "dir": _NO_NAMESPACES,
+    "id": "object addresses belong to the host; compare objects with 'is'",
+    "memoryview": "it exposes raw memory; use bytes or bytearray",
+    "exit": "a snippet ends with 'return'",
+    "quit": "a snippet ends with 'return'",
+    "BaseException": _ESCAPES_EXCEPT,
+    "SystemExit": _ESCAPES_EXCEPT,
+    "KeyboardInterrupt": _ESCAPES_EXCEPT,
+    "GeneratorExit": _ESCAPES_EXCEPT,
+    "ExceptionGroup": "exception groups can crash the interpreter (CVE-2025-22153); raise one exception",
+    "BaseExceptionGroup": "exception groups can crash the interpreter (CVE-2025-22153); raise one exception",
+}
+
+
+def unavailable_message(name: str) -> str | None:
+    """Return the plain-words error for a snippet naming an unavailable builtin, or ``None`` for other names."""
+    why = UNAVAILABLE_BUILTINS.get(name)
+    return None if why is None else f"name {name!r} is not defined: it is not available in snippets: {why}."
 
 
 #: The real builtin types behind their guarded wrappers: ``type([])`` gives the wrapper, never the bare ``list``.

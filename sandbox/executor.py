@@ -16,7 +16,7 @@ import traceback
 import types
 from typing import Any, Final
 
-from sandbox.builtins import GUARDED_TYPES, SAFE_BUILTINS, make_builtins
+from sandbox.builtins import GUARDED_TYPES, SAFE_BUILTINS, make_builtins, unavailable_message
 from sandbox.compiler import ENTRY_POINT, SNIPPET_FILENAME, CompiledSnippet, compile_snippet
 from sandbox.environment import Environment
 from sandbox.errors import CompileError, InvalidResultTextError, OutputLimitExceededError, SandboxError
@@ -177,7 +177,14 @@ def _convert_result(returned: object, environment: Environment, limits: Limits) 
 
 
 def _message(exc: BaseException) -> str:
-    """``str(exc)``, which may run a snippet's own ``__str__``: a failure there must not crash the runner."""
+    """``str(exc)``, which may run a snippet's own ``__str__``: a failure there must not crash the runner.
+
+    A NameError for a builtin snippets do not have says why and what to write instead (found by ``exc.name``).
+    """
+    if type(exc) is NameError and isinstance(exc.name, str):
+        plain = unavailable_message(exc.name)
+        if plain is not None:
+            return plain
     try:
         return str(exc)
     except Exception:  # noqa: BLE001  # any failure of the snippet's __str__

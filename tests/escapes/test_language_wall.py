@@ -15,6 +15,7 @@ import types
 
 import pytest
 
+from sandbox.builtins import unavailable_message
 from sandbox.environment import Environment
 from sandbox.executor import run_source
 from sandbox.imports import Importer
@@ -87,7 +88,8 @@ def no_attr(module: str, attr: str) -> Expected:
 
 
 def undefined(name: str) -> Expected:
-    return ("NameError", f"name {name!r} is not defined")
+    """A name a snippet does not have; the message says why for the builtins left out on purpose."""
+    return ("NameError", unavailable_message(name) or f"name {name!r} is not defined")
 
 
 def underscore(attr: str) -> Expected:
