@@ -51,6 +51,7 @@ import decimal
 import enum
 import functools
 import re
+import types
 import typing
 import uuid
 import zoneinfo
@@ -117,6 +118,8 @@ _COPYABLE_VALUES: Final = (
     zoneinfo.ZoneInfo,
     re.Pattern,
     enum.Enum,
+    types.FunctionType,  # functions and builtins are copied as themselves (never their bound objects' state)
+    types.BuiltinFunctionType,
 )
 
 #: Containers ``copy`` walks into (their items are checked in turn).
