@@ -142,6 +142,32 @@ PRIVATE = ("SnippetError", "AttributeError")  # private attributes of objects th
             PRIVATE,
             id="instance-private",
         ),
+        pytest.param(
+            f"import twilio\nclass Mine(twilio.Client):\n    def steal(self):\n        return self._http_client\n"
+            f"return Mine('{ACCOUNT_SID}', 'x').steal()",
+            PRIVATE,
+            id="subclass-client-private",
+        ),
+        pytest.param(
+            f"import twilio\nclass Mine(twilio.Client):\n    def steal(self):\n        return super().password\n"
+            f"return Mine('{ACCOUNT_SID}', 'x').steal()",
+            HIDDEN,
+            id="super-client-password",
+        ),
+        pytest.param(
+            CLIENT + f"import twilio\ntwilio.Client.__init__(c, '{ACCOUNT_SID}', 'x')\nreturn c.username",
+            ("SnippetError", "TypeError"),
+            id="client-reinit",
+        ),
+        pytest.param(CLIENT + "import copy\nreturn copy.copy(c)", ("SnippetError", "TypeError"), id="client-copy"),
+        pytest.param(
+            CLIENT + "match c:\n    case object(password=p):\n        return p", HIDDEN, id="client-match-password"
+        ),
+        pytest.param(
+            CLIENT + "import operator\nreturn operator.attrgetter('password')(c)", HIDDEN, id="client-attrgetter"
+        ),
+        pytest.param(CLIENT + "return getattr(c, '_region')", PRIVATE, id="client-private-getattr"),
+        pytest.param(CLIENT + "return type(c)('AC' + '0' * 32, 'x').password", HIDDEN, id="client-type-construct"),
     ],
 )
 def test_theft_attempt_fails(
