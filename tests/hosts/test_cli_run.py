@@ -57,7 +57,7 @@ def test_event_from_file_and_failed_run_exit_1(tmp_path: Path) -> None:
 
 def test_compile_error_lists_every_line(tmp_path: Path) -> None:
     """A snippet that does not compile exits 1 and lists each policy error."""
-    file = _snippet(tmp_path, "a = _b\nc = d.__e")
+    file = _snippet(tmp_path, "a = _b_\nc = d.__e__")
     result = CliRunner().invoke(main, ["run", file])
     assert result.exit_code == 1
     assert result.stderr.count("  Line ") == 2
