@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from sandbox import Sandbox
+from sandbox import Limits, Sandbox
 from sandbox.executor import SNIPPET_MODULE, run_source
 from sandbox.output import to_json_value
 from sandbox.policy import ENTRY_POINT
@@ -64,7 +64,10 @@ def run_in_cpython(source: str, event: Any) -> Outcome:
 
 def run_in_sandbox(source: str, event: Any, sandbox: Sandbox | None = None) -> Outcome:
     """Run *source* in-process (or in *sandbox*'s child); the same outcome shape as :func:`run_in_cpython`."""
-    result = run_source(source, event=event) if sandbox is None else sandbox.run(source, event=event)
+    if sandbox is None:
+        result = run_source(source, event=event)
+    else:  # generous limits: a loaded CI machine must not turn a slow run into a mismatch
+        result = sandbox.run(source, event=event, limits=Limits(wall_seconds=60, cpu_seconds=60))
     if result.ok:
         return ("value", result.value, result.stdout)
     error = result.error
