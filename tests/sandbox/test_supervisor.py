@@ -44,7 +44,7 @@ def test_run_returns_value_and_output(sandbox: Sandbox) -> None:
 
 def test_compile_error_is_data_and_needs_no_process(sandbox: Sandbox) -> None:
     """A snippet the policy rejects comes back as a CompileError result with every message."""
-    result = sandbox.run("x = y.__class__\nz = q._private")
+    result = sandbox.run("x = y.__dict__\nz = _q_")
 
     assert result.error is not None
     assert (result.error.type, result.error.line) == ("CompileError", 1)
