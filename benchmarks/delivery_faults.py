@@ -49,7 +49,9 @@ def main() -> None:
                 assert running.postgres is not None
                 for name, server in (("Redis", running.redis), ("PostgreSQL", running.postgres)):
                     started = time.monotonic()
-                    burst = outage(running, tasks_count=20, messages=10, kill=server.kill, restart=server.start)
+                    burst = outage(
+                        running, name=name, tasks_count=20, messages=10, kill=server.kill, restart=server.start
+                    )
                     print(_line(backend, f"{name} killed 3 s mid-burst", burst, time.monotonic() - started), flush=True)
         started = time.monotonic()
         with stack(backend=backend, through_proxy_drops=10) as running:

@@ -271,10 +271,19 @@ def worker_kills(stack: Stack, *, runs: int, messages: int, rand: random.Random)
 
 
 def outage(
-    stack: Stack, *, tasks_count: int, messages: int, kill: Callable[[], None], restart: Callable[[], None]
+    stack: Stack,
+    *,
+    name: str,
+    tasks_count: int,
+    messages: int,
+    kill: Callable[[], None],
+    restart: Callable[[], None],
 ) -> Tally:
-    """A burst of tasks on two workers; *kill* a backing service mid-burst and *restart* it 3 s later."""
-    prefixes = {f"burst{n}": messages for n in range(tasks_count)}
+    """A burst of tasks on two workers; *kill* a backing service mid-burst and *restart* it 3 s later.
+
+    *name* sets the message bodies apart from other runs' on the same emulator.
+    """
+    prefixes = {f"{name}{n}": messages for n in range(tasks_count)}
     ids = [enqueue(stack, prefix, messages) for prefix in prefixes]
     workers = [start_worker(stack.env, workers=2) for _ in range(2)]
     try:

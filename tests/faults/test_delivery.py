@@ -32,8 +32,10 @@ def test_redis_and_postgres_killed_and_restarted_mid_burst_lose_and_double_nothi
         assert running.redis is not None
         assert running.postgres is not None
         redis, postgres = running.redis, running.postgres
-        _exactly_once(outage(running, tasks_count=6, messages=8, kill=redis.kill, restart=redis.start))
-        _exactly_once(outage(running, tasks_count=6, messages=8, kill=postgres.kill, restart=postgres.start))
+        _exactly_once(outage(running, name="redis", tasks_count=6, messages=8, kill=redis.kill, restart=redis.start))
+        _exactly_once(
+            outage(running, name="postgres", tasks_count=6, messages=8, kill=postgres.kill, restart=postgres.start)
+        )
 
 
 @pytest.mark.slow
