@@ -34,8 +34,7 @@ REQUEST_BYTES: Final = 1024 * 1024
 
 #: Errors a host may answer with; anything else a handler raises is reported as EgressDeniedError.
 ANSWER_ERRORS: Final[Mapping[str, type[Exception]]] = {
-    "EgressDeniedError": EgressDeniedError,
-    "QuotaExceededError": QuotaExceededError,
+    error.__name__: error for error in (EgressDeniedError, QuotaExceededError)
 }
 
 

@@ -25,7 +25,13 @@ from typing import Any, Final, NoReturn
 from sandbox import hardening
 from sandbox.channel import ChannelClosedError, HostRequests, encode_frame, recv_frame
 from sandbox.environment import Environment, EnvironmentFactory, HostChannel, RunContext, WarmUpRun
-from sandbox.errors import EgressDeniedError, SandboxError
+from sandbox.errors import (
+    EgressDeniedError,
+    MemoryLimitExceededError,
+    OutputLimitExceededError,
+    SandboxError,
+    WorkerCrashedError,
+)
 from sandbox.limits import Limits
 from sandbox.output import printable_text
 from sandbox.phase import PhaseMarker
@@ -59,13 +65,13 @@ def result_frame_bytes(limits: Limits) -> int:
     return 2 * (limits.output_bytes + limits.result_bytes) + FRAME_SLACK_BYTES
 
 
-def _failure(error_type: str, message: str) -> dict[str, Any]:
-    return RunResult(ok=False, error=RunError(type=error_type, message=message)).to_json()
+def _failure(error_class: type[SandboxError], message: str) -> dict[str, Any]:
+    return RunResult(ok=False, error=RunError.of(error_class, message)).to_json()
 
 
 # Built before any run: when memory is exhausted there may be nothing left to build this reply with.
 _OUT_OF_MEMORY: Final = encode_frame(
-    {"t": "result", "result": _failure("MemoryLimitExceededError", "The snippet used more memory than its limit.")}
+    {"t": "result", "result": _failure(MemoryLimitExceededError, "The snippet used more memory than its limit.")}
 )
 
 
@@ -132,7 +138,7 @@ def encode_result(result: RunResult, limits: Limits) -> bytes:
         frame = encode_frame({"t": "result", "result": printable_text(data)})
     if len(frame) > result_frame_bytes(limits):
         message = f"The run's output and result are over their caps ({len(frame)} bytes)."
-        return encode_frame({"t": "result", "result": _failure("OutputLimitExceededError", message)})
+        return encode_frame({"t": "result", "result": _failure(OutputLimitExceededError, message)})
     return frame
 
 
@@ -328,7 +334,7 @@ def _crash_frame(error: BaseException) -> bytes:
             {
                 "t": "result",
                 "result": _failure(
-                    "WorkerCrashedError", _clip(f"The worker failed: {type(error).__name__}: {error}", 500) or ""
+                    WorkerCrashedError, _clip(f"The worker failed: {type(error).__name__}: {error}", 500) or ""
                 ),
             }
         )

@@ -19,7 +19,14 @@ from typing import Any, Final
 from sandbox.builtins import GUARDED_TYPES, SAFE_BUILTINS, make_builtins, unavailable_message
 from sandbox.compiler import ENTRY_POINT, SNIPPET_FILENAME, CompiledSnippet, compile_snippet
 from sandbox.environment import Environment
-from sandbox.errors import CompileError, InvalidResultTextError, OutputLimitExceededError, SandboxError
+from sandbox.errors import (
+    CompileError,
+    InvalidResultTextError,
+    MemoryLimitExceededError,
+    OutputLimitExceededError,
+    SandboxError,
+    SnippetError,
+)
 from sandbox.guards import (
     HiddenAttributes,
     build_class,
@@ -119,17 +126,15 @@ def execute(
                 exec(compiled.code, namespace)  # noqa: S102  # policy-checked code with guarded globals
                 returned = namespace[ENTRY_POINT]()
         except MemoryError:
-            error = RunError(type="MemoryLimitExceededError", message="The run ran out of memory.")
+            error = RunError.of(MemoryLimitExceededError, message="The run ran out of memory.")
         except Exception as exc:  # noqa: BLE001  # every snippet fault becomes data on the result
             error = _error_for(exc, compiled)
         except (SystemExit, GeneratorExit) as exc:  # unreachable from snippets; if one got out, it is still data
             error = _error_for(exc, compiled)
         else:
             value, error = _convert_result(returned, environment, limits)
-    if output.exceeded and (error is None or error.type != "OutputLimitExceededError"):
-        error = RunError(
-            type="OutputLimitExceededError", message=f"The run's output exceeded {limits.output_bytes} bytes."
-        )
+    if output.exceeded and (error is None or error.type != OutputLimitExceededError.__name__):
+        error = RunError.of(OutputLimitExceededError, message=f"The run's output exceeded {limits.output_bytes} bytes.")
     duration_ms = (time.perf_counter() - started) * 1000
     return RunResult(
         ok=error is None,
@@ -150,7 +155,7 @@ def run_source(
         compiled = compile_snippet(source)
     except CompileError as exc:
         first_line = _line_of(exc.errors[0]) if exc.errors else None
-        error = RunError(type="CompileError", message=str(exc), line=first_line, errors=exc.errors)
+        error = RunError.of(CompileError, message=str(exc), line=first_line, errors=exc.errors)
         return RunResult(ok=False, error=error, duration_ms=(time.perf_counter() - started) * 1000)
     return execute(compiled, event=event, environment=environment or Environment(), limits=limits or Limits())
 
@@ -166,14 +171,14 @@ def _convert_result(returned: object, environment: Environment, limits: Limits) 
     try:
         return to_json_value(returned, converters=environment.result_converters, max_bytes=limits.result_bytes), None
     except OutputLimitExceededError as exc:
-        return None, RunError(type="OutputLimitExceededError", message=str(exc))
+        return None, RunError.of(OutputLimitExceededError, message=str(exc))
     except InvalidResultTextError as exc:
-        return None, RunError(type=type(exc).__name__, message=str(exc), exception="UnicodeEncodeError")
+        return None, RunError.of(type(exc), str(exc), exception="UnicodeEncodeError")
     except MemoryError:
-        return None, RunError(type="MemoryLimitExceededError", message="The run ran out of memory.")
+        return None, RunError.of(MemoryLimitExceededError, message="The run ran out of memory.")
     except Exception as exc:  # noqa: BLE001  # a converter or an odd value: report, never crash
         message = f"The snippet's return value cannot be sent back: {_message(exc)}"
-        return None, RunError(type="SnippetError", message=message, exception=type(exc).__name__)
+        return None, RunError.of(SnippetError, message=message, exception=type(exc).__name__)
 
 
 def _message(exc: BaseException) -> str:
@@ -196,8 +201,8 @@ def _error_for(exc: BaseException, compiled: CompiledSnippet) -> RunError:
     line = frames[-1].lineno if frames else None
     if isinstance(exc, SandboxError) and not isinstance(exc, CompileError):
         return RunError(type=type(exc).__name__, message=_message(exc), line=line)
-    return RunError(
-        type="SnippetError",
+    return RunError.of(
+        SnippetError,
         message=_message(exc),
         line=line,
         exception=type(exc).__name__,

@@ -11,6 +11,10 @@ from sandbox.errors import ERRORS_BY_NAME, CompileError, SandboxError, SnippetEr
 JSON = Any
 
 
+#: A :mod:`sandbox.errors` class (spelled here because ``RunError.type``, a field, shadows ``type`` in its body).
+ErrorClass = type[SandboxError]
+
+
 @dataclass(frozen=True, slots=True)
 class RunError:
     """Why a run failed, as data.
@@ -43,6 +47,11 @@ class RunError:
         return data
 
     @classmethod
+    def of(cls, error_class: ErrorClass, message: str, **details: Any) -> RunError:
+        """Return the error of *error_class* (its ``type`` is the class's name, never spelled by hand)."""
+        return cls(type=error_class.__name__, message=message, **details)
+
+    @classmethod
     def from_json(cls, data: dict[str, JSON]) -> RunError:
         """Rebuild an error from :meth:`to_json` output."""
         return cls(
@@ -56,9 +65,9 @@ class RunError:
 
     def to_exception(self) -> SandboxError:
         """Return the :mod:`sandbox.errors` exception this error stands for."""
-        if self.type == "CompileError":
+        if self.type == CompileError.__name__:
             return CompileError(self.errors or (self.message,))
-        if self.type == "SnippetError":
+        if self.type == SnippetError.__name__:
             return SnippetError(
                 self.message,
                 exception=self.exception or "Exception",

@@ -34,7 +34,16 @@ from sandbox.channel import (
 )
 from sandbox.child import result_frame_bytes
 from sandbox.compiler import CompiledSnippet, compile_snippet
-from sandbox.errors import CompileError, EgressDeniedError, QuotaExceededError
+from sandbox.errors import (
+    CompileError,
+    EgressDeniedError,
+    OutputLimitExceededError,
+    QuotaExceededError,
+    SandboxError,
+    SnippetCrashedError,
+    TimeLimitExceededError,
+    WorkerCrashedError,
+)
 from sandbox.limits import Limits
 from sandbox.output import MAX_RESULT_DEPTH
 from sandbox.phase import FAULT_SIGNALS
@@ -119,8 +128,8 @@ def _nested_deeper_than(value: object, limit: int) -> bool:
     return False
 
 
-def _failed(error_type: str, message: str, started: float, **details: Any) -> RunResult:
-    error = RunError(type=error_type, message=message, **details)
+def _failed(error_class: type[SandboxError], message: str, started: float, **details: Any) -> RunResult:
+    error = RunError.of(error_class, message, **details)
     return RunResult(ok=False, error=error, duration_ms=(time.monotonic() - started) * 1000)
 
 
@@ -222,11 +231,11 @@ class Sandbox:
         except CompileError as error:
             line = error.errors[0].partition(":")[0].removeprefix("Line ") if error.errors else ""
             line_number = int(line) if line.isdigit() else None
-            return _failed("CompileError", str(error), started, line=line_number, errors=error.errors)
+            return _failed(CompileError, str(error), started, line=line_number, errors=error.errors)
         order = _order_frame(compiled, limits, event, context)
         child = self._take_child()
         if child is None:
-            return _failed("WorkerCrashedError", "No sandbox worker could be started.", started)
+            return _failed(WorkerCrashedError, "No sandbox worker could be started.", started)
         try:
             return self._converse(child, order, limits, on_request, on_started, started)
         finally:
@@ -288,26 +297,26 @@ class Sandbox:
                 if frame.get("t") == "result":
                     return self._result(frame.get("result"), started)
                 if frame.get("t") != "request" or len(body) > REQUEST_BYTES:
-                    return _failed("EgressDeniedError", "The worker sent a request that is not allowed.", started)
+                    return _failed(EgressDeniedError, "The worker sent a request that is not allowed.", started)
                 requests += 1
                 if requests > limits.egress_requests:
                     # The child counts its own requests and never sends one over the cap: this one is lying.
                     # Threat: a flood of refused requests keeping a host thread busy until the wall deadline.
                     message = f"The worker made more than {limits.egress_requests} requests; the run was stopped."
-                    return _failed("QuotaExceededError", message, started)
+                    return _failed(QuotaExceededError, message, started)
                 child.sock.sendall(self._answer(frame, requests, limits, on_request))
         except TimeoutError:
             return _failed(
-                "TimeLimitExceededError",
+                TimeLimitExceededError,
                 f"The snippet ran longer than its wall-clock limit of {limits.wall_seconds:g} s.",
                 started,
             )
         except FrameTooLargeError:
-            return _failed("OutputLimitExceededError", "The run's output and result are over their caps.", started)
+            return _failed(OutputLimitExceededError, "The run's output and result are over their caps.", started)
         except (ChannelClosedError, OSError):
             return self._death(child, limits, started)
         except ValueError:
-            return _failed("WorkerCrashedError", "The worker sent a malformed frame.", started)
+            return _failed(WorkerCrashedError, "The worker sent a malformed frame.", started)
 
     def _answer(self, frame: dict[str, Any], requests: int, limits: Limits, on_request: RequestHandler | None) -> bytes:
         """Return the answer frame to one request (the handler runs here, in the caller's thread)."""
@@ -323,17 +332,17 @@ class Sandbox:
         except Exception:
             _logger.exception("The request handler failed on request %r.", op)
             message = f"The host could not answer the {op!r} request."
-            return encode_frame({"t": "answer", "error": {"type": "EgressDeniedError", "message": message}})
+            return encode_frame({"t": "answer", "error": {"type": EgressDeniedError.__name__, "message": message}})
 
     def _death(self, child: ChildProcess, limits: Limits, started: float) -> RunResult:
         status, cpu_seconds = child.wait_exit(_EXIT_REPORT_SECONDS)
         if status is None:
-            return _failed("WorkerCrashedError", "The sandbox worker vanished before it answered.", started)
+            return _failed(WorkerCrashedError, "The sandbox worker vanished before it answered.", started)
         if os.WIFSIGNALED(status):
             signum = os.WTERMSIG(status)
             if signum == signal.SIGXCPU or (signum == signal.SIGKILL and cpu_seconds >= limits.cpu_seconds):
                 message = f"The snippet used more than its CPU limit of {limits.cpu_seconds:g} s."
-                return _failed("TimeLimitExceededError", message, started)
+                return _failed(TimeLimitExceededError, message, started)
             name = signal.Signals(signum).name
             if signum in FAULT_SIGNALS and child.in_snippet:
                 message = (
@@ -341,15 +350,15 @@ class Sandbox:
                     "C code that Python does not count, such as hash() of a tuple nested hundreds of thousands deep "
                     "(or a dict key or set member made of one). Flatten the data; retrying will crash the same way."
                 )
-                return _failed("SnippetCrashedError", message, started, exception=name)
-            return _failed("WorkerCrashedError", f"The sandbox worker died from signal {name}.", started)
+                return _failed(SnippetCrashedError, message, started, exception=name)
+            return _failed(WorkerCrashedError, f"The sandbox worker died from signal {name}.", started)
         code = os.WEXITSTATUS(status)
-        return _failed("WorkerCrashedError", f"The sandbox worker exited with code {code} before it answered.", started)
+        return _failed(WorkerCrashedError, f"The sandbox worker exited with code {code} before it answered.", started)
 
     def _result(self, data: object, started: float) -> RunResult:
         # The child is untrusted: check the shape of what it sent before building a RunResult from it.
         if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
-            return _failed("WorkerCrashedError", "The worker sent a malformed result.", started)
+            return _failed(WorkerCrashedError, "The worker sent a malformed result.", started)
         stdout, logs, error = data.get("stdout", ""), data.get("logs") or [], data.get("error")
         well_formed = (
             isinstance(stdout, str)
@@ -360,7 +369,7 @@ class Sandbox:
             and not _nested_deeper_than(data, _MAX_FRAME_DEPTH)
         )
         if not well_formed:
-            return _failed("WorkerCrashedError", "The worker sent a malformed result.", started)
+            return _failed(WorkerCrashedError, "The worker sent a malformed result.", started)
         return RunResult(
             ok=data["ok"],
             value=data.get("result"),
