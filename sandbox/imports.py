@@ -19,7 +19,7 @@ from typing import Any, Final
 from sandbox.guards import forbidden_reason
 from sandbox.stdlib import EXCLUDED, RUN_BOUND, RunGuards, run_overrides
 
-#: The standard-library modules a snippet may import (DESIGN §3), name -> the names its façade exposes
+#: The standard-library modules a snippet may import (docs/snippets.md), name -> the names its façade exposes
 #: (``None``: the module's ``__all__``, or every public name when it has none), minus ``_EXCLUDED``.
 STDLIB_MODULES: Final[Mapping[str, tuple[str, ...] | None]] = {
     "base64": None,

@@ -1,4 +1,4 @@
-"""Configuration from the environment (DESIGN §9); every variable is optional on one machine."""
+"""Configuration from the environment (docs/configuration.md); every variable is optional on one machine."""
 
 from __future__ import annotations
 

@@ -235,7 +235,7 @@ def environment(run: RunContext) -> Environment:
     """Return the snippet environment of one run: ``zingyConn``, the twilio façades, hidden attributes, converters."""
     client = client_class(run.host)
     modules: dict[str, object] = {
-        # ``twilio.Client`` is an alias of the brokered ``twilio.rest.Client`` (DESIGN §3), bound to this run.
+        # ``twilio.Client`` is an alias of the brokered ``twilio.rest.Client``, bound to this run.
         "twilio": make_facade(twilio, [], overrides={"Client": client}),
         "twilio.rest": make_facade(twilio.rest, [], overrides={"Client": client}),
         **static_facades(),

@@ -1,6 +1,6 @@
 """Connection commands: the platform's "Execute Connection Command" block for Twilio connections.
 
-Five commands with the platform's input names (DESIGN §5): ``sendMessage``, ``listMessages``, ``readMessage``,
+Five commands with the platform's input names (docs/commands.md): ``sendMessage``, ``listMessages``, ``readMessage``,
 ``updateMessage`` and ``deleteMessage``. Every command:
 
 1. refuses a page (browser) flow before anything else, so the store is never read for one;

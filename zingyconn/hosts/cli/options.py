@@ -11,7 +11,7 @@ from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
 
-#: ``--tenant``, defaulting to ``default`` (DESIGN §9).
+#: ``--tenant``, defaulting to ``default`` (docs/cli.md).
 tenant_option: Final = click.option(
     "--tenant", default="default", show_default=True, help="The tenant (app) that owns it."
 )

@@ -163,7 +163,7 @@ def _run_from_runner(state: ConsoleState, tenant: str, values: Mapping[str, str]
     except ValidationError as exc:
         return error_outcome(exc)
     kind = values["kind"] if values["kind"] in ("webhook", "task") else "webhook"
-    # The console's own kind, with the limits of the kind being tried (DESIGN §2: console = the kind tried).
+    # The console's own kind, with the limits of the kind being tried (docs/console.md).
     limits = DEFAULT_LIMITS[kind]
     if wall := values.get("wall_seconds", "").strip():
         try:

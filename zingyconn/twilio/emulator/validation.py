@@ -1,6 +1,6 @@
 """Create-message validation in Twilio's order, with Twilio's error codes and its test "magic numbers".
 
-Order (as observed and documented by Twilio; see research/twilio-api.md §4): To (21604) -> From/MessagingServiceSid
+Order (as observed and documented by Twilio): To (21604) -> From/MessagingServiceSid
 (21603) -> Body/MediaUrl/ContentSid (21602) -> body length (21617) -> To format (21211) -> From format (21212) ->
 Messaging Service (21705) -> From owned (21606) / queue (21611) -> To reachable (21612, 21408, 21614, 21610) ->
 media (21623, 21620) -> StatusCallback (21609) -> schedule (35111, 35118, 35115). Only ``ScheduleType=fixed``
