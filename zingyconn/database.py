@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from zingyconn.errors import ConfigurationError
+from zingyconn.extras import require_extra
 from zingyconn.schema import migrate
 
 # How long a SQLite writer waits for another process's write lock before failing ("database is locked").
@@ -58,6 +59,8 @@ def create_engine(url: str, *, migrate_schema: bool = True) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         engine = _create_sqlite_engine(parsed)
     else:
+        if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg":
+            require_extra("postgres", needed_for=f"The PostgreSQL store {parsed.render_as_string(hide_password=True)}")
         engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
     if migrate_schema:
         try:

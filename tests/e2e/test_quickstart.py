@@ -1,5 +1,5 @@
 """The README Quick start, followed as a newcomer would: a fresh virtualenv, a clean copy of the repository,
-the README's first command (``pip install -e . && zingyconn demo``), its printed curl, then Ctrl-C.
+the README's first command (``pip install -c constraints.txt -e . && zingyconn demo``), its printed curl, then Ctrl-C.
 
 The commands are read from README.md, so this test breaks when the Quick start changes. Two deliberate shortcuts:
 
@@ -56,7 +56,7 @@ def test_quick_start_is_two_commands_install_and_demo() -> None:
     """The Quick start is two command lines: install + demo, then the test suite."""
     lines = quick_start_block()
     assert len(lines) == 2, lines
-    assert quick_start_commands() == ["pip install -e .", "zingyconn demo"]
+    assert quick_start_commands() == ["pip install -c constraints.txt -e .", "zingyconn demo"]
     assert "pytest" in lines[1]
 
 
@@ -69,9 +69,11 @@ def copy_working_tree(destination: Path) -> Path:
         check=True,
     ).stdout.decode()
     for name in sorted(set(filter(None, listed.split("\0")))):
-        source = ROOT / name
-        if source.is_file():  # a tracked file deleted in the working tree is not part of it
-            target = destination / name
+        source, target = ROOT / name, destination / name
+        if source.is_symlink():  # a link stays a link (zingyconn/examples -> ../examples), as a clone has it
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source.readlink())
+        elif source.is_file():  # a tracked file deleted in the working tree is not part of it
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
     return destination

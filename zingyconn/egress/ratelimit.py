@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from zingyconn.extras import require_extra
 from zingyconn.schema import rate_buckets
 
 Clock = Callable[[], float]
@@ -169,7 +170,8 @@ class RedisRateLimiter:
     """Token buckets in Redis hashes (``zingyconn:rate:{tenant}:{bucket}``), refilled and taken by a Lua script."""
 
     def __init__(self, url: str, *, clock: Clock = time.time, prefix: str = "zingyconn:rate") -> None:
-        import redis  # imported here: the embedded default never needs the client
+        require_extra("redis", needed_for="The Redis rate limiter (ZINGYCONN_QUEUE_URL)")
+        import redis  # imported here: the embedded default never needs the client (an extra, zingyconn[redis])
 
         self._redis: Any = redis.Redis.from_url(url)
         self._script: Any = self._redis.register_script(_TAKE_SCRIPT)

@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Final
 
@@ -64,17 +65,20 @@ class Seeded:
 
 
 def examples_dir() -> Path:
-    """Return the ``examples/`` directory of the source checkout the demo seeds its snippets from.
+    """Return the directory of example snippets the demo seeds its hooks and scripts from.
+
+    They are package data (``zingyconn/examples``, a link to the repository's ``examples/``), so an installed wheel
+    has them as well as a checkout.
 
     Raises:
-        ConfigurationError: Neither next to the installed package (``pip install -e .``) nor in the working directory.
+        ConfigurationError: An installation that lost them (a partial copy of the package).
     """
-    for candidate in (Path(__file__).resolve().parent.parent / "examples", Path.cwd() / "examples"):
-        if all((candidate / file).is_file() for _, file, _ in (*DEMO_HOOKS, *DEMO_SCRIPTS)):
-            return candidate
+    candidate = Path(str(resources.files("zingyconn").joinpath("examples")))
+    if all((candidate / file).is_file() for _, file, _ in (*DEMO_HOOKS, *DEMO_SCRIPTS)):
+        return candidate
     raise ConfigurationError(
-        "zingyconn demo seeds the snippets in examples/ of a source checkout, and none was found; install with "
-        "`pip install -e .` from the checkout, or run the demo from the checkout's directory."
+        f"zingyconn demo seeds its hooks and scripts from the snippets in {candidate}, and some are missing; "
+        "reinstall zingyconn (pip install --force-reinstall zingyconn)."
     )
 
 

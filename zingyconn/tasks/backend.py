@@ -17,6 +17,7 @@ from huey.serializer import Serializer
 
 from zingyconn.config import Settings
 from zingyconn.database import create_private_file
+from zingyconn.extras import require_extra
 
 #: The Huey queue name (the Redis keys are ``huey.*.zingyconn``; the SQLite queue is ``queue.db`` in the data dir).
 QUEUE_NAME: Final = "zingyconn"
@@ -67,6 +68,7 @@ def create_huey(settings: Settings, *, immediate: bool = False) -> Huey:
     """
     options: dict[str, Any] = {"results": False, "utc": True, "serializer": JsonSerializer(), "immediate": immediate}
     if settings.queue_url is not None:
+        require_extra("redis", needed_for="The Redis task queue (ZINGYCONN_QUEUE_URL)")
         return RedisHuey(QUEUE_NAME, url=settings.queue_url, **options)
     create_private_file(settings.data_dir / "queue.db")  # task payloads are tenant data: not world-readable
     # timeout: SQLite's busy timeout, so many worker threads and processes share the file without "locked" errors.
