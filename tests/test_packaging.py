@@ -17,7 +17,7 @@ from zingyconn.config import Settings
 from zingyconn.database import create_engine
 from zingyconn.errors import ConfigurationError
 from zingyconn.hosts.cli import main
-from zingyconn.queue_backend import create_huey
+from zingyconn.tasks.backend import create_huey
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
