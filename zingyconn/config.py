@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from zingyconn.errors import ConfigurationError
+from zingyconn.retention import RetentionPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,8 @@ class Settings:
         logins_per_minute_per_client: ``ZINGYCONN_LOGINS_PER_MINUTE_PER_CLIENT``: console sign-in attempts allowed
             from one client address.
         logins_per_minute: ``ZINGYCONN_LOGINS_PER_MINUTE``: console sign-in attempts allowed from all clients.
+        retention: ``ZINGYCONN_RETAIN_*``, ``ZINGYCONN_HISTORY_QUOTA_MB``, ``ZINGYCONN_PURGE_EVERY``: how long
+            records are kept (:class:`~zingyconn.retention.RetentionPolicy`).
     """
 
     data_dir: Path
@@ -38,6 +41,7 @@ class Settings:
     session_max_seconds: float = 8 * 3600
     logins_per_minute_per_client: int = 10
     logins_per_minute: int = 100
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -71,6 +75,7 @@ class Settings:
             session_max_seconds=_positive(env, "ZINGYCONN_SESSION_MAX_SECONDS", 8 * 3600),
             logins_per_minute_per_client=int(_positive(env, "ZINGYCONN_LOGINS_PER_MINUTE_PER_CLIENT", 10, whole=True)),
             logins_per_minute=int(_positive(env, "ZINGYCONN_LOGINS_PER_MINUTE", 100, whole=True)),
+            retention=RetentionPolicy.from_env(env),
         )
 
 

@@ -1,12 +1,21 @@
-"""Run history: every run of every kind, stored with its output already masked.
+"""Run history: every run of every kind, stored with its output already masked, bounded in size.
 
 The :class:`~zingyconn.runtime.Runtime` records each run once it has finished (and masked it); the console lists
 and shows them, and replays a stored event. Reads are always scoped to one tenant: another tenant's run id is
-simply not found.
+simply not found (the operator's CLI alone looks a run up by id across tenants).
+
+Storage is bounded, because events come from the internet: every stored string is cut at
+:data:`MAX_STRING_CHARS` and every stored field at :data:`MAX_FIELD_CHARS`, each cut marked in the stored text
+(``…[truncated: N more characters]``); and a tenant whose stored history reached its quota gets only the run's
+outline (kind, name, status, duration, error type) stored, with a message saying so in place of the output, until
+the purge (:mod:`zingyconn.purge`) frees room.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -28,11 +37,78 @@ FAILED: Final = "failed"
 MAX_LIST: Final = 1000
 
 
+#: Longest string kept inside a stored field (an SMS body is at most 1600 characters; a form field of a megabyte is
+#: not a message). Threat: unauthenticated posts to an unsigned hook filling the store.
+MAX_STRING_CHARS: Final = 8 * 1024
+#: Longest stored field (event, result, stdout, logs, error, egress, source), as JSON text.
+MAX_FIELD_CHARS: Final = 64 * 1024
+#: How long a process trusts its count of a tenant's stored bytes before summing them again in the database.
+USAGE_MAX_AGE_SECONDS: Final = 10.0
+#: The log says a tenant is over its quota at most this often (not once per run).
+QUOTA_WARNING_SECONDS: Final = 300.0
+#: Per-tenant history quota when none is given (``ZINGYCONN_HISTORY_QUOTA_MB``).
+DEFAULT_QUOTA_BYTES: Final = 512 * 1024 * 1024
+
 #: The columns :meth:`RunHistory.record` writes.
 _RECORDED_COLUMNS: Final = (
     "id", "tenant", "kind", "name", "status", "attempt", "task_id", "replay_of", "started_at", "duration_ms", "event",
-    "result", "stdout", "logs", "error", "egress", "source",
+    "result", "stdout", "logs", "error", "egress", "source", "stored_bytes",
 )  # fmt: skip
+#: The fields whose size counts, and is capped.
+_PAYLOAD_FIELDS: Final = ("event", "result", "stdout", "logs", "error", "egress", "source")
+
+_LOGGER: Final = logging.getLogger("zingyconn.history")
+
+
+#: What a field nested too deep to serialise is stored as.
+TOO_DEEP_MARKER: Final = "…[not stored: nested deeper than the run history keeps]"
+
+
+def truncation_marker(dropped_chars: int) -> str:
+    """Return the visible mark left where *dropped_chars* characters were cut off."""
+    return f"…[truncated: {dropped_chars} more characters]"
+
+
+def cap_text(text: str, max_chars: int = MAX_STRING_CHARS) -> str:
+    """Return *text*, cut to *max_chars* with a :func:`truncation_marker` if it is longer."""
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars] + truncation_marker(len(text) - max_chars)
+
+
+def cap_value(value: Any) -> Any:
+    """Return JSON *value* with every string capped (:func:`cap_text`) and at most :data:`MAX_FIELD_CHARS` of JSON.
+
+    A value still too long once its strings are capped (thousands of fields) is replaced by an object that says so
+    and keeps the start of its JSON text: ``{"truncated": "…[truncated: N more characters]", "preview": "..."}``.
+    """
+    return _bounded(value)[0]
+
+
+def _bounded(value: Any) -> tuple[Any, int]:
+    """Return :func:`cap_value` of *value* and the length of its JSON text (what it takes in the store)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        if len(text) <= MAX_STRING_CHARS:  # no string inside can be longer: nothing to cap (the common case)
+            return value, len(text)
+        capped = _cap_strings(value)
+        text = json.dumps(capped, ensure_ascii=False, default=str)
+    except RecursionError:  # nested deeper than Python's stack: the run is still recorded, without this field
+        return {"truncated": TOO_DEEP_MARKER}, len(TOO_DEEP_MARKER) + 20
+    if len(text) <= MAX_FIELD_CHARS:
+        return capped, len(text)
+    preview = {"truncated": truncation_marker(len(text) - MAX_FIELD_CHARS), "preview": text[:MAX_FIELD_CHARS]}
+    return preview, MAX_FIELD_CHARS + 100
+
+
+def _cap_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return cap_text(value)
+    if isinstance(value, dict):
+        return {cap_text(str(key), 200): _cap_strings(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_cap_strings(item) for item in value]
+    return value
 
 
 def new_run_id() -> str:
@@ -47,7 +123,7 @@ class RunRecord:
     Attributes:
         id: Run id (``run_...``).
         tenant: The tenant the run belonged to.
-        kind: ``webhook``, ``task`` or ``console``.
+        kind: ``webhook``, ``task``, ``console`` or ``command`` (a connection command; its event names the actor).
         name: Hook or script name, if any.
         status: ``ok`` or ``failed``.
         started_at: Unix time the run started.
@@ -91,6 +167,7 @@ class RunRecord:
         """Return the record as a JSON object."""
         return {
             "id": self.id,
+            "tenant": self.tenant,
             "kind": self.kind,
             "name": self.name,
             "status": self.status,
@@ -111,10 +188,16 @@ class RunRecord:
 class RunHistory:
     """The ``runs`` table."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, engine: Engine, *, clock: Callable[[], float] = time.time, quota_bytes: int = DEFAULT_QUOTA_BYTES
+    ) -> None:
         self._engine = engine
         self._reader = read_only(engine)
         self._clock = clock
+        self.quota_bytes = quota_bytes
+        self._usage: dict[str, tuple[float, int]] = {}  # tenant -> (measured at, stored bytes)
+        self._usage_lock = threading.Lock()
+        self._quota_warned: dict[str, float] = {}  # tenant -> when the log last said it is over its quota
         # One upsert, built once with bound parameters so SQLAlchemy reuses its compiled SQL (building the
         # statement per run cost more than running it).
         insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
@@ -148,8 +231,11 @@ class RunHistory:
         replay_of: str | None = None,
         source: str | None = None,
     ) -> None:
-        """Store one run (insert, or replace the row of the same id: one upsert). Callers pass masked values."""
-        values = {
+        """Store one run (insert, or replace the row of the same id: one upsert). Callers pass masked values.
+
+        Every field is capped (see the module docstring); past the tenant's quota only the run's outline is kept.
+        """
+        values: dict[str, Any] = {
             "tenant": tenant,
             "kind": kind,
             "name": name,
@@ -167,8 +253,64 @@ class RunHistory:
             "egress": list(egress),
             "source": source,
         }
+        size = self._bound(values)
+        if self._usage_of(tenant) + size > self.quota_bytes:
+            values.update(self._outline(tenant, values))
+            size = self._bound(values)
         with self._engine.begin() as conn:
-            conn.execute(self._upsert, {"id": run_id, **values})
+            conn.execute(self._upsert, {"id": run_id, **values, "stored_bytes": size})
+        with self._usage_lock:
+            measured_at, used = self._usage.get(tenant, (self._clock(), 0))
+            self._usage[tenant] = (measured_at, used + size)
+
+    @staticmethod
+    def _bound(values: dict[str, Any]) -> int:
+        """Cap the payload fields of *values* in place; return how many bytes they take in the store."""
+        size = 0
+        for name in _PAYLOAD_FIELDS:
+            value = values[name]
+            if isinstance(value, str):
+                values[name] = cap_text(value, MAX_FIELD_CHARS)
+                size += len(values[name])
+            elif value is not None:
+                values[name], length = _bounded(value)
+                size += length
+        return size
+
+    def usage_bytes(self, tenant: str) -> int:
+        """Return how many bytes *tenant*'s stored runs take (summed in the database now)."""
+        with self._reader.connect() as conn:
+            used = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(runs.c.stored_bytes), 0)).where(runs.c.tenant == tenant)
+            ).scalar()
+        return int(used or 0)
+
+    def _usage_of(self, tenant: str) -> int:
+        """*tenant*'s stored bytes as this process last counted them (summed again every few seconds)."""
+        now = self._clock()
+        with self._usage_lock:
+            cached = self._usage.get(tenant)
+        if cached is not None and now - cached[0] < USAGE_MAX_AGE_SECONDS:
+            return cached[1]
+        used = self.usage_bytes(tenant)
+        with self._usage_lock:
+            self._usage[tenant] = (now, used)
+        return used
+
+    def _outline(self, tenant: str, values: dict[str, Any]) -> dict[str, Any]:
+        """The payload kept of a run past the quota: no event, result, output or calls; the error type only."""
+        message = (
+            f"[not stored: tenant {tenant!r} has used its run-history quota of {self.quota_bytes / 2**20:g} MiB "
+            "(ZINGYCONN_HISTORY_QUOTA_MB). Runs older than the retention are purged on their own; free room now "
+            f"with `zingyconn purge --tenant {tenant} --older-than 7d`.]"
+        )
+        now = self._clock()
+        if now - self._quota_warned.get(tenant, 0.0) >= QUOTA_WARNING_SECONDS:
+            self._quota_warned[tenant] = now
+            _LOGGER.warning("Run history of tenant %r is over its quota; runs are stored without payload.", tenant)
+        error = values.get("error")
+        kept_error = {"type": error.get("type")} if isinstance(error, dict) else None
+        return {"event": None, "result": None, "stdout": message, "logs": [], "error": kept_error, "egress": []}
 
     def get(self, tenant: str, run_id: str) -> RunRecord:
         """Return run *run_id* of *tenant*.
@@ -182,6 +324,18 @@ class RunHistory:
             raise NotFoundError(f"Tenant {tenant!r} has no run {run_id!r}.")
         return _record(row)
 
+    def find(self, run_id: str) -> RunRecord:
+        """Return run *run_id* of whichever tenant it belongs to (operator tools only: the CLI, not tenants).
+
+        Raises:
+            NotFoundError: No run has this id.
+        """
+        with self._reader.connect() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+        if row is None:
+            raise NotFoundError(f"No run has id {run_id!r}; `zingyconn runs list --tenant T` lists a tenant's runs.")
+        return _record(row)
+
     def list(
         self,
         tenant: str,
@@ -191,9 +345,13 @@ class RunHistory:
         status: str | None = None,
         task_id: str | None = None,
         before: float | None = None,
+        since: float | None = None,
         limit: int = 50,
     ) -> list[RunRecord]:
-        """Return *tenant*'s runs, newest first, filtered by kind, name, status, task, and start time."""
+        """Return *tenant*'s runs, newest first, filtered by kind, name, status, task, and start time.
+
+        *before* and *since* are Unix times: runs that started before *before* and at or after *since*.
+        """
         query = sa.select(runs).where(runs.c.tenant == tenant)
         for column, value in (
             (runs.c.kind, kind),
@@ -205,6 +363,8 @@ class RunHistory:
                 query = query.where(column == value)
         if before is not None:
             query = query.where(runs.c.started_at < before)
+        if since is not None:
+            query = query.where(runs.c.started_at >= since)
         query = query.order_by(runs.c.started_at.desc(), runs.c.id).limit(max(1, min(limit, MAX_LIST)))
         with self._reader.connect() as conn:
             return [_record(row) for row in conn.execute(query)]

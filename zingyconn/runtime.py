@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
+import sqlalchemy as sa
+
 from sandbox.environment import JSON
 from sandbox.limits import Limits
 from sandbox.result import RunError, RunResult
@@ -32,6 +34,7 @@ from zingyconn.egress.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter, 
 from zingyconn.errors import ValidationError, ZingyConnError
 from zingyconn.history import FAILED, OK, RunHistory, new_run_id
 from zingyconn.names import validate_name
+from zingyconn.redaction import redact_message
 from zingyconn.secrets.keyring import Keyring
 from zingyconn.secrets.masking import Masker
 from zingyconn.secrets.store import ConnectionStore
@@ -103,7 +106,7 @@ class Runtime:
         self.engine = engine if engine is not None else create_engine(settings.db_url)
         self.keyring = keyring if keyring is not None else Keyring.from_settings(settings)
         self.store = ConnectionStore(self.engine, self.keyring)
-        self.history = RunHistory(self.engine)
+        self.history = RunHistory(self.engine, quota_bytes=settings.retention.history_quota_bytes)
         self.ledger = SendLedger(self.engine)
         self.broker = EgressBroker(
             self.store,
@@ -148,6 +151,7 @@ class Runtime:
         attempt: int = 1,
         task_id: str | None = None,
         replay_of: str | None = None,
+        stored_event: JSON = None,
     ) -> ZRunResult:
         """Run *source* for *tenant* and return its masked result (also stored in the history when *record*).
 
@@ -164,6 +168,8 @@ class Runtime:
             attempt: Attempt number (tasks).
             task_id: The task this run belongs to.
             replay_of: The run this one replays.
+            stored_event: What the history keeps as the event, when not *event* itself (a webhook keeps its
+                parsed form or its raw body, not both).
 
         Raises:
             ValidationError: Bad tenant name or kind (nothing ran).
@@ -234,7 +240,7 @@ class Runtime:
                 status=OK if result.ok else FAILED,
                 started_at=started_at,
                 duration_ms=result.duration_ms,
-                event=masker.mask(event),
+                event=masker.mask(event if stored_event is None else stored_event),
                 result=result.value,
                 stdout=result.stdout,
                 logs=result.logs,
@@ -256,31 +262,85 @@ class Runtime:
         *,
         flow: str = "cloud",
         idempotency_key: str | None = None,
+        actor: str = "unknown",
     ) -> dict[str, Any]:
         """Run connection command *command* (``sendMessage``...) of *tenant*'s *connection*; return its JSON output.
 
         The command's Twilio client is the broker's, as in snippets: same allowlist, credentials injection, rate
-        limit and call records. See :mod:`zingyconn.twilio.commands` for inputs, outputs and errors.
+        limit and call records. See :mod:`zingyconn.twilio.commands` for inputs, outputs and errors. Every call,
+        refused or not, is a run of kind ``command`` in the history: *actor* (who asked: ``token:<id>``,
+        ``console:operator``, ``cli:<user>``), inputs and output masked, outcome, duration and Twilio's request ids.
 
         Raises:
+            ValidationError: Bad tenant name (nothing ran, nothing recorded).
             FlowNotAllowedError: *flow* is ``"page"`` (the store is not read).
             InvalidCommandError: Bad input, named by ``field`` (no request was made).
             ConnectionNotFoundError: The tenant has no such connection.
             IdempotencyConflictError: The idempotency key is busy, or was used for another message.
             TwilioError: Twilio answered with an error.
         """
+        validate_name(tenant, field="tenant")
         session = self.broker.session(tenant, max_requests=COMMAND_MAX_REQUESTS)
         commands = ConnectionCommands(
             lambda _tenant, name: self.broker.client(tenant, name, session=session), ledger=self.ledger
         )
-        output = commands.run(tenant, connection, command, inputs, flow=flow, idempotency_key=idempotency_key)
-        masked: dict[str, Any] = Masker(session.secrets).mask(output)
+        run_id, started_at, started = new_run_id(), time.time(), time.perf_counter()
+        output: dict[str, Any] | None = None
+        error: dict[str, Any] | None = None
+        try:
+            output = commands.run(tenant, connection, command, inputs, flow=flow, idempotency_key=idempotency_key)
+        except Exception as exc:  # recorded whatever it is, then re-raised unchanged
+            error = (
+                exc.to_json() if isinstance(exc, ZingyConnError) else {"type": type(exc).__name__, "message": str(exc)}
+            )
+            raise
+        finally:
+            masker = Masker(session.secrets)
+            event = {
+                "actor": actor,
+                "connection": connection,
+                "command": command,
+                "flow": flow,
+                "idempotency_key": idempotency_key,
+                "inputs": dict(inputs) if isinstance(inputs, Mapping) else inputs,
+            }
+            try:
+                self.history.record(
+                    run_id=run_id,
+                    tenant=tenant,
+                    kind="command",
+                    name=command[:100],  # the column's width; an unknown command's name comes from the caller
+                    status=FAILED if error is not None else OK,
+                    started_at=started_at,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    event=masker.mask(event),
+                    result=masker.mask(output),
+                    error=masker.mask(error),
+                    egress=masker.mask(session.egress()),
+                )
+            except sa.exc.SQLAlchemyError as exc:  # the command's outcome stands; the missing record is logged
+                _LOGGER.error("Command %s of tenant %r (run %s) was not recorded: %s", command, tenant, run_id, exc)
+        if command == "updateMessage" and _redacts_body(inputs):
+            self._redact_copies(tenant, str(dict(inputs or {})["sid"]))
+        masked: dict[str, Any] = masker.mask(output)
         return masked
+
+    def _redact_copies(self, tenant: str, sid: str) -> None:
+        """Redact the stored copies of message *sid*'s body, now that Twilio redacted it (:mod:`zingyconn.redaction`).
+
+        Raises:
+            ZingyConnError: The store could not be updated (the message is redacted at Twilio; run it again).
+        """
+        try:
+            redact_message(self.engine, tenant, sid)
+        except sa.exc.SQLAlchemyError as exc:
+            raise ZingyConnError(
+                f"Message {sid} was redacted at Twilio, but its copies in the run history could not be redacted "
+                f"({str(exc).splitlines()[0]}); run updateMessage again to finish."
+            ) from None
 
     def tenants(self) -> list[str]:
         """Return every tenant that has a connection or a stored run, sorted."""
-        import sqlalchemy as sa
-
         from zingyconn.schema import connections, runs
 
         query = sa.union(sa.select(connections.c.tenant), sa.select(runs.c.tenant))
@@ -333,6 +393,12 @@ class Runtime:
         except ZingyConnError as exc:  # an undecryptable record: the session then reads connections one by one
             _LOGGER.error("Connections of tenant %r could not all be read: %s", tenant, exc)
             return None
+
+
+def _redacts_body(inputs: Mapping[str, Any] | None) -> bool:
+    """Whether updateMessage *inputs* (already accepted by the command) redact the message's body."""
+    props = (inputs or {}).get("customProps")
+    return isinstance(props, Mapping) and props.get("body") == ""
 
 
 def _mask_error(error: RunError | None, masker: Masker) -> RunError | None:

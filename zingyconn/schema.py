@@ -92,7 +92,10 @@ runs: Final = sa.Table(
     sa.Column("error", sa.JSON, nullable=True),
     sa.Column("egress", sa.JSON, nullable=True),
     sa.Column("source", sa.Text, nullable=True),
+    # Size of the stored fields, summed per tenant for the history quota (NULL in rows from before it existed).
+    sa.Column("stored_bytes", sa.Integer, nullable=True),
     sa.Index("ix_runs_tenant_started", "tenant", "started_at"),
+    sa.Index("ix_runs_started", "started_at"),  # the purge: oldest first, every tenant
 )
 
 #: Webhook de-duplication on ``I-Twilio-Idempotency-Token``: the stored response is replayed.
@@ -110,6 +113,7 @@ webhook_responses: Final = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("owner", sa.String(200), nullable=True),  # the process running the first request (zingyconn.leases)
     sa.Column("lease_until", sa.Float, nullable=True),  # renewed while it runs; past it, a retry takes over
+    sa.Index("ix_webhook_responses_created", "created_at"),  # the purge
 )
 
 #: Send de-duplication: the same idempotency key within 24 h returns the first message instead of a second SMS.
@@ -130,6 +134,7 @@ sent_messages: Final = sa.Table(
     sa.Column("sending_at", sa.Float, nullable=True),  # when the request left: where reconciliation looks from
     sa.Column("sid", sa.String(64), nullable=True),  # the message's SID once known (reconciliation skips these)
     sa.Index("ix_sent_messages_tenant_sid", "tenant", "sid"),
+    sa.Index("ix_sent_messages_created", "created_at"),  # the purge
 )
 
 #: Per-tenant API tokens for ``/api/v1`` (only a SHA-256 of the token is stored).
@@ -210,6 +215,15 @@ audit_events: Final = sa.Table(
     sa.Index("ix_audit_events_tenant_at", "tenant", "at"),
 )
 
+#: Job leases (``zingyconn.purge.JobLeases``): which process does a job that must run once across all of them.
+job_leases: Final = sa.Table(
+    "job_leases",
+    metadata,
+    sa.Column("name", sa.String(60), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
 
 def _create_v1(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
@@ -230,11 +244,25 @@ def _add_console_sessions_and_audit(conn: Connection) -> None:
     audit_events.create(conn, checkfirst=True)
 
 
+def _add_lifecycle(conn: Connection) -> None:
+    """``runs.stored_bytes`` (the per-tenant history quota), the ``job_leases`` table and the purge's indexes."""
+    if "stored_bytes" not in {column["name"] for column in sa.inspect(conn).get_columns("runs")}:
+        conn.execute(sa.text("ALTER TABLE runs ADD COLUMN stored_bytes INTEGER"))
+    job_leases.create(conn, checkfirst=True)
+    for table, name in (
+        (runs, "ix_runs_started"),
+        (webhook_responses, "ix_webhook_responses_created"),
+        (sent_messages, "ix_sent_messages_created"),
+    ):
+        next(index for index in table.indexes if index.name == name).create(conn, checkfirst=True)
+
+
 #: Ordered migration steps; step ``i`` brings the schema to version ``i + 1``. Each must be idempotent.
 MIGRATIONS: Final[tuple[Callable[[Connection], None], ...]] = (
     _create_v1,
     _add_seal_version,
     _add_console_sessions_and_audit,
+    _add_lifecycle,
 )
 LATEST_VERSION: Final = len(MIGRATIONS)
 

@@ -85,6 +85,8 @@ MAX_CREDENTIALS_PER_RUN: Final = 20
 #: Longest username or password ``twilio.Client(sid, token)`` may register (Twilio's are 34 and 32 characters).
 #: Threat: a megabyte "password" joins the run's masking set, whose pattern then costs the host time and memory.
 MAX_CREDENTIAL_CHARS: Final = 256
+#: Twilio's id of one API request, kept on the run's call record so an operator can quote it to Twilio support.
+REQUEST_ID_HEADER: Final = "twilio-request-id"
 #: The rate-limit bucket of message creation.
 MESSAGES_BUCKET: Final = "messages"
 #: Every spelling of "create a message" the API answers: any extension (``.json``, ``.xml``) or none (Twilio then
@@ -320,7 +322,7 @@ class EgressSession:
             if isinstance(exc, QuotaExceededError):
                 raise
             raise EgressDeniedError(str(exc)) from None  # the child knows the sandbox's classes, not ours
-        self._record(method, host, path, answer.status, started)
+        self._record(method, host, path, answer.status, started, request_id=answer.headers.get(REQUEST_ID_HEADER))
         # The child holds no secret, and the API must not hand it one: credential fields are scrubbed, and any
         # known secret left in the text (a message body quoting it, say) is masked.
         text = Masker(self.secrets).mask_text(scrub_answer(answer.text))
@@ -494,9 +496,22 @@ class EgressSession:
         *,
         error: str | None = None,
         retryable: bool = False,
+        request_id: str | None = None,
     ) -> None:
         duration_ms = (self.broker.clock() - started) * 1000
-        self.calls.append(EgressCall(method[:10], host[:200], path[:300], status, duration_ms, error, retryable))
+        request_id = None if request_id is None else request_id[:64]
+        self.calls.append(
+            EgressCall(
+                method[:10],
+                host[:200],
+                path[:300],
+                status,
+                duration_ms,
+                error,
+                retryable=retryable,
+                request_id=request_id,
+            )
+        )
 
 
 def _base_headers(url: str, auth: tuple[str, str] | None) -> list[tuple[str, str]]:

@@ -226,6 +226,7 @@ class EgressCall:
         error: Why it was refused or failed, else ``None``.
         retryable: The request failed for a reason outside the snippet (no answer from Twilio, the platform's
             store unavailable) and the same run later may succeed.
+        request_id: Twilio's ``Twilio-Request-Id`` of the answer (what Twilio support asks for), if it sent one.
     """
 
     method: str
@@ -235,6 +236,7 @@ class EgressCall:
     duration_ms: float
     error: str | None = None
     retryable: bool = False
+    request_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the record as JSON (one item of a run's ``egress``)."""
@@ -249,4 +251,6 @@ class EgressCall:
             data["error"] = self.error
         if self.retryable:
             data["retryable"] = True
+        if self.request_id is not None:
+            data["request_id"] = self.request_id
         return data

@@ -25,6 +25,7 @@ from zingyconn.hosts.bodies import parse_json
 from zingyconn.hosts.middleware import read_body
 from zingyconn.hosts.state import host_state
 from zingyconn.hosts.webhooks import check_verifier
+from zingyconn.secrets.tokens import token_id
 
 FLOW_HEADER: Final = "x-zingy-flow"
 FLOWS: Final = ("cloud", "page")
@@ -78,7 +79,9 @@ async def run_command(request: Request) -> Response:
     key = request.headers.get(IDEMPOTENCY_HEADER) or None
     async with state.limiter.slot(tenant):
         result = await state.in_thread(
-            lambda: state.runtime.command(tenant, name, command, inputs, flow="cloud", idempotency_key=key)
+            lambda: state.runtime.command(
+                tenant, name, command, inputs, flow="cloud", idempotency_key=key, actor=f"token:{token_id(token)}"
+            )
         )
     return JSONResponse({"ok": True, "result": result})
 

@@ -1,8 +1,8 @@
 """The composition root of the HTTP app: what ``serve``, ``demo`` and uvicorn's factory put around the runtime.
 
-The task queue the server enqueues to, the lifespan hooks (the in-process task consumer), the extra mounts (the
-admin console) and the log setup. The CLI and :mod:`zingyconn.hosts.server` both call these; this module imports
-neither of them.
+The task queue the server enqueues to, the lifespan hooks (the purge of old records, the in-process task
+consumer), the extra mounts (the admin console) and the log setup. The CLI and :mod:`zingyconn.hosts.server` both
+call these; this module imports neither of them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 from starlette.applications import Starlette
 
 if TYPE_CHECKING:
@@ -40,9 +41,20 @@ def task_queue(runtime: Runtime) -> TaskQueue:
 
 
 def default_lifespan_hooks(runtime: Runtime, *, queue: TaskQueue | None = None) -> list[LifespanHook]:
-    """Return the start-up/shutdown hooks of ``serve``: the in-process task consumer unless it is disabled."""
+    """Return the start-up/shutdown hooks of ``serve``: the purge, and the task consumer unless it is disabled."""
+    from zingyconn.purge import schedule_for
+
+    @contextlib.asynccontextmanager
+    async def purge_old_records(app: Starlette) -> AsyncIterator[None]:
+        schedule = schedule_for(runtime.engine, runtime.settings.retention)
+        schedule.start()
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(schedule.stop)
+
     if os.environ.get(ENV_NO_TASKS) or queue is None:
-        return []
+        return [purge_old_records]
 
     @contextlib.asynccontextmanager
     async def consume_tasks(app: Starlette) -> AsyncIterator[None]:
@@ -52,7 +64,7 @@ def default_lifespan_hooks(runtime: Runtime, *, queue: TaskQueue | None = None) 
         finally:
             queue.stop()
 
-    return [consume_tasks]
+    return [purge_old_records, consume_tasks]
 
 
 def default_mounts(

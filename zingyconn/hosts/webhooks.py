@@ -13,6 +13,8 @@ becomes an empty TwiML ``<Response/>`` for Twilio requests (signed ones, or hook
 and ``204`` otherwise.
 A snippet error is ``500`` and a time limit ``504``, both as the JSON error shape with the run id and without any
 traceback (the snippet's own traceback is in the run history, not in a response anyone can read).
+
+The run history keeps the event once: a form or JSON post without its raw ``body`` (:func:`stored_event`).
 """
 
 from __future__ import annotations
@@ -245,6 +247,17 @@ def _request_fields(request: Request, *, hook: str) -> dict[str, Any]:
     }
 
 
+def stored_event(event: dict[str, Any]) -> dict[str, Any]:
+    """Return *event* as the run history keeps it: the parsed form (or JSON) *or* the raw body, never both.
+
+    Threat: a megabyte form post stored twice over, once parsed and once raw, by anyone who can reach an unsigned
+    hook. The run history caps what remains (``zingyconn.history``).
+    """
+    if event.get("form") is None and event.get("json") is None:
+        return event
+    return {**event, "body": None}
+
+
 def _flatten(values: dict[str, list[str]]) -> dict[str, str | list[str]]:
     return {key: items[0] if len(items) == 1 else items for key, items in values.items()}
 
@@ -273,6 +286,7 @@ def _run(
         limits=hook.run_limits(),
         name=hook.name,
         idempotency_key=key,
+        stored_event=stored_event(event),
     )
     error = None if result.error is None else result.error.to_json()
     rendered = render(result.ok, result.value, result.error, run_id=result.run_id, is_twilio=is_twilio)

@@ -25,6 +25,13 @@ from zingyconn.schema import api_tokens
 TOKEN_PREFIX: Final = "zct_"  # noqa: S105  # a public prefix, not a secret
 #: 32 random bytes: unguessable, so tokens need no rate limiting against brute force.
 TOKEN_BYTES: Final = 32
+#: Hex digits of the digest that name a token (``tokens list``, ``tokens revoke``, the actor of a command run).
+TOKEN_ID_DIGITS: Final = 12
+
+
+def token_id(token: str) -> str:
+    """Return the id that names *token* in listings and in the run history (never the token itself)."""
+    return digest(token)[:TOKEN_ID_DIGITS]
 
 
 def digest(token: str) -> str:
@@ -82,7 +89,8 @@ class TokenStore:
         query = sa.select(api_tokens).where(api_tokens.c.tenant == tenant).order_by(api_tokens.c.created_at)
         with self._reader.connect() as conn:
             return [
-                TokenInfo(row.token_sha256[:12], row.tenant, row.label, row.created_at) for row in conn.execute(query)
+                TokenInfo(row.token_sha256[:TOKEN_ID_DIGITS], row.tenant, row.label, row.created_at)
+                for row in conn.execute(query)
             ]
 
     def revoke(self, tenant: str, token_id: str) -> None:

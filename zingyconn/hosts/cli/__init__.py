@@ -29,6 +29,8 @@ COMMANDS: Final = (
     "zingyconn.hosts.cli.hooks:hooks",
     "zingyconn.hosts.cli.tokens:tokens",
     "zingyconn.hosts.cli.audit:audit",
+    "zingyconn.hosts.cli.runs:runs",
+    "zingyconn.hosts.cli.purge:purge",
 )
 
 

@@ -15,6 +15,7 @@ import click
 
 from sandbox.errors import SandboxError
 from zingyconn.errors import ValidationError, ZingyConnError
+from zingyconn.hosts.cli.options import cli_actor
 from zingyconn.twilio.commands import COMMANDS
 
 
@@ -65,7 +66,9 @@ def command(
     try:
         inputs = _inputs(input_)
         with Runtime.from_env() as runtime:
-            output = runtime.command(tenant, connection, command, inputs, flow=flow, idempotency_key=idempotency_key)
+            output = runtime.command(
+                tenant, connection, command, inputs, flow=flow, idempotency_key=idempotency_key, actor=cli_actor()
+            )
     except (ZingyConnError, SandboxError) as exc:
         _fail(exc)
     click.echo(json.dumps(output, indent=2, ensure_ascii=False))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 from datetime import UTC, datetime
 from typing import Final
 
@@ -35,6 +37,14 @@ def parse_limit_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 def format_time(timestamp: float) -> str:
     """Return a Unix time as ``YYYY-MM-DD HH:MM:SS UTC``."""
     return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def cli_actor() -> str:
+    """Return who runs this CLI, as the run history names them (``cli:<OS user>``)."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # a uid with no passwd entry (some containers)
+        return f"cli:uid-{os.getuid()}"
 
 
 def catalog_from_settings() -> Catalog:

@@ -7,6 +7,7 @@ import logging
 import click
 
 from zingyconn.config import Settings
+from zingyconn.purge import schedule_for
 from zingyconn.tasks.backend import describe
 from zingyconn.tasks.queue import TaskQueue
 
@@ -17,6 +18,8 @@ from zingyconn.tasks.queue import TaskQueue
 def worker(workers: int, shutdown_timeout: float) -> None:
     """Run queued tasks and cron schedules until SIGTERM (running tasks finish first) or SIGINT (they are re-queued).
 
+    Also purges records older than their retention (ZINGYCONN_RETAIN_*), once per interval across all processes.
+
     Start as many as you like, on as many machines as share ZINGYCONN_DB_URL and ZINGYCONN_QUEUE_URL (Redis).
     """
     from zingyconn.runtime import Runtime  # imported here: it starts nothing until used, but is heavy to import
@@ -26,4 +29,9 @@ def worker(workers: int, shutdown_timeout: float) -> None:
     with Runtime.from_env() as runtime:
         queue = TaskQueue.from_settings(settings, engine=runtime.engine, runner=runtime)
         click.echo(f"zingyconn worker: {workers} workers on {describe(settings)}; SIGTERM stops gracefully.", err=True)
-        queue.run_worker(workers=workers, shutdown_timeout_seconds=shutdown_timeout)
+        purge = schedule_for(runtime.engine, settings.retention)  # old records go, here or in another process
+        purge.start()
+        try:
+            queue.run_worker(workers=workers, shutdown_timeout_seconds=shutdown_timeout)
+        finally:
+            purge.stop()

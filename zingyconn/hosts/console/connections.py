@@ -138,6 +138,12 @@ async def connection_delete(request: Request, tenant: str, form: FormData) -> Re
     return RedirectResponse(str(request.url_for("console_connections", tenant=tenant)), 303)
 
 
+def _actor(request: Request) -> str:
+    """Who the run history names as the runner of a console command: the operator or a tenant's admin."""
+    principal = auth.current_principal(request)
+    return "console:operator" if principal is None or principal.tenant is None else "console:tenant-admin"
+
+
 # --- commands ----------------------------------------------------------------------------------------------------
 
 
@@ -154,7 +160,8 @@ async def commands(request: Request, tenant: str, form: FormData) -> Response:
         connection = values.get("connection", "")
         try:
             inputs = _command_inputs(command, values)
-            output = await run_in_threadpool(state_of(request).runtime.command, tenant, connection, command, inputs)
+            runtime, actor = state_of(request).runtime, _actor(request)
+            output = await run_in_threadpool(lambda: runtime.command(tenant, connection, command, inputs, actor=actor))
             outcome = command_outcome(output)
         except (ZingyConnError, SandboxError) as exc:
             outcome = error_outcome(exc)

@@ -16,6 +16,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 from urllib.parse import parse_qsl
@@ -102,6 +103,14 @@ async def _receive(request: Request, state: EmulatorState) -> tuple[bytes, list[
 
 async def _dispatch(request: Request, state: EmulatorState, handlers: dict[str, Handler]) -> Response:
     body, form = await _receive(request, state)
+    response = await _answer(request, state, handlers, body, form)
+    response.headers["Twilio-Request-Id"] = f"RQ{uuid.uuid4().hex}"  # as Twilio does on every answer
+    return response
+
+
+async def _answer(
+    request: Request, state: EmulatorState, handlers: dict[str, Handler], body: bytes, form: list[tuple[str, str]]
+) -> Response:
     try:
         if len(body) > MAX_BODY_BYTES:
             raise ApiError(20001, "The request body is too large.", status=413)
