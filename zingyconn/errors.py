@@ -15,7 +15,8 @@ The tree::
     ├── IdempotencyConflictError         # an idempotency key in use by another send, or reused for other inputs
     ├── StorageUnavailableError          # the database or Redis is down, locked or full: retry later (HTTP 503)
     ├── TaskQueueFullError               # a tenant's snippets or API queued too many tasks (HTTP 429)
-    └── TwilioError (.status, .code, .more_info)   # what the Twilio API answered
+    ├── TwilioError (.status, .code, .more_info)   # what the Twilio API answered (HTTP 502)
+    └── TwilioUnreachableError           # no answer from the Twilio API (connection refused, time-out; HTTP 503)
 
 Sandbox failures (compile errors, limits, crashes) are :mod:`sandbox.errors` classes and reach callers as data on
 the run result. Errors are turned into exit codes and HTTP shapes only at the edges (``zingyconn.hosts``).
@@ -125,3 +126,9 @@ class TwilioError(ZingyConnError):
     def to_json(self) -> dict[str, Any]:
         """Return the error object with Twilio's code, status and ``more_info``."""
         return {**super().to_json(), "status": self.status, "code": self.code, "more_info": self.more_info}
+
+
+class TwilioUnreachableError(ZingyConnError):
+    """Raised when the Twilio API could not be reached (connection refused, DNS, time-out): a retry may work."""
+
+    http_status: ClassVar[int] = 503

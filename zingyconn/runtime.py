@@ -39,7 +39,7 @@ from zingyconn.secrets.keyring import Keyring
 from zingyconn.secrets.masking import Masker
 from zingyconn.secrets.store import ConnectionStore
 from zingyconn.twilio.client import DIRECTORY_CONTEXT_KEY
-from zingyconn.twilio.commands import ConnectionCommands
+from zingyconn.twilio.commands import CommandOutput, ConnectionCommands
 from zingyconn.twilio.profile import TwilioProfile, check_credentials
 
 #: The snippet environment every runtime sandbox is started with (``zingyConn``, the twilio façades).
@@ -263,7 +263,7 @@ class Runtime:
         flow: str = "cloud",
         idempotency_key: str | None = None,
         actor: str = "unknown",
-    ) -> dict[str, Any]:
+    ) -> CommandOutput:
         """Run connection command *command* (``sendMessage``...) of *tenant*'s *connection*; return its JSON output.
 
         The command's Twilio client is the broker's, as in snippets: same allowlist, credentials injection, rate
@@ -285,7 +285,7 @@ class Runtime:
             lambda _tenant, name: self.broker.client(tenant, name, session=session), ledger=self.ledger
         )
         run_id, started_at, started = new_run_id(), time.time(), time.perf_counter()
-        output: dict[str, Any] | None = None
+        output: CommandOutput | None = None
         error: dict[str, Any] | None = None
         try:
             output = commands.run(tenant, connection, command, inputs, flow=flow, idempotency_key=idempotency_key)
@@ -322,7 +322,7 @@ class Runtime:
                 _LOGGER.error("Command %s of tenant %r (run %s) was not recorded: %s", command, tenant, run_id, exc)
         if command == "updateMessage" and _redacts_body(inputs):
             self._redact_copies(tenant, str(dict(inputs or {})["sid"]))
-        masked: dict[str, Any] = masker.mask(output)
+        masked: CommandOutput = masker.mask(output)
         return masked
 
     def _redact_copies(self, tenant: str, sid: str) -> None:

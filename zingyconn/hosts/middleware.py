@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sandbox.errors import CompileError, SandboxError
+from sandbox.errors import CompileError, EgressDeniedError, QuotaExceededError, SandboxError
 from zingyconn.errors import ZingyConnError
 from zingyconn.hosts.content import HOOK_HEADERS
 
@@ -49,15 +49,27 @@ def error_response(
     )
 
 
+#: HTTP status of the sandbox errors a host-side call (a connection command) can raise; others are 500.
+SANDBOX_HTTP_STATUS: Final[Mapping[type[SandboxError], int]] = {
+    # The call to Twilio could not be made (policy refusal, connection refused, time-out): a gateway failure.
+    EgressDeniedError: 502,
+    QuotaExceededError: 429,  # a rate limit or request cap: the same call may pass later
+}
+
+
 def exception_response(exc: Exception) -> JSONResponse:
-    """Map one of our errors to the JSON error shape and its HTTP status (500 for sandbox failures)."""
+    """Map one of our errors to the JSON error shape and its HTTP status (500 for other sandbox failures).
+
+    The error object is the error's own ``to_json()``; a :class:`~zingyconn.errors.TwilioError` keeps Twilio's
+    ``status``, ``code`` and ``more_info`` inside it while the response itself is 502 (Twilio, not us, refused).
+    """
     if isinstance(exc, ZingyConnError):
-        body = exc.to_json()
-        return error_response(body.pop("type"), body.pop("message"), status=exc.http_status, **body)
+        return JSONResponse({"ok": False, "error": exc.to_json()}, status_code=exc.http_status)
     if isinstance(exc, CompileError):
         return error_response("CompileError", "The snippet does not compile.", status=400, errors=list(exc.errors))
     if isinstance(exc, SandboxError):
-        return error_response(type(exc).__name__, str(exc), status=500)
+        status = next((code for cls, code in SANDBOX_HTTP_STATUS.items() if isinstance(exc, cls)), 500)
+        return error_response(type(exc).__name__, str(exc), status=status)
     raise exc
 
 

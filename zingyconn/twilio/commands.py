@@ -9,6 +9,10 @@ Five commands with the platform's input names (docs/commands.md): ``sendMessage`
    broker-backed client snippets use too (allowlist, credentials, rate limit, call records);
 4. answers with Twilio's field names (the Message resource JSON), dates as ISO 8601, or raises
    :class:`~zingyconn.errors.TwilioError` with Twilio's HTTP status, ``code``, ``message`` and ``more_info``.
+
+Output types follow the platform's documentation of each command: an *Object* (one Message) for sendMessage,
+readMessage and updateMessage; a *List* (a JSON array of Messages, newest first) for listMessages; *Success/Fail*
+(``{"success": true}``) for deleteMessage.
 """
 
 from __future__ import annotations
@@ -34,7 +38,12 @@ from zingyconn.egress.ledger import (
     find_sent,
     request_fingerprint,
 )
-from zingyconn.errors import FlowNotAllowedError, InvalidCommandError, TwilioError, ZingyConnError
+from zingyconn.errors import (
+    FlowNotAllowedError,
+    InvalidCommandError,
+    TwilioError,
+    TwilioUnreachableError,
+)
 from zingyconn.twilio import inputs
 
 #: (tenant, connection) -> a Twilio client for that connection.
@@ -42,6 +51,8 @@ ClientFactory = Callable[[str, str], Client]
 Flow = Literal["cloud", "page"]
 FLOWS: Final = ("cloud", "page")
 COMMANDS: Final = ("sendMessage", "listMessages", "readMessage", "updateMessage", "deleteMessage")
+#: A command's output: a Message or ``{"success": ...}`` (an object), or listMessages' array of Messages.
+CommandOutput = dict[str, Any] | list[dict[str, Any]]
 #: Messages per list request. Twilio allows up to 1000; 100 keeps one response small while a 1000-message
 #: listMessages still needs only 10 requests.
 DEFAULT_PAGE_SIZE: Final = 100
@@ -134,7 +145,10 @@ def _twilio_errors() -> Iterator[None]:
     except TwilioException as exc:
         raise _page_error(exc) from None
     except requests.RequestException as exc:
-        raise ZingyConnError(f"Could not reach the Twilio API ({type(exc).__name__}); try again later.") from None
+        raise TwilioUnreachableError(
+            f"Could not reach the Twilio API ({type(exc).__name__}); check ZINGYCONN_TWILIO_BASE_URL and the "
+            "network, then try again."
+        ) from None
 
 
 class ConnectionCommands:
@@ -163,7 +177,7 @@ class ConnectionCommands:
         *,
         flow: str = "cloud",
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> CommandOutput:
         """Run *command* with *command_inputs* against *connection*; return its JSON output.
 
         Raises:
@@ -273,14 +287,18 @@ class ConnectionCommands:
         with _twilio_errors():
             return message_to_json(client.messages.create(**kwargs))
 
-    def list_messages(self, tenant: str, connection: str, given: Mapping[str, Any]) -> dict[str, Any]:
-        """``listMessages``: up to ``limit`` messages (newest first), fetching pages only as far as needed."""
+    def list_messages(self, tenant: str, connection: str, given: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """``listMessages``: a list of up to ``limit`` messages (newest first), fetching pages only as far as needed.
+
+        ``limit`` caps the whole list, not one page: the pages Twilio is asked for are an internal detail and
+        never show in the output.
+        """
         request = inputs.parse_list(given)
         client = self._client_for(tenant, connection)
         page_size = min(request.limit, self._page_size)
         with _twilio_errors():
             stream = client.messages.stream(limit=request.limit, page_size=page_size, **request.filters)
-            return {"messages": [message_to_json(message) for message in stream]}
+            return [message_to_json(message) for message in stream]
 
     def read_message(self, tenant: str, connection: str, given: Mapping[str, Any]) -> dict[str, Any]:
         """``readMessage``: one Message by SID."""

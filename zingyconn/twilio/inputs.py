@@ -298,14 +298,20 @@ def _send_props(value: object) -> dict[str, Any]:
 
 
 def _sender(inputs: Mapping[str, object]) -> dict[str, str]:
+    """Return ``from_`` and/or ``messaging_service_sid``: either input alone, or both.
+
+    With both, Twilio sends from that number and applies the service's features (scheduling, link shortening);
+    the number must be in the service's sender pool, which only Twilio can check (error 21711 otherwise).
+    """
     phone, service = inputs.get("fromPhone"), inputs.get("fromService")
-    if phone not in (None, "") and service not in (None, ""):
-        raise _fail("fromService", "Give fromPhone or fromService, not both.")
+    sender: dict[str, str] = {}
     if service not in (None, ""):
-        return {"messaging_service_sid": _service_sid(service, "fromService")}
-    if phone in (None, ""):
+        sender["messaging_service_sid"] = _service_sid(service, "fromService")
+    if phone not in (None, ""):
+        sender["from_"] = phone_number(phone, "fromPhone")
+    if not sender:
         raise _fail("fromPhone", "fromPhone (an E.164 number) or fromService (a Messaging Service SID) is required.")
-    return {"from_": phone_number(phone, "fromPhone")}
+    return sender
 
 
 def _schedule(kwargs: dict[str, Any]) -> None:
@@ -315,7 +321,7 @@ def _schedule(kwargs: dict[str, Any]) -> None:
             raise _fail(
                 "customProps.sendAt",
                 "customProps.sendAt schedules the message, and Twilio only schedules messages sent through a "
-                "Messaging Service: give fromService instead of fromPhone.",
+                "Messaging Service: give fromService as well (fromPhone then picks the sender from its pool).",
             )
     elif "schedule_type" in kwargs:
         raise _fail("customProps.scheduleType", "customProps.scheduleType needs customProps.sendAt (when to send).")
@@ -332,7 +338,7 @@ def idempotency_key(value: object, name: str = "idempotencyKey") -> str | None:
 
 
 def parse_send(inputs: object) -> SendRequest:
-    """Validate sendMessage inputs (``toPhone``, ``fromPhone`` | ``fromService``, ``msg``, ``customProps``)."""
+    """Validate sendMessage inputs (``toPhone``, ``fromPhone`` and/or ``fromService``, ``msg``, ``customProps``)."""
     given = _object(inputs, "inputs")
     _known_keys(given, SEND_INPUTS, "inputs")
     kwargs: dict[str, Any] = {"to": phone_number(_required(given, "toPhone"), "toPhone")}

@@ -12,8 +12,10 @@ from zingyconn.twilio.emulator import (
     Account,
     ApiKey,
     EmulatorState,
+    MessagingService,
     create_app,
     open_state_file,
+    parse_service,
 )
 
 
@@ -43,13 +45,26 @@ def _api_keys(values: tuple[str, ...]) -> list[ApiKey]:
     return keys
 
 
-def build_state(accounts: tuple[str, ...], api_keys: tuple[str, ...], state_file: str | None) -> EmulatorState:
+def _services(values: tuple[str, ...]) -> list[MessagingService]:
+    services = []
+    for value in values:
+        try:
+            services.append(parse_service(value))
+        except ValueError as exc:
+            raise ConfigurationError(f"--service: {exc}") from None
+    return services
+
+
+def build_state(
+    accounts: tuple[str, ...], api_keys: tuple[str, ...], state_file: str | None, services: tuple[str, ...] = ()
+) -> EmulatorState:
     """Return the state for the given options (default: the documented demo account and API key)."""
     account_list = _accounts(accounts) or [DEFAULT_ACCOUNT]
     key_list = _api_keys(api_keys) if (api_keys or accounts) else [DEFAULT_KEY]
+    service_list = _services(services)
     persistence = open_state_file(state_file) if state_file else None
     try:
-        return EmulatorState(account_list, key_list, persistence=persistence)
+        return EmulatorState(account_list, key_list, persistence=persistence, services=service_list)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
 
@@ -61,6 +76,8 @@ def banner(state: EmulatorState, base_url: str) -> str:
         lines.append(f"  account  {account.sid}  auth token {account.auth_token}")
     for key in state.directory.api_keys.values():
         lines.append(f"  api key  {key.sid}  secret {key.secret}  (account {key.account_sid})")
+    for service in state.services.configured():
+        lines.append(f"  service  {service.sid}  senders {', '.join(service.senders)}")
     first = next(iter(state.directory.accounts.values()))
     lines += [
         "",
@@ -78,13 +95,20 @@ def banner(state: EmulatorState, base_url: str) -> str:
 @click.option("--account", "accounts", multiple=True, metavar="SID:TOKEN", help="An account (repeatable).")
 @click.option("--api-key", "api_keys", multiple=True, metavar="SK:SECRET:SID", help="An API key of an account.")
 @click.option("--state", "state_file", metavar="FILE", help="Keep messages in FILE (*.json, else SQLite).")
+@click.option("--service", "services", multiple=True, metavar="MG…:NUMBER[,NUMBER…]",
+              help="A Messaging Service and its sender pool (repeatable; others use +15005550006).")  # fmt: skip
 def emulator(
-    host: str, port: int, accounts: tuple[str, ...], api_keys: tuple[str, ...], state_file: str | None
+    host: str,
+    port: int,
+    accounts: tuple[str, ...],
+    api_keys: tuple[str, ...],
+    state_file: str | None,
+    services: tuple[str, ...],
 ) -> None:
     """Serve a local Twilio emulator: the Messages API as the real twilio library sees it.
 
     Without --account it serves the documented demo account and API key (see the README).
     """
-    state = build_state(accounts, api_keys, state_file)
+    state = build_state(accounts, api_keys, state_file, services)
     click.echo(banner(state, f"http://{host}:{port}"))
     uvicorn.run(create_app(state), host=host, port=port, log_level="warning")

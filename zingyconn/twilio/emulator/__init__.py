@@ -23,6 +23,7 @@ from zingyconn.twilio.emulator.callbacks import Callback, CallbackAttempt, is_lo
 from zingyconn.twilio.emulator.errors import ApiError
 from zingyconn.twilio.emulator.http_client import AsyncEmulatorHttpClient, EmulatorHttpClient
 from zingyconn.twilio.emulator.persistence import open_state_file
+from zingyconn.twilio.emulator.services import SERVICE_SENDER, MessagingService, parse_service
 from zingyconn.twilio.emulator.state import EmulatorState, RequestRecord
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_API_SECRET",
     "DEFAULT_AUTH_TOKEN",
     "DEFAULT_KEY",
+    "SERVICE_SENDER",
     "Account",
     "ApiError",
     "ApiKey",
@@ -40,8 +42,10 @@ __all__ = [
     "CallbackAttempt",
     "EmulatorHttpClient",
     "EmulatorState",
+    "MessagingService",
     "RequestRecord",
     "create_app",
     "is_loopback_url",
     "open_state_file",
+    "parse_service",
 ]

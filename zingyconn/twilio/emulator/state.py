@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from zingyconn.twilio.emulator.accounts import DEFAULT_ACCOUNT, DEFAULT_KEY, Account, ApiKey, Directory
 from zingyconn.twilio.emulator.callbacks import Callback, CallbackAttempt, build_callback, deliver, is_loopback_url
@@ -18,10 +18,8 @@ from zingyconn.twilio.emulator.errors import ApiError, not_found
 from zingyconn.twilio.emulator.message import IN_FLIGHT, STEP_SECONDS, Message, Transition, new_sid
 from zingyconn.twilio.emulator.persistence import Persistence
 from zingyconn.twilio.emulator.segments import count_segments
+from zingyconn.twilio.emulator.services import MessagingService, Services
 from zingyconn.twilio.emulator.validation import MAGIC_OUTCOMES, CreateRequest
-
-#: The number a Messaging Service assigns as sender (Twilio's magic "valid sender").
-SERVICE_SENDER: Final = "+15005550006"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +41,8 @@ class EmulatorState:
         clock: Epoch seconds now; tests pass a frozen clock and move it with :meth:`advance`.
         persistence: Where to keep messages across restarts (None: memory only).
         allow_callback: Which StatusCallback URLs may really be called (default: loopback only).
+        services: Messaging Services with their sender pools (any other service SID has the default pool, see
+            :mod:`zingyconn.twilio.emulator.services`).
     """
 
     def __init__(
@@ -53,8 +53,10 @@ class EmulatorState:
         clock: Callable[[], float] = time.time,
         persistence: Persistence | None = None,
         allow_callback: Callable[[str], bool] = is_loopback_url,
+        services: Iterable[MessagingService] = (),
     ) -> None:
         self.directory = Directory(accounts, api_keys)
+        self.services = Services(services)
         self.requests: list[RequestRecord] = []
         self.callbacks: list[CallbackAttempt] = []
         self.allow_callback = allow_callback
@@ -108,7 +110,18 @@ class EmulatorState:
         return due
 
     def create(self, account: Account, request: CreateRequest) -> dict[str, Any]:
-        """Store a new outbound message and plan its lifecycle; return its resource."""
+        """Store a new outbound message and plan its lifecycle; return its resource.
+
+        Raises:
+            ApiError: 21711 when the request names a sender and a Messaging Service whose pool lacks that sender.
+        """
+        sender = request.from_
+        if request.messaging_service_sid is not None:
+            service = self.services.get(request.messaging_service_sid)
+            if sender is None:
+                sender = service.first_sender()
+            else:
+                service.check_sender(sender)
         with self._lock:
             now = self.now()
             message = Message(
@@ -125,7 +138,7 @@ class EmulatorState:
                 media_urls=list(request.media_urls),
                 messaging_service_sid=request.messaging_service_sid,
                 status_callback=request.status_callback,
-                sender=request.from_ or SERVICE_SENDER,
+                sender=sender,
             )
             message.status, message.plan = _lifecycle(request, now)
             self._remember(message)
