@@ -54,6 +54,9 @@ __all__ = ["build_globals", "execute", "run_source"]
 
 #: ``__name__`` of snippet code (classes get it as ``__module__``).
 SNIPPET_MODULE: Final = "snippet"
+#: Identical consecutive frames shown before the rest are counted, as Python's own tracebacks do: deep recursion
+#: would otherwise fill the traceback (and the error budget) with one line repeated a thousand times.
+REPEATED_FRAMES_SHOWN: Final = 3
 
 
 def build_globals(environment: Environment, *, output: RunOutput, event: JSON) -> dict[str, Any]:
@@ -218,11 +221,20 @@ def _format_traceback(exc: BaseException, frames: list[traceback.FrameSummary], 
     """A traceback of snippet lines only: host frames (guards, façades' internals) are never shown."""
     lines = source.splitlines()
     parts = ["Traceback (most recent call last, snippet lines only):"]
+    previous, repeats = None, 0
     for frame in frames:
         name = "<snippet>" if frame.name == ENTRY_POINT else frame.name
-        parts.append(f"  Line {frame.lineno}, in {name}")
+        entry = [f"  Line {frame.lineno}, in {name}"]
         if frame.lineno and 0 < frame.lineno <= len(lines):
-            parts.append(f"    {lines[frame.lineno - 1].strip()}")
+            entry.append(f"    {lines[frame.lineno - 1].strip()}")
+        repeats = repeats + 1 if entry == previous else 0
+        previous = entry
+        if repeats < REPEATED_FRAMES_SHOWN:
+            parts.extend(entry)
+            continue
+        if repeats > REPEATED_FRAMES_SHOWN:
+            parts.pop()  # the count line of this run so far
+        parts.append(f"  [Previous line repeated {repeats - REPEATED_FRAMES_SHOWN + 1} more times]")
     message = _message(exc)
     parts.append(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
     return "\n".join(parts)

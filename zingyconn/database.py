@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from zingyconn.errors import ConfigurationError
+from zingyconn.errors import ConfigurationError, UnavailableError
 from zingyconn.extras import require_extra
 from zingyconn.schema import migrate
 
@@ -66,8 +66,10 @@ def create_engine(url: str, *, migrate_schema: bool = True) -> Engine:
         try:
             migrate(engine, clock=time.time)
         except sa.exc.OperationalError as exc:
-            raise ConfigurationError(
-                f"Could not open the store at {parsed.render_as_string(hide_password=True)}: {exc.orig}"
+            cause = " ".join(str(exc.orig).split()).rstrip(".")  # one line: drivers add hints on lines of their own
+            raise UnavailableError(
+                f"Could not open the store at {parsed.render_as_string(hide_password=True)}: {cause}. Check that the "
+                "database is running and reachable (ZINGYCONN_DB_URL), then retry."
             ) from None
     return engine
 

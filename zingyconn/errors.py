@@ -4,11 +4,12 @@ The tree::
 
     ZingyConnError (.exit_code, .http_status)
     ├── ConfigurationError               # bad environment variable, key file or database URL (exit 2)
+    ├── UnavailableError                 # the database or queue cannot be used now: down, locked, full (exit 3, 503)
     │   └── KeyringError                 # a master key of the wrong length/encoding, unknown key id
     ├── ValidationError (.field)         # bad input, named by field, raised before any I/O (exit 2, HTTP 400)
     │   ├── InvalidConnectionError       # a connection profile that fails validation
     │   └── InvalidCommandError          # bad command input, raised before any HTTP request
-    ├── NotFoundError                    # a hook, script, run or key that does not exist (HTTP 404)
+    ├── NotFoundError                    # a hook, script, run or key that does not exist (exit 2, HTTP 404)
     │   └── ConnectionNotFoundError      # never lists the names that do exist
     ├── DecryptionError                  # opaque: never echoes key or ciphertext
     ├── FlowNotAllowedError              # a connection command from a page (browser) flow (HTTP 403)
@@ -44,6 +45,13 @@ class ConfigurationError(ZingyConnError):
     exit_code: ClassVar[int] = 2
 
 
+class UnavailableError(ZingyConnError):
+    """Raised when a service the command needs (the database, the queue) is down, unreachable, locked or full."""
+
+    exit_code: ClassVar[int] = 3
+    http_status: ClassVar[int] = 503
+
+
 class KeyringError(ConfigurationError):
     """Raised when a master key is malformed or a key id is unknown."""
 
@@ -72,8 +80,9 @@ class InvalidCommandError(ValidationError):
 
 
 class NotFoundError(ZingyConnError):
-    """Raised when a named hook, script, run or key does not exist."""
+    """Raised when a named hook, script, run or key does not exist (on the command line: an input error, exit 2)."""
 
+    exit_code: ClassVar[int] = 2
     http_status: ClassVar[int] = 404
 
 

@@ -148,7 +148,7 @@ def test_cli_tokens_and_hooks(env: dict[str, str], server: LiveServer, tmp_path:
     tokens = runner.invoke(main, ["tokens", "list", "--tenant", "acme"], env=env)
 
     assert created.exit_code == 0, created.output
-    assert TokenStore(server.runtime.engine).tenant_for(created.output.strip()) == "acme"
+    assert TokenStore(server.runtime.engine).tenant_for(created.stdout.strip()) == "acme"
     assert (add.exit_code, "holds no Auth Token" in add.output) == (2, True)  # an API-key connection cannot verify
     assert plain.exit_code == 0, plain.output
     assert "/hooks/acme/sms" in plain.output
@@ -158,4 +158,4 @@ def test_cli_tokens_and_hooks(env: dict[str, str], server: LiveServer, tmp_path:
     assert "ci" in tokens.output
     deleted = runner.invoke(main, ["hooks", "delete", "sms", "--tenant", "acme"], env=env)
     assert deleted.exit_code == 0
-    assert runner.invoke(main, ["hooks", "show", "sms", "--tenant", "acme"], env=env).exit_code == 1
+    assert runner.invoke(main, ["hooks", "show", "sms", "--tenant", "acme"], env=env).exit_code == 2

@@ -13,9 +13,9 @@ from tests.emulator import MAGIC_SENDER, RECIPIENT, Emulator
 from tests.hosts.live_server import LiveServer, live_server
 from tests.servers import free_port
 from zingyconn.config import Settings
-from zingyconn.ratelimit import Rate
+from zingyconn.egress.ratelimit import Rate
 from zingyconn.runtime import Runtime
-from zingyconn.tokens import TokenStore
+from zingyconn.secrets.tokens import TokenStore
 from zingyconn.twilio.profile import TwilioProfile
 
 SEND = {"fromPhone": MAGIC_SENDER, "toPhone": RECIPIENT, "msg": "hi"}

@@ -46,8 +46,9 @@ def test_add_reads_the_secret_from_stdin_and_never_prints_it(env: dict[str, str]
     """add/list/show work end to end and no output contains the secret; show masks it."""
     added = _add(env)
     assert added.exit_code == 0, added.output
-    assert "Saved connection 'primary' in tenant 'default' (sealed with key 'k1')" in added.stdout
-    assert "zingyconn connections test primary" in added.stdout
+    assert added.stdout == "primary\n"  # the id alone on stdout; the sentence on stderr
+    assert "Saved connection 'primary' in tenant 'default' (sealed with key 'k1')" in added.stderr
+    assert "zingyconn connections test primary" in added.stderr
     listed = _run(env, "connections", "list")
     shown = _run(env, "connections", "show", "primary")
     assert listed.stdout.startswith("primary  twilio  AC12…1212")
@@ -106,20 +107,20 @@ def test_add_refuses_to_overwrite_without_replace(env: dict[str, str]) -> None:
     assert refused.exit_code == 2
     assert "already exists in tenant 'default'; pass --replace" in refused.output
     replaced = _add(env, "primary", "--replace", secret="f" * 32)
-    assert "Replaced connection 'primary'" in replaced.stdout
+    assert "Replaced connection 'primary'" in replaced.stderr
     assert _store(env).get("default", "primary").secret == "f" * 32
 
 
 def test_tenants_are_separate_on_the_command_line(env: dict[str, str]) -> None:
     """--tenant selects whose connections are listed, shown and deleted."""
     _add(env, "primary", "--tenant", "acme")
-    assert "has no connections" in _run(env, "connections", "list").stdout
+    assert "has no connections" in _run(env, "connections", "list").stderr
     missing = _run(env, "connections", "show", "primary")
-    assert missing.exit_code == 1
+    assert missing.exit_code == 2
     assert "Error: Tenant 'default' has no connection named 'primary'." in missing.stderr
     deleted = _run(env, "connections", "delete", "primary", "--tenant", "acme")
-    assert deleted.stdout == "Deleted connection 'primary' from tenant 'acme'.\n"
-    assert _run(env, "connections", "show", "primary", "--tenant", "acme").exit_code == 1
+    assert deleted.stderr == "Deleted connection 'primary' from tenant 'acme'.\n"
+    assert _run(env, "connections", "show", "primary", "--tenant", "acme").exit_code == 2
 
 
 def test_show_with_the_wrong_keys_fails_opaquely(env: dict[str, str]) -> None:
@@ -185,8 +186,9 @@ def test_key_rotation_end_to_end_with_the_key_file(env: dict[str, str], tmp_path
     for number in range(30):
         store.put("default", f"c{number:02}", TwilioProfile(SID, None, f"{number:032x}"))
     created = _run(env, "keys", "new")
-    assert "Added key 'k2' as the primary key" in created.stdout
-    assert "then run `zingyconn keys rotate`" in created.stdout
+    assert created.stdout == "k2\n"
+    assert "Added key 'k2' as the primary key" in created.stderr
+    assert "then run `zingyconn keys rotate`" in created.stderr
     path = tmp_path / "data" / "keys"
     assert Keyring.from_file(path).key_ids == ("k2", "k1")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

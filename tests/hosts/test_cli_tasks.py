@@ -35,13 +35,14 @@ def test_scripts_add_list_show_delete(env: dict[str, str], snippet: Path) -> Non
     """A script with a cron schedule is saved, listed, shown (as text and JSON) and deleted."""
     added = _run(env, "scripts", "add", "digest", "--file", str(snippet), "--cron", "0 7 * * 1-5")
     assert added.exit_code == 0, added.output
-    assert added.stdout == "Saved script 'digest' in tenant 'default'; it runs on cron '0 7 * * 1-5' (UTC).\n"
+    assert added.stdout == "digest\n"
+    assert added.stderr == "Saved script 'digest' in tenant 'default'; it runs on cron '0 7 * * 1-5' (UTC).\n"
     assert _run(env, "scripts", "list").stdout.startswith("digest                         0 7 * * 1-5")
     shown = json.loads(_run(env, "scripts", "show", "digest", "--json").stdout)
     assert (shown["cron"], shown["source"]) == ("0 7 * * 1-5", snippet.read_text())
     assert "return event" in _run(env, "scripts", "show", "digest").stdout
     assert _run(env, "scripts", "delete", "digest").exit_code == 0
-    assert "has no scripts" in _run(env, "scripts", "list").stdout
+    assert "has no scripts" in _run(env, "scripts", "list").stderr
 
 
 def test_scripts_add_refuses_a_bad_cron_naming_the_field(env: dict[str, str], snippet: Path) -> None:
@@ -49,7 +50,7 @@ def test_scripts_add_refuses_a_bad_cron_naming_the_field(env: dict[str, str], sn
     result = _run(env, "scripts", "add", "digest", "--file", str(snippet), "--cron", "0 25 * * *")
     assert result.exit_code == 2
     assert "field 'hour' is '25', which is not valid" in result.stderr
-    assert "has no scripts" in _run(env, "scripts", "list").stdout
+    assert "has no scripts" in _run(env, "scripts", "list").stderr
 
 
 def test_tasks_enqueue_records_a_queued_task(env: dict[str, str], snippet: Path) -> None:
@@ -57,8 +58,9 @@ def test_tasks_enqueue_records_a_queued_task(env: dict[str, str], snippet: Path)
     _run(env, "scripts", "add", "digest", "--file", str(snippet))
     result = _run(env, "tasks", "enqueue", "digest", "--payload", '{"n": 3}')
     assert result.exit_code == 0, result.output
-    task_id = result.stdout.split()[2]
-    assert result.stdout.startswith(f"Queued task {task_id} (script 'digest', tenant 'default') on SQLite ")
+    task_id = result.stdout.strip()
+    assert result.stdout == f"{task_id}\n"  # the id alone, for `id=$(zingyconn tasks enqueue ...)`
+    assert result.stderr.startswith(f"Queued task {task_id} (script 'digest', tenant 'default') on SQLite ")
     assert task_id in _run(env, "tasks", "list", "--state", "queued").stdout
     shown = json.loads(_run(env, "tasks", "show", task_id).stdout)
     assert (shown["state"], shown["payload"], shown["source"], shown["runs"]) == ("queued", {"n": 3}, "cli", [])
@@ -87,7 +89,7 @@ def test_tasks_errors_are_one_line(env: dict[str, str], snippet: Path, args: lis
 def test_tasks_rerun_refuses_a_task_that_has_not_failed(env: dict[str, str], snippet: Path) -> None:
     """Only failed tasks can be re-run."""
     _run(env, "scripts", "add", "digest", "--file", str(snippet))
-    task_id = _run(env, "tasks", "enqueue", "digest").stdout.split()[2]
+    task_id = _run(env, "tasks", "enqueue", "digest").stdout.strip()
     result = _run(env, "tasks", "rerun", task_id)
     assert result.exit_code == 2
     assert f"Task {task_id!r} is queued; only failed tasks can be re-run." in result.stderr

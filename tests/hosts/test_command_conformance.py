@@ -27,7 +27,7 @@ from zingyconn.config import Settings
 from zingyconn.hosts.cli import main
 from zingyconn.hosts.cli.serve import default_mounts
 from zingyconn.runtime import Runtime
-from zingyconn.tokens import TokenStore
+from zingyconn.secrets.tokens import TokenStore
 from zingyconn.twilio.commands import MESSAGE_FIELDS
 from zingyconn.twilio.profile import TwilioProfile
 

@@ -8,31 +8,14 @@ failed (Twilio refused it, a page flow) or 2 for bad input or configuration.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 
 from sandbox.errors import SandboxError
-from zingyconn.errors import ValidationError, ZingyConnError
-from zingyconn.hosts.cli.options import cli_actor
+from zingyconn.errors import ZingyConnError
+from zingyconn.hosts.cli.options import cli_actor, parse_json_input
 from zingyconn.twilio.commands import COMMANDS
-
-
-def _inputs(text: str | None) -> Any:
-    if text is None:
-        return {}
-    if text.startswith("@"):
-        try:
-            text = Path(text[1:]).read_text()
-        except OSError as exc:
-            raise ValidationError(
-                f"--input file {text[1:]!r} could not be read: {exc.strerror}.", field="input"
-            ) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"--input is not valid JSON: {exc}.", field="input") from None
 
 
 def _fail(exc: ZingyConnError | SandboxError) -> NoReturn:
@@ -64,7 +47,7 @@ def command(
     from zingyconn.runtime import Runtime  # the runtime opens the store; keep `--help` fast and store-free
 
     try:
-        inputs = _inputs(input_)
+        inputs = parse_json_input(input_, "--input")
         with Runtime.from_env() as runtime:
             output = runtime.command(
                 tenant, connection, command, inputs, flow=flow, idempotency_key=idempotency_key, actor=cli_actor()

@@ -6,19 +6,25 @@ would end up in shell history and in ``ps`` output.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from typing import Any
 
 import click
 
 from zingyconn.config import Settings
 from zingyconn.errors import ConnectionNotFoundError, InvalidConnectionError
-from zingyconn.hosts.cli.options import format_time, tenant_option
+from zingyconn.hosts.cli.options import echo_created, echo_json, format_time, json_option, tenant_option
 from zingyconn.secrets.store import ConnectionStore, ConnectionSummary
 from zingyconn.twilio.profile import TwilioProfile, check_credentials
 
 
 def _store() -> ConnectionStore:
     return ConnectionStore.from_settings(Settings.from_env())
+
+
+def _summary_json(summary: ConnectionSummary) -> dict[str, Any]:
+    return dataclasses.asdict(summary)
 
 
 def _read_secret(what: str) -> str:
@@ -40,8 +46,11 @@ def connections() -> None:
 @click.option("--account-sid", required=True, help="The Account SID (AC + 32 hex digits).")
 @click.option("--api-key", default=None, help="An API Key SID (SK...); the secret is then the API Key Secret.")
 @click.option("--replace", is_flag=True, help="Overwrite an existing connection of the same name.")
-def add(name: str, tenant: str, account_sid: str, api_key: str | None, replace: bool) -> None:
+@json_option
+def add(name: str, tenant: str, account_sid: str, api_key: str | None, replace: bool, as_json: bool) -> None:
     """Save connection NAME; the secret is read from a hidden prompt or from stdin.
+
+    Prints the connection's name on stdout (its masked summary as JSON with --json).
 
     \b
     Example:
@@ -65,19 +74,25 @@ def add(name: str, tenant: str, account_sid: str, api_key: str | None, replace: 
     profile = TwilioProfile(account_sid=profile.account_sid, api_key=profile.api_key, secret=_read_secret(what))
     revision = store.put(tenant, name, profile)
     verb = "Saved" if revision == 1 else "Replaced"
-    click.echo(
+    message = (
         f"{verb} connection {name!r} in tenant {tenant!r} (sealed with key {store.keyring.primary_key_id!r}).\n"
         f"Check the credentials with: zingyconn connections test {name} --tenant {tenant}"
     )
+    document = _summary_json(store.describe(tenant, name)) if as_json else None
+    echo_created(name, message, document=document, as_json=as_json)
 
 
 @connections.command(name="list")
 @tenant_option
-def list_(tenant: str) -> None:
+@json_option
+def list_(tenant: str, as_json: bool) -> None:
     """List the tenant's connections (names, masked SIDs; never secrets)."""
     summaries = _store().list(tenant)
+    if as_json:
+        echo_json([_summary_json(summary) for summary in summaries])
+        return
     if not summaries:
-        click.echo(f"Tenant {tenant!r} has no connections; add one with `zingyconn connections add NAME`.")
+        click.echo(f"Tenant {tenant!r} has no connections; add one with `zingyconn connections add NAME`.", err=True)
     width = max((len(summary.name) for summary in summaries), default=0)
     for summary in summaries:
         credential = f"api_key {summary.api_key}" if summary.api_key else "auth token"
@@ -90,11 +105,15 @@ def list_(tenant: str) -> None:
 @connections.command()
 @click.argument("name")
 @tenant_option
-def show(name: str, tenant: str) -> None:
+@json_option
+def show(name: str, tenant: str, as_json: bool) -> None:
     """Show connection NAME with its secret masked (decrypting it proves the key works)."""
     store = _store()
     summary: ConnectionSummary = store.describe(tenant, name)
     masked = store.get(tenant, name).masked()
+    if as_json:
+        echo_json({**_summary_json(summary), **masked})
+        return
     lines = [
         f"name:        {summary.name}",
         f"tenant:      {summary.tenant}",
@@ -115,7 +134,7 @@ def show(name: str, tenant: str) -> None:
 def delete(name: str, tenant: str) -> None:
     """Delete connection NAME."""
     _store().delete(tenant, name)
-    click.echo(f"Deleted connection {name!r} from tenant {tenant!r}.")
+    click.echo(f"Deleted connection {name!r} from tenant {tenant!r}.", err=True)
 
 
 @connections.command()

@@ -27,8 +27,9 @@ from rich.table import Table
 from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
-from zingyconn.errors import ConfigurationError, ZingyConnError
+from zingyconn.errors import ZingyConnError
 from zingyconn.hosts import composition
+from zingyconn.hosts.cli.listening import bind_port
 from zingyconn.hosts.demo import (
     DEMO_ACCOUNT_SID,
     DEMO_CONNECTION,
@@ -71,17 +72,6 @@ class _Running:
     name: str
     server: uvicorn.Server
     thread: threading.Thread
-
-
-def _bind(port: int, *, option: str) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((HOST, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigurationError(f"Cannot listen on {HOST}:{port} ({exc.strerror}); choose another {option}.") from None
-    return sock
 
 
 def _start(name: str, app: Any, sock: socket.socket) -> _Running:
@@ -194,9 +184,9 @@ def demo(port: int, emulator_port: int) -> None:
     servers: list[_Running] = []
     # Signals outermost: a second Ctrl-C while the servers stop still reaches them (force exit).
     with _stop_signals(servers) as stop, contextlib.ExitStack() as stack:
-        web_socket = _bind(port, option="--port")
+        web_socket = bind_port(HOST, port, option="--port")
         stack.callback(web_socket.close)
-        emulator_socket = _bind(emulator_port, option="--emulator-port")
+        emulator_socket = bind_port(HOST, emulator_port, option="--emulator-port")
         stack.callback(emulator_socket.close)
         base_url = f"http://{HOST}:{web_socket.getsockname()[1]}"
         settings = dataclasses.replace(settings, twilio_base_url=f"http://{HOST}:{emulator_socket.getsockname()[1]}")

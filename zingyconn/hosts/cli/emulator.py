@@ -6,6 +6,7 @@ import click
 import uvicorn
 
 from zingyconn.errors import ConfigurationError
+from zingyconn.hosts.cli.listening import bind_port
 from zingyconn.twilio.emulator import (
     DEFAULT_ACCOUNT,
     DEFAULT_KEY,
@@ -110,5 +111,6 @@ def emulator(
     Without --account it serves the documented demo account and API key (see the README).
     """
     state = build_state(accounts, api_keys, state_file, services)
-    click.echo(banner(state, f"http://{host}:{port}"))
-    uvicorn.run(create_app(state), host=host, port=port, log_level="warning")
+    with bind_port(host, port) as sock:  # before the banner: a busy port is one error line, nothing else
+        click.echo(banner(state, f"http://{host}:{sock.getsockname()[1]}"))
+        uvicorn.Server(uvicorn.Config(create_app(state), log_level="warning")).run(sockets=[sock])

@@ -7,10 +7,15 @@ from typing import IO
 
 import click
 
-from zingyconn.config import Settings
-from zingyconn.hosts.cli.options import catalog_from_settings, format_time, parse_limit_pairs, tenant_option
-from zingyconn.hosts.webhooks import check_verifier
-from zingyconn.secrets.store import ConnectionStore
+from zingyconn.hosts.cli.options import (
+    catalog_from_settings,
+    echo_created,
+    echo_json,
+    format_time,
+    json_option,
+    parse_limit_pairs,
+    tenant_option,
+)
 
 
 @click.group()
@@ -26,28 +31,40 @@ def hooks() -> None:
 @click.option(
     "--limit", "limits", multiple=True, metavar="NAME=VALUE", help="Override a webhook limit (wall_seconds=2)."
 )
-def add(name: str, tenant: str, file: IO[str], verify_with: str | None, limits: tuple[str, ...]) -> None:
+@json_option
+def add(name: str, tenant: str, file: IO[str], verify_with: str | None, limits: tuple[str, ...], as_json: bool) -> None:
     """Save hook NAME (replacing one of the same name); the snippet is compiled before it is saved.
+
+    Prints the hook's name on stdout (the hook as JSON with --json).
 
     \b
     Example:
       zingyconn hooks add sms --file examples/auto_reply.py --verify-with main
     """
+    from zingyconn.config import Settings
+    from zingyconn.hosts.webhooks import check_verifier
+    from zingyconn.secrets.store import ConnectionStore
+
     if verify_with is not None:
         check_verifier(ConnectionStore.from_settings(Settings.from_env()), tenant, verify_with)
     overrides = parse_limit_pairs(limits)
-    catalog_from_settings().put_hook(tenant, name, file.read(), verify_with=verify_with, limits=overrides)
+    hook = catalog_from_settings().put_hook(tenant, name, file.read(), verify_with=verify_with, limits=overrides)
     check = f"signatures checked with {verify_with!r}" if verify_with else "NO signature check"
-    click.echo(f"Saved hook {name!r} in tenant {tenant!r} ({check}); it answers at /hooks/{tenant}/{name}.")
+    message = f"Saved hook {name!r} in tenant {tenant!r} ({check}); it answers at /hooks/{tenant}/{name}."
+    echo_created(name, message, document=hook.to_json(), as_json=as_json)
 
 
 @hooks.command(name="list")
 @tenant_option
-def list_(tenant: str) -> None:
+@json_option
+def list_(tenant: str, as_json: bool) -> None:
     """List the tenant's hooks."""
     found = catalog_from_settings().list_hooks(tenant)
+    if as_json:
+        echo_json([hook.to_json() for hook in found])
+        return
     if not found:
-        click.echo(f"Tenant {tenant!r} has no hooks; add one with: zingyconn hooks add NAME --file F")
+        click.echo(f"Tenant {tenant!r} has no hooks; add one with: zingyconn hooks add NAME --file F", err=True)
         return
     for hook in found:
         click.echo(f"{hook.name:<30} verify with {hook.verify_with or '-':<20} updated {format_time(hook.updated_at)}")
@@ -56,12 +73,12 @@ def list_(tenant: str) -> None:
 @hooks.command()
 @click.argument("name")
 @tenant_option
-@click.option("--json", "as_json", is_flag=True, help="Print the hook as one JSON object.")
+@json_option
 def show(name: str, tenant: str, as_json: bool) -> None:
     """Show hook NAME: URL path, validation connection, limit overrides and source."""
     hook = catalog_from_settings().get_hook(tenant, name)
     if as_json:
-        click.echo(json.dumps(hook.to_json(), indent=2))
+        echo_json(hook.to_json())
         return
     click.echo(f"hook:        /hooks/{hook.tenant}/{hook.name}")
     click.echo(f"verify with: {hook.verify_with or '- (no signature check)'}")
@@ -76,4 +93,4 @@ def show(name: str, tenant: str, as_json: bool) -> None:
 def delete(name: str, tenant: str) -> None:
     """Delete hook NAME (its URL then answers 404)."""
     catalog_from_settings().delete_hook(tenant, name)
-    click.echo(f"Deleted hook {name!r} of tenant {tenant!r}.")
+    click.echo(f"Deleted hook {name!r} of tenant {tenant!r}.", err=True)

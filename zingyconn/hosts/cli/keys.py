@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from zingyconn.config import Settings
 from zingyconn.errors import DecryptionError
+from zingyconn.hosts.cli.options import echo_created, echo_json, json_option
 from zingyconn.secrets.keyring import ENV_VARIABLE, KEY_FILE_NAME, Keyring, generate_key
 from zingyconn.secrets.store import ConnectionStore
 
@@ -25,10 +26,20 @@ def keys() -> None:
 
 
 @keys.command(name="list")
-def list_() -> None:
+@json_option
+def list_(as_json: bool) -> None:
     """Show the key ids (primary first), where they live, and how many records each seals."""
     store = ConnectionStore.from_settings(Settings.from_env())
     usage = store.key_usage()
+    if as_json:
+        primary = store.keyring.primary_key_id
+        listed = [
+            {"key_id": key_id, "primary": key_id == primary, "in_keyring": True, "records": usage.pop(key_id, 0)}
+            for key_id in store.keyring.key_ids
+        ]
+        listed += [{"key_id": k, "primary": False, "in_keyring": False, "records": n} for k, n in usage.items()]
+        echo_json(listed)
+        return
     click.echo(f"Keys from {store.keyring.origin}:")
     for key_id in store.keyring.key_ids:
         role = "primary" if key_id == store.keyring.primary_key_id else "decrypt only"
@@ -46,7 +57,9 @@ def new(key_id: str | None) -> None:
     if settings.keys is None and not path.exists():
         keyring = Keyring([(key_id or "k1", generate_key())], path=path, origin=f"key file {path}")
         keyring.save()
-        click.echo(f"Created key {keyring.primary_key_id!r} in {path} (mode 0600). Back this file up.")
+        echo_created(
+            keyring.primary_key_id, f"Created key {keyring.primary_key_id!r} in {path} (mode 0600). Back it up."
+        )
         return
     keyring = Keyring.from_settings(settings, create=False).with_new_key(key_id)
     new_id, old_ids = keyring.primary_key_id, ", ".join(keyring.key_ids[1:])
@@ -62,9 +75,11 @@ def new(key_id: str | None) -> None:
         )
         return
     keyring.save()
-    click.echo(
+    echo_created(
+        new_id,
         f"Added key {new_id!r} as the primary key in {keyring.path} (older keys, still used to decrypt: {old_ids}).\n"
-        "Running zingyconn processes that use this file pick it up without a restart; then run `zingyconn keys rotate`."
+        "Running zingyconn processes that use this file pick it up without a restart; then run "
+        "`zingyconn keys rotate`.",
     )
 
 

@@ -11,27 +11,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, Final, get_args
 
 import click
 
 from sandbox.limits import Kind, Limits
 from sandbox.result import RunResult
-from zingyconn.hosts.cli.options import parse_limit_pairs
+from zingyconn.hosts.cli.options import parse_json_input, parse_limit_pairs
+
+if TYPE_CHECKING:
+    from zingyconn.runtime import Runtime
 
 
-def _event(text: str | None) -> Any:
-    if text is None:
-        return None
-    if text.startswith("@"):
-        try:
-            text = Path(text[1:]).read_text()
-        except OSError as exc:
-            raise click.BadParameter(f"cannot read {text[1:]!r}: {exc.strerror}.", param_hint="--event") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}.", param_hint="--event") from None
+#: The limits behind each limit error: the CLI prints their values and how to raise them.
+LIMITS_OF_ERROR: Final = {
+    "TimeLimitExceededError": ("wall_seconds", "cpu_seconds"),
+    "MemoryLimitExceededError": ("memory_bytes",),
+    "OutputLimitExceededError": ("output_bytes", "result_bytes"),
+    "QuotaExceededError": ("egress_requests",),
+}
+
+
+def limit_hint(error_type: str, limits: Limits) -> str:
+    """Return the sentence that names the limits behind *error_type* and how to raise them ("" for other errors)."""
+    names = LIMITS_OF_ERROR.get(error_type, ())
+    if not names:
+        return ""
+    values = ", ".join(f"{name}={getattr(limits, name):g}" for name in names)
+    options = " or ".join(f"--limit {name}=VALUE" for name in names)
+    return f" This run's limits: {values}; raise them with {options}."
 
 
 def _limits(kind: str, pairs: tuple[str, ...]) -> Limits:
@@ -42,7 +50,25 @@ def _limits(kind: str, pairs: tuple[str, ...]) -> Limits:
         raise click.BadParameter(str(exc), param_hint="--limit") from None
 
 
-def _print_readably(result: RunResult) -> None:
+def _offer_enqueue(runtime: Runtime) -> None:
+    """Answer ``zingyConn.enqueue`` in this run; the task queue is opened only if the snippet calls it.
+
+    The task lands in the configured queue (``ZINGYCONN_QUEUE_URL``, else SQLite in the data directory), where
+    ``zingyconn worker`` or ``zingyconn serve`` runs it, as when a webhook or task enqueues.
+    """
+
+    from zingyconn.snippet.environment import OP_ENQUEUE
+
+    def enqueue(tenant: str, request: Any) -> Any:
+        from zingyconn.tasks.queue import TaskQueue  # Huey: loaded only by a snippet that enqueues
+
+        TaskQueue.from_settings(runtime.settings, engine=runtime.engine, runner=runtime)  # registers the real op
+        return runtime.host_ops[OP_ENQUEUE](tenant, request)
+
+    runtime.host_ops[OP_ENQUEUE] = enqueue
+
+
+def _print_readably(result: RunResult, limits: Limits) -> None:
     if result.stdout:
         click.echo(result.stdout, nl=not result.stdout.endswith("\n"))
     for record in result.logs:
@@ -62,13 +88,14 @@ def _print_readably(result: RunResult) -> None:
         if error.traceback:
             click.echo(error.traceback, err=True)
     else:
-        click.echo(f"Error: {error.type}: {error.message}", err=True)
+        click.echo(f"Error: {error.type}: {error.message}{limit_hint(error.type, limits)}", err=True)
 
 
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--tenant", default="default", show_default=True, help="Whose connections the snippet may use.")
-@click.option("--event", "event_text", default=None, metavar="JSON|@FILE", help="The snippet's event (JSON, or @file).")
+@click.option("--event", "event_text", default=None, metavar="JSON|@FILE",
+              help="The snippet's event (JSON, or @file; default {}).")  # fmt: skip
 @click.option("--kind", type=click.Choice(get_args(Kind)), default="console", show_default=True,
               help="Which default limits apply.")  # fmt: skip
 @click.option("--limit", "limit_pairs", multiple=True, metavar="NAME=VALUE",
@@ -81,22 +108,23 @@ def run(
 
     \b
     Examples:
-      zingyconn run examples/hello.py --event '{"name": "Ada"}'
+      zingyconn run examples/keyword_router.py --event '{"Body": "HELP", "From": "+15551234567"}'
       zingyconn run job.py --tenant acme --event @event.json --json
     """
     from zingyconn.runtime import Runtime  # heavy (database, sandbox): imported when the command runs
 
-    event = _event(event_text)
+    event = parse_json_input(event_text, "--event")
     limits = _limits(kind, limit_pairs)
     try:
         source = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise click.BadParameter(f"cannot read {str(file)!r}: {exc}.", param_hint="FILE") from None
     with Runtime.from_env() as runtime:
+        _offer_enqueue(runtime)
         result = runtime.run(tenant, source, event=event, kind=kind, limits=limits, name=file.name)
     if as_json:
         click.echo(json.dumps(result.to_json(), ensure_ascii=False))
     else:
-        _print_readably(result)
+        _print_readably(result, limits)
     if not result.ok:
         raise click.exceptions.Exit(1)

@@ -7,7 +7,15 @@ from typing import IO
 
 import click
 
-from zingyconn.hosts.cli.options import catalog_from_settings, format_time, parse_limit_pairs, tenant_option
+from zingyconn.hosts.cli.options import (
+    catalog_from_settings,
+    echo_created,
+    echo_json,
+    format_time,
+    json_option,
+    parse_limit_pairs,
+    tenant_option,
+)
 
 
 @click.group()
@@ -21,8 +29,11 @@ def scripts() -> None:
 @click.option("--file", "file", type=click.File("r"), required=True, help="The snippet ('-' for stdin).")
 @click.option("--cron", default=None, help="Run on this schedule (UTC), e.g. '0 7 * * 1-5' or @daily.")
 @click.option("--limit", "limits", multiple=True, metavar="NAME=VALUE", help="Override a task limit (wall_seconds=60).")
-def add(name: str, tenant: str, file: IO[str], cron: str | None, limits: tuple[str, ...]) -> None:
+@json_option
+def add(name: str, tenant: str, file: IO[str], cron: str | None, limits: tuple[str, ...], as_json: bool) -> None:
     """Save script NAME (replacing one of the same name); the snippet is compiled before it is saved.
+
+    Prints the script's name on stdout (the script as JSON with --json).
 
     \b
     Example:
@@ -31,16 +42,21 @@ def add(name: str, tenant: str, file: IO[str], cron: str | None, limits: tuple[s
     overrides = parse_limit_pairs(limits)
     script = catalog_from_settings().put_script(tenant, name, file.read(), cron=cron, limits=overrides)
     schedule = f"on cron {script.cron!r} (UTC)" if script.cron else f"on demand: zingyconn tasks enqueue {name}"
-    click.echo(f"Saved script {name!r} in tenant {tenant!r}; it runs {schedule}.")
+    message = f"Saved script {name!r} in tenant {tenant!r}; it runs {schedule}."
+    echo_created(name, message, document=script.to_json(), as_json=as_json)
 
 
 @scripts.command(name="list")
 @tenant_option
-def list_(tenant: str) -> None:
+@json_option
+def list_(tenant: str, as_json: bool) -> None:
     """List the tenant's scripts."""
     found = catalog_from_settings().list_scripts(tenant)
+    if as_json:
+        echo_json([script.to_json() for script in found])
+        return
     if not found:
-        click.echo(f"Tenant {tenant!r} has no scripts; add one with: zingyconn scripts add NAME --file F")
+        click.echo(f"Tenant {tenant!r} has no scripts; add one with: zingyconn scripts add NAME --file F", err=True)
         return
     for script in found:
         click.echo(f"{script.name:<30} {script.cron or '-':<20} updated {format_time(script.updated_at)}")
@@ -49,12 +65,12 @@ def list_(tenant: str) -> None:
 @scripts.command()
 @click.argument("name")
 @tenant_option
-@click.option("--json", "as_json", is_flag=True, help="Print the script as one JSON object.")
+@json_option
 def show(name: str, tenant: str, as_json: bool) -> None:
     """Show script NAME: schedule, limit overrides and source."""
     script = catalog_from_settings().get_script(tenant, name)
     if as_json:
-        click.echo(json.dumps(script.to_json(), indent=2))
+        echo_json(script.to_json())
         return
     click.echo(f"script:  {script.tenant}/{script.name}")
     click.echo(f"cron:    {script.cron or '-'}")
@@ -69,4 +85,4 @@ def show(name: str, tenant: str, as_json: bool) -> None:
 def delete(name: str, tenant: str) -> None:
     """Delete script NAME (queued tasks of it then fail with "deleted")."""
     catalog_from_settings().delete_script(tenant, name)
-    click.echo(f"Deleted script {name!r} of tenant {tenant!r}.")
+    click.echo(f"Deleted script {name!r} of tenant {tenant!r}.", err=True)

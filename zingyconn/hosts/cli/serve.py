@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 
 import click
 
+from zingyconn.hosts.cli.listening import bind_port
 from zingyconn.hosts.composition import ENV_ACCESS_LOG, ENV_NO_TASKS
 from zingyconn.hosts.server import ENV_CONSOLE_PORT, ENV_PUBLIC_URL, ENV_TRUSTED_PROXIES
 
 if TYPE_CHECKING:
     import socket
+
 
 
 @click.command()
@@ -83,6 +85,7 @@ def serve(
         server_header=False,
         access_log=False,
         log_level="warning",
+        log_config=None,  # uvicorn's records join our one log stream instead of its own handlers
     )
     try:
         if workers > 1:
@@ -98,12 +101,6 @@ def serve(
 
 def _listen(host: str, port: int, *, option: str) -> socket.socket:
     """Bind a listening socket now, so a taken port is one clear error before any worker starts."""
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        sock = socket.create_server((host, port), family=family, backlog=2048)
-    except OSError as exc:
-        raise click.BadParameter(f"cannot listen on {host}:{port}: {exc.strerror}", param_hint=option) from None
-    sock.set_inheritable(True)  # --workers N: the worker processes accept on it
+    sock = bind_port(host, port, option=option)  # a taken port: PortInUseError, one `Error:` line, exit 3
+    sock.listen(2048)  # --workers N: the worker processes accept on it (bind_port made it inheritable)
     return sock

@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
-from zingyconn.config import Settings
-from zingyconn.errors import ValidationError
-from zingyconn.history import RunHistory
-from zingyconn.hosts.cli.options import tenant_option
-from zingyconn.tasks.backend import describe
-from zingyconn.tasks.queue import TaskQueue
-from zingyconn.tasks.store import TaskRecord
+from zingyconn.hosts.cli.options import echo_created, echo_json, json_option, parse_json_input, tenant_option
+
+if TYPE_CHECKING:
+    from zingyconn.tasks.queue import TaskQueue
+    from zingyconn.tasks.store import TaskRecord
 
 
 def _queue() -> tuple[TaskQueue, str]:
+    # Imported here: the queue pulls in Huey and SQLAlchemy, which `zingyconn --help` and other commands never need.
+    from zingyconn.config import Settings
+    from zingyconn.tasks.backend import describe
+    from zingyconn.tasks.queue import TaskQueue
+
     settings = Settings.from_env()
     return TaskQueue.from_settings(settings), describe(settings)
-
-
-def _payload(text: str | None) -> Any:
-    if text is None:
-        return None
-    if text.startswith("@"):
-        text = Path(text[1:]).read_text()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"--payload is not valid JSON: {exc}.", field="payload") from None
 
 
 def _line(record: TaskRecord) -> str:
@@ -47,47 +37,65 @@ def tasks() -> None:
 @tasks.command()
 @click.argument("script")
 @tenant_option
-@click.option("--payload", default=None, metavar="JSON|@FILE", help="The run's `event` (JSON, or @file).")
-def enqueue(script: str, tenant: str, payload: str | None) -> None:
+@click.option("--payload", default=None, metavar="JSON|@FILE", help="The run's `event` (JSON, or @file; default {}).")
+@json_option
+def enqueue(script: str, tenant: str, payload: str | None, as_json: bool) -> None:
     """Queue a run of SCRIPT; a worker (`zingyconn worker`, or `zingyconn serve`) runs it.
+
+    Prints the task id on stdout (the task as JSON with --json).
 
     \b
     Example:
-      zingyconn tasks enqueue digest --payload '{"to": "+15551234567"}'
+      task=$(zingyconn tasks enqueue digest --payload '{"to": "+15551234567"}')
     """
+    event = parse_json_input(payload, "--payload")
     queue, where = _queue()
-    record = queue.enqueue(tenant, script, _payload(payload), source="cli")
-    click.echo(f"Queued task {record.id} (script {script!r}, tenant {tenant!r}) on {where}.")
+    record = queue.enqueue(tenant, script, event, source="cli")
+    message = f"Queued task {record.id} (script {script!r}, tenant {tenant!r}) on {where}."
+    echo_created(record.id, message, document=record.to_json(), as_json=as_json)
 
 
 @tasks.command()
 @click.argument("run_id")
-def rerun(run_id: str) -> None:
-    """Queue a failed task again, by its task id or the id of one of its runs.
+@json_option
+def rerun(run_id: str, as_json: bool) -> None:
+    """Queue a failed task again, by its task id or the id of one of its runs; prints the task id.
 
     The task keeps its id, which is the idempotency key of its sends: messages it already sent are returned from
     the store, not sent again.
     """
     queue, where = _queue()
     record = queue.rerun(run_id)
-    click.echo(f"Re-queued task {record.id} (script {record.script!r}, tenant {record.tenant!r}) on {where}.")
+    message = f"Re-queued task {record.id} (script {record.script!r}, tenant {record.tenant!r}) on {where}."
+    echo_created(record.id, message, document=record.to_json(), as_json=as_json)
 
 
 @tasks.command(name="list")
 @click.option("--tenant", default=None, help="Only this tenant's tasks.")
 @click.option("--state", type=click.Choice(["queued", "running", "retrying", "succeeded", "failed"]), default=None)
 @click.option("--limit", default=50, show_default=True, help="How many, newest first.")
-def list_(tenant: str | None, state: str | None, limit: int) -> None:
+@json_option
+def list_(tenant: str | None, state: str | None, limit: int, as_json: bool) -> None:
     """List recent tasks, newest first."""
     queue, _ = _queue()
-    for record in queue.store.recent(tenant, state=state, limit=limit):
+    found = queue.store.recent(tenant, state=state, limit=limit)
+    if as_json:
+        echo_json([record.to_json() for record in found])
+        return
+    for record in found:
         click.echo(_line(record))
 
 
 @tasks.command()
 @click.argument("task_id")
-def show(task_id: str) -> None:
-    """Show one task as JSON: state, attempts, latest error, and each attempt's run (status, duration, error)."""
+@json_option
+def show(task_id: str, as_json: bool) -> None:
+    """Show one task as JSON: state, attempts, latest error, and each attempt's run (status, duration, error).
+
+    The output is JSON with or without --json (accepted for symmetry with the other show commands).
+    """
+    from zingyconn.history import RunHistory
+
     queue, _ = _queue()
     record = queue.store.get(task_id)
     attempts = RunHistory(queue.store.engine).list(record.tenant, task_id=task_id, limit=100)
@@ -101,4 +109,4 @@ def show(task_id: str) -> None:
         }
         for run in sorted(attempts, key=lambda run: run.attempt)
     ]
-    click.echo(json.dumps({**record.to_json(), "runs": runs}, indent=2))
+    echo_json({**record.to_json(), "runs": runs})
