@@ -14,13 +14,13 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import httpx
 import pytest
 from click.testing import CliRunner
 
+from tests.doc_pages import read_page
 from tests.emulator import MAGIC_SENDER, RECIPIENT, Emulator, check_response, running_emulator
 from tests.hosts.live_server import LiveServer, live_server
 from zingyconn.config import Settings
@@ -185,7 +185,7 @@ def test_every_documented_command_conforms_on_every_surface(
 
 def test_commands_page_matches_the_table() -> None:
     """docs/commands.md lists each command with the output type the conformance table checks."""
-    page = (Path(__file__).parents[2] / "docs" / "commands.md").read_text()
+    page = read_page("commands")
     documented = dict(re.findall(r"^\| `(\w+)` \|.*\| (Object|List|Success/Fail)\b", page, re.MULTILINE))
 
     assert documented == {row.command: row.output_type for row in TABLE}

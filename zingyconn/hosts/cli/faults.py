@@ -80,8 +80,8 @@ def _queue_fault(exc: BaseException) -> str | None:
     if not isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
         return None
     return (
-        f"the task queue {_setting('queue_url')} could not be reached: {_clause(str(exc))}. Start Redis, or fix ZINGYCONN_QUEUE_URL "
-        "(unset it to use the SQLite queue in the data directory), then retry."
+        f"the task queue {_setting('queue_url')} could not be reached: {_clause(str(exc))}. Start Redis, or fix "
+        "ZINGYCONN_QUEUE_URL (unset it to use the SQLite queue in the data directory), then retry."
     )
 
 
