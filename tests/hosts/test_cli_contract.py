@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Modules ``zingyconn --help`` must not import: each costs tens to hundreds of milliseconds of start-up.
 HEAVY_MODULES = (
     "aiohttp", "huey", "redis", "sqlalchemy", "starlette", "uvicorn", "twilio", "httpx", "requests", "rich",
-    "cryptography", "psycopg", "RestrictedPython", "zingyconn.hosts.demo", "zingyconn.twilio.emulator", "zingyconn.runtime",
+    "cryptography", "psycopg", "RestrictedPython", "zingyconn.hosts.demo", "zingyconn.twilio.emulator",
+    "zingyconn.runtime",
 )  # fmt: skip
 
 

@@ -8,9 +8,7 @@ call these; this module imports neither of them.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
@@ -90,13 +88,7 @@ def default_mounts(
 
 
 def configure_logging() -> None:
-    """Send our logs (the JSON access log among them) to stderr, one line each."""
-    access = logging.getLogger("zingyconn.access")
-    if access.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
-    access.propagate = False
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Send the server's logs (access log, task outcomes, Huey, uvicorn) to stderr as one stream."""
+    from zingyconn.hosts.logs import configure_logging as configure_log_stream
+
+    configure_log_stream(access_log=bool(os.environ.get(ENV_ACCESS_LOG)))

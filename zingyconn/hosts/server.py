@@ -145,8 +145,7 @@ def create_app_from_env() -> Starlette:
     """Build the app from the environment: the factory ``zingyconn serve`` gives uvicorn (and each of its workers)."""
     from zingyconn.runtime import Runtime  # heavy: imported only when a server starts
 
-    if os.environ.get(composition.ENV_ACCESS_LOG):
-        composition.configure_logging()
+    composition.configure_logging()  # every worker process: one log stream; the access log if `serve` asked
     runtime = Runtime.from_env()
     queue = composition.task_queue(runtime)
     admin_token = runtime.settings.admin_token

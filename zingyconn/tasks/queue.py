@@ -324,11 +324,18 @@ class TaskQueue:
         elif transient and claimed.attempts < MAX_ATTEMPTS:
             delay = self._backoff.delay(claimed.attempts)
             if self.store.retry_later(task_id, delay_seconds=delay, run_id=run_id, error=error):
-                logger.info(
-                    "Task %s attempt %d failed transiently; retrying in %.1f s.", task_id, claimed.attempts, delay
-                )
+                fields = _outcome_fields(claimed, run_id, error) | {"retry_in_seconds": round(delay, 1)}
+                logger.warning(
+                    "Task %s attempt %d failed transiently (%s); retrying in %.1f s.",
+                    task_id, claimed.attempts, error.get("type"), delay, extra={"fields": fields},
+                )  # fmt: skip
         else:
             self.store.finish(task_id, state="failed", run_id=run_id, error=error)
+            logger.error(
+                "Task %s failed on attempt %d: %s: %s",
+                task_id, claimed.attempts, error.get("type"), error.get("message"),
+                extra={"fields": _outcome_fields(claimed, run_id, error)},
+            )  # fmt: skip
 
     def _run(
         self, record: TaskRecord, script: Script, limits: Limits
@@ -397,6 +404,18 @@ class TaskQueue:
             self.huey.create_consumer(**options).run()
         finally:
             self.dispatcher.stop()
+
+
+def _outcome_fields(record: TaskRecord, run_id: str | None, error: dict[str, Any]) -> dict[str, Any]:
+    """Return the log fields of a failed attempt: which task, run and attempt, and the error's type."""
+    return {
+        "task_id": record.id,
+        "tenant": record.tenant,
+        "script": record.script,
+        "run_id": run_id,
+        "attempt": record.attempts,
+        "error_type": error.get("type"),
+    }
 
 
 def _check_payload(payload: Any) -> None:

@@ -44,6 +44,7 @@ from zingyconn.hosts.demo import (
     examples_dir,
     seed,
 )
+from zingyconn.hosts.logs import configure_logging
 from zingyconn.secrets.keyring import Keyring
 from zingyconn.secrets.tokens import TokenStore
 from zingyconn.twilio.emulator import EmulatorState, open_state_file
@@ -77,7 +78,13 @@ class _Running:
 def _start(name: str, app: Any, sock: socket.socket) -> _Running:
     # proxy_headers=False, as `zingyconn serve` does: the app alone decides which X-Forwarded-* to believe.
     config = uvicorn.Config(
-        app, log_level="warning", proxy_headers=False, server_header=False, access_log=False, lifespan="on"
+        app,
+        log_level="warning",
+        log_config=None,  # uvicorn's records join the one log stream
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"demo-{name}", daemon=True)
@@ -180,6 +187,7 @@ def demo(port: int, emulator_port: int) -> None:
     """
     # soft_wrap: printed commands must stay on one line to be copied, whatever the terminal width.
     console = Console(highlight=False, soft_wrap=True)
+    configure_logging(access_log=True)  # requests, task outcomes, Huey and uvicorn: one stream on stderr
     settings = Settings.from_env()
     servers: list[_Running] = []
     # Signals outermost: a second Ctrl-C while the servers stop still reaches them (force exit).

@@ -7,6 +7,7 @@ import logging
 import click
 
 from zingyconn.config import Settings
+from zingyconn.hosts.logs import configure_logging
 from zingyconn.purge import schedule_for
 from zingyconn.tasks.backend import describe
 from zingyconn.tasks.queue import TaskQueue
@@ -24,11 +25,13 @@ def worker(workers: int, shutdown_timeout: float) -> None:
     """
     from zingyconn.runtime import Runtime  # imported here: it starts nothing until used, but is heavy to import
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     settings = Settings.from_env()
     with Runtime.from_env() as runtime:
         queue = TaskQueue.from_settings(settings, engine=runtime.engine, runner=runtime)
-        click.echo(f"zingyconn worker: {workers} workers on {describe(settings)}; SIGTERM stops gracefully.", err=True)
+        logging.getLogger("zingyconn.worker").info(
+            "zingyconn worker: %d workers on %s; SIGTERM stops gracefully.", workers, describe(settings)
+        )
         purge = schedule_for(runtime.engine, settings.retention)  # old records go, here or in another process
         purge.start()
         try:
