@@ -25,7 +25,7 @@ from tests.emulator import MAGIC_SENDER, RECIPIENT, Emulator, check_response, ru
 from tests.hosts.live_server import LiveServer, live_server
 from zingyconn.config import Settings
 from zingyconn.hosts.cli import main
-from zingyconn.hosts.cli.serve import default_mounts
+from zingyconn.hosts.composition import default_mounts
 from zingyconn.runtime import Runtime
 from zingyconn.secrets.tokens import TokenStore
 from zingyconn.twilio.commands import MESSAGE_FIELDS
