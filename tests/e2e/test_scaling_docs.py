@@ -27,8 +27,9 @@ def _parse(argv: list[str]) -> None:
     command: click.Command = main
     while isinstance(command, click.Group):
         name = argv.pop(0)
-        assert name in command.commands, f"no command {name!r}"
-        command = command.commands[name]
+        found = command.get_command(click.Context(command), name)  # the CLI loads a command on first use
+        assert found is not None, f"no command {name!r}"
+        command = found
     command.make_context(command.name or "", argv)  # raises on an unknown option or a bad value
 
 
