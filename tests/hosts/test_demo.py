@@ -276,14 +276,14 @@ def test_second_start_reuses_the_data(settings: Settings) -> None:
 
 
 def test_demo_refuses_a_port_in_use(settings: Settings) -> None:
-    """A busy --port is a usage error naming the option, before anything starts."""
+    """A busy --port is an environment error (exit 3) naming the option, before anything starts."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         result = CliRunner().invoke(main, ["demo", "--port", str(port)])
 
-    assert result.exit_code == 2
-    assert f"Error: Cannot listen on 127.0.0.1:{port}" in result.output
-    assert "choose another --port" in result.output
+    assert result.exit_code == 3
+    assert f"Error: cannot listen on 127.0.0.1:{port}" in result.output
+    assert "Choose another port with --port" in result.output
     assert not (settings.data_dir / "zingyconn.db").exists()
