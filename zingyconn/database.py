@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from zingyconn.errors import ConfigurationError, UnavailableError
+from zingyconn.errors import ConfigurationError, StorageUnavailableError
 from zingyconn.extras import require_extra
 from zingyconn.schema import migrate
 
@@ -67,7 +67,7 @@ def create_engine(url: str, *, migrate_schema: bool = True) -> Engine:
             migrate(engine, clock=time.time)
         except sa.exc.OperationalError as exc:
             cause = " ".join(str(exc.orig).split()).rstrip(".")  # one line: drivers add hints on lines of their own
-            raise UnavailableError(
+            raise StorageUnavailableError(
                 f"Could not open the store at {parsed.render_as_string(hide_password=True)}: {cause}. Check that the "
                 "database is running and reachable (ZINGYCONN_DB_URL), then retry."
             ) from None

@@ -4,7 +4,6 @@ The tree::
 
     ZingyConnError (.exit_code, .http_status)
     ├── ConfigurationError               # bad environment variable, key file or database URL (exit 2)
-    ├── UnavailableError                 # the database or queue cannot be used now: down, locked, full (exit 3, 503)
     │   └── KeyringError                 # a master key of the wrong length/encoding, unknown key id
     ├── ValidationError (.field)         # bad input, named by field, raised before any I/O (exit 2, HTTP 400)
     │   ├── InvalidConnectionError       # a connection profile that fails validation
@@ -14,7 +13,7 @@ The tree::
     ├── DecryptionError                  # opaque: never echoes key or ciphertext
     ├── FlowNotAllowedError              # a connection command from a page (browser) flow (HTTP 403)
     ├── IdempotencyConflictError         # an idempotency key in use by another send, or reused for other inputs
-    ├── StorageUnavailableError          # the database or Redis is down, locked or full: retry later (HTTP 503)
+    ├── StorageUnavailableError          # the database or Redis is down, locked or full: retry later (exit 3, 503)
     ├── TaskQueueFullError               # a tenant's snippets or API queued too many tasks (HTTP 429)
     ├── TwilioError (.status, .code, .more_info)   # what the Twilio API answered (HTTP 502)
     └── TwilioUnreachableError           # no answer from the Twilio API (connection refused, time-out; HTTP 503)
@@ -43,13 +42,6 @@ class ConfigurationError(ZingyConnError):
     """Raised when configuration (environment, key file, database URL) is unusable."""
 
     exit_code: ClassVar[int] = 2
-
-
-class UnavailableError(ZingyConnError):
-    """Raised when a service the command needs (the database, the queue) is down, unreachable, locked or full."""
-
-    exit_code: ClassVar[int] = 3
-    http_status: ClassVar[int] = 503
 
 
 class KeyringError(ConfigurationError):
@@ -112,6 +104,7 @@ class StorageUnavailableError(ZingyConnError):
     An environmental fault, not a bad request: nothing was half-done, and the same request later may succeed.
     """
 
+    exit_code: ClassVar[int] = 3
     http_status: ClassVar[int] = 503
 
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 import errno
 from typing import Final
 
-from zingyconn.errors import UnavailableError
+from zingyconn.errors import StorageUnavailableError
 from zingyconn.hosts.cli.listening import PortInUseError
 
 #: Exit code of an environmental fault (see the table above).
-ENVIRONMENT_EXIT_CODE: Final = UnavailableError.exit_code
+ENVIRONMENT_EXIT_CODE: Final = StorageUnavailableError.exit_code
 
 #: What to do about an OS error, by errno.
 _OS_ADVICE: Final = {

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     import socket
 
 
-
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 for all).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port.")
