@@ -83,6 +83,8 @@ def test_command_retried_after_a_dropped_connection_reconciles_instead_of_sendin
 
     assert proxy.dropped == 1
     assert _bodies(emulator) == ["order shipped"]
+    assert isinstance(retried, dict)
+    assert isinstance(again, dict)
     assert retried["sid"] == again["sid"] == emulator.state.messages(emulator.account_sid)[0].sid
     assert _states(flaky) == {"command:order-7": "sent"}
 

@@ -59,11 +59,11 @@ def _offer_enqueue(runtime: Runtime) -> None:
 
     from zingyconn.snippet.environment import OP_ENQUEUE
 
-    def enqueue(tenant: str, request: Any) -> Any:
+    def enqueue(tenant: str, request: Any, run_key: str | None) -> Any:
         from zingyconn.tasks.queue import TaskQueue  # Huey: loaded only by a snippet that enqueues
 
         TaskQueue.from_settings(runtime.settings, engine=runtime.engine, runner=runtime)  # registers the real op
-        return runtime.host_ops[OP_ENQUEUE](tenant, request)
+        return runtime.host_ops[OP_ENQUEUE](tenant, request, run_key)
 
     runtime.host_ops[OP_ENQUEUE] = enqueue
 
