@@ -40,8 +40,11 @@ def _stored_text(runtime: Runtime) -> str:
 def test_redacting_a_message_redacts_its_copies_in_history_events_and_ledger(runtime: Runtime) -> None:
     """After updateMessage body "", no stored run, event or ledger key holds the body; other messages keep theirs."""
     send = {"toPhone": RECIPIENT, "fromPhone": MAGIC_SENDER, "msg": SECRET_TEXT}
-    sid = runtime.command("acme", "main", "sendMessage", send, idempotency_key="k1", actor="test")["sid"]
-    other = runtime.command("acme", "main", "sendMessage", {**send, "msg": OTHER_TEXT}, actor="test")["sid"]
+    sent = runtime.command("acme", "main", "sendMessage", send, idempotency_key="k1", actor="test")
+    kept = runtime.command("acme", "main", "sendMessage", {**send, "msg": OTHER_TEXT}, actor="test")
+    assert isinstance(sent, dict)
+    assert isinstance(kept, dict)
+    sid, other = sent["sid"], kept["sid"]
     # An inbound-SMS webhook run that printed the text, and its raw form body, as stored before bodies were dropped.
     runtime.history.record(
         run_id="run_inbound",
@@ -63,6 +66,7 @@ def test_redacting_a_message_redacts_its_copies_in_history_events_and_ledger(run
 
     redacted = runtime.command("acme", "main", "updateMessage", {"sid": sid, "customProps": {"body": ""}}, actor="t")
 
+    assert isinstance(redacted, dict)
     assert redacted["body"] == ""
     stored = _stored_text(runtime)
     assert stored.count(SECRET_TEXT) == 1  # in another tenant's record only: a tenant redacts its own
