@@ -238,7 +238,8 @@ def test_message_rate_limit_of_a_tenant_holds_across_both_servers(scale_out: Sca
     sent = [n for n, r in enumerate(responses) if r.status_code == 200]
     refused = [r for r in responses if r.status_code == 500 and r.json()["error"]["type"] == "QuotaExceededError"]
     assert len(sent) + len(refused) == attempts, {r.status_code for r in responses}
-    assert refused, "the tenant's bucket was never empty"
+    # A send waits (bounded) for a token instead of failing at once, so on a slow machine the refill while the
+    # requests run may cover them all: what must hold is the upper bound below, which per-process buckets break.
     # One shared bucket: a full burst, plus what refilled while the requests ran. Per-process buckets would let
     # each server spend a burst of its own. Each server may be left holding part of a lease when the burst ends
     # (LeasedRateLimiter), so up to LEASE_TOKENS - 1 tokens per server can go unspent, never more than a burst.
