@@ -224,7 +224,11 @@ def test_message_flood_is_stopped_by_the_tenant_rate_limit(world: World, sandbox
     world.store.put("flood", "main", TwilioProfile(account_sid=ACCOUNT_SID, secret=AUTH_TOKEN))
     limiter = SqlRateLimiter(world.engine, clock=lambda: 0.0)
     broker = EgressBroker(
-        world.store, base_url=world.emulator.base_url, rate_limiter=limiter, message_rate=Rate(1.0, burst=20)
+        world.store,
+        base_url=world.emulator.base_url,
+        rate_limiter=limiter,
+        message_rate=Rate(1.0, burst=20),
+        max_rate_wait_seconds=0.0,  # the limiter's clock is frozen: no token would come however long a send waited
     )
     before = len(world.emulator.requests)
     source = CLIENT + f"for i in range(10000):\n    c.messages.create(to='{RECIPIENT}', from_='{SENDER}', body=str(i))"
