@@ -1,4 +1,4 @@
-"""Start real PostgreSQL and Redis servers on 127.0.0.1 for the tests, and stop them afterwards.
+"""Start real PostgreSQL and Redis servers on 127.0.0.1 for the tests, and stop them afterwards; start task workers.
 
 A test that needs one of these servers is skipped with a clear message when the server binaries are missing on a
 developer machine, and fails in CI (``CI=true``), where ``.ci/run`` installs them.
@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -124,3 +125,15 @@ def uvicorn_in_thread(app: Any, *, name: str, **config: Any) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+def start_worker(env: dict[str, str], *, workers: int = 1) -> subprocess.Popen[bytes]:
+    """Start ``zingyconn worker`` in its own process group (a kill takes its sandbox with it)."""
+    code = "from zingyconn.hosts.cli.worker import worker; worker()"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "--workers", str(workers)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )

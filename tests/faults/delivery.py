@@ -19,7 +19,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ import sqlalchemy as sa
 
 from tests.emulator import MAGIC_SENDER, RECIPIENT, Emulator, running_emulator
 from tests.hosts.flaky_twilio import flaky_twilio
-from tests.servers import free_port, wait_for_port
+from tests.servers import free_port, start_worker, wait_for_port
 from zingyconn.runtime import Runtime
 from zingyconn.schema import tasks
 from zingyconn.tasks.queue import TaskQueue
@@ -188,18 +187,6 @@ def stack(*, backend: str, through_proxy_drops: int = 0) -> Iterator[Stack]:
             if server is not None:
                 server.close()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def start_worker(env: dict[str, str], *, workers: int = 1) -> subprocess.Popen[bytes]:
-    """Start ``zingyconn worker`` in its own process group (a kill takes its sandbox with it)."""
-    code = "from zingyconn.hosts.cli.worker import worker; worker()"
-    return subprocess.Popen(
-        [sys.executable, "-c", code, "--workers", str(workers)],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
 
 
 def stop_worker(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:

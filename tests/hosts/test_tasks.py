@@ -7,7 +7,6 @@ import datetime as dt
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from twilio.rest import Client
 
 from tests.emulator import MAGIC_SENDER, RECIPIENT, Emulator, EmulatorHttpClient
 from tests.hosts.flaky_twilio import flaky_twilio
+from tests.servers import start_worker
 from zingyconn.egress.broker import MAX_TOO_MANY_RETRIES
 from zingyconn.egress.ratelimit import Rate
 from zingyconn.runtime import Runtime
@@ -221,17 +221,6 @@ def test_snippet_enqueues_stop_at_the_tenant_cap(runtime: Runtime) -> None:
     assert len(queue.store.recent("acme")) == 2
 
 
-def _start_worker(env: dict[str, str], *, workers: int = 1) -> subprocess.Popen[bytes]:
-    code = "from zingyconn.hosts.cli.worker import worker; worker()"
-    return subprocess.Popen(
-        [sys.executable, "-c", code, "--workers", str(workers)],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: the kill takes the worker and its sandbox with it
-    )
-
-
 def _stop(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
     with contextlib.suppress(ProcessLookupError):  # the group also holds the worker's sandbox processes
         os.killpg(process.pid, sig)
@@ -247,12 +236,12 @@ def test_sigkilled_worker_task_completes_once_after_restart(
     queue = _queue(runtime)
     queue.catalog.put_script("acme", "slow", SEND_THEN_WORK)
     task = queue.enqueue("acme", "slow", {"to": RECIPIENT})
-    worker = _start_worker(env)
+    worker = start_worker(env)
     try:
         _wait_for(lambda: _sent(runtime, f"{task.id}:1"), what="the first send to be recorded")
         _stop(worker, signal.SIGKILL)
         assert queue.store.get(task.id).state == "running"
-        worker = _start_worker(env)
+        worker = start_worker(env)
         done = _wait_for(_finished(queue, task.id), what="the re-run")
     finally:
         _stop(worker)
@@ -267,7 +256,7 @@ def test_sigterm_lets_the_running_task_finish(tmp_path: Path, emulator: Emulator
     queue = _queue(runtime)
     queue.catalog.put_script("acme", "slow", SEND_THEN_WORK)
     task = queue.enqueue("acme", "slow", {"to": RECIPIENT})
-    worker = _start_worker(_settings(tmp_path, emulator.base_url))
+    worker = start_worker(_settings(tmp_path, emulator.base_url))
     try:
         _wait_for(lambda: _sent(runtime, f"{task.id}:1"), what="the send")
         worker.send_signal(signal.SIGTERM)  # the worker only, as `kill PID` does
@@ -289,7 +278,7 @@ def test_two_redis_workers_run_each_of_200_tasks_exactly_once(tmp_path: Path, re
         queue.huey.flush()
         queue.catalog.put_script("acme", "count", TRIVIAL)
         ids = {queue.enqueue("acme", "count", {"n": n}).id for n in range(200)}
-        workers = [_start_worker(env, workers=2) for _ in range(2)]
+        workers = [start_worker(env, workers=2) for _ in range(2)]
         try:
             _wait_for(
                 lambda: len(queue.store.recent("acme", state="succeeded", limit=500)) == 200,
