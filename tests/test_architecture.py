@@ -4,17 +4,137 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 import pytest
 
-from tests.doc_pages import read_page
+from tests.doc_pages import read_page, read_section
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Host modules parse, call the runtime and render; the logic they call lives elsewhere (docs/architecture.md).
 MAX_HOST_MODULE_LINES = 500
 #: The directories of the project's own Python code (not .venv/, build/ or anything else a clone may hold).
 PROJECT_TREES = ("sandbox", "zingyconn", "tests", "benchmarks", "examples")
+
+
+#: The layers of the code: ``sandbox``, each subpackage of ``zingyconn``, ``core`` (the modules at the top of
+#: ``zingyconn``) and ``runtime`` (``zingyconn.runtime`` and the package's entry point, which compose the others).
+RUNTIME_MODULES: Final = frozenset({"zingyconn", "zingyconn.runtime"})
+SUBPACKAGES: Final = ("secrets", "egress", "twilio", "snippet", "tasks", "hosts")
+LAYERS: Final = ("sandbox", "core", *SUBPACKAGES, "runtime")
+
+#: Which layers each layer may import (docs/architecture.md draws the same table, and each package's docstring
+#: names what it must never import). ``hosts`` may import everything; nothing but ``hosts`` imports ``hosts``.
+MAY_IMPORT: Final[dict[str, frozenset[str]]] = {
+    "sandbox": frozenset(),
+    "core": frozenset({"sandbox"}),
+    "secrets": frozenset({"sandbox", "core"}),
+    "egress": frozenset({"sandbox", "core", "secrets"}),
+    "twilio": frozenset({"sandbox", "core", "egress"}),
+    "snippet": frozenset({"sandbox", "twilio"}),
+    "tasks": frozenset({"sandbox", "core", "snippet"}),
+    "runtime": frozenset(set(LAYERS) - {"hosts"}),
+    "hosts": frozenset(LAYERS),
+}
+
+#: Imports that cross the table today, each with why it stays (importer, imported module or package).
+KNOWN_CROSSINGS: Final[dict[tuple[str, str], str]] = {
+    # Connection types are not yet plug-ins: the store seals, and the broker sends for, the one type there is.
+    ("zingyconn.secrets.store", "zingyconn.twilio.profile"): "the store seals Twilio profiles",
+    ("zingyconn.egress.broker", "zingyconn.twilio.client"): "the broker answers the Twilio client's operations",
+    ("zingyconn.egress.broker", "zingyconn.twilio.profile"): "the broker authenticates with a Twilio profile",
+    ("zingyconn.catalog", "zingyconn.twilio"): "a saved snippet may import the Twilio modules",
+    # A script's schedule is checked when it is saved, by the parser that later runs it.
+    ("zingyconn.catalog", "zingyconn.tasks.schedule"): "a script's cron schedule is checked before it is saved",
+    # The enqueue rate limit is the same shared token bucket as the message rate limit.
+    ("zingyconn.tasks.queue", "zingyconn.egress.ratelimit"): "the enqueue rate uses the shared token buckets",
+}
+
+
+def layer_of(module: str) -> str | None:
+    """Return the layer of a dotted module name (``None`` for a module outside the project's two packages)."""
+    parts = module.split(".")
+    if parts[0] == "sandbox":
+        return "sandbox"
+    if parts[0] != "zingyconn":
+        return None
+    if module in RUNTIME_MODULES:
+        return "runtime"
+    if parts[1] == "__main__":
+        return "hosts"  # the ``python -m zingyconn`` entry point
+    return parts[1] if parts[1] in SUBPACKAGES else "core"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _project_imports(path: Path) -> Iterator[str]:
+    """Yield every module of the project *path* imports, at the top or inside a function (``from P import m`` as
+    ``P.m`` when ``m`` is a module)."""
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [
+                f"{node.module}.{alias.name}"
+                if (ROOT / node.module.replace(".", "/") / f"{alias.name}.py").exists()
+                or (ROOT / node.module.replace(".", "/") / alias.name / "__init__.py").exists()
+                else node.module
+                for alias in node.names
+            ]
+        else:
+            continue
+        yield from (name for name in names if layer_of(name) is not None)
+
+
+def _crossings(path: Path) -> set[tuple[str, str]]:
+    importer = _module_name(path)
+    layer = layer_of(importer)
+    assert layer is not None
+    return {
+        (importer, imported)
+        for imported in _project_imports(path)
+        if layer_of(imported) not in MAY_IMPORT[layer] | {layer}
+    }
+
+
+PROJECT_MODULES: Final = sorted(p for package in ("sandbox", "zingyconn") for p in (ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", PROJECT_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_follow_the_layers(path: Path) -> None:
+    """Every module imports only the layers its layer may import (``MAY_IMPORT``), apart from the known crossings."""
+    crossings = {crossing for crossing in _crossings(path) if crossing not in KNOWN_CROSSINGS}
+    assert not crossings, f"imports across the layers (see MAY_IMPORT): {sorted(crossings)}"
+
+
+def test_known_crossings_still_exist() -> None:
+    """A crossing that is gone leaves the allow-list, so the table cannot hide a new one under an old name."""
+    found = set().union(*(_crossings(path) for path in PROJECT_MODULES))
+    assert not set(KNOWN_CROSSINGS) - found
+
+
+def test_architecture_page_draws_the_layer_table() -> None:
+    """docs/architecture.md's table of layers says what ``MAY_IMPORT`` says."""
+    section = read_section("architecture", "layers")
+    drawn: dict[str, frozenset[str]] = {}
+    for row in re.findall(r"^\| `(\w+)` +\|(.*)\|$", section, re.MULTILINE):
+        layer, allowed = row
+        drawn[layer] = frozenset(re.findall(r"`(\w+)`", allowed))
+    assert drawn == {layer: allowed - {layer} for layer, allowed in MAY_IMPORT.items()}
+
+
+@pytest.mark.parametrize("package", SUBPACKAGES)
+def test_package_docstring_agrees_with_the_layers(package: str) -> None:
+    """What a package's docstring says it must never import is outside what ``MAY_IMPORT`` lets it import."""
+    doc = __import__(f"zingyconn.{package}", fromlist=["_"]).__doc__ or ""
+    forbidden = re.search(r"must never import (.*?)(?::|\.\s|\.$)", doc, re.DOTALL)
+    named = set(re.findall(r"``zingyconn\.(\w+)``", forbidden.group(1))) if forbidden else set()
+    assert not named & MAY_IMPORT[package]
 
 
 def _imported_modules(path: Path) -> set[str]:

@@ -1,6 +1,7 @@
 """Twilio: connection profiles, the brokered client, connection commands and the local emulator.
 
-The first connection type: it builds on the core modules and must never import ``zingyconn.hosts``.
+The first connection type: it builds on the core modules and ``zingyconn.egress`` (the send ledger), and must never
+import ``zingyconn.secrets``, ``zingyconn.tasks``, ``zingyconn.snippet`` or ``zingyconn.hosts``.
 """
 
 from typing import Final
