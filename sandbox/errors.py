@@ -24,8 +24,9 @@ that the snippet may catch; ``EgressDeniedError`` and ``QuotaExceededError`` are
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Final
 
 
 class SandboxError(Exception):
@@ -36,11 +37,29 @@ class SandboxError(Exception):
 
 
 class CompileError(SandboxError):
-    """Raised when the policy rejects a snippet; ``errors`` holds every ``Line N: ...`` message."""
+    """Raised when the policy rejects a snippet; ``errors`` holds every ``Line N: ...`` message.
+
+    Attributes:
+        errors: Every message, in RestrictedPython's ``Line N: ...`` form.
+        lineno: The line of the first error that names one (``None`` when none does), so that callers never
+            parse the messages.
+    """
 
     def __init__(self, errors: Sequence[str]) -> None:
         self.errors: tuple[str, ...] = tuple(errors)
+        self.lineno = _first_line(self.errors)
         super().__init__("\n".join(self.errors))
+
+
+#: RestrictedPython's (and our compiler's) message prefix naming the offending line: the one place it is read.
+_LINE_PREFIX: Final = re.compile(r"Line (\d+):")
+
+
+def _first_line(errors: Sequence[str]) -> int | None:
+    for message in errors:
+        if (match := _LINE_PREFIX.match(message)) is not None:
+            return int(match.group(1))
+    return None
 
 
 class SnippetError(SandboxError):

@@ -51,6 +51,10 @@ class RunError:
         """Return the error of *error_class* (its ``type`` is the class's name, never spelled by hand)."""
         return cls(type=error_class.__name__, message=message, **details)
 
+    def is_a(self, error_class: ErrorClass) -> bool:
+        """Return True when this is an error of *error_class* exactly (compared by class, never by a spelled name)."""
+        return self.type == error_class.__name__
+
     @classmethod
     def from_json(cls, data: dict[str, JSON]) -> RunError:
         """Rebuild an error from :meth:`to_json` output."""

@@ -145,7 +145,9 @@ def _create_sqlite_engine(url: sa.engine.URL) -> Engine:
 
 def _is_locked(error: sqlite3.OperationalError) -> bool:
     """Whether *error* is SQLite's "database is locked" (or "busy"): another connection holds the lock."""
-    return "locked" in str(error) or "busy" in str(error)
+    # The primary result code is the low byte of the (possibly extended) code SQLite reports.
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _enable_wal(dbapi_connection: sqlite3.Connection) -> None:

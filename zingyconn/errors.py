@@ -15,6 +15,7 @@ The tree::
     ├── IdempotencyConflictError         # an idempotency key in use by another send, or reused for other inputs
     ├── StorageUnavailableError          # the database or Redis is down, locked or full: retry later (exit 3, 503)
     ├── TaskQueueFullError               # a tenant's snippets or API queued too many tasks (HTTP 429)
+    ├── WorkerLostError                  # recorded on a task whose worker died on its last attempt
     ├── TwilioError (.status, .code, .more_info)   # what the Twilio API answered (HTTP 502)
     └── TwilioUnreachableError           # no answer from the Twilio API (connection refused, time-out; HTTP 503)
 
@@ -112,6 +113,10 @@ class TaskQueueFullError(ZingyConnError):
     """Raised when a tenant already has as many tasks waiting as its snippets and API may queue."""
 
     http_status: ClassVar[int] = 429
+
+
+class WorkerLostError(ZingyConnError):
+    """Recorded on a task whose ``zingyconn worker`` died (killed, machine lost) during its last attempt."""
 
 
 class TwilioError(ZingyConnError):

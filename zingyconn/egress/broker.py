@@ -38,6 +38,7 @@ from zingyconn.egress.ledger import (
     find_sent,
     request_fingerprint,
 )
+from zingyconn.egress.outcome import Outcome
 from zingyconn.egress.policy import (
     ALLOWED_METHODS,
     EgressCall,
@@ -315,9 +316,8 @@ class EgressSession:
             host, path = target.host, target.path
             answer = self._send(method, target, payload)
         except (EgressDeniedError, QuotaExceededError, IdempotencyConflictError) as exc:
-            retryable = isinstance(exc, RequestFailedError | PlatformFaultError)
-            shown = "EgressDeniedError" if isinstance(exc, EgressDeniedError) else type(exc).__name__
-            self._record(method, host, path, None, started, error=f"{shown}: {exc}", retryable=retryable)
+            shown = EgressDeniedError.__name__ if isinstance(exc, EgressDeniedError) else type(exc).__name__
+            self._record(method, host, path, None, started, error=f"{shown}: {exc}", outcome=_outcome_of(exc))
             _LOGGER.info("Refused %s %s%s for tenant %r: %s", method, host, path, self.tenant, exc)
             if isinstance(exc, QuotaExceededError):
                 raise
@@ -414,7 +414,10 @@ class EgressSession:
             try:
                 answer = self._exchange("GET", origin + path, headers, b"")
             except EgressDeniedError as exc:
-                raise ReconcileError(f"{exc} The earlier attempt's outcome is still unknown; not sent again.") from None
+                outcome = exc.outcome if isinstance(exc, RequestFailedError) else Outcome.NO_ANSWER
+                raise ReconcileError(
+                    f"{exc} The earlier attempt's outcome is still unknown; not sent again.", outcome=outcome
+                ) from None
             try:
                 page = json.loads(answer.text) if answer.status == 200 else {}
                 messages = list(page["messages"])
@@ -422,7 +425,8 @@ class EgressSession:
             except (ValueError, KeyError, TypeError):
                 raise ReconcileError(
                     f"Twilio answered {answer.status} when asked for recent messages; the earlier attempt's outcome "
-                    "is still unknown, so the message was not sent again."
+                    "is still unknown, so the message was not sent again.",
+                    outcome=Outcome.NO_ANSWER,
                 ) from None
             known = ledger.recorded_sids(claim.tenant, [str(message.get("sid") or "") for message in messages])
             found = find_sent(messages, query, known)
@@ -495,7 +499,7 @@ class EgressSession:
         started: float,
         *,
         error: str | None = None,
-        retryable: bool = False,
+        outcome: Outcome = Outcome.ANSWERED,
         request_id: str | None = None,
     ) -> None:
         duration_ms = (self.broker.clock() - started) * 1000
@@ -508,7 +512,7 @@ class EgressSession:
                 status,
                 duration_ms,
                 error,
-                retryable=retryable,
+                outcome=outcome,
                 request_id=request_id,
             )
         )
@@ -573,6 +577,15 @@ def _settle_quietly(settle: Callable[..., None], *args: Any) -> None:
             raise
         _LOGGER.error("Could not record a send's outcome (%s: %s); a later attempt reconciles.", type(exc).__name__,
                       exc)  # fmt: skip
+
+
+def _outcome_of(refusal: Exception) -> Outcome:
+    """Return how a request that raised *refusal* ended, from the refusal's type."""
+    if isinstance(refusal, RequestFailedError):
+        return refusal.outcome
+    if isinstance(refusal, PlatformFaultError):
+        return Outcome.PLATFORM_FAULT
+    return Outcome.REFUSED
 
 
 def _best_effort_host_path(url: object) -> tuple[str, str]:

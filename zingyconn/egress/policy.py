@@ -16,6 +16,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from sandbox.errors import EgressDeniedError
+from zingyconn.egress.outcome import Outcome
 
 #: A host name as DNS spells it: labels of letters, digits and inner hyphens. Anything else (``@``, ``#``, ``\``,
 #: ``%``, spaces, a trailing dot, IP literals in odd notations) is how URL-parser confusion attacks begin.
@@ -223,9 +224,8 @@ class EgressCall:
         path: Request path (no query string: queries carry phone numbers).
         status: The HTTP status, or ``None`` when the broker refused the request or it failed.
         duration_ms: Time spent by the broker on it.
-        error: Why it was refused or failed, else ``None``.
-        retryable: The request failed for a reason outside the snippet (no answer from Twilio, the platform's
-            store unavailable) and the same run later may succeed.
+        error: Why it was refused or failed, else ``None`` (for people: code reads ``outcome``).
+        outcome: How it ended (``answered`` when ``status`` is set).
         request_id: Twilio's ``Twilio-Request-Id`` of the answer (what Twilio support asks for), if it sent one.
     """
 
@@ -235,8 +235,13 @@ class EgressCall:
     status: int | None
     duration_ms: float
     error: str | None = None
-    retryable: bool = False
+    outcome: Outcome = Outcome.ANSWERED
     request_id: str | None = None
+
+    @property
+    def retryable(self) -> bool:
+        """True when it failed for a reason outside the snippet and the same run later may succeed."""
+        return self.outcome.retryable
 
     def to_json(self) -> dict[str, Any]:
         """Return the record as JSON (one item of a run's ``egress``)."""
@@ -249,6 +254,8 @@ class EgressCall:
         }
         if self.error is not None:
             data["error"] = self.error
+        if self.outcome is not Outcome.ANSWERED:
+            data["outcome"] = self.outcome.value
         if self.retryable:
             data["retryable"] = True
         if self.request_id is not None:

@@ -19,6 +19,7 @@ from typing import Final
 import httpcore
 
 from sandbox.errors import EgressDeniedError
+from zingyconn.egress.outcome import Outcome
 
 #: Resolves a host name to IP address strings (``socket.getaddrinfo`` by default; injectable for tests).
 Resolver = Callable[[str, int], Sequence[str]]
@@ -102,7 +103,14 @@ class RequestFailedError(EgressDeniedError):
 
     Raised as is when the request never left (no connection could be made, or none in time), so a retry cannot
     duplicate it.
+
+    Attributes:
+        outcome: :attr:`Outcome.NO_ANSWER` or :attr:`Outcome.TIMED_OUT`: what the run's record says.
     """
+
+    def __init__(self, message: str, *, outcome: Outcome) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 class OutcomeUnknownError(RequestFailedError):
@@ -164,8 +172,8 @@ class HttpTransport:
                     size += len(chunk)
                     if size > self._max_response_bytes:
                         raise EgressDeniedError(self._too_big())
-                    if time.monotonic() > deadline:
-                        raise EgressDeniedError(f"The request timed out after {timeout_seconds:.1f} s.")
+                    if time.monotonic() > deadline:  # the server has it: whether it acted is unknown
+                        raise OutcomeUnknownError(_timed_out(timeout_seconds), outcome=Outcome.TIMED_OUT)
                     chunks.append(chunk)
                 headers_out = {
                     key.decode("latin-1").lower(): value.decode("latin-1")
@@ -174,15 +182,15 @@ class HttpTransport:
                 }
                 return HttpAnswer(resp.status, b"".join(chunks).decode("utf-8", errors="replace"), headers_out)
         except (httpcore.ConnectTimeout, httpcore.PoolTimeout):  # no connection: the request never left
-            raise RequestFailedError(f"The request timed out after {timeout_seconds:.1f} s.") from None
+            raise RequestFailedError(_timed_out(timeout_seconds), outcome=Outcome.TIMED_OUT) from None
         except httpcore.ConnectError as exc:
-            raise RequestFailedError(_failed(exc)) from None
+            raise RequestFailedError(_failed(exc), outcome=Outcome.NO_ANSWER) from None
         except httpcore.TimeoutException:
-            raise OutcomeUnknownError(f"The request timed out after {timeout_seconds:.1f} s.") from None
+            raise OutcomeUnknownError(_timed_out(timeout_seconds), outcome=Outcome.TIMED_OUT) from None
         except httpcore.UnsupportedProtocol as exc:
             raise EgressDeniedError(_failed(exc)) from None
         except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
-            raise OutcomeUnknownError(_failed(exc)) from None
+            raise OutcomeUnknownError(_failed(exc), outcome=Outcome.NO_ANSWER) from None
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -190,6 +198,10 @@ class HttpTransport:
 
     def _too_big(self) -> str:
         return f"The answer was larger than the {self._max_response_bytes} byte limit and was dropped."
+
+
+def _timed_out(timeout_seconds: float) -> str:
+    return f"The request timed out after {timeout_seconds:.1f} s."
 
 
 def _failed(exc: Exception) -> str:

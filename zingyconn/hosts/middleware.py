@@ -65,7 +65,9 @@ def exception_response(exc: Exception) -> JSONResponse:
     if isinstance(exc, ZingyConnError):
         return JSONResponse({"ok": False, "error": exc.to_json()}, status_code=exc.http_status)
     if isinstance(exc, CompileError):
-        return error_response("CompileError", "The snippet does not compile.", status=400, errors=list(exc.errors))
+        return error_response(
+            CompileError.__name__, "The snippet does not compile.", status=400, errors=list(exc.errors)
+        )
     if isinstance(exc, SandboxError):
         status = next((code for cls, code in SANDBOX_HTTP_STATUS.items() if isinstance(exc, cls)), 500)
         return error_response(type(exc).__name__, str(exc), status=status)

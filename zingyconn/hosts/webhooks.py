@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sandbox.errors import SandboxError, TimeLimitExceededError
 from sandbox.result import RunError
 from zingyconn.catalog import Hook
 from zingyconn.errors import ConnectionNotFoundError, ValidationError
@@ -296,8 +297,8 @@ def _run(
 def render(ok: bool, value: Any, error: RunError | None, *, run_id: str | None, is_twilio: bool) -> StoredResponse:
     """Turn a run's outcome into the HTTP response (see the module docstring for the rules)."""
     if not ok:
-        error = error or RunError(type="SandboxError", message="The run failed.")
-        status = 504 if error.type == "TimeLimitExceededError" else 500
+        error = error or RunError.of(SandboxError, "The run failed.")
+        status = 504 if error.is_a(TimeLimitExceededError) else 500
         details = {"type": error.type, "message": error.message, "line": error.line, "run_id": run_id}
         if error.exception is not None:
             details["exception"] = error.exception

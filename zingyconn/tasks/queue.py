@@ -315,7 +315,7 @@ class TaskQueue:
             logger.info("Task %s is not claimable (duplicate delivery, or finished); skipped.", task_id)
             return
         if script is None:
-            gone = {"type": "NotFoundError", "message": f"Script {record.script!r} was deleted."}
+            gone = {"type": NotFoundError.__name__, "message": f"Script {record.script!r} was deleted."}
             self.store.finish(task_id, state="failed", run_id=None, error=gone)
             return
         run_id, error, transient = self._run(claimed, script, limits)

@@ -13,36 +13,34 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from sandbox.errors import EgressDeniedError, SnippetError, WorkerCrashedError
+
 #: Run errors caused by our infrastructure rather than the snippet: retried.
-INFRASTRUCTURE_ERRORS: Final = frozenset({"WorkerCrashedError"})
+INFRASTRUCTURE_ERRORS: Final = frozenset({WorkerCrashedError.__name__})
 #: HTTP statuses of a Twilio answer that a later retry may turn into a success.
 TRANSIENT_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
-#: How the broker words a request that got no answer (zingyconn.egress.transport): the connection failed or timed out.
-CONNECTION_FAILURES: Final = ("The request failed", "timed out")
 
 
 def is_transient(error: Mapping[str, Any] | None, egress: Sequence[Mapping[str, Any]]) -> bool:
     """Return True when a failed run (its ``error`` object and ``egress`` records) should be retried.
 
     The run must have ended on its last Twilio request: an uncaught ``TwilioRestException`` after a 429 or 5xx
-    answer (a ``SnippetError``), or an uncaught ``EgressDeniedError`` because the request got no answer (the
-    broker records ``status: null`` and ``retryable: true``; older records say "The request failed" / "timed
-    out"), or because the platform's store failed around a send (``retryable: true``). Refusals by the broker
-    (allowlist, quotas) are not transient.
+    answer (a ``SnippetError``), or an uncaught ``EgressDeniedError`` because the request got no answer (in time)
+    or the platform's store failed around a send: the broker records those with ``retryable: true`` (their
+    ``outcome`` is ``no_answer``, ``timed_out`` or ``platform_fault``). Refusals by the broker (allowlist,
+    quotas; ``outcome: refused``) are not transient. Only these typed fields are read, never an error's text.
     """
     if error is None:
         return False
     if error.get("type") in INFRASTRUCTURE_ERRORS:
         return True
-    if error.get("type") not in ("SnippetError", "EgressDeniedError") or not egress:
+    if error.get("type") not in (SnippetError.__name__, EgressDeniedError.__name__) or not egress:
         return False
     last = egress[-1]
-    if last.get("retryable") is True:  # no answer from Twilio, or the platform's store failed around a send
+    if last.get("retryable") is True:
         return True
     status = last.get("status")
-    if status is not None:
-        return error.get("type") == "SnippetError" and int(status) in TRANSIENT_STATUSES
-    return any(marker in str(last.get("error") or "") for marker in CONNECTION_FAILURES)
+    return status is not None and error.get("type") == SnippetError.__name__ and int(status) in TRANSIENT_STATUSES
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from zingyconn.database import read_only
-from zingyconn.errors import NotFoundError, ValidationError
+from zingyconn.errors import NotFoundError, ValidationError, WorkerLostError
 from zingyconn.leases import LeaseKeeper, process_owner, shared_keeper
 from zingyconn.schema import runs, tasks
 
@@ -277,7 +277,10 @@ class TaskStore:
         same = (tasks.c.id == record.id) & (tasks.c.state == "running") & (tasks.c.updated_at == record.updated_at)
         same &= tasks.c.lease_until < now  # renewed meanwhile: its worker lives after all
         if record.attempts >= MAX_ATTEMPTS:
-            error = {"type": "WorkerLostError", "message": f"The worker running attempt {record.attempts} was lost."}
+            error = {
+                "type": WorkerLostError.__name__,
+                "message": f"The worker running attempt {record.attempts} was lost.",
+            }
             values: dict[str, Any] = {"state": "failed", "error": error}
         else:
             values = {"state": "queued", "dispatched_at": None}

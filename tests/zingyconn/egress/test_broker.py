@@ -10,6 +10,7 @@ import base64
 import contextlib
 import http.server
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -284,6 +285,8 @@ def test_redirects_are_refused(world: World) -> None:
         session = EgressBroker(world.store, base_url=base_url).session("acme")
         with pytest.raises(EgressDeniedError, match="redirect"):
             session.request(OP_HTTP, _http(f"{API}/Accounts.json"))
+    assert session.egress()[-1]["outcome"] == "refused"
+    assert "retryable" not in session.egress()[-1]
 
 
 def test_oversized_answers_are_dropped(world: World) -> None:
@@ -301,9 +304,23 @@ def test_request_timeout_is_bounded_by_the_run_deadline(world: World) -> None:
         session = broker.session("acme", deadline=broker.clock() + 0.3)
         with pytest.raises(EgressDeniedError, match="timed out"):
             session.request(OP_HTTP, _http(f"{API}/Accounts.json"))
+        assert session.egress()[-1]["outcome"] == "timed_out"
+        assert session.egress()[-1]["retryable"] is True
         expired = broker.session("acme", deadline=broker.clock() - 1)
         with pytest.raises(EgressDeniedError, match="no time left"):
             expired.request(OP_HTTP, _http(f"{API}/Accounts.json"))
+
+
+def test_a_request_no_server_answers_is_recorded_as_no_answer(world: World) -> None:
+    """A refused connection is typed on the record (``outcome: no_answer``, retryable), whatever its message says."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        base_url = f"http://127.0.0.1:{unused.getsockname()[1]}"  # bound, not listening: connections are refused
+        session = EgressBroker(world.store, base_url=base_url).session("acme")
+        with pytest.raises(EgressDeniedError):
+            session.request(OP_HTTP, _http(f"{API}/Accounts.json"))
+    record = session.egress()[-1]
+    assert (record["status"], record["outcome"], record["retryable"]) == (None, "no_answer", True)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,14 @@ SNIPPET_ERROR = {"type": "SnippetError", "message": "HTTP 429 error", "exception
 POST = {"method": "POST", "host": "api.twilio.com", "path": "/2010-04-01/Accounts/AC1/Messages.json"}
 
 
+def _denied(message: str, outcome: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The error and egress of a run that ended on a request the broker recorded with *outcome*."""
+    record = {**POST, "status": None, "error": f"EgressDeniedError: {message}", "outcome": outcome}
+    if outcome in {"no_answer", "timed_out", "platform_fault"}:
+        record["retryable"] = True
+    return {"type": "EgressDeniedError", "message": message}, [record]
+
+
 @pytest.mark.parametrize(
     ("error", "egress", "transient"),
     [
@@ -20,23 +28,12 @@ POST = {"method": "POST", "host": "api.twilio.com", "path": "/2010-04-01/Account
         pytest.param(SNIPPET_ERROR, [{**POST, "status": 201}], False, id="error-after-success"),
         pytest.param(SNIPPET_ERROR, [{**POST, "status": 400}], False, id="400"),
         pytest.param(SNIPPET_ERROR, [], False, id="no-egress"),
+        pytest.param(*_denied("The request failed: ConnectError.", "no_answer"), True, id="connection-failed"),
+        pytest.param(*_denied("The request timed out after 3.0 s.", "timed_out"), True, id="timeout"),
+        pytest.param(*_denied("The platform could not record this send.", "platform_fault"), True, id="store-down"),
+        pytest.param(*_denied("Host 'evil.example' is not allowed.", "refused"), False, id="refused"),
         pytest.param(
-            {"type": "EgressDeniedError", "message": "The request failed: ConnectError."},
-            [{**POST, "status": None, "error": "EgressDeniedError: The request failed: ConnectError."}],
-            True,
-            id="connection-failed",
-        ),
-        pytest.param(
-            {"type": "EgressDeniedError", "message": "timed out"},
-            [{**POST, "status": None, "error": "EgressDeniedError: The request timed out after 3.0 s."}],
-            True,
-            id="timeout",
-        ),
-        pytest.param(
-            {"type": "EgressDeniedError", "message": "not allowed"},
-            [{**POST, "status": None, "error": "EgressDeniedError: Host 'evil.example' is not allowed."}],
-            False,
-            id="refused",
+            *_denied("The request failed: it timed out.", "refused"), False, id="refusal-worded-like-a-failure"
         ),
         pytest.param(
             {"type": "TimeLimitExceededError", "message": "10 s"}, [{**POST, "status": 429}], False, id="limit"

@@ -15,6 +15,14 @@ from typing import TYPE_CHECKING, Any, Final, get_args
 
 import click
 
+from sandbox.errors import (
+    CompileError,
+    MemoryLimitExceededError,
+    OutputLimitExceededError,
+    QuotaExceededError,
+    SnippetError,
+    TimeLimitExceededError,
+)
 from sandbox.limits import Kind, Limits
 from sandbox.result import RunResult
 from zingyconn.hosts.cli.options import parse_json_input, parse_limit_pairs
@@ -25,10 +33,10 @@ if TYPE_CHECKING:
 
 #: The limits behind each limit error: the CLI prints their values and how to raise them.
 LIMITS_OF_ERROR: Final = {
-    "TimeLimitExceededError": ("wall_seconds", "cpu_seconds"),
-    "MemoryLimitExceededError": ("memory_bytes",),
-    "OutputLimitExceededError": ("output_bytes", "result_bytes"),
-    "QuotaExceededError": ("egress_requests",),
+    TimeLimitExceededError.__name__: ("wall_seconds", "cpu_seconds"),
+    MemoryLimitExceededError.__name__: ("memory_bytes",),
+    OutputLimitExceededError.__name__: ("output_bytes", "result_bytes"),
+    QuotaExceededError.__name__: ("egress_requests",),
 }
 
 
@@ -78,11 +86,11 @@ def _print_readably(result: RunResult, limits: Limits) -> None:
         click.echo(json.dumps(result.value, indent=2, ensure_ascii=False))
         return
     error = result.error
-    if error.type == "CompileError":
+    if error.is_a(CompileError):
         click.echo("Error: the snippet does not compile:", err=True)
         for message in error.errors or (error.message,):
             click.echo(f"  {message}", err=True)
-    elif error.type == "SnippetError":
+    elif error.is_a(SnippetError):
         where = f" (line {error.line})" if error.line else ""
         click.echo(f"Error: {error.exception}: {error.message}{where}", err=True)
         if error.traceback:

@@ -59,7 +59,7 @@ def error_outcome(exc: ZingyConnError | SandboxError) -> Outcome:
     if isinstance(exc, ZingyConnError):
         error = exc.to_json()
     elif isinstance(exc, CompileError):
-        error = {"type": "CompileError", "message": str(exc), "errors": list(exc.errors)}
+        error = {"type": CompileError.__name__, "message": str(exc), "errors": list(exc.errors)}
     else:
         error = {"type": type(exc).__name__, "message": str(exc)}
     return Outcome(ok=False, error=error)

@@ -62,6 +62,7 @@ async def runner(request: Request, tenant: str, form: FormData) -> Response:
         values.update({key: str(value) for key, value in form.items() if key in values})
     outcome: Outcome | None = None
     compile_errors: tuple[str, ...] = ()
+    compile_error_line: int | None = None
     status = 200
     if request.method == "POST" and (retry_after := await _take_compile(state, tenant)) is not None:
         message = (
@@ -83,14 +84,14 @@ async def runner(request: Request, tenant: str, form: FormData) -> Response:
                 303,
             )
         except CompileError as exc:
-            compile_errors = exc.errors
+            compile_errors, compile_error_line = exc.errors, exc.lineno
         except ZingyConnError as exc:
             flash(request, "error", str(exc))
     elif request.method == "POST":
         await state.compiler.precompile(values["source"])
         outcome = await run_in_threadpool(_run_from_runner, state, tenant, values)
         await audit(request, "snippet.run", tenant=tenant, target=values["save_name"] or None, run_id=outcome.run_id)
-    error_line = outcome.error_line if outcome else _first_error_line(compile_errors)
+    error_line = outcome.error_line if outcome else compile_error_line
     line_count = max(1, values["source"].count("\n") + 1)
     kinds = [
         (k, f"{lim.wall_seconds:g} s wall, {lim.memory_bytes // 2**20} MiB")
@@ -185,10 +186,3 @@ def _run_from_runner(state: ConsoleState, tenant: str, values: Mapping[str, str]
         replay_of=values.get("replay_of") or None,
     )
     return run_outcome(result)
-
-
-def _first_error_line(errors: tuple[str, ...]) -> int | None:
-    for message in errors:
-        if message.startswith("Line ") and (number := message[5:].split(":", 1)[0]).isdigit():
-            return int(number)
-    return None
