@@ -14,7 +14,7 @@ POST = {"method": "POST", "host": "api.twilio.com", "path": "/2010-04-01/Account
 
 def _denied(message: str, outcome: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The error and egress of a run that ended on a request the broker recorded with *outcome*."""
-    record = {**POST, "status": None, "error": f"EgressDeniedError: {message}", "outcome": outcome}
+    record: dict[str, Any] = {**POST, "status": None, "error": f"EgressDeniedError: {message}", "outcome": outcome}
     if outcome in {"no_answer", "timed_out", "platform_fault"}:
         record["retryable"] = True
     return {"type": "EgressDeniedError", "message": message}, [record]
