@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ class Settings:
         logins_per_minute_per_client: ``ZINGYCONN_LOGINS_PER_MINUTE_PER_CLIENT``: console sign-in attempts allowed
             from one client address.
         logins_per_minute: ``ZINGYCONN_LOGINS_PER_MINUTE``: console sign-in attempts allowed from all clients.
+        quotas: ``ZINGYCONN_QUOTA_<PRODUCT>=PER_SECOND/BURST``: per-tenant quotas of Twilio writes by product
+            (``calls``, ``verifications``, ..., ``other_writes``), as ``{product: (per_second, burst)}``.
         retention: ``ZINGYCONN_RETAIN_*``, ``ZINGYCONN_HISTORY_QUOTA_MB``, ``ZINGYCONN_PURGE_EVERY``: how long
             records are kept (:class:`~zingyconn.retention.RetentionPolicy`).
     """
@@ -41,6 +44,7 @@ class Settings:
     session_max_seconds: float = 8 * 3600
     logins_per_minute_per_client: int = 10
     logins_per_minute: int = 100
+    quotas: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
     @classmethod
@@ -75,8 +79,30 @@ class Settings:
             session_max_seconds=_positive(env, "ZINGYCONN_SESSION_MAX_SECONDS", 8 * 3600),
             logins_per_minute_per_client=int(_positive(env, "ZINGYCONN_LOGINS_PER_MINUTE_PER_CLIENT", 10, whole=True)),
             logins_per_minute=int(_positive(env, "ZINGYCONN_LOGINS_PER_MINUTE", 100, whole=True)),
+            quotas=_quotas(env),
             retention=RetentionPolicy.from_env(env),
         )
+
+
+#: ``ZINGYCONN_QUOTA_<PRODUCT>``: which product (checked against Twilio's products when the broker is built).
+QUOTA_PREFIX = "ZINGYCONN_QUOTA_"
+_QUOTA_VALUE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*/\s*([0-9]+)\s*")
+
+
+def _quotas(env: Mapping[str, str]) -> dict[str, tuple[float, int]]:
+    """Return the ``ZINGYCONN_QUOTA_*`` variables of *env* as ``{product: (per_second, burst)}``."""
+    quotas: dict[str, tuple[float, int]] = {}
+    for name, text in env.items():
+        if not name.startswith(QUOTA_PREFIX) or not text.strip():
+            continue
+        match = _QUOTA_VALUE.fullmatch(text)
+        if match is None or float(match[1]) <= 0 or int(match[2]) < 1:
+            raise ConfigurationError(
+                f"{name} must be PER_SECOND/BURST with both above 0 (e.g. 1/20: one a second, bursts of 20), "
+                f"got {text!r}; unset it for the default."
+            )
+        quotas[name[len(QUOTA_PREFIX) :].lower()] = (float(match[1]), int(match[2]))
+    return quotas
 
 
 def _positive(env: Mapping[str, str], name: str, default: float, *, whole: bool = False) -> float:

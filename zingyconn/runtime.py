@@ -30,7 +30,7 @@ from zingyconn.config import Settings
 from zingyconn.database import create_engine, read_only
 from zingyconn.egress.broker import EgressBroker
 from zingyconn.egress.ledger import SendLedger
-from zingyconn.egress.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter, rate_limiter_for
+from zingyconn.egress.ratelimit import Rate, RateLimiter, rate_limiter_for
 from zingyconn.errors import ValidationError, ZingyConnError
 from zingyconn.history import FAILED, OK, RunHistory, new_run_id
 from zingyconn.names import validate_name
@@ -38,6 +38,7 @@ from zingyconn.redaction import redact_message
 from zingyconn.secrets.keyring import Keyring
 from zingyconn.secrets.masking import Masker
 from zingyconn.secrets.store import ConnectionStore
+from zingyconn.twilio.billing import quota_rates
 from zingyconn.twilio.client import DIRECTORY_CONTEXT_KEY
 from zingyconn.twilio.commands import CommandOutput, ConnectionCommands
 from zingyconn.twilio.profile import TwilioProfile, check_credentials
@@ -89,7 +90,7 @@ class Runtime:
         keyring: Master keys (default: from ``settings``).
         sandbox: A sandbox started with :data:`SNIPPET_ENVIRONMENT` (default: one is started on first use).
         rate_limiter: Message-creation rate limiter (default: Redis when ``settings.queue_url`` is set, else SQL).
-        message_rate: The per-tenant message-creation rate.
+        message_rate: The per-tenant message-creation rate (default: ``settings.quotas``, else the default quota).
     """
 
     def __init__(
@@ -100,7 +101,7 @@ class Runtime:
         keyring: Keyring | None = None,
         sandbox: Sandbox | None = None,
         rate_limiter: RateLimiter | None = None,
-        message_rate: Rate = DEFAULT_MESSAGE_RATE,
+        message_rate: Rate | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine if engine is not None else create_engine(settings.db_url)
@@ -114,7 +115,7 @@ class Runtime:
             rate_limiter=rate_limiter
             if rate_limiter is not None
             else rate_limiter_for(self.engine, settings.queue_url),
-            message_rate=message_rate,
+            quotas={**quota_rates(settings.quotas), **({} if message_rate is None else {"messages": message_rate})},
             ledger=self.ledger,
         )
         self._sandbox = sandbox

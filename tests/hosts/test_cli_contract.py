@@ -6,6 +6,7 @@ Everything here goes through the real CLI: click's CliRunner, or a subprocess wh
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -325,3 +326,25 @@ def test_busy_port_is_reported_before_anything_starts(
     assert f"127.0.0.1:{busy_port}" in line
     assert "--port" in line
     assert json.loads(_run(env, "tasks", "show", task_id).stdout)["state"] == "queued"  # no consumer ran it
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("ZINGYCONN_QUOTA_CALLS", "lots", "PER_SECOND/BURST"),
+        ("ZINGYCONN_QUOTA_CALLS", "1/0", "PER_SECOND/BURST"),
+        ("ZINGYCONN_QUOTA_FAXES", "1/20", "ZINGYCONN_QUOTA_VERIFICATIONS"),
+    ],
+)
+def test_a_bad_quota_variable_is_one_error_line(
+    env: dict[str, str], tmp_path: Path, name: str, value: str, said: str
+) -> None:
+    """A quota that is not PER_SECOND/BURST, or names no product, stops a run with one line naming the variable."""
+    (tmp_path / "s.py").write_text("return 1")
+    keys = "k1:" + base64.b64encode(bytes(32)).decode()  # a given key: no key-file notice on stderr
+    done = _zingyconn({**env, "ZINGYCONN_KEYS": keys, name: value}, "run", str(tmp_path / "s.py"))
+
+    assert done.returncode == 2
+    line = _one_error_line(done.stderr)
+    assert name in line
+    assert said in line

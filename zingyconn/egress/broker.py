@@ -9,7 +9,8 @@ A snippet's client sends requests as data over its channel; one :class:`EgressSe
   the password joins the run's masking set and the child keeps only a placeholder.
 - ``twilio.http {"method", "url", "params": [[k, v]...], "data": [[k, v]...], "headers", "connection" | null,
   "credential" | null}`` -> ``{"status", "text", "headers"}``: URL allowlist, credentials injected, per-run request
-  cap, per-tenant rate limit on message creation, time budget, response cap; recorded as an :class:`EgressCall`.
+  cap, the deny list and per-tenant quotas of Twilio writes (:mod:`zingyconn.twilio.billing`: one bucket per
+  billable product, one for the other writes), time budget, response cap; recorded as an :class:`EgressCall`.
 
 Refusals raise :class:`~sandbox.errors.EgressDeniedError` or :class:`~sandbox.errors.QuotaExceededError`, which
 the child re-raises inside the snippet.
@@ -44,6 +45,7 @@ from zingyconn.egress.policy import (
     EgressCall,
     Target,
     UrlPolicy,
+    WriteRules,
     form_pairs,
     request_headers,
     scrub_answer,
@@ -67,6 +69,7 @@ from zingyconn.errors import (
 )
 from zingyconn.secrets.masking import Masker
 from zingyconn.secrets.store import ConnectionStore
+from zingyconn.twilio.billing import DEFAULT_RATES, OTHER_WRITES, TWILIO_WRITES, quota_variable
 from zingyconn.twilio.client import (
     OP_CONNECT,
     OP_CREDENTIALS,
@@ -88,7 +91,7 @@ MAX_CREDENTIALS_PER_RUN: Final = 20
 MAX_CREDENTIAL_CHARS: Final = 256
 #: Twilio's id of one API request, kept on the run's call record so an operator can quote it to Twilio support.
 REQUEST_ID_HEADER: Final = "twilio-request-id"
-#: The rate-limit bucket of message creation.
+#: The quota bucket of message creation (the one product whose creates also go through the send ledger).
 MESSAGES_BUCKET: Final = "messages"
 #: Every spelling of "create a message" the API answers: any extension (``.json``, ``.xml``) or none (Twilio then
 #: answers XML), the legacy ``SMS/Messages``, a trailing slash, any letter case. Threat: a create spelled another
@@ -121,10 +124,14 @@ class EgressBroker:
         store: Where connections are looked up (by tenant and name) and decrypted.
         base_url: ``ZINGYCONN_TWILIO_BASE_URL``: when set, the only origin reachable (``*.twilio.com`` URLs
             are mapped onto it); when ``None``, only ``https://*.twilio.com`` on public addresses.
-        rate_limiter: Per-tenant token buckets for message creation (``None``: no rate limit).
+        rate_limiter: Per-tenant token buckets for billable writes (``None``: no quotas).
+        message_rate: The messages quota (kept apart from *quotas* for callers that only tune messages).
+        quotas: Per-tenant rate of each product bucket of *writes*; a bucket without a rate here uses
+            :data:`~zingyconn.twilio.billing.DEFAULT_RATES`.
+        writes: The deny list and product classification of writes (Twilio's).
         ledger: Send de-duplication for runs that carry an idempotency key (``None``: no de-duplication).
         resolver: DNS resolution for the address check (injectable for tests).
-        max_rate_wait_seconds: How long a message create waits for a rate-limit token before it is refused.
+        max_rate_wait_seconds: How long a billable write waits for a quota token before it is refused.
     """
 
     def __init__(
@@ -134,6 +141,8 @@ class EgressBroker:
         base_url: str | None = None,
         rate_limiter: RateLimiter | None = None,
         message_rate: Rate = DEFAULT_MESSAGE_RATE,
+        quotas: Mapping[str, Rate] | None = None,
+        writes: WriteRules = TWILIO_WRITES,
         ledger: SendLedger | None = None,
         resolver: Resolver = resolve_host,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
@@ -142,9 +151,9 @@ class EgressBroker:
     ) -> None:
         self.store = store
         self.max_rate_wait_seconds = max_rate_wait_seconds
-        self.policy = UrlPolicy(base_url)
+        self.policy = UrlPolicy(base_url, writes=writes)
         self.rate_limiter = rate_limiter
-        self.message_rate = message_rate
+        self.quotas: dict[str, Rate] = {**DEFAULT_RATES, MESSAGES_BUCKET: message_rate, **(quotas or {})}
         self.ledger = ledger
         self.clock = clock
         origin = self.policy.origin
@@ -337,13 +346,17 @@ class EgressSession:
         headers = request_headers(payload.get("headers"))
         headers += _base_headers(target.url, auth)
         headers.append(("Content-Length", str(len(body))))
+        bucket = self.broker.policy.writes.product(method, target.service_host, target.path)
         if not (method == "POST" and _CREATE_MESSAGE_PATH.fullmatch(target.path) is not None):
+            if bucket is not None:
+                self._take_token(bucket)
             return self._exchange(method, url, headers, body)
+        bucket = MESSAGES_BUCKET
         claim = self._claim(target, data)
         if isinstance(claim, HttpAnswer):
             return claim  # already sent by an earlier attempt: replay it, spend no rate-limit token
         if claim is None:
-            self._take_message_token()
+            self._take_token(bucket)
             return self._create(url, headers, body)
         ledger = self.broker.ledger
         assert ledger is not None
@@ -352,7 +365,7 @@ class EgressSession:
                 found = self._reconcile(claim, target, data, auth)
                 if found is not None:
                     return found
-            self._take_message_token()
+            self._take_token(bucket)
             with _storage_guard("record this send"):
                 ledger.start(claim)
         except BaseException:
@@ -441,21 +454,23 @@ class EgressSession:
             path = next_path if isinstance(next_path, str) and next_path.startswith("/") else None
         return None
 
-    def _take_message_token(self) -> None:
-        limiter, rate = self.broker.rate_limiter, self.broker.message_rate
+    def _take_token(self, bucket: str) -> None:
+        """Take one token of the tenant's *bucket*, waiting for one as far as the run's time allows."""
+        limiter = self.broker.rate_limiter
         if limiter is None:
             return
+        rate = self.broker.quotas.get(bucket) or self.broker.quotas[OTHER_WRITES]
         waited = 0.0
         while True:
-            with _storage_guard("check the message rate limit"):
-                if limiter.acquire(self.tenant, MESSAGES_BUCKET, rate):
+            with _storage_guard(f"check the {bucket} quota"):
+                if limiter.acquire(self.tenant, bucket, rate):
                     return
             step = 1.0 / rate.per_second
             if waited + step > self.broker.max_rate_wait_seconds or not self._can_wait(step):
                 raise QuotaExceededError(
-                    f"Message creation is rate limited to {rate.per_second:g} per second (bursts of {rate.burst}) "
-                    f"per tenant, and no token came free in {waited:.1f} s; this message was not sent. Send fewer "
-                    "messages per run, or spread them over time."
+                    f"Twilio {bucket} are rate limited to {rate.per_second:g} per second (bursts of {rate.burst}) "
+                    f"per tenant, and no quota came free in {waited:.1f} s; this request was not sent. Make fewer, "
+                    f"spread them over time, or ask the platform admin to raise {quota_variable(bucket)}."
                 )
             time.sleep(step)
             waited += step

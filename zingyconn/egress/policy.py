@@ -12,11 +12,12 @@ import json
 import re
 import string
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 from sandbox.errors import EgressDeniedError
 from zingyconn.egress.outcome import Outcome
+from zingyconn.twilio.billing import TWILIO_WRITES
 
 #: A host name as DNS spells it: labels of letters, digits and inner hyphens. Anything else (``@``, ``#``, ``\``,
 #: ``%``, spaces, a trailing dot, IP literals in odd notations) is how URL-parser confusion attacks begin.
@@ -53,17 +54,38 @@ class Target:
         url: The URL actually requested (the emulator's origin when one is configured).
         host: The host (``host`` or ``host:port``) the request went to, as recorded on the run.
         path: The request path, without the query string.
+        service_host: The service host the URL named (``verify.twilio.com``), also when the request goes to the
+            emulator (``api.twilio.com`` for a URL on the emulator's own origin): what the write rules classify.
     """
 
     url: str
     host: str
     path: str
+    service_host: str = "api.twilio.com"
+
+
+class WriteRules(Protocol):
+    """A connection type's rules for writes: which are refused, and which quota bucket a request spends."""
+
+    def refuse(self, method: str, host: str, path: str) -> None:
+        """Raise :class:`~sandbox.errors.EgressDeniedError` when *method* on *host* *path* is never allowed."""
+        ...
+
+    def product(self, method: str, host: str, path: str) -> str | None:
+        """Return the per-tenant quota bucket the request spends, or ``None`` when it is free."""
+        ...
 
 
 class UrlPolicy:
-    """Check request URLs against the Twilio allowlist (or map them onto the configured emulator origin)."""
+    """Check request URLs against the Twilio allowlist and deny list (or map them onto the configured emulator origin).
 
-    def __init__(self, base_url: str | None = None) -> None:
+    Args:
+        base_url: The emulator origin, or ``None`` for the real API.
+        writes: The deny list the target must pass (Twilio's, :mod:`zingyconn.twilio.billing`).
+    """
+
+    def __init__(self, base_url: str | None = None, *, writes: WriteRules = TWILIO_WRITES) -> None:
+        self.writes = writes
         self.base_url = base_url.rstrip("/") if base_url else None
         self.origin: tuple[str, str, int] | None = None
         self._base_netloc = ""
@@ -91,13 +113,13 @@ class UrlPolicy:
                 "letters, digits or '-._~/' (a server could read it as another resource)."
             )
         if self.origin is not None and self._is_base_origin(parts.scheme, parts.netloc):
-            check_account_management(method, "api.twilio.com", path)
+            self.writes.refuse(method, "api.twilio.com", path)
             return Target(url=f"{self.base_url}{path}{query}", host=parts.netloc, path=path)
         host = self._twilio_host(parts.scheme, parts.netloc, parts.fragment, url)
-        check_account_management(method, host, path)
+        self.writes.refuse(method, host, path)
         if self.origin is not None:
-            return Target(url=f"{self.base_url}{path}{query}", host=self._base_netloc, path=path)
-        return Target(url=f"https://{host}{path}{query}", host=host, path=path)
+            return Target(url=f"{self.base_url}{path}{query}", host=self._base_netloc, path=path, service_host=host)
+        return Target(url=f"https://{host}{path}{query}", host=host, path=path, service_host=host)
 
     def _is_base_origin(self, scheme: str, netloc: str) -> bool:
         return f"{scheme}://{netloc}" == self.base_url
@@ -116,32 +138,6 @@ class UrlPolicy:
                 "(no user info, ports or fragments)."
             )
         return host
-
-
-#: Hosts that only manage the account itself (auth tokens, API keys, credential lists). Threat: a snippet holding
-#: a connection's power promotes or rotates the Auth Token, mints or deletes keys, and so locks the tenant out or
-#: keeps access after the tenant rotated its secret.
-ACCOUNT_MANAGEMENT_HOSTS: Final = frozenset({"accounts.twilio.com", "iam.twilio.com"})
-#: API 2010 paths that change the account rather than use it, refused for every method but GET. Threat: closing or
-#: suspending the account (``POST /Accounts/AC….json Status=closed``), creating sub-accounts, minting or deleting
-#: API keys and signing keys (``/Keys``, ``/SigningKeys``) with the tenant's credentials.
-_ACCOUNT_MANAGEMENT_PATH: Final = re.compile(
-    r"/2010-04-01/Accounts(?:\.(?:json|xml))?|"
-    r"/2010-04-01/Accounts/[^/]+(?:\.(?:json|xml))?|"
-    r"/2010-04-01/Accounts/[^/]+/(?:Keys|SigningKeys)(?:/[^/]*)?(?:\.(?:json|xml))?",
-    re.IGNORECASE,
-)
-
-
-def check_account_management(method: str, host: str, path: str) -> None:
-    """Refuse requests that manage the Twilio account instead of using it (see the threats above)."""
-    if host.lower() in ACCOUNT_MANAGEMENT_HOSTS or (
-        method.upper() != "GET" and _ACCOUNT_MANAGEMENT_PATH.fullmatch(path)
-    ):
-        raise EgressDeniedError(
-            f"{method.upper()} {host}{path} is not allowed: snippets and commands may use the account (messages, "
-            "lookups, ...) but not manage it (auth tokens, API keys, sub-accounts, closing the account)."
-        )
 
 
 def _is_ambiguous_path(path: str) -> bool:

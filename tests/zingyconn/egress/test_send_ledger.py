@@ -209,7 +209,7 @@ def test_a_run_waits_for_a_rate_limit_token_instead_of_failing(world: tuple[Runt
     runtime, emulator = world
     with runtime:
         broker: EgressBroker = runtime.broker
-        broker.message_rate = type(DEFAULT_MESSAGE_RATE)(per_second=5.0, burst=1)
+        broker.quotas["messages"] = type(DEFAULT_MESSAGE_RATE)(per_second=5.0, burst=1)
         started = time.monotonic()
         result = runtime.run("acme", SEND_THREE, event={"bodies": ["a", "b", "c"]}, kind="task")
         elapsed = time.monotonic() - started
