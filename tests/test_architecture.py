@@ -45,6 +45,7 @@ KNOWN_CROSSINGS: Final[dict[tuple[str, str], str]] = {
     ("zingyconn.secrets.store", "zingyconn.twilio.profile"): "the store seals Twilio profiles",
     ("zingyconn.egress.broker", "zingyconn.twilio.client"): "the broker answers the Twilio client's operations",
     ("zingyconn.egress.broker", "zingyconn.twilio.profile"): "the broker authenticates with a Twilio profile",
+    ("zingyconn.egress.broker", "zingyconn.twilio.billing"): "the broker's default deny list and quotas are Twilio's",
     ("zingyconn.catalog", "zingyconn.twilio"): "a saved snippet may import the Twilio modules",
     # A script's schedule is checked when it is saved, by the parser that later runs it.
     ("zingyconn.catalog", "zingyconn.tasks.schedule"): "a script's cron schedule is checked before it is saved",

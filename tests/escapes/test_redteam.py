@@ -48,6 +48,7 @@ from zingyconn.egress.ratelimit import Rate, SqlRateLimiter
 from zingyconn.runtime import Runtime, ZRunResult
 from zingyconn.secrets.masking import Masker
 from zingyconn.tasks.queue import TaskQueue
+from zingyconn.twilio.billing import TWILIO_WRITES
 from zingyconn.twilio.client import OP_HTTP
 
 SECRETS = (AUTH_TOKEN, API_SECRET, OTHER_TOKEN)
@@ -614,7 +615,7 @@ def test_enqueue_reaches_only_the_runs_own_tenant(world: World) -> None:
 def test_url_differentials_are_refused_before_any_lookup(url: str) -> None:
     """Real-Twilio mode: URL-parser confusion and IP literals are refused by the policy, before DNS or a socket."""
     with pytest.raises(EgressDeniedError):
-        UrlPolicy(None).target(url)
+        UrlPolicy(None, writes=TWILIO_WRITES).target(url)
 
 
 def test_twilio_name_resolving_to_loopback_is_refused_without_connecting(world: World) -> None:

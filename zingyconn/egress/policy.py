@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 from sandbox.errors import EgressDeniedError
 from zingyconn.egress.outcome import Outcome
-from zingyconn.twilio.billing import TWILIO_WRITES
 
 #: A host name as DNS spells it: labels of letters, digits and inner hyphens. Anything else (``@``, ``#``, ``\``,
 #: ``%``, spaces, a trailing dot, IP literals in odd notations) is how URL-parser confusion attacks begin.
@@ -81,10 +80,11 @@ class UrlPolicy:
 
     Args:
         base_url: The emulator origin, or ``None`` for the real API.
-        writes: The deny list the target must pass (Twilio's, :mod:`zingyconn.twilio.billing`).
+        writes: The deny list the target must pass (the connection type's: Twilio's is
+            ``zingyconn.twilio.billing.TWILIO_WRITES``).
     """
 
-    def __init__(self, base_url: str | None = None, *, writes: WriteRules = TWILIO_WRITES) -> None:
+    def __init__(self, base_url: str | None, *, writes: WriteRules) -> None:
         self.writes = writes
         self.base_url = base_url.rstrip("/") if base_url else None
         self.origin: tuple[str, str, int] | None = None

@@ -39,6 +39,7 @@ from zingyconn.egress.policy import UrlPolicy
 from zingyconn.egress.ratelimit import LEASE_SECONDS, LeasedRateLimiter, Rate, RedisRateLimiter, SqlRateLimiter
 from zingyconn.egress.transport import PinnedBackend, is_public_address
 from zingyconn.errors import ConnectionNotFoundError
+from zingyconn.twilio.billing import TWILIO_WRITES
 from zingyconn.twilio.client import OP_CONNECT, OP_CREDENTIALS, OP_HTTP, PLACEHOLDER_PASSWORD
 
 API = "https://api.twilio.com/2010-04-01"
@@ -164,22 +165,27 @@ def test_snippet_headers_cannot_set_authorization_or_host(world: World, broker: 
 def test_real_mode_policy_refuses_non_twilio_urls(url: str) -> None:
     """Without an emulator only https://*.twilio.com (plain DNS name, default port) is reachable."""
     with pytest.raises(EgressDeniedError, match="not allowed"):
-        UrlPolicy(None).target(url)
+        UrlPolicy(None, writes=TWILIO_WRITES).target(url)
 
 
 def test_real_mode_policy_keeps_twilio_urls() -> None:
     """Twilio product hosts pass unchanged (the default port is normalised away)."""
-    target = UrlPolicy(None).target("https://API.twilio.com:443/2010-04-01/Accounts/AC1/Messages.json?PageSize=2")
+    target = UrlPolicy(None, writes=TWILIO_WRITES).target(
+        "https://API.twilio.com:443/2010-04-01/Accounts/AC1/Messages.json?PageSize=2"
+    )
     assert (target.url, target.host) == (
         "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json?PageSize=2",
         "api.twilio.com",
     )
-    assert UrlPolicy(None).target("https://messaging.twilio.com/v1/Services").host == "messaging.twilio.com"
+    assert (
+        UrlPolicy(None, writes=TWILIO_WRITES).target("https://messaging.twilio.com/v1/Services").host
+        == "messaging.twilio.com"
+    )
 
 
 def test_emulator_mode_maps_twilio_onto_the_base_url_and_nothing_else() -> None:
     """With a base URL, Twilio URLs go to it, its own origin is allowed, and every other origin is refused."""
-    policy = UrlPolicy("http://127.0.0.1:8765")
+    policy = UrlPolicy("http://127.0.0.1:8765", writes=TWILIO_WRITES)
     assert policy.target(f"{API}/Accounts.json?x=1").url == "http://127.0.0.1:8765/2010-04-01/Accounts.json?x=1"
     assert policy.target("http://127.0.0.1:8765/2010-04-01/Accounts.json").host == "127.0.0.1:8765"
     for url in ("http://127.0.0.1:8766/x", "http://localhost:8765/x", "http://169.254.169.254/x"):
@@ -574,7 +580,9 @@ def test_redis_take_hands_out_several_tokens_or_the_last_one(redis_url: str) -> 
 def test_account_management_is_refused(method: str, url: str) -> None:
     """Requests that manage the account (tokens, keys, sub-accounts, closing it) are refused before any lookup."""
     with pytest.raises(EgressDeniedError, match="not manage it"):
-        UrlPolicy("http://127.0.0.1:8765" if "127.0.0.1" in url else None).target(url, method=method)
+        UrlPolicy("http://127.0.0.1:8765" if "127.0.0.1" in url else None, writes=TWILIO_WRITES).target(
+            url, method=method
+        )
 
 
 @pytest.mark.parametrize(
@@ -588,4 +596,4 @@ def test_account_management_is_refused(method: str, url: str) -> None:
 )
 def test_using_the_account_is_allowed(method: str, url: str) -> None:
     """Using the account (messages, reading the account) passes the account-management check."""
-    assert UrlPolicy(None).target(url, method=method).path.startswith("/2010-04-01/Accounts/")
+    assert UrlPolicy(None, writes=TWILIO_WRITES).target(url, method=method).path.startswith("/2010-04-01/Accounts/")
