@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from zingyconn.database import read_only
+from zingyconn.database import read_only, upsert_insert
 from zingyconn.errors import NotFoundError
 from zingyconn.schema import runs
 
@@ -200,7 +199,7 @@ class RunHistory:
         self._quota_warned: dict[str, float] = {}  # tenant -> when the log last said it is over its quota
         # One upsert, built once with bound parameters so SQLAlchemy reuses its compiled SQL (building the
         # statement per run cost more than running it).
-        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        insert = upsert_insert(engine)
         columns = [runs.c[name] for name in _RECORDED_COLUMNS]  # not runs.c: later columns keep their defaults
         statement = insert(runs).values(
             {column.name: sa.bindparam(column.name, type_=column.type) for column in columns}

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 
@@ -39,9 +39,11 @@ from zingyconn.secrets.keyring import Keyring
 from zingyconn.secrets.masking import Masker
 from zingyconn.secrets.store import ConnectionStore
 from zingyconn.twilio.billing import quota_rates
-from zingyconn.twilio.client import DIRECTORY_CONTEXT_KEY
-from zingyconn.twilio.commands import CommandOutput, ConnectionCommands
-from zingyconn.twilio.profile import TwilioProfile, check_credentials
+from zingyconn.twilio.operations import DIRECTORY_CONTEXT_KEY
+from zingyconn.twilio.profile import TwilioProfile
+
+if TYPE_CHECKING:
+    from zingyconn.twilio.commands import CommandOutput
 
 #: The snippet environment every runtime sandbox is started with (``zingyConn``, the twilio façades).
 SNIPPET_ENVIRONMENT: Final = "zingyconn.snippet.environment:environment"
@@ -280,6 +282,8 @@ class Runtime:
             IdempotencyConflictError: The idempotency key is busy, or was used for another message.
             TwilioError: Twilio answered with an error.
         """
+        from zingyconn.twilio.commands import ConnectionCommands  # twilio.rest, phonenumbers: only for commands
+
         validate_name(tenant, field="tenant")
         session = self.broker.session(tenant, max_requests=COMMAND_MAX_REQUESTS)
         commands = ConnectionCommands(
@@ -350,6 +354,8 @@ class Runtime:
 
     def test_connection(self, tenant: str, name: str) -> str:
         """Check *tenant*'s connection *name* against Twilio (or the emulator); return what answered."""
+        from zingyconn.twilio.verify import check_credentials  # twilio's HTTP client: only for this check
+
         return check_credentials(self.store.get(tenant, name), base_url=self.settings.twilio_base_url, what=repr(name))
 
     def close(self) -> None:

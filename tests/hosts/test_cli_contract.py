@@ -31,6 +31,30 @@ HEAVY_MODULES = (
     "cryptography", "psycopg", "RestrictedPython", "zingyconn.hosts.demo", "zingyconn.twilio.emulator",
     "zingyconn.runtime",
 )  # fmt: skip
+#: Modules ``zingyconn run FILE`` must not import for a snippet that makes no Twilio call: what the host needs only
+#: for a Twilio request, a connection command, an enqueue, a server or another database (the child, not the host,
+#: imports twilio for the snippet). SQLAlchemy, cryptography and the sandbox are needed: the run opens the store.
+RUN_AVOIDS = (
+    "aiohttp", "huey", "redis", "starlette", "uvicorn", "twilio", "httpx", "requests", "rich", "psycopg",
+    "phonenumbers", "sqlalchemy.dialects.postgresql", "sqlalchemy.orm", "zingyconn.hosts.demo", "zingyconn.tasks",
+    "zingyconn.twilio.emulator", "zingyconn.twilio.client", "zingyconn.twilio.commands", "zingyconn.twilio.verify",
+    "zingyconn.snippet.environment",
+)  # fmt: skip
+
+
+def _loaded_after(argv: list[str], avoid: tuple[str, ...], env: dict[str, str] | None = None) -> str:
+    """Run ``zingyconn ARGV`` in a fresh interpreter; return its output and the modules of *avoid* it imported."""
+    code = (
+        "import sys; from zingyconn.hosts.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        f"avoid = {avoid!r}\n"
+        "print('LOADED', sorted(m for m in sys.modules if any(m == a or m.startswith(a + '.') for a in avoid)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
 
 
 @pytest.fixture
@@ -68,16 +92,21 @@ def _one_error_line(stderr: str) -> str:
 
 def test_help_imports_no_heavy_module() -> None:
     """``zingyconn --help`` lists every command without importing the server, emulator, demo or database stack."""
-    code = (
-        "import sys; from zingyconn.hosts.cli import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        f"heavy = {HEAVY_MODULES!r}\n"
-        "print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    output = _loaded_after(["--help"], HEAVY_MODULES)
 
-    assert "LOADED []" in done.stdout, done.stdout[-2000:]
-    assert all(name in done.stdout for name in COMMANDS)
+    assert "LOADED []" in output, output[-2000:]
+    assert all(name in output for name in COMMANDS)
+
+
+def test_run_imports_only_what_the_run_needs(env: dict[str, str], tmp_path: Path) -> None:
+    """``zingyconn run FILE`` (a snippet without Twilio calls) imports no Twilio, queue, server or PostgreSQL code."""
+    snippet = tmp_path / "one.py"
+    snippet.write_text("print('ran')\nreturn 1\n")
+
+    output = _loaded_after(["run", str(snippet)], RUN_AVOIDS, env)
+
+    assert "ran" in output
+    assert "LOADED []" in output, output[-2000:]
 
 
 def test_every_command_is_listed_with_the_help_it_shows_when_loaded() -> None:

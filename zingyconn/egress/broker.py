@@ -25,7 +25,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode, urlsplit
 
 from sandbox.errors import EgressDeniedError, QuotaExceededError
@@ -70,15 +70,11 @@ from zingyconn.errors import (
 from zingyconn.secrets.masking import Masker
 from zingyconn.secrets.store import ConnectionStore
 from zingyconn.twilio.billing import DEFAULT_RATES, OTHER_WRITES, TWILIO_WRITES, quota_variable
-from zingyconn.twilio.client import (
-    OP_CONNECT,
-    OP_CREDENTIALS,
-    OP_HTTP,
-    BrokeredClient,
-    BrokeredHttpClient,
-    connection_client,
-)
+from zingyconn.twilio.operations import OP_CONNECT, OP_CREDENTIALS, OP_HTTP
 from zingyconn.twilio.profile import TwilioProfile
+
+if TYPE_CHECKING:
+    from zingyconn.twilio.client import BrokeredClient, BrokeredHttpClient
 
 #: Twilio answers of up to 4 MiB (a 1000-message list page is about 1 MiB); more is refused, not buffered.
 MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
@@ -192,6 +188,8 @@ class EgressBroker:
         Raises:
             LookupError: No such connection (a :class:`~zingyconn.errors.ConnectionNotFoundError`).
         """
+        from zingyconn.twilio.client import connection_client  # twilio.rest: only for host-side clients
+
         channel = session if session is not None else self.session(tenant, max_requests=1_000)
         try:
             return connection_client(channel, connection)
@@ -203,6 +201,8 @@ class EgressBroker:
 
         For host-side ``twilio.rest.Client`` objects built by the caller (give them any placeholder password).
         """
+        from zingyconn.twilio.client import BrokeredHttpClient  # twilio.rest: only for host-side clients
+
         channel = session if session is not None else self.session(tenant, max_requests=1_000)
         if channel.request(OP_CONNECT, {"connection": connection}).get("found") is not True:
             raise channel.not_found(connection)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from zingyconn.database import upsert_insert
 from zingyconn.extras import require_extra
 from zingyconn.schema import rate_buckets
 
@@ -73,10 +73,7 @@ class SqlRateLimiter:
     def __init__(self, engine: Engine, *, clock: Clock = time.time) -> None:
         self._engine = engine
         self._clock = clock
-        dialect = {"postgresql": postgresql, "sqlite": sqlite}.get(engine.dialect.name)
-        if dialect is None:
-            raise ValueError(f"SqlRateLimiter supports SQLite and PostgreSQL, not {engine.dialect.name!r}.")
-        self._statement = _take_statement(dialect.insert)
+        self._statement = _take_statement(upsert_insert(engine))
 
     def acquire(self, tenant: str, bucket: str, rate: Rate) -> bool:
         """Take one token from *tenant*'s *bucket*; return False (and take nothing) when it is empty.

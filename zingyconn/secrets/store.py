@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from zingyconn.config import Settings
-from zingyconn.database import create_engine, read_only
+from zingyconn.database import create_engine, read_only, upsert_insert
 from zingyconn.errors import ConnectionNotFoundError, DecryptionError, KeyringError, ZingyConnError
 from zingyconn.names import validate_name
 from zingyconn.schema import connections
@@ -145,7 +144,7 @@ class ConnectionStore:
         keyring = self._current_keyring()
         plaintext = json.dumps(profile.to_json()).encode()
         summary = {"account_sid": profile.masked()["account_sid"], "api_key": profile.masked()["api_key"]}
-        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        insert = upsert_insert(self._engine)
         self._profiles_cache.pop(tenant, None)
         for _ in range(PUT_ATTEMPTS):
             with self._engine.begin() as conn:

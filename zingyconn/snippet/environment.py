@@ -34,15 +34,9 @@ from twilio.twiml import TwiML
 
 from sandbox.environment import JSON, Environment, RunContext, WarmUpRun
 from sandbox.imports import make_facade
-from zingyconn.twilio.client import (
-    DIRECTORY_CONTEXT_KEY,
-    OP_CONNECT,
-    OP_HTTP,
-    BrokeredClient,
-    Channel,
-    client_class,
-    connection_client,
-)
+from zingyconn.snippet import OP_ENQUEUE
+from zingyconn.twilio.client import BrokeredClient, Channel, client_class, connection_client
+from zingyconn.twilio.operations import DIRECTORY_CONTEXT_KEY, OP_CONNECT, OP_HTTP
 
 #: The name snippets use for the platform object (the one camelCase name in the code base).
 SNIPPET_GLOBAL: Final = "zingyConn"
@@ -64,8 +58,6 @@ def preload_twilio_domains() -> int:
 
 
 preload_twilio_domains()
-#: The host operation behind ``zingyConn.enqueue`` (answered by :class:`zingyconn.tasks.queue.TaskQueue`).
-OP_ENQUEUE: Final = "tasks.enqueue"
 
 
 def _public(*classes: type) -> set[str]:

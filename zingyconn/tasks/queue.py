@@ -32,7 +32,7 @@ from zingyconn.config import Settings
 from zingyconn.database import create_engine, is_storage_fault
 from zingyconn.egress.ratelimit import Rate, RateLimiter
 from zingyconn.errors import NotFoundError, StorageUnavailableError, TaskQueueFullError, ValidationError, ZingyConnError
-from zingyconn.snippet.environment import OP_ENQUEUE
+from zingyconn.snippet import OP_ENQUEUE
 from zingyconn.tasks.backend import EmbeddedConsumer, consumer_options, create_huey
 from zingyconn.tasks.dispatcher import Dispatcher
 from zingyconn.tasks.retry import Backoff, is_transient

@@ -19,14 +19,11 @@ from twilio.http import HttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-#: Channel operations the broker answers (``payload`` shapes in :mod:`zingyconn.egress.broker`).
-OP_CONNECT: Final = "twilio.connect"
-OP_CREDENTIALS: Final = "twilio.credentials"
-OP_HTTP: Final = "twilio.http"
-
-#: The run context key under which the host passes the tenant's connection directory: name -> ``username`` and
-#: ``account_sid`` (never a secret), so that ``zingyConn.twilio(name)`` needs no request for a known name.
-DIRECTORY_CONTEXT_KEY: Final = "connections"
+# The operations are named in their own module, which the host imports without twilio; they are re-exported here.
+from zingyconn.twilio.operations import DIRECTORY_CONTEXT_KEY as DIRECTORY_CONTEXT_KEY
+from zingyconn.twilio.operations import OP_CONNECT as OP_CONNECT
+from zingyconn.twilio.operations import OP_CREDENTIALS as OP_CREDENTIALS
+from zingyconn.twilio.operations import OP_HTTP as OP_HTTP
 
 #: The password every brokered client holds. Not a secret: the broker never forwards it, it injects the real one.
 PLACEHOLDER_PASSWORD: Final = "zingyconn-placeholder-secret-held-by-the-host"  # noqa: S105  # deliberately not a secret

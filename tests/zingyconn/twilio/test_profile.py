@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from tests.emulator import Emulator
 from tests.servers import free_port
 from zingyconn.errors import InvalidConnectionError, TwilioError, ZingyConnError
-from zingyconn.twilio.profile import BaseUrlHttpClient, TwilioProfile, check_credentials
+from zingyconn.twilio.profile import TwilioProfile
+from zingyconn.twilio.verify import BaseUrlHttpClient, check_credentials
 
 HEX = "0123456789abcdef"
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"

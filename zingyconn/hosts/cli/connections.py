@@ -16,7 +16,8 @@ from zingyconn.config import Settings
 from zingyconn.errors import ConnectionNotFoundError, InvalidConnectionError
 from zingyconn.hosts.cli.options import echo_created, echo_json, format_time, json_option, tenant_option
 from zingyconn.secrets.store import ConnectionStore, ConnectionSummary
-from zingyconn.twilio.profile import TwilioProfile, check_credentials
+from zingyconn.twilio.profile import TwilioProfile
+from zingyconn.twilio.verify import check_credentials
 
 
 def _store() -> ConnectionStore:

@@ -65,7 +65,7 @@ def _offer_enqueue(runtime: Runtime) -> None:
     ``zingyconn worker`` or ``zingyconn serve`` runs it, as when a webhook or task enqueues.
     """
 
-    from zingyconn.snippet.environment import OP_ENQUEUE
+    from zingyconn.snippet import OP_ENQUEUE
 
     def enqueue(tenant: str, request: Any, run_key: str | None) -> Any:
         from zingyconn.tasks.queue import TaskQueue  # Huey: loaded only by a snippet that enqueues
