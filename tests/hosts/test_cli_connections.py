@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,12 +62,22 @@ def test_add_reads_the_secret_from_stdin_and_never_prints_it(env: dict[str, str]
 
 
 def test_first_use_says_where_the_key_file_was_created(env: dict[str, str], tmp_path: Path) -> None:
-    """The embedded default key file is announced on stderr the first time only, and is private."""
+    """The embedded default key file is announced in the log stream the first time only, and is private."""
     first, second = _add(env, "a"), _add(env, "b")
     path = tmp_path / "data" / "keys"
-    assert f"created a master key in {path} (mode 0600)" in first.stderr
+    # stderr is not a terminal here, so the log stream is JSON: the notice is one of its lines, not a bare print.
+    notices = [json.loads(line) for line in first.stderr.splitlines() if "created a master key" in line]
+    assert [(notice["logger"], notice["level"]) for notice in notices] == [("zingyconn.secrets.keyring", "warning")]
+    assert f"created a master key in {path} (mode 0600)" in notices[0]["message"]
     assert "created a master key" not in second.stderr
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_the_key_file_notice_is_readable_on_a_terminal(env: dict[str, str], tmp_path: Path) -> None:
+    """On a terminal the same notice is a readable log line (``ZINGYCONN_LOG_FORMAT=text`` stands in for one)."""
+    first = _add({**env, "ZINGYCONN_LOG_FORMAT": "text"}, "a")
+    path = tmp_path / "data" / "keys"
+    assert f"WARNING zingyconn.secrets.keyring: created a master key in {path} (mode 0600)" in first.stderr
 
 
 def test_the_secret_cannot_be_given_on_the_command_line(env: dict[str, str]) -> None:

@@ -74,6 +74,23 @@ def wants_json(stream: IO[str], environ: Mapping[str, str] | None = None) -> boo
     return not (callable(isatty) and isatty())
 
 
+class _StderrHandler(logging.StreamHandler[IO[str]]):
+    """A handler that writes to whatever ``sys.stderr`` is when a record comes (as :data:`logging.lastResort` does),
+    so a host that swaps stderr (click's test runner, a daemon that redirects it) never gets a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> IO[str]:
+        """The current ``sys.stderr``."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: IO[str]) -> None:
+        """Ignore the stream ``StreamHandler.__init__`` sets: the handler always writes to the current stderr."""
+
+
 def configure_logging(*, stream: IO[str] | None = None, level: int = logging.INFO, access_log: bool = True) -> None:
     """Send every logger's records to *stream* (stderr) through one formatter; safe to call more than once.
 
@@ -84,10 +101,10 @@ def configure_logging(*, stream: IO[str] | None = None, level: int = logging.INF
     """
     target = sys.stderr if stream is None else stream
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if handler.get_name() == _HANDLER_NAME:
-            root.removeHandler(handler)
-    handler = logging.StreamHandler(target)
+    for installed in list(root.handlers):
+        if installed.get_name() == _HANDLER_NAME:
+            root.removeHandler(installed)
+    handler: logging.StreamHandler[IO[str]] = _StderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if wants_json(target) else TextFormatter())
     root.addHandler(handler)

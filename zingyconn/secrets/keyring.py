@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import re
 import secrets
 import stat
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,11 +45,14 @@ ENV_VARIABLE: Final = "ZINGYCONN_KEYS"
 
 _URLSAFE: Final = str.maketrans("-_", "+/")
 
+_LOGGER: Final = logging.getLogger(__name__)
+
 Announce = Callable[[str], None]
 
 
-def _to_stderr(message: str) -> None:
-    print(message, file=sys.stderr)
+def _log_warning(message: str) -> None:
+    # A warning, so it shows whatever the log level; the CLI and the servers send it to the one log stream.
+    _LOGGER.warning(message)
 
 
 def generate_key() -> bytes:
@@ -146,7 +149,7 @@ class Keyring:
         return tuple(self._keys)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, create: bool = True, announce: Announce = _to_stderr) -> Keyring:
+    def from_settings(cls, settings: Settings, *, create: bool = True, announce: Announce = _log_warning) -> Keyring:
         """Load ``ZINGYCONN_KEYS`` if set, else the key file ``$ZINGYCONN_DATA_DIR/keys``.
 
         Args:
@@ -159,7 +162,7 @@ class Keyring:
         path = settings.data_dir / KEY_FILE_NAME
         if create and not path.exists() and _create_key_file(path, encode_key("k1", generate_key()) + "\n"):
             announce(
-                f"zingyconn: created a master key in {path} (mode 0600). Back it up: without it the connections "
+                f"created a master key in {path} (mode 0600). Back it up: without it the connections "
                 "in this store cannot be decrypted."
             )
         return cls.from_file(path)
