@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,22 @@ def test_scripts_add_list_show_delete(env: dict[str, str], snippet: Path) -> Non
     assert "return event" in _run(env, "scripts", "show", "digest").stdout
     assert _run(env, "scripts", "delete", "digest").exit_code == 0
     assert "has no scripts" in _run(env, "scripts", "list").stderr
+
+
+def test_the_hints_of_scripts_are_commands_that_work_as_printed(env: dict[str, str], snippet: Path) -> None:
+    """``scripts add`` of an on-demand script names the enqueue command for its tenant; run as printed, it queues a
+    task of that script in that tenant. An empty ``scripts list`` names the add command for its tenant."""
+    empty = _run(env, "scripts", "list", "--tenant", "acme")
+    assert "zingyconn scripts add NAME --file F --tenant acme" in empty.stderr
+    added = _run(env, "scripts", "add", "digest", "--file", str(snippet), "--tenant", "acme")
+    hint = re.search(r"on demand: (zingyconn [^.]+)\.", added.stderr)
+    assert hint is not None, added.stderr
+
+    queued = _run(env, *shlex.split(hint.group(1))[1:])
+
+    assert queued.exit_code == 0, queued.output
+    record = TaskQueue.from_settings(Settings.from_env(env)).store.get(queued.stdout.strip())
+    assert (record.tenant, record.script) == ("acme", "digest")
 
 
 def test_scripts_add_refuses_a_bad_cron_naming_the_field(env: dict[str, str], snippet: Path) -> None:

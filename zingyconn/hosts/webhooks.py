@@ -206,7 +206,8 @@ def check_verifier(store: ConnectionStore, tenant: str, connection: str) -> None
         profile = store.get(tenant, connection)
     except ConnectionNotFoundError:
         raise ValidationError(
-            f"Tenant {tenant!r} has no connection {connection!r}; add it first with `zingyconn connections add`.",
+            f"Tenant {tenant!r} has no connection {connection!r}; add it first with "
+            f"`zingyconn connections add {connection} --account-sid AC... --tenant {tenant}`.",
             field="verify_with",
         ) from None
     try:

@@ -93,7 +93,11 @@ def list_(tenant: str, as_json: bool) -> None:
         echo_json([_summary_json(summary) for summary in summaries])
         return
     if not summaries:
-        click.echo(f"Tenant {tenant!r} has no connections; add one with `zingyconn connections add NAME`.", err=True)
+        click.echo(
+            f"Tenant {tenant!r} has no connections; add one with: zingyconn connections add NAME --account-sid AC... "
+            f"--tenant {tenant} (it reads the secret from stdin)",
+            err=True,
+        )
     width = max((len(summary.name) for summary in summaries), default=0)
     for summary in summaries:
         credential = f"api_key {summary.api_key}" if summary.api_key else "auth token"

@@ -64,7 +64,8 @@ def list_(tenant: str, as_json: bool) -> None:
         echo_json([hook.to_json() for hook in found])
         return
     if not found:
-        click.echo(f"Tenant {tenant!r} has no hooks; add one with: zingyconn hooks add NAME --file F", err=True)
+        hint = f"zingyconn hooks add NAME --file F --tenant {tenant}"
+        click.echo(f"Tenant {tenant!r} has no hooks; add one with: {hint}", err=True)
         return
     for hook in found:
         click.echo(f"{hook.name:<30} verify with {hook.verify_with or '-':<20} updated {format_time(hook.updated_at)}")

@@ -41,7 +41,8 @@ def add(name: str, tenant: str, file: IO[str], cron: str | None, limits: tuple[s
     """
     overrides = parse_limit_pairs(limits)
     script = catalog_from_settings().put_script(tenant, name, file.read(), cron=cron, limits=overrides)
-    schedule = f"on cron {script.cron!r} (UTC)" if script.cron else f"on demand: zingyconn tasks enqueue {name}"
+    enqueue = f"zingyconn tasks enqueue {name} --tenant {tenant}"
+    schedule = f"on cron {script.cron!r} (UTC)" if script.cron else f"on demand: {enqueue}"
     message = f"Saved script {name!r} in tenant {tenant!r}; it runs {schedule}."
     echo_created(name, message, document=script.to_json(), as_json=as_json)
 
@@ -56,7 +57,8 @@ def list_(tenant: str, as_json: bool) -> None:
         echo_json([script.to_json() for script in found])
         return
     if not found:
-        click.echo(f"Tenant {tenant!r} has no scripts; add one with: zingyconn scripts add NAME --file F", err=True)
+        hint = f"zingyconn scripts add NAME --file F --tenant {tenant}"
+        click.echo(f"Tenant {tenant!r} has no scripts; add one with: {hint}", err=True)
         return
     for script in found:
         click.echo(f"{script.name:<30} {script.cron or '-':<20} updated {format_time(script.updated_at)}")
