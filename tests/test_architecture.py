@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Host modules parse, call the runtime and render; the logic they call lives elsewhere (docs/architecture.md).
 MAX_HOST_MODULE_LINES = 500
 #: The directories of the project's own Python code (not .venv/, build/ or anything else a clone may hold).
-PROJECT_TREES = ("sandbox", "zingyconn", "tests", "benchmarks", "examples")
+PROJECT_TREES = ("sandbox", "zingyconn", "tests", "benchmarks", "examples", "scripts")
 
 
 #: The layers of the code: ``sandbox``, each subpackage of ``zingyconn``, ``core`` (the modules at the top of

@@ -1,0 +1,1 @@
+"""Maintenance scripts of the repository (run from its root); not part of the installed package."""
