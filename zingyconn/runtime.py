@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
@@ -30,6 +30,7 @@ from zingyconn.config import Settings
 from zingyconn.database import create_engine, read_only
 from zingyconn.egress.broker import EgressBroker
 from zingyconn.egress.ledger import SendLedger
+from zingyconn.egress.protocol import OPERATIONS, Handler
 from zingyconn.egress.ratelimit import Rate, RateLimiter, rate_limiter_for
 from zingyconn.errors import ValidationError, ZingyConnError
 from zingyconn.history import FAILED, OK, RunHistory, new_run_id
@@ -93,6 +94,9 @@ class Runtime:
         sandbox: A sandbox started with :data:`SNIPPET_ENVIRONMENT` (default: one is started on first use).
         rate_limiter: Message-creation rate limiter (default: Redis when ``settings.queue_url`` is set, else SQL).
         message_rate: The per-tenant message-creation rate (default: ``settings.quotas``, else the default quota).
+        host_ops: Handlers of the :attr:`~zingyconn.egress.protocol.Handler.REGISTERED` operations this runtime's runs
+            may request, by op name (more with :meth:`register_op`); a run requesting one without a handler is
+            refused.
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class Runtime:
         sandbox: Sandbox | None = None,
         rate_limiter: RateLimiter | None = None,
         message_rate: Rate | None = None,
+        host_ops: Mapping[str, HostOp] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine if engine is not None else create_engine(settings.db_url)
@@ -123,14 +128,32 @@ class Runtime:
         self._sandbox = sandbox
         self._owns_sandbox = sandbox is None
         self._lock = threading.Lock()
-        #: Extra host operations a snippet may request, by op name, each called as ``handler(tenant, payload)``
-        #: with the run's tenant (e.g. ``zingyconn.enqueue``, registered by :class:`zingyconn.tasks.queue.TaskQueue`).
-        self.host_ops: dict[str, HostOp] = {}
+        self._host_ops: dict[str, HostOp] = {}
+        for op, handler in (host_ops or {}).items():
+            self.register_op(op, handler)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Runtime:
         """Build a runtime from ``ZINGYCONN_*`` variables in *environ* (``os.environ`` by default)."""
         return cls(Settings.from_env(environ))
+
+    @property
+    def host_ops(self) -> Mapping[str, HostOp]:
+        """The registered host operations' handlers, by op name (read-only: use :meth:`register_op`)."""
+        return MappingProxyType(self._host_ops)
+
+    def register_op(self, op: str, handler: HostOp) -> None:
+        """Answer the children's *op* requests with *handler* (called with the run's tenant, payload and call key).
+
+        Raises:
+            ValueError: *op* is not a :attr:`~zingyconn.egress.protocol.Handler.REGISTERED` operation of
+                :mod:`zingyconn.egress.protocol` (the broker answers the others; unknown ones are refused).
+        """
+        operation = OPERATIONS.get(op)
+        if operation is None or operation.handler is not Handler.REGISTERED:
+            registrable = sorted(name for name, item in OPERATIONS.items() if item.handler is Handler.REGISTERED)
+            raise ValueError(f"Cannot register a handler for {op!r}; the registrable operations are {registrable}.")
+        self._host_ops[op] = handler
 
     @property
     def sandbox(self) -> Sandbox:
@@ -378,12 +401,12 @@ class Runtime:
     def _request_handler(
         self, tenant: str, egress: Callable[[str, Any], Any], run_key: str | None
     ) -> Callable[[str, Any], Any]:
-        if not self.host_ops:
+        if not self._host_ops:
             return egress
         calls: dict[str, int] = {}
 
         def handle(op: str, payload: Any) -> Any:
-            handler = self.host_ops.get(op)
+            handler = self._host_ops.get(op)
             if handler is None:
                 return egress(op, payload)
             calls[op] = calls.get(op, 0) + 1  # the n-th call of op: the same n when a retry replays the run

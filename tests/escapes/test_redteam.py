@@ -44,12 +44,12 @@ from zingyconn.config import Settings
 from zingyconn.database import create_engine
 from zingyconn.egress.broker import EgressBroker
 from zingyconn.egress.policy import SCRUBBED, UrlPolicy
+from zingyconn.egress.protocol import OP_ENQUEUE, OP_HTTP
 from zingyconn.egress.ratelimit import Rate, SqlRateLimiter
 from zingyconn.runtime import Runtime, ZRunResult
 from zingyconn.secrets.masking import Masker
 from zingyconn.tasks.queue import TaskQueue
 from zingyconn.twilio.billing import TWILIO_WRITES
-from zingyconn.twilio.client import OP_HTTP
 
 SECRETS = (AUTH_TOKEN, API_SECRET, OTHER_TOKEN)
 LIMITS = Limits(wall_seconds=10, cpu_seconds=10)
@@ -570,6 +570,7 @@ def test_enqueue_reaches_only_the_runs_own_tenant(world: World) -> None:
     """``zingyConn.enqueue`` names scripts of the run's tenant only: another tenant's script is simply not found."""
     with Runtime(world.settings, engine=world.engine, keyring=world.keyring) as runtime:
         queue = TaskQueue(MemoryHuey("redteam"), world.engine, runner=runtime)
+        runtime.register_op(OP_ENQUEUE, queue.enqueue_from_snippet)
         queue.catalog.put_script("globex", "payroll", "return event")
         queue.catalog.put_script("acme", "digest", "return event")
         deep: Any = "x"

@@ -32,10 +32,11 @@ from tests.zingyconn.capability import (
     twilio_world,
 )
 from zingyconn.egress.broker import EgressBroker
+from zingyconn.egress.protocol import OP_CONNECT, OP_CREDENTIALS
 from zingyconn.egress.ratelimit import Rate, SqlRateLimiter
 from zingyconn.runtime import SNIPPET_ENVIRONMENT
 from zingyconn.snippet.environment import HIDDEN_ATTRIBUTES, environment
-from zingyconn.twilio.client import OP_CONNECT, OP_CREDENTIALS, PLACEHOLDER_PASSWORD, connection_client
+from zingyconn.twilio.client import PLACEHOLDER_PASSWORD, connection_client
 from zingyconn.twilio.profile import TwilioProfile
 
 SECRETS = (AUTH_TOKEN, API_SECRET, OTHER_TOKEN)

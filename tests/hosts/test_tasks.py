@@ -21,6 +21,7 @@ from tests.emulator import MAGIC_SENDER, RECIPIENT, Emulator, EmulatorHttpClient
 from tests.hosts.flaky_twilio import flaky_twilio
 from tests.servers import start_worker
 from zingyconn.egress.broker import MAX_TOO_MANY_RETRIES
+from zingyconn.egress.protocol import OP_ENQUEUE
 from zingyconn.egress.ratelimit import Rate
 from zingyconn.runtime import Runtime
 from zingyconn.schema import runs, sent_messages
@@ -93,7 +94,9 @@ def runtime(tmp_path: Path, emulator: Emulator) -> Iterator[Runtime]:
 
 
 def _queue(runtime: Runtime, **options: Any) -> TaskQueue:
-    return TaskQueue.from_settings(runtime.settings, engine=runtime.engine, runner=runtime, **options)
+    queue = TaskQueue.from_settings(runtime.settings, engine=runtime.engine, runner=runtime, **options)
+    runtime.register_op(OP_ENQUEUE, queue.enqueue_from_snippet)  # as the composition root wires it
+    return queue
 
 
 def test_sqlite_queue_runs_a_task_that_sends_one_message(runtime: Runtime, emulator: Emulator) -> None:

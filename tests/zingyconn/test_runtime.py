@@ -387,3 +387,30 @@ def test_a_directory_keeps_only_its_two_fields() -> None:
     """Extra fields in a directory entry are dropped."""
     entries = {"main": {"username": "SK1", "account_sid": "AC1", "secret": "x"}}
     assert connection_directory({"connections": entries}) == {"main": {"username": "SK1", "account_sid": "AC1"}}
+
+
+def test_host_operations_are_wired_explicitly(world: World) -> None:
+    """Only the protocol's registrable operations take a handler; a task queue alone registers nothing."""
+    from huey import MemoryHuey
+
+    from zingyconn.egress.protocol import OP_ENQUEUE, OP_HTTP
+    from zingyconn.tasks.queue import TaskQueue
+
+    def answer(tenant: str, payload: Any, call_key: str | None) -> Any:
+        return {"task_id": f"{tenant}:{payload['script']}"}
+
+    enqueue = 'return zingyConn.enqueue("digest", {})'
+    with Runtime(world.settings, engine=world.engine, keyring=world.keyring) as runtime:
+        with pytest.raises(ValueError, match=r"twilio\.http"):
+            runtime.register_op(OP_HTTP, answer)
+        with pytest.raises(ValueError, match=r"no\.such"):
+            runtime.register_op("no.such", answer)
+        TaskQueue(MemoryHuey("wiring"), world.engine, runner=runtime)
+        assert dict(runtime.host_ops) == {}
+        refused = runtime.run("acme", enqueue, record=False)
+        assert refused.error is not None
+        assert refused.error.type == "EgressDeniedError"
+        with Runtime(
+            world.settings, engine=world.engine, keyring=world.keyring, host_ops={OP_ENQUEUE: answer}
+        ) as wired:
+            assert wired.run("acme", enqueue, record=False).value == "acme:digest"

@@ -1,7 +1,8 @@
 """Egress: the host side of every request a snippet's child makes, and the only place credentials meet the network.
 
 The broker answers the child's channel operations; the URL policy decides where a request may go; the transport
-sends it to a pinned, public address; rate limits and the send ledger meter and de-duplicate sends. It builds on the
+sends it to a pinned, public address; rate limits and the send ledger meter and de-duplicate sends; the protocol
+module lists every host operation a child may request, and who answers it. It builds on the
 core modules and ``zingyconn.secrets``, and must never import ``zingyconn.tasks``, ``zingyconn.snippet`` (code that
 runs in the child) or ``zingyconn.hosts``.
 """

@@ -1,6 +1,7 @@
 """The egress broker: the host-side end of every Twilio request a snippet (or a connection command) makes.
 
-A snippet's client sends requests as data over its channel; one :class:`EgressSession` per run answers them:
+A snippet's client sends requests as data over its channel; one :class:`EgressSession` per run answers the
+``twilio.*`` operations of :mod:`zingyconn.egress.protocol`:
 
 - ``twilio.connect {"connection": name}`` -> ``{"found": true, "account_sid", "username"}`` or ``{"found": false}``:
   the name is looked up for the run's tenant (taken from the run, never from the snippet); another tenant's
@@ -50,6 +51,7 @@ from zingyconn.egress.policy import (
     request_headers,
     scrub_answer,
 )
+from zingyconn.egress.protocol import OP_CONNECT, OP_CREDENTIALS, OP_HTTP
 from zingyconn.egress.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter
 from zingyconn.egress.transport import (
     HttpAnswer,
@@ -70,7 +72,6 @@ from zingyconn.errors import (
 from zingyconn.secrets.masking import Masker
 from zingyconn.secrets.store import ConnectionStore
 from zingyconn.twilio.billing import DEFAULT_RATES, OTHER_WRITES, TWILIO_WRITES, quota_variable
-from zingyconn.twilio.operations import OP_CONNECT, OP_CREDENTIALS, OP_HTTP
 from zingyconn.twilio.profile import TwilioProfile
 
 if TYPE_CHECKING:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 from starlette.applications import Starlette
 
+from zingyconn.egress.protocol import OP_ENQUEUE
+
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
@@ -32,10 +34,15 @@ ENV_ACCESS_LOG = "ZINGYCONN_SERVE_ACCESS_LOG"
 
 
 def task_queue(runtime: Runtime) -> TaskQueue:
-    """Return the task queue this server enqueues to and (unless ``--no-tasks``) consumes from."""
+    """Return the task queue this server enqueues to and (unless ``--no-tasks``) consumes from.
+
+    It also answers *runtime*'s ``zingyConn.enqueue`` (registered here, the one place that wires the two).
+    """
     from zingyconn.tasks.queue import TaskQueue
 
-    return TaskQueue.from_settings(runtime.settings, engine=runtime.engine, runner=runtime)
+    queue = TaskQueue.from_settings(runtime.settings, engine=runtime.engine, runner=runtime)
+    runtime.register_op(OP_ENQUEUE, queue.enqueue_from_snippet)
+    return queue
 
 
 def default_lifespan_hooks(runtime: Runtime, *, queue: TaskQueue | None = None) -> list[LifespanHook]:

@@ -34,9 +34,9 @@ from twilio.twiml import TwiML
 
 from sandbox.environment import JSON, Environment, RunContext, WarmUpRun
 from sandbox.imports import make_facade
-from zingyconn.snippet import OP_ENQUEUE
+from zingyconn.egress.protocol import OP_CONNECT, OP_ENQUEUE, OP_HTTP
 from zingyconn.twilio.client import BrokeredClient, Channel, client_class, connection_client
-from zingyconn.twilio.operations import DIRECTORY_CONTEXT_KEY, OP_CONNECT, OP_HTTP
+from zingyconn.twilio.operations import DIRECTORY_CONTEXT_KEY
 
 #: The name snippets use for the platform object (the one camelCase name in the code base).
 SNIPPET_GLOBAL: Final = "zingyConn"

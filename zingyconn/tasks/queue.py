@@ -32,7 +32,6 @@ from zingyconn.config import Settings
 from zingyconn.database import create_engine, is_storage_fault
 from zingyconn.egress.ratelimit import Rate, RateLimiter
 from zingyconn.errors import NotFoundError, StorageUnavailableError, TaskQueueFullError, ValidationError, ZingyConnError
-from zingyconn.snippet import OP_ENQUEUE
 from zingyconn.tasks.backend import EmbeddedConsumer, consumer_options, create_huey
 from zingyconn.tasks.dispatcher import Dispatcher
 from zingyconn.tasks.retry import Backoff, is_transient
@@ -128,9 +127,6 @@ class TaskQueue:
         self._run_task = huey.task(name="run_task")(self._execute)
         huey.periodic_task(crontab(), name="cron_tick")(self.tick)
         huey.signal(signals.SIGNAL_INTERRUPTED)(self._on_interrupted)
-        host_ops = getattr(runner, "host_ops", None)
-        if isinstance(host_ops, dict):  # lets this runtime's snippets call zingyConn.enqueue(...)
-            host_ops[OP_ENQUEUE] = self._enqueue_from_snippet
 
     @classmethod
     def from_settings(
@@ -194,7 +190,12 @@ class TaskQueue:
         self.dispatcher.wake()
         return record
 
-    def _enqueue_from_snippet(self, tenant: str, request: Any, call_key: str | None) -> dict[str, str]:
+    def enqueue_from_snippet(self, tenant: str, request: Any, call_key: str | None) -> dict[str, str]:
+        """Answer a run's ``zingyConn.enqueue`` (``tasks.enqueue`` in :mod:`zingyconn.egress.protocol`): queue a script.
+
+        The composition root registers it on the runtime (``runtime.register_op(OP_ENQUEUE, ...)``); *call_key*
+        (the run's key, op and call count) makes the task id stable across retries of the run.
+        """
         # The tenant is the running snippet's (passed by the runtime), never one the snippet names.
         script = request.get("script") if isinstance(request, dict) else None
         if type(script) is not str:

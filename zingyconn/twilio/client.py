@@ -19,11 +19,11 @@ from twilio.http import HttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-# The operations are named in their own module, which the host imports without twilio; they are re-exported here.
+# The operations are named in modules the host imports without twilio; they are re-exported here.
+from zingyconn.egress.protocol import OP_CONNECT as OP_CONNECT
+from zingyconn.egress.protocol import OP_CREDENTIALS as OP_CREDENTIALS
+from zingyconn.egress.protocol import OP_HTTP as OP_HTTP
 from zingyconn.twilio.operations import DIRECTORY_CONTEXT_KEY as DIRECTORY_CONTEXT_KEY
-from zingyconn.twilio.operations import OP_CONNECT as OP_CONNECT
-from zingyconn.twilio.operations import OP_CREDENTIALS as OP_CREDENTIALS
-from zingyconn.twilio.operations import OP_HTTP as OP_HTTP
 
 #: The password every brokered client holds. Not a secret: the broker never forwards it, it injects the real one.
 PLACEHOLDER_PASSWORD: Final = "zingyconn-placeholder-secret-held-by-the-host"  # noqa: S105  # deliberately not a secret

@@ -1,17 +1,13 @@
-"""The channel operations of the Twilio connection type: what a brokered client asks the host, by name.
+"""What the host tells a Twilio client in a run's context, named without importing twilio.
 
 Kept apart from :mod:`zingyconn.twilio.client` (which subclasses twilio's classes, so it imports ``twilio.rest``)
-so that the host side, the broker and the runtime, can name the operations without importing twilio.
+so that the runtime can name it without importing twilio. The channel operations themselves are declared, with
+every other operation a child may request, in :mod:`zingyconn.egress.protocol`.
 """
 
 from __future__ import annotations
 
 from typing import Final
-
-#: Channel operations the broker answers (``payload`` shapes in :mod:`zingyconn.egress.broker`).
-OP_CONNECT: Final = "twilio.connect"
-OP_CREDENTIALS: Final = "twilio.credentials"
-OP_HTTP: Final = "twilio.http"
 
 #: The run context key under which the host passes the tenant's connection directory: name -> ``username`` and
 #: ``account_sid`` (never a secret), so that ``zingyConn.twilio(name)`` needs no request for a known name.

@@ -18,10 +18,10 @@ import pytest
 from sandbox.errors import EgressDeniedError
 from tests.zingyconn.capability import ACCOUNT_SID, RECIPIENT, SENDER, World, twilio_world
 from zingyconn.egress.broker import EgressBroker
+from zingyconn.egress.protocol import OP_HTTP
 from zingyconn.egress.ratelimit import SqlRateLimiter
 from zingyconn.runtime import Runtime
 from zingyconn.twilio.billing import PRODUCT_NAMES, TWILIO_WRITES, normalise_path
-from zingyconn.twilio.client import OP_HTTP
 
 #: Each product's quota in these tests: two at once, then nothing for a quarter of an hour.
 BURST = 2

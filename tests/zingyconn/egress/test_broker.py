@@ -36,11 +36,12 @@ from zingyconn.database import create_engine
 from zingyconn.egress.broker import EgressBroker
 from zingyconn.egress.ledger import SendLedger
 from zingyconn.egress.policy import UrlPolicy
+from zingyconn.egress.protocol import OP_CONNECT, OP_CREDENTIALS, OP_HTTP
 from zingyconn.egress.ratelimit import LEASE_SECONDS, LeasedRateLimiter, Rate, RedisRateLimiter, SqlRateLimiter
 from zingyconn.egress.transport import PinnedBackend, is_public_address
 from zingyconn.errors import ConnectionNotFoundError
 from zingyconn.twilio.billing import TWILIO_WRITES
-from zingyconn.twilio.client import OP_CONNECT, OP_CREDENTIALS, OP_HTTP, PLACEHOLDER_PASSWORD
+from zingyconn.twilio.client import PLACEHOLDER_PASSWORD
 
 API = "https://api.twilio.com/2010-04-01"
 

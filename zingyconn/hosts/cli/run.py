@@ -65,15 +65,14 @@ def _offer_enqueue(runtime: Runtime) -> None:
     ``zingyconn worker`` or ``zingyconn serve`` runs it, as when a webhook or task enqueues.
     """
 
-    from zingyconn.snippet import OP_ENQUEUE
+    from zingyconn.egress.protocol import OP_ENQUEUE
 
     def enqueue(tenant: str, request: Any, run_key: str | None) -> Any:
-        from zingyconn.tasks.queue import TaskQueue  # Huey: loaded only by a snippet that enqueues
+        from zingyconn.hosts.composition import task_queue  # Huey: loaded only by a snippet that enqueues
 
-        TaskQueue.from_settings(runtime.settings, engine=runtime.engine, runner=runtime)  # registers the real op
-        return runtime.host_ops[OP_ENQUEUE](tenant, request, run_key)
+        return task_queue(runtime).enqueue_from_snippet(tenant, request, run_key)  # task_queue registers it too
 
-    runtime.host_ops[OP_ENQUEUE] = enqueue
+    runtime.register_op(OP_ENQUEUE, enqueue)
 
 
 def _print_readably(result: RunResult, limits: Limits) -> None:

@@ -7,10 +7,10 @@ import logging
 import click
 
 from zingyconn.config import Settings
+from zingyconn.hosts.composition import task_queue
 from zingyconn.hosts.logs import configure_logging
 from zingyconn.purge import schedule_for
 from zingyconn.tasks.backend import describe
-from zingyconn.tasks.queue import TaskQueue
 
 
 @click.command()
@@ -28,7 +28,7 @@ def worker(workers: int, shutdown_timeout: float) -> None:
     configure_logging()
     settings = Settings.from_env()
     with Runtime.from_env() as runtime:
-        queue = TaskQueue.from_settings(settings, engine=runtime.engine, runner=runtime)
+        queue = task_queue(runtime)
         logging.getLogger("zingyconn.worker").info(
             "zingyconn worker: %d workers on %s; SIGTERM stops gracefully.", workers, describe(settings)
         )

@@ -1,0 +1,89 @@
+"""The host operations a sandboxed child may request over its channel: every one, its payload and who answers it.
+
+A snippet's only way out of its child is a request ``(op, payload)`` on the channel; the host answers it or refuses
+it. This module is the one list of those operations. The child side (``zingyconn.snippet``, the brokered Twilio
+client) sends them by these names; on the host, the run's egress session answers the ``twilio.*`` operations, and
+each :attr:`Handler.REGISTERED` operation is answered by the handler the composition root registers with
+:meth:`zingyconn.runtime.Runtime.register_op` (a run of a runtime without one refuses it). An operation not listed
+here is refused.
+
+It holds declarations only (no I/O, no secret, nothing but the standard library), so the child's side imports it
+too: the one module of ``zingyconn.egress`` a child may load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+
+class Handler(StrEnum):
+    """Who answers an operation on the host."""
+
+    #: The run's egress session (:class:`zingyconn.egress.broker.EgressSession`), always present.
+    EGRESS = "egress"
+    #: A handler the composition root registers on the runtime (``Runtime.register_op``), when the host offers it.
+    REGISTERED = "registered"
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One operation a child may request.
+
+    Attributes:
+        name: The ``op`` string on the channel.
+        request: The payload's shape (JSON).
+        answer: The answer's shape (JSON); refusals raise ``EgressDeniedError`` or ``QuotaExceededError``.
+        handler: Who answers it on the host.
+        answered_by: The class or function that answers it, for readers.
+    """
+
+    name: str
+    request: str
+    answer: str
+    handler: Handler
+    answered_by: str
+
+
+OP_CONNECT: Final = "twilio.connect"
+OP_CREDENTIALS: Final = "twilio.credentials"
+OP_HTTP: Final = "twilio.http"
+OP_ENQUEUE: Final = "tasks.enqueue"
+
+#: Every operation, by name.
+OPERATIONS: Final[Mapping[str, Operation]] = {
+    operation.name: operation
+    for operation in (
+        Operation(
+            OP_CONNECT,
+            request='{"connection": name}',
+            answer='{"found": true, "account_sid", "username"} or {"found": false}',
+            handler=Handler.EGRESS,
+            answered_by="zingyconn.egress.broker.EgressSession",
+        ),
+        Operation(
+            OP_CREDENTIALS,
+            request='{"username", "password"} (a snippet\'s own twilio.Client(sid, token))',
+            answer='{"credential": n}',
+            handler=Handler.EGRESS,
+            answered_by="zingyconn.egress.broker.EgressSession",
+        ),
+        Operation(
+            OP_HTTP,
+            request='{"method", "url", "params": [[k, v]...], "data": [[k, v]...], "headers", "connection" | null, '
+            '"credential" | null}',
+            answer='{"status", "text", "headers"}',
+            handler=Handler.EGRESS,
+            answered_by="zingyconn.egress.broker.EgressSession",
+        ),
+        Operation(
+            OP_ENQUEUE,
+            request='{"script": name, "payload": JSON} (zingyConn.enqueue)',
+            answer='{"task_id"}',
+            handler=Handler.REGISTERED,
+            answered_by="zingyconn.tasks.queue.TaskQueue.enqueue_from_snippet",
+        ),
+    )
+}
