@@ -35,6 +35,7 @@ from sandbox.errors import (
 from sandbox.limits import Limits
 from sandbox.output import printable_text
 from sandbox.phase import PhaseMarker
+from sandbox.protocol import result_frame_bytes
 from sandbox.result import RunError, RunResult
 
 #: Descriptor of the child's channel to the host (0-2 are /dev/null).
@@ -49,20 +50,11 @@ OPEN_FILES: Final = 16
 MESSAGE_CHARS: Final = 4096
 TRACEBACK_CHARS: Final = 16384
 
-#: Frames over this size (beyond the run's own caps) are replaced by OutputLimitExceededError; JSON escaping can
-#: double a string, and the log structure adds a little.
-FRAME_SLACK_BYTES: Final = 256 * 1024
-
 
 #: How long a spare forked under load waits for an order before it warms up after all. Under load orders come
 #: within a few milliseconds, and warming up would only spend CPU the runs need; after a burst, the spares left
 #: over warm up instead of serving the next quiet run cold.
 DEFERRED_WARM_UP_SECONDS: Final = 0.1
-
-
-def result_frame_bytes(limits: Limits) -> int:
-    """Return the largest result frame for *limits*; the host refuses bigger ones."""
-    return 2 * (limits.output_bytes + limits.result_bytes) + FRAME_SLACK_BYTES
 
 
 def _failure(error_class: type[SandboxError], message: str) -> dict[str, Any]:

@@ -122,7 +122,11 @@ class QuotaExceededError(LimitExceededError):
 
 
 class WorkerCrashedError(SandboxError):
-    """Raised when the worker process died unexpectedly: our bug or the machine, never the snippet's fault."""
+    """Raised when a sandbox child (or its zygote) died unexpectedly: our bug or the machine, never the snippet's fault.
+
+    The sandbox's processes are its *children*; this public name keeps the older word "worker" because runs, task
+    records and the documentation carry it as the error's ``type``.
+    """
 
 
 #: Error classes by name, so a :class:`~sandbox.result.RunError` can be turned back into an exception.

@@ -1,13 +1,11 @@
-"""Resource limits of one snippet run."""
+"""Resource limits of one snippet run (the product built on the sandbox picks them per kind of run)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
-
-Kind = Literal["webhook", "task", "console"]
+from typing import Final
 
 MIB: Final = 1024 * 1024
 
@@ -42,14 +40,6 @@ class Limits:
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"Limit {field.name!r} must be a positive number, got {value!r}.")
 
-    @classmethod
-    def for_kind(cls, kind: Kind) -> Limits:
-        """Return the default limits of a run kind (webhook 10 s, task 300 s, console like a webhook)."""
-        try:
-            return DEFAULT_LIMITS[kind]
-        except KeyError:
-            raise ValueError(f"Unknown run kind {kind!r}; expected one of {sorted(DEFAULT_LIMITS)}.") from None
-
     def with_overrides(self, overrides: Mapping[str, str]) -> Limits:
         """Apply ``NAME=VALUE`` overrides given as strings (from the CLI or a form), naming a bad field."""
         known = {field.name: field for field in dataclasses.fields(self)}
@@ -62,10 +52,3 @@ class Limits:
             except ValueError:
                 raise ValueError(f"Limit {name!r} must be a number, got {text!r}.") from None
         return self.replace(**changes)
-
-
-DEFAULT_LIMITS: Final[Mapping[str, Limits]] = {
-    "webhook": Limits(wall_seconds=10.0, cpu_seconds=10.0),
-    "task": Limits(wall_seconds=300.0, cpu_seconds=300.0),
-    "console": Limits(wall_seconds=10.0, cpu_seconds=10.0),
-}

@@ -23,9 +23,9 @@ from typing import Any, Final
 
 from sandbox.errors import WorkerCrashedError
 from sandbox.hardening import report_once
-from sandbox.zygote import CONTROL_BYTES, send
+from sandbox.protocol import CONTROL_BYTES, send_control
 
-_logger = logging.getLogger("sandbox.zygote")
+_logger = logging.getLogger("sandbox.pool")
 
 #: How long the zygote may take to import everything and report ready.
 START_SECONDS: Final = 120.0
@@ -129,7 +129,7 @@ class ZygoteProcess:
             # the zygote's own standard library and site-packages always win.
             path = [os.path.abspath(entry) for entry in sys.path if entry]
             try:
-                send(control, {"environment": environment, "hardening": hardening, "path": path})
+                send_control(control, {"environment": environment, "hardening": hardening, "path": path})
                 control.settimeout(START_SECONDS)
                 ready = json.loads(control.recv(CONTROL_BYTES) or b'{"t": "eof"}')
                 control.settimeout(None)
@@ -161,7 +161,7 @@ class ZygoteProcess:
             if isinstance(message, bytes):
                 self.control.send(message)
             else:
-                send(self.control, message)
+                send_control(self.control, message)
         except OSError:
             self._alive = False
 

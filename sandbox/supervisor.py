@@ -4,7 +4,7 @@ The host never forks (it will hold keys): it starts ``python -I -m sandbox.zygot
 ``spare_children`` children forked ahead of demand, and for each run takes one, sends it the compiled code, answers
 its requests, and enforces the wall-clock deadline by having the zygote SIGKILL it. How a child ended decides the
 error: SIGXCPU is the CPU limit, a kill we ordered is the wall limit, a fault signal while the child ran snippet
-code is the snippet's crash (:mod:`sandbox.phase`), anything else unexplained is the worker's.
+code is the snippet's crash (:mod:`sandbox.phase`), anything else unexplained is ours (``WorkerCrashedError``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from sandbox.channel import (
     frame_body,
     recv_body,
 )
-from sandbox.child import result_frame_bytes
 from sandbox.compiler import CompiledSnippet, compile_snippet
 from sandbox.errors import (
     CompileError,
@@ -48,6 +47,7 @@ from sandbox.limits import Limits
 from sandbox.output import MAX_RESULT_DEPTH
 from sandbox.phase import FAULT_SIGNALS
 from sandbox.pool import ChildProcess, ZygoteProcess
+from sandbox.protocol import result_frame_bytes
 from sandbox.result import RunError, RunResult
 
 JSON = Any
@@ -287,7 +287,7 @@ class Sandbox:
         except OSError:
             return self._death(child, limits, started)
         if on_started is not None:
-            on_started()  # outside the try below: its exceptions are the caller's, not a worker's failure
+            on_started()  # outside the try below: its exceptions are the caller's, not a child's failure
         try:
             while True:
                 body = recv_body(child.sock, max_bytes=result_frame_bytes(limits), deadline=deadline)

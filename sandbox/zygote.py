@@ -24,7 +24,6 @@ host's end is :class:`sandbox.pool.ZygoteProcess`.
 from __future__ import annotations
 
 import argparse
-import array
 import gc
 import importlib
 import json
@@ -34,21 +33,12 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any, Final, NoReturn
+from typing import NoReturn
 
 from sandbox.environment import EnvironmentFactory, load_environment_factory, load_warm_up_runs
 from sandbox.hardening import harden
 from sandbox.phase import PhaseMarker
-
-#: Largest control message; orders and reports are a few hundred bytes.
-CONTROL_BYTES: Final = 65536
-
-
-def send(control: socket.socket, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
-    """Send one control message, with *fds* attached."""
-    data = json.dumps(message).encode()
-    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-    control.sendmsg([data], ancillary)
+from sandbox.protocol import CONTROL_BYTES, send_control
 
 
 def preload(environment: str | None) -> EnvironmentFactory:
@@ -121,7 +111,7 @@ class Zygote:
         try:
             pid = os.fork()
         except OSError as error:
-            send(self.control, {"t": "fork_failed", "message": str(error)})
+            send_control(self.control, {"t": "fork_failed", "message": str(error)})
             host_end.close()
             child_end.close()
             phase.close()
@@ -130,7 +120,7 @@ class Zygote:
             self.become_child(child_end, warm=warm, address_space_bytes=address_space, phase=phase)
         child_end.close()
         self.live[pid] = phase
-        send(self.control, {"t": "child", "pid": pid}, [host_end.fileno()])
+        send_control(self.control, {"t": "child", "pid": pid}, [host_end.fileno()])
         host_end.close()
 
     def become_child(
@@ -179,7 +169,7 @@ class Zygote:
                 phase.close()
             cpu = usage.ru_utime + usage.ru_stime
             report = {"t": "exit", "pid": pid, "status": status, "cpu_seconds": cpu, "in_snippet": in_snippet}
-            send(self.control, report)
+            send_control(self.control, report)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -196,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         statm_fd = importlib.import_module("sandbox.child").open_statm()
         report = harden(enabled=bool(init.get("hardening", True)))
     except BaseException as error:  # noqa: BLE001 - reported to the host, which raises it there
-        send(control, {"t": "error", "message": f"{type(error).__name__}: {error}"})
+        send_control(control, {"t": "error", "message": f"{type(error).__name__}: {error}"})
         os._exit(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -206,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     gc.collect()
     gc.freeze()  # keep the pre-imported heap out of later collections so children share its pages (no COW)
     zygote = Zygote(control, factory, statm_fd=statm_fd)
-    send(control, {"t": "ready", "pid": os.getpid(), "hardening": report})
+    send_control(control, {"t": "ready", "pid": os.getpid(), "hardening": report})
     zygote.serve()
 
 

@@ -158,6 +158,13 @@ def test_sandbox_never_imports_zingyconn(path: Path) -> None:
     assert not offenders, f"{path.relative_to(ROOT)} imports {sorted(offenders)}"
 
 
+@pytest.mark.parametrize("module", ["supervisor", "pool"])
+def test_sandbox_host_side_never_imports_the_child_side(module: str) -> None:
+    """The host side shares constants with the zygote and its children through ``sandbox.protocol``, not their code."""
+    offenders = _imported_modules(ROOT / "sandbox" / f"{module}.py") & {"sandbox.child", "sandbox.zygote"}
+    assert not offenders, f"sandbox/{module}.py imports {sorted(offenders)}"
+
+
 @pytest.mark.parametrize(
     "path",
     sorted(

@@ -18,9 +18,10 @@ from sqlalchemy.engine import Connection, Engine
 from sandbox import compile_snippet
 from sandbox.errors import CompileError
 from sandbox.imports import STDLIB_MODULES, check_imports
-from sandbox.limits import Kind, Limits
+from sandbox.limits import Limits
 from zingyconn.database import read_only
 from zingyconn.errors import NotFoundError, ValidationError
+from zingyconn.kinds import Kind, limits_for
 from zingyconn.names import validate_name
 from zingyconn.schema import hooks, scripts
 from zingyconn.tasks.schedule import parse_cron
@@ -57,7 +58,7 @@ class Hook:
 
     def run_limits(self) -> Limits:
         """Return the limits a run of this hook gets: the webhook defaults with this hook's overrides."""
-        return Limits.for_kind("webhook").replace(**self.limits)
+        return limits_for("webhook").replace(**self.limits)
 
     def to_json(self) -> dict[str, Any]:
         """Return the hook as a JSON object (admin API, ``hooks show --json``)."""
@@ -96,7 +97,7 @@ class Script:
 
     def run_limits(self) -> Limits:
         """Return the limits a run of this script gets: the task defaults with this script's overrides."""
-        return Limits.for_kind("task").replace(**self.limits)
+        return limits_for("task").replace(**self.limits)
 
     def to_json(self) -> dict[str, Any]:
         """Return the script as a JSON object."""
@@ -120,7 +121,7 @@ def parse_limits(overrides: Mapping[str, object] | None, *, kind: Kind) -> dict[
     if not overrides:
         return {}
     try:
-        limits = Limits.for_kind(kind).with_overrides({str(k): str(v) for k, v in overrides.items()})
+        limits = limits_for(kind).with_overrides({str(k): str(v) for k, v in overrides.items()})
     except ValueError as exc:
         raise ValidationError(str(exc), field="limits") from None
     return {str(name): getattr(limits, str(name)) for name in overrides}

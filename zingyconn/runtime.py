@@ -34,6 +34,7 @@ from zingyconn.egress.protocol import OPERATIONS, Handler
 from zingyconn.egress.ratelimit import Rate, RateLimiter, rate_limiter_for
 from zingyconn.errors import ValidationError, ZingyConnError
 from zingyconn.history import FAILED, OK, RunHistory, new_run_id
+from zingyconn.kinds import limits_for
 from zingyconn.names import validate_name
 from zingyconn.redaction import redact_message
 from zingyconn.secrets.keyring import Keyring
@@ -186,7 +187,7 @@ class Runtime:
             source: The snippet (a function body).
             event: JSON given to the snippet as ``event``.
             kind: ``"webhook"``, ``"task"`` or ``"console"``: picks the default limits.
-            limits: Limits of this run (default: ``Limits.for_kind(kind)``).
+            limits: Limits of this run (default: ``zingyconn.kinds.limits_for(kind)``).
             name: Hook or script name, for the history.
             idempotency_key: De-duplicates the run's message sends across retries of the same work (the n-th
                 message of a run with key K is sent at most once per 24 h under ``K:n``).
@@ -201,7 +202,7 @@ class Runtime:
             ValidationError: Bad tenant name or kind (nothing ran).
         """
         try:
-            limits = limits if limits is not None else Limits.for_kind(kind)  # type: ignore[arg-type]  # checked
+            limits = limits if limits is not None else limits_for(kind)
         except ValueError as exc:
             raise ValidationError(str(exc), field="kind") from None
         validate_name(tenant, field="tenant")

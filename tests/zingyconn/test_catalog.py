@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from sandbox.errors import CompileError
-from sandbox.limits import Limits
 from zingyconn.catalog import Catalog
 from zingyconn.database import create_engine
 from zingyconn.errors import NotFoundError, ValidationError
+from zingyconn.kinds import limits_for
 
 
 class FakeClock:
@@ -47,7 +47,7 @@ def test_put_hook_round_trips_and_keeps_created_at_on_update(catalog: Catalog, c
 
     assert (hook.source, hook.verify_with, dict(hook.limits)) == ("return 2", None, {"wall_seconds": 3.0})
     assert (hook.created_at, hook.updated_at) == (1000.0, 2000.0)
-    assert hook.run_limits() == Limits.for_kind("webhook").replace(wall_seconds=3.0)
+    assert hook.run_limits() == limits_for("webhook").replace(wall_seconds=3.0)
     catalog.put_hook("acme", "a-first", "return 0")
     assert [h.name for h in catalog.list_hooks("acme")] == ["a-first", "sms"]
 

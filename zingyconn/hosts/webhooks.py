@@ -157,7 +157,7 @@ async def _run_once(
         await state.in_thread(state.replay.release, hook.tenant, hook.name, token)
         raise
     if transient:
-        # Our failure or Twilio's, not the snippet's (a crashed worker, the store or Twilio unreachable): let
+        # Our failure or Twilio's, not the snippet's (a crashed sandbox child, the store or Twilio unreachable): let
         # Twilio's retry run the hook again instead of replaying the failure. Its sends are in the send ledger.
         await state.in_thread(state.replay.release, hook.tenant, hook.name, token)
     else:

@@ -32,6 +32,7 @@ from zingyconn.config import Settings
 from zingyconn.database import create_engine, is_storage_fault
 from zingyconn.egress.ratelimit import Rate, RateLimiter
 from zingyconn.errors import NotFoundError, StorageUnavailableError, TaskQueueFullError, ValidationError, ZingyConnError
+from zingyconn.kinds import limits_for
 from zingyconn.tasks.backend import EmbeddedConsumer, consumer_options, create_huey
 from zingyconn.tasks.dispatcher import Dispatcher
 from zingyconn.tasks.retry import Backoff, is_transient
@@ -310,7 +311,7 @@ class TaskQueue:
             script: Script | None = self.catalog.get_script(record.tenant, record.script)
         except NotFoundError:
             script = None
-        limits = script.run_limits() if script is not None else Limits.for_kind("task")
+        limits = script.run_limits() if script is not None else limits_for("task")
         claimed = self.store.claim(task_id)
         if claimed is None:
             logger.info("Task %s is not claimable (duplicate delivery, or finished); skipped.", task_id)

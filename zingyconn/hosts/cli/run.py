@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, get_args
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
@@ -23,9 +23,10 @@ from sandbox.errors import (
     SnippetError,
     TimeLimitExceededError,
 )
-from sandbox.limits import Kind, Limits
+from sandbox.limits import Limits
 from sandbox.result import RunResult
 from zingyconn.hosts.cli.options import parse_json_input, parse_limit_pairs
+from zingyconn.kinds import KINDS, limits_for
 
 if TYPE_CHECKING:
     from zingyconn.runtime import Runtime
@@ -53,7 +54,7 @@ def limit_hint(error_type: str, limits: Limits) -> str:
 def _limits(kind: str, pairs: tuple[str, ...]) -> Limits:
     overrides = parse_limit_pairs(pairs)
     try:
-        return Limits.for_kind(kind).with_overrides(overrides)  # type: ignore[arg-type]  # click.Choice checked it
+        return limits_for(kind).with_overrides(overrides)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--limit") from None
 
@@ -103,7 +104,7 @@ def _print_readably(result: RunResult, limits: Limits) -> None:
 @click.option("--tenant", default="default", show_default=True, help="Whose connections the snippet may use.")
 @click.option("--event", "event_text", default=None, metavar="JSON|@FILE",
               help="The snippet's event (JSON, or @file; default {}).")  # fmt: skip
-@click.option("--kind", type=click.Choice(get_args(Kind)), default="console", show_default=True,
+@click.option("--kind", type=click.Choice(KINDS), default="console", show_default=True,
               help="Which default limits apply.")  # fmt: skip
 @click.option("--limit", "limit_pairs", multiple=True, metavar="NAME=VALUE",
               help="Override one limit, e.g. --limit output_bytes=4096 (repeatable).")  # fmt: skip

@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from sandbox.errors import CompileError
-from sandbox.limits import DEFAULT_LIMITS
 from zingyconn.egress.ratelimit import Rate
 from zingyconn.errors import NotFoundError, ValidationError, ZingyConnError
 from zingyconn.hosts.bodies import parse_json
 from zingyconn.hosts.console.outcome import Outcome, error_outcome, run_outcome
 from zingyconn.hosts.console.view import ConsoleState, audit, flash, page, render, state_of
+from zingyconn.kinds import DEFAULT_LIMITS
 
 #: Runs and saves (each compiles a snippet) one tenant may make in the runner per minute, shared by every server
 #: process. Threat: one tenant keeping the compile pool (and the sandbox) busy with distinct large snippets.
