@@ -24,7 +24,7 @@ from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
 from zingyconn.hosts.demo import DEMO_TENANT, seed
-from zingyconn.runtime import SNIPPET_ENVIRONMENT, Runtime, ZRunResult
+from zingyconn.runtime import SNIPPET_ENVIRONMENT, MaskedRunResult, Runtime
 from zingyconn.secrets.keyring import Keyring
 from zingyconn.secrets.masking import MASK
 from zingyconn.twilio.emulator import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, EmulatorState
@@ -73,7 +73,7 @@ class World:
     emulator: Emulator
     runtime: Runtime
 
-    def run(self, name: str, event: Any, *, kind: str = "task", **options: Any) -> ZRunResult:
+    def run(self, name: str, event: Any, *, kind: str = "task", **options: Any) -> MaskedRunResult:
         """Run examples/NAME.py as the demo tenant and return its (masked, recorded) result."""
         result = self.runtime.run(DEMO_TENANT, source(name), event=event, kind=kind, name=name, **options)
         assert result.ok, result.error

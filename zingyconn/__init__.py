@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from zingyconn.runtime import Runtime, ZRunResult
+    from zingyconn.runtime import MaskedRunResult, Runtime, ZRunResult
 
-__all__ = ["Runtime", "ZRunResult"]
+__all__ = ["MaskedRunResult", "Runtime", "ZRunResult"]
 
 
 def __getattr__(name: str) -> Any:

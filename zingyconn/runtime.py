@@ -6,12 +6,13 @@ Every host (CLI, webhooks, task worker, console) runs snippets through :meth:`Ru
 2. runs the snippet in a fresh sandbox child whose Twilio requests the session answers;
 3. masks every secret of the tenant (and any the snippet passed to ``twilio.Client``) in result, stdout, logs,
    errors and egress records;
-4. records the masked run in the history and returns it as a :class:`ZRunResult`.
+4. records the masked run in the history and returns it as a :class:`MaskedRunResult`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -28,7 +29,7 @@ from sandbox.result import RunError, RunResult
 from sandbox.supervisor import Sandbox
 from zingyconn.config import Settings
 from zingyconn.database import create_engine, read_only
-from zingyconn.egress.broker import EgressBroker
+from zingyconn.egress.broker import EgressBroker, EgressSession
 from zingyconn.egress.ledger import SendLedger
 from zingyconn.egress.protocol import OPERATIONS, Handler
 from zingyconn.egress.ratelimit import Rate, RateLimiter, rate_limiter_for
@@ -68,7 +69,7 @@ HostOp = Callable[[str, Any, str | None], Any]
 
 
 @dataclass(frozen=True, slots=True)
-class ZRunResult(RunResult):
+class MaskedRunResult(RunResult):
     """A :class:`~sandbox.result.RunResult` with secrets masked, the egress calls, and the stored run's id.
 
     Attributes:
@@ -80,6 +81,10 @@ class ZRunResult(RunResult):
     def to_json(self) -> dict[str, JSON]:
         """Return the result as ``zingyconn run --json`` prints it (with ``run_id``)."""
         return {**RunResult.to_json(self), "run_id": self.run_id}
+
+
+#: The former name of :class:`MaskedRunResult`, kept so that code written against it still imports.
+ZRunResult = MaskedRunResult
 
 
 class Runtime:
@@ -179,7 +184,7 @@ class Runtime:
         task_id: str | None = None,
         replay_of: str | None = None,
         stored_event: JSON = None,
-    ) -> ZRunResult:
+    ) -> MaskedRunResult:
         """Run *source* for *tenant* and return its masked result (also stored in the history when *record*).
 
         Args:
@@ -201,10 +206,7 @@ class Runtime:
         Raises:
             ValidationError: Bad tenant name or kind (nothing ran).
         """
-        try:
-            limits = limits if limits is not None else limits_for(kind)
-        except ValueError as exc:
-            raise ValidationError(str(exc), field="kind") from None
+        limits = _limits_of(kind, limits)
         validate_name(tenant, field="tenant")
         run_id, started_at = new_run_id(), time.time()
         session = self.broker.session(
@@ -213,51 +215,23 @@ class Runtime:
             deadline=self.broker.clock() + limits.wall_seconds,
             idempotency_key=idempotency_key,
         )
-        secrets: list[str] = []
-        loaded = False
-
-        def use(profiles: Mapping[str, TwilioProfile] | None) -> None:
-            nonlocal loaded
-            if profiles is not None:
-                session.preload(profiles)
-                secrets.extend(secret for profile in profiles.values() for secret in profile.secrets())
-            loaded = True
-
-        def load_profiles() -> None:
-            # Read while the child runs (on_started), before it can make a request: the read costs about as
-            # much as a short run, and the masking below needs the secrets anyway.
-            use(self._tenant_profiles(tenant))
-
-        context: dict[str, JSON] = {"kind": kind}
-        cached = self.store.cached_profiles(tenant, max_age_seconds=PROFILES_MAX_AGE_SECONDS)
-        if cached is not None:  # known before the order: the child gets the directory and asks for no name in it
-            use(cached)
-            context[DIRECTORY_CONTEXT_KEY] = {
-                name: {"username": profile.username, "account_sid": profile.account_sid}
-                for name, profile in cached.items()
-            }
-        on_request = self._request_handler(tenant, session.request, idempotency_key)
+        connections = _RunConnections(
+            self.store.cached_profiles(tenant, max_age_seconds=PROFILES_MAX_AGE_SECONDS),
+            functools.partial(self._tenant_profiles, tenant),
+            session,
+        )
         raw = self.sandbox.run(
             source,
             event=event,
             limits=limits,
-            context=context,
-            on_request=on_request,
-            on_started=None if loaded else load_profiles,
+            context=connections.context(kind),
+            on_request=self._request_handler(tenant, session.request, idempotency_key),
+            on_started=None if connections.loaded else connections.load,
         )
-        if not loaded:  # no child started (a compile error, say): the error text is masked all the same
-            load_profiles()
-        masker = Masker([*secrets, *session.secrets])
-        result = ZRunResult(
-            ok=raw.ok,
-            value=masker.mask(raw.value),
-            stdout=masker.mask_text(raw.stdout),
-            logs=tuple(masker.mask(list(raw.logs))),
-            error=_mask_error(raw.error, masker),
-            duration_ms=raw.duration_ms,
-            egress=tuple(masker.mask(session.egress())),
-            run_id=run_id,
-        )
+        if not connections.loaded:  # no child started (a compile error, say): the error text is masked all the same
+            connections.load()
+        masker = connections.masker()
+        result = _masked_result(raw, masker, egress=session.egress(), run_id=run_id)
         if record:
             self.history.record(
                 run_id=run_id,
@@ -424,6 +398,76 @@ class Runtime:
         except ZingyConnError as exc:  # an undecryptable record: the session then reads connections one by one
             _LOGGER.error("Connections of tenant %r could not all be read: %s", tenant, exc)
             return None
+
+
+class _RunConnections:
+    """The tenant's connections during one run: preloaded into its egress session, their secrets kept for masking.
+
+    They are read once per run: *cached* ones before the child gets its order (the child then gets the directory of
+    names and asks for none of them), or else by *read* while the child starts, before it can make a request.
+    """
+
+    def __init__(
+        self,
+        cached: Mapping[str, TwilioProfile] | None,
+        read: Callable[[], Mapping[str, TwilioProfile] | None],
+        session: EgressSession,
+    ) -> None:
+        self._read = read
+        self._session = session
+        self._secrets: list[str] = []
+        self._cached = cached
+        self.loaded = False
+        if self._cached is not None:
+            self._use(self._cached)
+
+    def context(self, kind: str) -> dict[str, JSON]:
+        """Return the run's context for the child: its kind, and the connection directory when already known."""
+        context: dict[str, JSON] = {"kind": kind}
+        if self._cached is not None:
+            context[DIRECTORY_CONTEXT_KEY] = {
+                name: {"username": profile.username, "account_sid": profile.account_sid}
+                for name, profile in self._cached.items()
+            }
+        return context
+
+    def load(self) -> None:
+        """Read the tenant's connections (the sandbox calls this once the child started)."""
+        # Read while the child runs (on_started), before it can make a request: the read costs about as much as a
+        # short run, and the masking needs the secrets anyway.
+        self._use(self._read())
+
+    def masker(self) -> Masker:
+        """Return the masker of every secret the run could have seen: its tenant's and those the snippet passed."""
+        return Masker([*self._secrets, *self._session.secrets])
+
+    def _use(self, profiles: Mapping[str, TwilioProfile] | None) -> None:
+        if profiles is not None:
+            self._session.preload(profiles)
+            self._secrets.extend(secret for profile in profiles.values() for secret in profile.secrets())
+        self.loaded = True
+
+
+def _limits_of(kind: str, limits: Limits | None) -> Limits:
+    """Return *limits*, or the default limits of *kind* (a bad kind is the caller's ValidationError)."""
+    try:
+        return limits if limits is not None else limits_for(kind)
+    except ValueError as exc:
+        raise ValidationError(str(exc), field="kind") from None
+
+
+def _masked_result(raw: RunResult, masker: Masker, *, egress: list[dict[str, Any]], run_id: str) -> MaskedRunResult:
+    """Return the sandbox's *raw* result with every secret masked in its value, output, logs, error and egress."""
+    return MaskedRunResult(
+        ok=raw.ok,
+        value=masker.mask(raw.value),
+        stdout=masker.mask_text(raw.stdout),
+        logs=tuple(masker.mask(list(raw.logs))),
+        error=_mask_error(raw.error, masker),
+        duration_ms=raw.duration_ms,
+        egress=tuple(masker.mask(egress)),
+        run_id=run_id,
+    )
 
 
 def _redacts_body(inputs: Mapping[str, Any] | None) -> bool:

@@ -46,7 +46,7 @@ from zingyconn.egress.broker import EgressBroker
 from zingyconn.egress.policy import SCRUBBED, UrlPolicy
 from zingyconn.egress.protocol import OP_ENQUEUE, OP_HTTP
 from zingyconn.egress.ratelimit import Rate, SqlRateLimiter
-from zingyconn.runtime import Runtime, ZRunResult
+from zingyconn.runtime import MaskedRunResult, Runtime
 from zingyconn.secrets.masking import Masker
 from zingyconn.tasks.queue import TaskQueue
 from zingyconn.twilio.billing import TWILIO_WRITES
@@ -79,7 +79,7 @@ def broken_wall() -> Iterator[Sandbox]:
         yield running
 
 
-def run(runtime: Runtime, source: str, **kwargs: Any) -> ZRunResult:
+def run(runtime: Runtime, source: str, **kwargs: Any) -> MaskedRunResult:
     """Run *source* as tenant acme and check no secret shows up, not even masked-out in a transformed form."""
     result = runtime.run("acme", source, limits=kwargs.pop("limits", LIMITS), **kwargs)
     text = json.dumps(result.to_json())
@@ -89,7 +89,7 @@ def run(runtime: Runtime, source: str, **kwargs: Any) -> ZRunResult:
     return result
 
 
-def error_of(result: ZRunResult) -> tuple[str, str | None, str]:
+def error_of(result: MaskedRunResult) -> tuple[str, str | None, str]:
     assert result.error is not None, f"expected a failure, got {result.value!r}"
     return result.error.type, result.error.exception, result.error.message
 

@@ -4,8 +4,9 @@ Every record is sealed by the :class:`~zingyconn.secrets.keyring.Keyring` with A
 revision), so a record copied to another row does not open, and neither does an older record restored over a newer
 revision (a backup's, or one an attacker with write access kept: a rotated-away Auth Token coming back to life).
 Each write reads the row's revision under the write lock, seals for the next one and stores both in the same
-transaction; key rotation re-seals one record per transaction with a compare-and-swap on ``revision``, so it runs
-online next to writers and can be interrupted at any point and simply run again.
+transaction; key rotation (:mod:`zingyconn.secrets.rotation`) re-seals one record per transaction with a
+compare-and-swap on ``revision`` (:meth:`ConnectionStore.reseal`), so it runs online next to writers and can be
+interrupted at any point and simply run again.
 
 Records sealed before the revision was bound (``seal_version`` 1, the AAD of (tenant, name, type) only) still
 open; each is re-sealed bound to its revision the first time it is read or written, or by ``keys rotate``. What
@@ -18,20 +19,23 @@ from __future__ import annotations
 import builtins
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from zingyconn.config import Settings
 from zingyconn.database import create_engine, read_only, upsert_insert
-from zingyconn.errors import ConnectionNotFoundError, DecryptionError, KeyringError, ZingyConnError
+from zingyconn.errors import ConnectionNotFoundError, DecryptionError, ZingyConnError
 from zingyconn.names import validate_name
 from zingyconn.schema import connections
-from zingyconn.secrets.keyring import Keyring, record_key_id
+from zingyconn.secrets.keyring import Keyring
 from zingyconn.twilio.profile import CONNECTION_TYPE, TwilioProfile
+
+if TYPE_CHECKING:
+    from zingyconn.secrets.rotation import RotationProgress, RotationReport
 
 # Bumped if the AAD layout ever changes, so old and new bindings can never be confused.
 AAD_LABEL: Final = "zingyconn.connection/2"
@@ -42,13 +46,8 @@ SEAL_VERSION: Final = 2
 LEGACY_SEAL_VERSION: Final = 1
 #: Tries of one put when another process inserts the same new connection at the same moment.
 PUT_ATTEMPTS: Final = 5
-# Rows read per query while rotating or verifying: bounded memory whatever the number of records.
-BATCH_SIZE: Final = 500
 # Re-tries of one record's compare-and-swap when a concurrent writer keeps changing it during rotation.
 CAS_ATTEMPTS: Final = 5
-
-#: ``progress(stage, done, total)``, called after each record; stage is ``"reseal"`` or ``"verify"``.
-RotationProgress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,25 +75,6 @@ class ConnectionSummary:
     revision: int
     created_at: float
     updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class RotationReport:
-    """The outcome of :meth:`ConnectionStore.rotate`.
-
-    Attributes:
-        primary_key_id: The key every record should now be sealed with.
-        resealed: Records re-sealed by this run.
-        verified: Records that decrypted in the verification pass.
-        failed: ``(tenant, name)`` of records that did not decrypt (damaged, or sealed with a missing key).
-        key_usage: Number of records per key id after the run.
-    """
-
-    primary_key_id: str
-    resealed: int
-    verified: int
-    failed: tuple[tuple[str, str], ...]
-    key_usage: dict[str, int]
 
 
 def _aad(tenant: str, name: str, type_: str, revision: int) -> bytes:
@@ -126,6 +106,11 @@ class ConnectionStore:
         # process for the runs that use them; the cache keeps them no longer than its callers' max age.
         self._profiles_cache: dict[str, tuple[float, dict[str, TwilioProfile]]] = {}
 
+    @property
+    def engine(self) -> Engine:
+        """The database engine the records live in."""
+        return self._engine
+
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionStore:
         """Open the store and keyring that *settings* describe (creating the embedded defaults on first use)."""
@@ -141,7 +126,7 @@ class ConnectionStore:
         validate_name(tenant, field="tenant")
         validate_name(name, field="name")
         profile.validate()
-        keyring = self._current_keyring()
+        keyring = self.current_keyring()
         plaintext = json.dumps(profile.to_json()).encode()
         summary = {"account_sid": profile.masked()["account_sid"], "api_key": profile.masked()["api_key"]}
         insert = upsert_insert(self._engine)
@@ -194,7 +179,7 @@ class ConnectionStore:
             row = conn.execute(sa.select(*_SEALED).where(*self._key(tenant, name))).first()
         if row is None:
             raise ConnectionNotFoundError(f"Tenant {tenant!r} has no connection named {name!r}.")
-        return self._open(tenant, name, row)
+        return self.open_row(tenant, name, row)
 
     def describe(self, tenant: str, name: str) -> ConnectionSummary:
         """Return the summary of one connection, without decrypting it."""
@@ -241,7 +226,7 @@ class ConnectionStore:
             return cached
         with self._reader.connect() as conn:
             rows = conn.execute(sa.select(connections.c.name, *_SEALED).where(connections.c.tenant == tenant)).all()
-        found = {row.name: self._open(tenant, row.name, row) for row in rows}
+        found = {row.name: self.open_row(tenant, row.name, row) for row in rows}
         if max_age_seconds > 0:
             if len(self._profiles_cache) >= PROFILES_CACHE_TENANTS:
                 self._profiles_cache.clear()  # simpler than LRU, and a cleared entry costs one read
@@ -255,52 +240,30 @@ class ConnectionStore:
             return dict(cached[1])
         return None
 
+    # Key rotation lives in zingyconn.secrets.rotation; these three keep the store's callers working.
     def key_usage(self) -> dict[str, int]:
-        """Return how many records each key id seals."""
-        with self._reader.connect() as conn:
-            rows = conn.execute(sa.select(connections.c.key_id, sa.func.count()).group_by(connections.c.key_id)).all()
-        return {str(key_id): int(count) for key_id, count in rows}
+        """Return how many records each key id seals (:meth:`KeyRotation.key_usage`)."""
+        from zingyconn.secrets.rotation import KeyRotation
+
+        return KeyRotation(self).key_usage()
 
     def rotate(self, *, progress: RotationProgress | None = None) -> RotationReport:
-        """Re-seal every record under the primary key, then check that every record decrypts.
+        """Re-seal every record under the primary key, then verify (:meth:`KeyRotation.rotate`)."""
+        from zingyconn.secrets.rotation import KeyRotation
 
-        Each record is re-sealed in its own transaction with a compare-and-swap on ``revision``; an interrupted
-        rotation leaves every record sealed under either the old or the new key (both open), and a second run
-        only touches the records still under an old key.
-        """
-        primary = self._current_keyring().primary_key_id
-        pending = sa.or_(connections.c.key_id != primary, connections.c.seal_version != SEAL_VERSION)
-        with self._reader.connect() as conn:
-            total = int(conn.execute(sa.select(sa.func.count()).where(pending)).scalar_one())
-        done, failed = 0, set()
-        for row in self._rows_where(pending):
-            if not self._reseal(row.tenant, row.name):
-                failed.add((row.tenant, row.name))
-            done += 1
-            if progress is not None:
-                progress("reseal", done, total)
-        verified = self._verify(failed, progress)
-        return RotationReport(primary, done - len(failed), verified, tuple(sorted(failed)), self.key_usage())
+        return KeyRotation(self).rotate(progress=progress)
 
     def retire(self, key_id: str) -> Keyring:
-        """Remove *key_id* from the keyring (and its key file) once no record is sealed with it.
+        """Remove *key_id* from the keyring once no record is sealed with it (:meth:`KeyRotation.retire`)."""
+        from zingyconn.secrets.rotation import KeyRotation
 
-        Raises:
-            KeyringError: Unknown key, the primary key, or records still sealed with it.
+        return KeyRotation(self).retire(key_id)
+
+    def reseal(self, tenant: str, name: str) -> bool:
+        """Re-seal one record under the primary key, bound to its next revision (compare-and-swap on revision).
+
+        Returns False when the record does not open, or concurrent writers kept changing it.
         """
-        remaining = self.keyring.without_key(key_id)
-        in_use = self.key_usage().get(key_id, 0)
-        if in_use:
-            raise KeyringError(
-                f"Key {key_id!r} still seals {in_use} connection record(s); run `zingyconn keys rotate` first."
-            )
-        if remaining.path is not None:
-            remaining.save()
-        self.keyring = remaining
-        return remaining
-
-    def _reseal(self, tenant: str, name: str) -> bool:
-        """Re-seal one record under the primary key, bound to its next revision (compare-and-swap on revision)."""
         primary = self.keyring.primary_key_id
         for _ in range(CAS_ATTEMPTS):
             with self._engine.begin() as conn:
@@ -324,54 +287,12 @@ class ConnectionStore:
                     return True
         return False
 
-    def _verify(self, failed: set[tuple[str, str]], progress: RotationProgress | None) -> int:
-        with self._reader.connect() as conn:
-            total = int(conn.execute(sa.select(sa.func.count()).select_from(connections)).scalar_one())
-        verified = 0
-        for done, row in enumerate(self._rows_where(sa.true()), start=1):
-            try:
-                self._open(row.tenant, row.name, row, upgrade=False)
-                if record_key_id(row.record) == row.key_id:  # the key_id column drives `retire`: it must not lie
-                    verified += 1
-                else:
-                    failed.add((row.tenant, row.name))
-            except DecryptionError:
-                failed.add((row.tenant, row.name))
-            if progress is not None:
-                progress("verify", done, total)
-        return verified
-
-    # Rows are typed Any: SQLAlchemy 2.0 and 2.1 spell the generic Row type differently.
-    def _rows_where(self, condition: sa.ColumnElement[bool]) -> Iterator[Any]:
-        """Yield matching rows in key order, one bounded batch per query (keyset paging)."""
-        after = ("", "")
-        while True:
-            with self._reader.connect() as conn:
-                rows = conn.execute(
-                    sa.select(
-                        connections.c.tenant,
-                        connections.c.name,
-                        connections.c.type,
-                        connections.c.key_id,
-                        connections.c.record,
-                        connections.c.revision,
-                        connections.c.seal_version,
-                    )
-                    .where(condition, sa.tuple_(connections.c.tenant, connections.c.name) > after)
-                    .order_by(connections.c.tenant, connections.c.name)
-                    .limit(BATCH_SIZE)
-                ).all()
-            if not rows:
-                return
-            yield from rows
-            after = (rows[-1].tenant, rows[-1].name)
-
-    def _current_keyring(self) -> Keyring:
+    def current_keyring(self) -> Keyring:
         """Pick up a changed key file (``keys new|rotate|retire`` run by another process) before sealing."""
         self.keyring = self.keyring.reloaded()
         return self.keyring
 
-    def _open(self, tenant: str, name: str, row: Any, *, upgrade: bool = True) -> TwilioProfile:
+    def open_row(self, tenant: str, name: str, row: Any, *, upgrade: bool = True) -> TwilioProfile:
         """Decrypt *row* (``type``, ``record``, ``revision``, ``seal_version``) of connection *name* of *tenant*.
 
         A record of the old binding (``seal_version`` 1) is re-sealed bound to its revision at once when *upgrade*.
@@ -382,12 +303,12 @@ class ConnectionStore:
         except DecryptionError:
             # Sealed with a key added to the key file after this process read it (another process ran `keys new`
             # and `keys rotate`): re-read the file once. A damaged record fails again, with the same opaque error.
-            fresh = self._current_keyring()
+            fresh = self.current_keyring()
             if fresh is keyring:
                 raise
             plaintext = fresh.unseal(row.record, aad=aad, what=what)
         if upgrade and row.seal_version != SEAL_VERSION:
-            self._reseal(tenant, name)
+            self.reseal(tenant, name)
         data: dict[str, Any] = json.loads(plaintext)
         return TwilioProfile.from_json(data)
 

@@ -15,6 +15,7 @@ from zingyconn.config import Settings
 from zingyconn.errors import DecryptionError
 from zingyconn.hosts.cli.options import echo_created, echo_json, json_option
 from zingyconn.secrets.keyring import ENV_VARIABLE, KEY_FILE_NAME, Keyring, generate_key
+from zingyconn.secrets.rotation import KeyRotation
 from zingyconn.secrets.store import ConnectionStore
 
 _STAGES = {"reseal": "Re-sealing records", "verify": "Verifying records"}
@@ -30,7 +31,7 @@ def keys() -> None:
 def list_(as_json: bool) -> None:
     """Show the key ids (primary first), where they live, and how many records each seals."""
     store = ConnectionStore.from_settings(Settings.from_env())
-    usage = store.key_usage()
+    usage = KeyRotation(store).key_usage()
     if as_json:
         primary = store.keyring.primary_key_id
         listed = [
@@ -98,7 +99,7 @@ def rotate() -> None:
                 tasks[stage] = bar.add_task(_STAGES[stage], total=total)
             bar.update(tasks[stage], completed=done)
 
-        report = store.rotate(progress=progress)
+        report = KeyRotation(store).rotate(progress=progress)
     primary = report.primary_key_id
     click.echo(f"Re-sealed {report.resealed} record(s) under key {primary!r}; {report.verified} record(s) verified.")
     if report.failed:
@@ -122,7 +123,7 @@ def rotate() -> None:
 def retire(key_id: str) -> None:
     """Remove KEY_ID from the keyring, refusing while any record is still sealed with it."""
     store = ConnectionStore.from_settings(Settings.from_env())
-    keyring = store.retire(key_id)
+    keyring = KeyRotation(store).retire(key_id)
     if keyring.path is not None:
         click.echo(f"Retired key {key_id!r}: removed it from {keyring.path}. Keys left: {', '.join(keyring.key_ids)}.")
     else:

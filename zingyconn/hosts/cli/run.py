@@ -3,7 +3,7 @@
 The run goes through :class:`zingyconn.runtime.Runtime` (configured from ``ZINGYCONN_*``): a fresh sandbox child,
 ``zingyConn.twilio(name)`` bound to ``--tenant``'s connections, Twilio requests through the egress broker (to the
 emulator when ``ZINGYCONN_TWILIO_BASE_URL`` is set), secrets masked, the run recorded in the history.
-``--json`` prints :meth:`ZRunResult.to_json`; otherwise the result value is printed as JSON, the snippet's stdout
+``--json`` prints :meth:`MaskedRunResult.to_json`; otherwise the result value is printed as JSON, the snippet's stdout
 and logs as they came, and errors readably. Exit codes: 0 ok, 1 the run failed, 2 bad usage.
 """
 
