@@ -14,7 +14,7 @@ Measures, in one process on one machine:
 - zygote RSS and per-child USS (unique memory of a warmed spare child);
 - precision of the wall-clock limit: ``while True: pass`` with ``wall_seconds=1``.
 
-Targets (issue 3): p50 <= 1 ms, p99 <= 5 ms, >= 500 runs/s with 2 callers, >= 100x faster than spawn at p50, the
+Targets: p50 <= 1 ms, p99 <= 5 ms, >= 500 runs/s with 2 callers, >= 100x faster than spawn at p50, the
 time limit reported within 1.2 s.
 """
 

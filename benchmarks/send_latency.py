@@ -13,7 +13,7 @@ Three ways to send the same message are timed, end to end as their caller sees t
   a fresh sandbox child, the channel round trips, the broker, masking and the run-history insert;
 - ``floor``: ``Runtime.run`` of ``return 1`` (sandbox child + masking + history insert, no Twilio), for attribution.
 
-Target (issue 6): snippet p50 <= 5 ms. The report gives the snippet/plain p50 ratio (the cost of the walls).
+Target: snippet p50 <= 5 ms. The report gives the snippet/plain p50 ratio (the cost of the walls).
 """
 
 from __future__ import annotations

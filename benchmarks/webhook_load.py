@@ -7,7 +7,7 @@ Usage::
 Both servers run as separate processes on 127.0.0.1 with the same uvicorn settings; the load generator is an
 asyncio loop of keep-alive HTTP/1.1 connections (one per concurrent client) in this process. Every response is
 checked (status 200, ``text/xml``, the reply for *this* request's body), so a fast wrong answer counts as an error.
-Targets (issue 8): >= 400 req/s, p99 <= 25 ms, zero errors for the hook, at concurrency 16 for 20 s.
+Targets: >= 400 req/s, p99 <= 25 ms, zero errors for the hook, at concurrency 16 for 20 s.
 """
 
 from __future__ import annotations

@@ -19,12 +19,11 @@ import socket
 import struct
 import time
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
+from sandbox.environment import JSON
 from sandbox.errors import EgressDeniedError, QuotaExceededError
 from sandbox.phase import PhaseMarker
-
-JSON = Any
 
 _HEADER: Final = struct.Struct("!I")
 

@@ -29,7 +29,7 @@ __all__ = [
 MAX_SOURCE_BYTES: Final = 256 * 1024
 
 #: Threat: RestrictedPython's recursive transformer raises RecursionError on deep ASTs (a 6000-term ``1+1+...``
-#: expression crashes ``compile_restricted_exec``; sandbox-lessons §3). Real code stays far below this depth.
+#: expression crashes ``compile_restricted_exec``). Real code stays far below this depth.
 MAX_AST_DEPTH: Final = 100
 
 #: Threat: a small source that expands into a huge AST (and a slow transform) is cut off here.

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+#: JSON values as they cross the channel (dicts, lists, str, int, float, bool, None): the one spelling of the type
+#: in both packages (every other module imports it from here).
 JSON = Any
 
 

@@ -17,6 +17,14 @@ host code catches. The tree::
     │   └── QuotaExceededError          # per-run request cap or per-tenant rate limit
     └── WorkerCrashedError              # our bug or the machine, never the user's
 
+The channel between host and child (``sandbox.channel``) fails with the standard library's kinds, which the
+supervisor turns into the classes above::
+
+    ConnectionError
+    └── ChannelClosedError              # the other end closed the channel (for the host: the child died)
+    ValueError
+    └── FrameTooLargeError              # a frame announces more bytes than the reader accepts
+
 Inside a snippet, guards raise ordinary Python exceptions (``AttributeError``, ``ImportError``, ``TypeError``)
 that the snippet may catch; ``EgressDeniedError`` and ``QuotaExceededError`` are also raised inside the snippet
 (they are ``Exception`` subclasses) so a snippet can handle a refused call.

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from sandbox.builtins import GUARDED_TYPES, SAFE_BUILTINS, make_builtins, unavailable_message
 from sandbox.compiler import ENTRY_POINT, SNIPPET_FILENAME, CompiledSnippet, compile_snippet
-from sandbox.environment import Environment
+from sandbox.environment import JSON, Environment
 from sandbox.errors import (
     CompileError,
     InvalidResultTextError,
@@ -47,7 +47,7 @@ from sandbox.imports import Importer
 from sandbox.limits import Limits
 from sandbox.output import RunOutput, SnippetLog, to_json_value
 from sandbox.phase import PhaseMarker
-from sandbox.result import JSON, RunError, RunResult
+from sandbox.result import RunError, RunResult
 from sandbox.stdlib import RunGuards
 
 __all__ = ["build_globals", "execute", "run_source"]

@@ -51,7 +51,7 @@ _per_child_ids = False
 
 ACTIVE: Final = "active"
 
-_logger = logging.getLogger("sandbox.hardening")
+_LOGGER: Final = logging.getLogger(__name__)
 _reported: set[tuple[str, str]] = set()
 
 try:
@@ -187,4 +187,4 @@ def report_once(report: Mapping[str, str]) -> None:
     for step, state in report.items():
         if not state.startswith(ACTIVE) and (step, state) not in _reported:
             _reported.add((step, state))
-            _logger.warning("Sandbox hardening step %r is %s.", step, state)
+            _LOGGER.warning("Sandbox hardening step %r is %s.", step, state)

@@ -11,9 +11,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from sandbox.environment import JSON
 from sandbox.errors import InvalidResultTextError, OutputLimitExceededError
-
-JSON = Any
 
 #: Threat: a result nested this deep is a cycle or an attack on the converter's recursion; real results are shallow.
 MAX_RESULT_DEPTH: Final = 64

@@ -25,7 +25,7 @@ from sandbox.errors import WorkerCrashedError
 from sandbox.hardening import report_once
 from sandbox.protocol import CONTROL_BYTES, send_control
 
-_logger = logging.getLogger("sandbox.pool")
+_LOGGER: Final = logging.getLogger(__name__)
 
 #: How long the zygote may take to import everything and report ready.
 START_SECONDS: Final = 120.0
@@ -247,7 +247,7 @@ class ZygoteProcess:
                     exited.exited.set()
             elif report["t"] == "fork_failed":
                 self._pending -= 1
-                _logger.warning("The sandbox zygote could not fork a child: %s", report["message"])
+                _LOGGER.warning("The sandbox zygote could not fork a child: %s", report["message"])
 
     def close(self) -> None:
         """Stop the zygote (EOF on its control socket); the kernel kills its children with it."""

@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox.environment import JSON
 from sandbox.errors import ERRORS_BY_NAME, CompileError, SandboxError, SnippetError
-
-#: JSON values as they cross the channel (dicts, lists, str, int, float, bool, None).
-JSON = Any
-
 
 #: A :mod:`sandbox.errors` class (spelled here because ``RunError.type``, a field, shadows ``type`` in its body).
 ErrorClass = type[SandboxError]

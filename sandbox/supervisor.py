@@ -33,6 +33,7 @@ from sandbox.channel import (
     recv_body,
 )
 from sandbox.compiler import CompiledSnippet, compile_snippet
+from sandbox.environment import JSON
 from sandbox.errors import (
     CompileError,
     EgressDeniedError,
@@ -50,10 +51,9 @@ from sandbox.pool import ChildProcess, ZygoteProcess
 from sandbox.protocol import result_frame_bytes
 from sandbox.result import RunError, RunResult
 
-JSON = Any
 RequestHandler = Callable[[str, JSON], JSON]
 
-_logger = logging.getLogger("sandbox.supervisor")
+_LOGGER: Final = logging.getLogger(__name__)
 
 #: How long the host waits for the zygote's exit report of a child whose channel closed early.
 _EXIT_REPORT_SECONDS: Final = 5.0
@@ -189,7 +189,7 @@ class Sandbox:
         with self._lock:
             if self._zygote is None or not self._zygote.alive:
                 if self._zygote is not None:
-                    _logger.warning("The sandbox zygote (pid %d) died; starting a new one.", self._zygote.pid)
+                    _LOGGER.warning("The sandbox zygote (pid %d) died; starting a new one.", self._zygote.pid)
                     self._zygote.close()
                 self._zygote = ZygoteProcess.start(
                     environment=self._environment, spare_children=self._spare_children, hardening=self._hardening
@@ -330,7 +330,7 @@ class Sandbox:
         except (EgressDeniedError, QuotaExceededError) as error:
             return encode_frame({"t": "answer", "error": {"type": type(error).__name__, "message": str(error)}})
         except Exception:
-            _logger.exception("The request handler failed on request %r.", op)
+            _LOGGER.exception("The request handler failed on request %r.", op)
             message = f"The host could not answer the {op!r} request."
             return encode_frame({"t": "answer", "error": {"type": EgressDeniedError.__name__, "message": message}})
 

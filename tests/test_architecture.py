@@ -140,6 +140,72 @@ def test_package_docstring_agrees_with_the_layers(package: str) -> None:
     assert not named & MAY_IMPORT[package]
 
 
+def _tree_of(path: Path) -> Path:
+    """Return the ``errors.py`` that draws the error tree of *path*: the nearest one in its package or above it."""
+    for folder in path.parents:
+        if (folder / "errors.py").exists():
+            return folder / "errors.py"
+    raise AssertionError(f"{path} is in no package with an errors.py")
+
+
+@pytest.mark.parametrize("path", PROJECT_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_error_class_is_drawn_in_its_package_tree(path: Path) -> None:
+    """Every ``*Error`` class appears in the tree drawn by the docstring of its package's ``errors.py``."""
+    classes = [
+        node.name
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+        # An exception class has a base; ``RunError`` (an error as data on a run result) has none.
+        if isinstance(node, ast.ClassDef) and node.name.endswith("Error") and node.bases
+    ]
+    tree = _tree_of(path)
+    drawn = ast.get_docstring(ast.parse(tree.read_text())) or ""
+    missing = [name for name in classes if not re.search(rf"^ *[│├└─ ]*{name}\b", drawn, re.MULTILINE)]
+    assert not missing, f"not drawn in the tree of {tree.relative_to(ROOT)}: {missing}"
+
+
+def test_the_json_alias_is_defined_once() -> None:
+    """``JSON = Any`` is spelled in one module (sandbox.environment); every other module imports it."""
+    definitions = [
+        str(path.relative_to(ROOT))
+        for path in PROJECT_MODULES
+        if re.search(r"^JSON(: TypeAlias)? = ", path.read_text(), re.MULTILINE)
+    ]
+    assert definitions == ["sandbox/environment.py"]
+
+
+#: Loggers named other than by their module: streams that readers filter on by name.
+NAMED_LOGGERS: Final = {"zingyconn.access"}
+
+
+@pytest.mark.parametrize("path", PROJECT_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_loggers_are_named_by_their_module(path: Path) -> None:
+    """A module's logger is ``_LOGGER: Final = logging.getLogger(__name__)`` (one spelling), or a named stream."""
+    if path.name == "logs.py" and path.parent.name == "hosts":
+        return  # the log stream's configuration names the libraries' loggers it routes
+    source = path.read_text()
+    calls = re.findall(r"logging\.getLogger\(([^)]*)\)", source)
+    assert all(arg == "__name__" or arg.strip('"') in NAMED_LOGGERS for arg in calls), calls
+    assigned = re.findall(r"^(\w+)(?:: Final)? = logging\.getLogger\(__name__\)$", source, re.MULTILINE)
+    assert all(name == "_LOGGER" for name in assigned), assigned
+
+
+#: What points at a document that is not in the repository: the project's own issue numbers, design notes, research
+#: sections. (An upstream project's issue is named with its project: "RestrictedPython ... its issue #335".)
+DANGLING_REFERENCE: Final = re.compile(r"\bissue \d+|\bDESIGN\.md|sandbox-lessons|research §|§ ?\d", re.IGNORECASE)
+
+
+def test_nothing_points_outside_the_repository() -> None:
+    """No module, page or setting refers to a design document, research note or issue number it does not hold."""
+    texts = [p for tree in PROJECT_TREES for p in (ROOT / tree).rglob("*.py") if p != Path(__file__)]
+    texts += [*(ROOT / "docs").glob("*.md"), ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "pyproject.toml"]
+    found = [
+        f"{path.relative_to(ROOT)}: {match.group(0)}"
+        for path in texts
+        for match in DANGLING_REFERENCE.finditer(path.read_text(encoding="utf-8"))
+    ]
+    assert not found
+
+
 def _imported_modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     names: set[str] = set()

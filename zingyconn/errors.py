@@ -19,6 +19,26 @@ The tree::
     ├── TwilioError (.status, .code, .more_info)   # what the Twilio API answered (HTTP 502)
     └── TwilioUnreachableError           # no answer from the Twilio API (connection refused, time-out; HTTP 503)
 
+Classes kept beside the one module that raises them are part of the same tree::
+
+    ZingyConnError
+    ├── ValidationError
+    │   └── TaskExistsError              # zingyconn.tasks.store: a task id is taken (a cron minute already fired)
+    ├── SignatureError                   # zingyconn.hosts.signature: a webhook signature is missing or wrong (403)
+    ├── PayloadTooLargeError             # zingyconn.hosts.middleware: a request body over the cap (413)
+    ├── TooManyRequestsError             # zingyconn.hosts.middleware: a tenant's requests in flight (429)
+    ├── UnauthorizedError                # zingyconn.hosts.api: no valid Bearer token (401)
+    └── ServerStoppedError               # zingyconn.hosts.cli.demo: one of the demo's servers stopped
+
+    sandbox.errors.EgressDeniedError     # what a snippet sees of a refused or failed request
+    ├── RequestFailedError               # zingyconn.egress.transport: no answer; the request never left
+    │   ├── OutcomeUnknownError          # zingyconn.egress.transport: it may have arrived, no answer came
+    │   └── ReconcileError               # zingyconn.egress.broker: an earlier attempt of a send cannot be checked
+    └── PlatformFaultError               # zingyconn.egress.broker: the platform's storage failed; nothing was sent
+
+    OSError
+    └── PortInUseError                   # zingyconn.hosts.cli.listening: a server's port is taken (exit 3)
+
 Sandbox failures (compile errors, limits, crashes) are :mod:`sandbox.errors` classes and reach callers as data on
 the run result. Errors are turned into exit codes and HTTP shapes only at the edges (``zingyconn.hosts``).
 """

@@ -56,7 +56,7 @@ _RECORDED_COLUMNS: Final = (
 #: The fields whose size counts, and is capped.
 _PAYLOAD_FIELDS: Final = ("event", "result", "stdout", "logs", "error", "egress", "source")
 
-_LOGGER: Final = logging.getLogger("zingyconn.history")
+_LOGGER: Final = logging.getLogger(__name__)
 
 
 #: What a field nested too deep to serialise is stored as.

@@ -27,7 +27,7 @@ LEASE_SECONDS: Final = 10.0
 #: How often the keeper renews: several renewals per lease, so one slow database round trip loses nothing.
 RENEW_EVERY_SECONDS: Final = 2.0
 
-_LOGGER: Final = logging.getLogger("zingyconn.leases")
+_LOGGER: Final = logging.getLogger(__name__)
 
 #: Renews the leases one store holds: called with the new ``lease_until``.
 Renewer = Callable[[float], None]

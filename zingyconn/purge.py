@@ -50,7 +50,7 @@ FINISHED_TASK_STATES: Final = ("succeeded", "failed")
 #: The tables purged, in this order, as named in reports.
 TABLES: Final = ("runs", "webhook_responses", "sent_messages", "tasks")
 
-_LOGGER: Final = logging.getLogger("zingyconn.purge")
+_LOGGER: Final = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ PROFILES_MAX_AGE_SECONDS: Final = 1.0
 #: HTTP requests one connection command may make (listMessages with limit 1000 needs 10 pages of 100).
 COMMAND_MAX_REQUESTS: Final = 20
 
-_LOGGER: Final = logging.getLogger("zingyconn.runtime")
+_LOGGER: Final = logging.getLogger(__name__)
 
 #: A host operation beyond Twilio egress (raise EgressDeniedError to refuse), called with the run's tenant, the
 #: snippet's payload and the call's idempotency key: the run's key, the operation and how many times the run called

@@ -111,7 +111,7 @@ MAX_TOO_MANY_RETRIES: Final = 3
 #: Time a run must have left after a wait to still make its request.
 MIN_REQUEST_SECONDS: Final = 1.0
 
-_LOGGER: Final = logging.getLogger("zingyconn.egress.broker")
+_LOGGER: Final = logging.getLogger(__name__)
 
 
 class EgressBroker:

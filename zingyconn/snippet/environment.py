@@ -68,7 +68,7 @@ def _async_names(*classes: type) -> set[str]:
     return {name for name in _public(*classes) if name.endswith("_async") or "_async" in name}
 
 
-# Threat: the twilio objects carry the transport and the credentials in public attributes (research §8):
+# Threat: the twilio objects carry the transport and the credentials in public attributes:
 # ``client.password``/``auth``/``http_client``, ``domain.twilio`` back to the client, ``client.request(url)`` and
 # ``list.get_page(url)`` that send Basic auth to any absolute URL, ``edge``/``region`` spliced into the host
 # name, ``base_url`` that re-targets a domain, ``*_async`` coroutines whose frames hold library globals. In a

@@ -28,7 +28,7 @@ POLL_SECONDS: Final = 0.2
 #: How often it looks for abandoned tasks and lost queue messages.
 RECOVER_EVERY_SECONDS: Final = 1.0
 
-_LOGGER: Final = logging.getLogger("zingyconn.tasks.dispatcher")
+_LOGGER: Final = logging.getLogger(__name__)
 
 
 class Dispatcher:

@@ -39,7 +39,7 @@ from zingyconn.tasks.retry import Backoff, is_transient
 from zingyconn.tasks.schedule import parse_cron
 from zingyconn.tasks.store import MAX_ATTEMPTS, Source, TaskExistsError, TaskRecord, TaskStore
 
-logger = logging.getLogger("zingyconn.tasks.queue")
+_LOGGER: Final = logging.getLogger(__name__)
 
 #: Largest task payload accepted (it is stored in the ``tasks`` row and becomes the run's ``event``).
 MAX_PAYLOAD_BYTES: Final = 256 * 1024
@@ -258,7 +258,7 @@ class TaskQueue:
         try:
             schedule = parse_cron(script.cron or "")
         except ValidationError as exc:
-            logger.error("Script %s/%s has an unusable cron expression: %s", script.tenant, script.name, exc)
+            _LOGGER.error("Script %s/%s has an unusable cron expression: %s", script.tenant, script.name, exc)
             return []
         fired, minute = [], start
         while minute <= end:
@@ -299,13 +299,13 @@ class TaskQueue:
             try:
                 self.dispatcher.step()
             except Exception:  # the dispatcher thread tries again; this task's outcome is recorded already
-                logger.exception("Dispatching after task %s failed.", task_id)
+                _LOGGER.exception("Dispatching after task %s failed.", task_id)
 
     def _attempt(self, task_id: str) -> None:
         try:
             record = self.store.get(task_id)
         except NotFoundError:  # a message that outlived its row (e.g. the store was reset): nothing to run
-            logger.warning("Task %s has no row in the store; its queue message is dropped.", task_id)
+            _LOGGER.warning("Task %s has no row in the store; its queue message is dropped.", task_id)
             return
         try:
             script: Script | None = self.catalog.get_script(record.tenant, record.script)
@@ -314,7 +314,7 @@ class TaskQueue:
         limits = script.run_limits() if script is not None else limits_for("task")
         claimed = self.store.claim(task_id)
         if claimed is None:
-            logger.info("Task %s is not claimable (duplicate delivery, or finished); skipped.", task_id)
+            _LOGGER.info("Task %s is not claimable (duplicate delivery, or finished); skipped.", task_id)
             return
         if script is None:
             gone = {"type": NotFoundError.__name__, "message": f"Script {record.script!r} was deleted."}
@@ -327,13 +327,13 @@ class TaskQueue:
             delay = self._backoff.delay(claimed.attempts)
             if self.store.retry_later(task_id, delay_seconds=delay, run_id=run_id, error=error):
                 fields = _outcome_fields(claimed, run_id, error) | {"retry_in_seconds": round(delay, 1)}
-                logger.warning(
+                _LOGGER.warning(
                     "Task %s attempt %d failed transiently (%s); retrying in %.1f s.",
                     task_id, claimed.attempts, error.get("type"), delay, extra={"fields": fields},
                 )  # fmt: skip
         else:
             self.store.finish(task_id, state="failed", run_id=run_id, error=error)
-            logger.error(
+            _LOGGER.error(
                 "Task %s failed on attempt %d: %s: %s",
                 task_id, claimed.attempts, error.get("type"), error.get("message"),
                 extra={"fields": _outcome_fields(claimed, run_id, error)},
@@ -357,7 +357,7 @@ class TaskQueue:
                 attempt=record.attempts,
             )
         except Exception as exc:  # the store or sandbox failed, not the snippet: retry later
-            logger.exception("Task %s attempt %d could not run.", record.id, record.attempts)
+            _LOGGER.exception("Task %s attempt %d could not run.", record.id, record.attempts)
             return None, {"type": type(exc).__name__, "message": str(exc)}, True
         error = None if result.error is None else result.error.to_json()
         return result.run_id, error, is_transient(error, list(result.egress))

@@ -36,7 +36,7 @@ NO_ENVIRONMENT: Final[Mapping[str, str]] = {"ZINGYCONN_BROKERED": "1"}
 #: ``"x@evil.example#"`` would redirect credentials. Only plain DNS labels are accepted.
 _LOCATION: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 
-_LOGGER: Final = logging.getLogger("zingyconn.twilio.client")
+_LOGGER: Final = logging.getLogger(__name__)
 
 
 class Channel(Protocol):

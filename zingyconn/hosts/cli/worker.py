@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 import click
 
@@ -11,6 +12,8 @@ from zingyconn.hosts.composition import task_queue
 from zingyconn.hosts.logs import configure_logging
 from zingyconn.purge import schedule_for
 from zingyconn.tasks.backend import describe
+
+_LOGGER: Final = logging.getLogger(__name__)
 
 
 @click.command()
@@ -29,9 +32,7 @@ def worker(workers: int, shutdown_timeout: float) -> None:
     settings = Settings.from_env()
     with Runtime.from_env() as runtime:
         queue = task_queue(runtime)
-        logging.getLogger("zingyconn.worker").info(
-            "zingyconn worker: %d workers on %s; SIGTERM stops gracefully.", workers, describe(settings)
-        )
+        _LOGGER.info("zingyconn worker: %d workers on %s; SIGTERM stops gracefully.", workers, describe(settings))
         purge = schedule_for(runtime.engine, settings.retention)  # old records go, here or in another process
         purge.start()
         try:

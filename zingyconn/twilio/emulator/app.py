@@ -34,7 +34,7 @@ from zingyconn.twilio.emulator.listing import build_page, matches, parse_query
 from zingyconn.twilio.emulator.state import EmulatorState, RequestRecord
 from zingyconn.twilio.emulator.validation import validate_create
 
-_logger = logging.getLogger(__name__)
+_LOGGER: Final = logging.getLogger(__name__)
 PREFIX: Final = "/2010-04-01/Accounts/{account_sid}"
 #: Largest form body accepted; bigger bodies are refused before parsing (memory exhaustion).
 MAX_BODY_BYTES: Final = 1024 * 1024
@@ -89,7 +89,7 @@ async def _tick(state: EmulatorState, seconds: float) -> None:
             if due:
                 await _deliver(state, due)
         except Exception:  # one bad message must not stop the emulator's clock for all others
-            _logger.exception("The emulator could not apply due status changes.")
+            _LOGGER.exception("The emulator could not apply due status changes.")
 
 
 async def _receive(request: Request, state: EmulatorState) -> tuple[bytes, list[tuple[str, str]]]:

@@ -2,6 +2,10 @@
 
 The body never carries ``type``/``title``: with all four of ``type``, ``title``, ``status`` and ``code`` the real
 ``twilio`` library would raise ``TwilioServiceException`` (RFC 9457) instead of ``TwilioRestException``.
+The emulator is a separate program with its own tree, one class::
+
+    Exception
+    └── ApiError (.status, .code, .message)   # one Twilio error answer, rendered as Twilio renders it
 """
 
 from __future__ import annotations
