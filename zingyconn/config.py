@@ -30,6 +30,12 @@ class Settings:
         logins_per_minute: ``ZINGYCONN_LOGINS_PER_MINUTE``: console sign-in attempts allowed from all clients.
         quotas: ``ZINGYCONN_QUOTA_<PRODUCT>=PER_SECOND/BURST``: per-tenant quotas of Twilio writes by product
             (``calls``, ``verifications``, ..., ``other_writes``), as ``{product: (per_second, burst)}``.
+        tenant_max_runs: ``ZINGYCONN_TENANT_MAX_RUNS``: runs of one tenant at once, every kind and process together.
+        tenant_max_memory_mb: ``ZINGYCONN_TENANT_MAX_MEMORY_MB``: memory limits of one tenant's runs at once, added
+            up (MiB).
+        tenant_wait_seconds: ``ZINGYCONN_TENANT_WAIT_SECONDS``: how long a webhook, console run, CLI run or command
+            waits for one of those to come free before it is refused (tasks never wait in a worker: they are put
+            back).
         retention: ``ZINGYCONN_RETAIN_*``, ``ZINGYCONN_HISTORY_QUOTA_MB``, ``ZINGYCONN_PURGE_EVERY``: how long
             records are kept (:class:`~zingyconn.retention.RetentionPolicy`).
     """
@@ -45,6 +51,9 @@ class Settings:
     logins_per_minute_per_client: int = 10
     logins_per_minute: int = 100
     quotas: Mapping[str, tuple[float, int]] = field(default_factory=dict)
+    tenant_max_runs: int = 8
+    tenant_max_memory_mb: int = 2048
+    tenant_wait_seconds: float = 1.0
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
     @classmethod
@@ -80,6 +89,9 @@ class Settings:
             logins_per_minute_per_client=int(_positive(env, "ZINGYCONN_LOGINS_PER_MINUTE_PER_CLIENT", 10, whole=True)),
             logins_per_minute=int(_positive(env, "ZINGYCONN_LOGINS_PER_MINUTE", 100, whole=True)),
             quotas=_quotas(env),
+            tenant_max_runs=int(_positive(env, "ZINGYCONN_TENANT_MAX_RUNS", 8, whole=True)),
+            tenant_max_memory_mb=int(_positive(env, "ZINGYCONN_TENANT_MAX_MEMORY_MB", 2048, whole=True)),
+            tenant_wait_seconds=_positive(env, "ZINGYCONN_TENANT_WAIT_SECONDS", 1.0, zero=True),
             retention=RetentionPolicy.from_env(env),
         )
 
@@ -105,16 +117,17 @@ def _quotas(env: Mapping[str, str]) -> dict[str, tuple[float, int]]:
     return quotas
 
 
-def _positive(env: Mapping[str, str], name: str, default: float, *, whole: bool = False) -> float:
-    """Return env var *name* as a number above zero (*default* when unset)."""
+def _positive(env: Mapping[str, str], name: str, default: float, *, whole: bool = False, zero: bool = False) -> float:
+    """Return env var *name* as a number above zero (or zero, when *zero* allows it; *default* when unset)."""
     text = (env.get(name) or "").strip()
     if not text:
         return default
     try:
         value = int(text) if whole else float(text)
     except ValueError:
-        value = 0
-    if not value > 0 or value == float("inf"):
+        value = -1
+    if not (value >= 0 if zero else value > 0) or value == float("inf"):
         kind = "a whole number" if whole else "a number"
-        raise ConfigurationError(f"{name} must be {kind} above 0, got {text!r}; unset it for the default {default:g}.")
+        bound = "of 0 or more" if zero else "above 0"
+        raise ConfigurationError(f"{name} must be {kind} {bound}, got {text!r}; unset it for the default {default:g}.")
     return value

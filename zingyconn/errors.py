@@ -15,6 +15,7 @@ The tree::
     ├── IdempotencyConflictError         # an idempotency key in use by another send, or reused for other inputs
     ├── StorageUnavailableError          # the database or Redis is down, locked or full: retry later (exit 3, 503)
     ├── TaskQueueFullError               # a tenant's snippets or API queued too many tasks (HTTP 429)
+    ├── TenantBusyError (.retry_after_seconds)   # a tenant's runs at once, or their memory, at its limit (429)
     ├── WorkerLostError                  # recorded on a task whose worker died on its last attempt
     ├── TwilioError (.status, .code, .more_info)   # what the Twilio API answered (HTTP 502)
     └── TwilioUnreachableError           # no answer from the Twilio API (connection refused, time-out; HTTP 503)
@@ -133,6 +134,17 @@ class TaskQueueFullError(ZingyConnError):
     """Raised when a tenant already has as many tasks waiting as its snippets and API may queue."""
 
     http_status: ClassVar[int] = 429
+
+
+class TenantBusyError(ZingyConnError):
+    """Raised when a tenant's runs at once, or their memory limits added up, leave no room for another run yet.
+
+    Nothing ran; the same run may start once one of the tenant's runs ends (HTTP 429 with ``Retry-After``; a task
+    waits and tries again without spending an attempt).
+    """
+
+    http_status: ClassVar[int] = 429
+    retry_after_seconds: float = 1.0
 
 
 class WorkerLostError(ZingyConnError):

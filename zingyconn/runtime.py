@@ -27,6 +27,7 @@ from sandbox.environment import JSON
 from sandbox.limits import Limits
 from sandbox.result import RunError, RunResult
 from sandbox.supervisor import Sandbox
+from zingyconn.admission import TenantLimits, TenantSlots
 from zingyconn.config import Settings
 from zingyconn.database import create_engine, read_only
 from zingyconn.egress.broker import EgressBroker, EgressSession
@@ -131,6 +132,9 @@ class Runtime:
             quotas={**quota_rates(settings.quotas), **({} if message_rate is None else {"messages": message_rate})},
             ledger=self.ledger,
         )
+        #: Aggregate limits per tenant (runs at once, their memory), over every kind of run and every process that
+        #: shares the data directory.
+        self.slots = TenantSlots(settings.data_dir / "run-slots", TenantLimits.from_settings(settings))
         self._sandbox = sandbox
         self._owns_sandbox = sandbox is None
         self._lock = threading.Lock()
@@ -205,9 +209,43 @@ class Runtime:
 
         Raises:
             ValidationError: Bad tenant name or kind (nothing ran).
+            TenantBusyError: The tenant's runs at once, or their memory, are at its limit (nothing ran).
         """
         limits = _limits_of(kind, limits)
         validate_name(tenant, field="tenant")
+        # A task is not made to wait here: its worker puts it back and takes other tenants' tasks meanwhile.
+        with self.slots.admit(tenant, memory_bytes=limits.memory_bytes, wait=kind != "task"):
+            return self._run(
+                tenant,
+                source,
+                event=event,
+                kind=kind,
+                limits=limits,
+                name=name,
+                idempotency_key=idempotency_key,
+                record=record,
+                attempt=attempt,
+                task_id=task_id,
+                replay_of=replay_of,
+                stored_event=stored_event,
+            )
+
+    def _run(
+        self,
+        tenant: str,
+        source: str,
+        *,
+        event: JSON,
+        kind: str,
+        limits: Limits,
+        name: str | None,
+        idempotency_key: str | None,
+        record: bool,
+        attempt: int,
+        task_id: str | None,
+        replay_of: str | None,
+        stored_event: JSON,
+    ) -> ZRunResult:
         run_id, started_at = new_run_id(), time.time()
         session = self.broker.session(
             tenant,
@@ -279,10 +317,24 @@ class Runtime:
             ConnectionNotFoundError: The tenant has no such connection.
             IdempotencyConflictError: The idempotency key is busy, or was used for another message.
             TwilioError: Twilio answered with an error.
+            TenantBusyError: The tenant's runs at once are at its limit (nothing ran, nothing recorded).
         """
         from zingyconn.twilio.commands import ConnectionCommands  # twilio.rest, phonenumbers: only for commands
 
         validate_name(tenant, field="tenant")
+        with self.slots.admit(tenant, memory_bytes=0):  # a command runs in this process: it counts as a run only
+            return self._command(tenant, connection, command, inputs, flow, idempotency_key, actor)
+
+    def _command(
+        self,
+        tenant: str,
+        connection: str,
+        command: str,
+        inputs: Mapping[str, Any] | None,
+        flow: str,
+        idempotency_key: str | None,
+        actor: str,
+    ) -> CommandOutput:
         session = self.broker.session(tenant, max_requests=COMMAND_MAX_REQUESTS)
         commands = ConnectionCommands(
             lambda _tenant, name: self.broker.client(tenant, name, session=session), ledger=self.ledger

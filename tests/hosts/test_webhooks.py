@@ -49,7 +49,10 @@ FORM = {"From": "+15551234567", "To": "+15005550006", "Body": "hello ☃", "Mess
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     """One runtime (sandbox, store) for the module, with connections 'main' (Auth Token) and 'keyed' (API key)."""
     data_dir: Path = tmp_path_factory.mktemp("webhooks")
-    with Runtime(Settings.from_env({"ZINGYCONN_DATA_DIR": str(data_dir)})) as rt:
+    # As many runs of a tenant at once as the server lets in (tenant_concurrency=64 below): the burst tests here
+    # are about answers, not the aggregate limits (tests/hosts/test_tenant_limits.py).
+    env = {"ZINGYCONN_DATA_DIR": str(data_dir), "ZINGYCONN_TENANT_MAX_RUNS": "64"}
+    with Runtime(Settings.from_env({**env, "ZINGYCONN_TENANT_MAX_MEMORY_MB": str(64 * 256)})) as rt:
         for tenant in ("acme", "globex"):
             rt.store.put(tenant, "main", TwilioProfile(account_sid=ACCOUNT_SID, secret=AUTH_TOKEN))
             rt.store.put(tenant, "keyed", TwilioProfile(account_sid=ACCOUNT_SID, api_key=API_KEY, secret=API_SECRET))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.errors import CompileError, EgressDeniedError, QuotaExceededError, SandboxError
-from zingyconn.errors import ZingyConnError
+from zingyconn.errors import TenantBusyError, ZingyConnError
 from zingyconn.hosts.content import HOOK_HEADERS
 
 #: Default cap on a request body. Twilio's webhook bodies are a few KiB (a 1,600-character SMS plus metadata); the
@@ -62,6 +63,9 @@ def exception_response(exc: Exception) -> JSONResponse:
     The error object is the error's own ``to_json()``; a :class:`~zingyconn.errors.TwilioError` keeps Twilio's
     ``status``, ``code`` and ``more_info`` inside it while the response itself is 502 (Twilio, not us, refused).
     """
+    if isinstance(exc, TenantBusyError):
+        headers = {"Retry-After": str(math.ceil(exc.retry_after_seconds))}
+        return JSONResponse({"ok": False, "error": exc.to_json()}, status_code=exc.http_status, headers=headers)
     if isinstance(exc, ZingyConnError):
         return JSONResponse({"ok": False, "error": exc.to_json()}, status_code=exc.http_status)
     if isinstance(exc, CompileError):

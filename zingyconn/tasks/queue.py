@@ -31,7 +31,14 @@ from zingyconn.catalog import Catalog, Script
 from zingyconn.config import Settings
 from zingyconn.database import create_engine, is_storage_fault
 from zingyconn.egress.ratelimit import Rate, RateLimiter
-from zingyconn.errors import NotFoundError, StorageUnavailableError, TaskQueueFullError, ValidationError, ZingyConnError
+from zingyconn.errors import (
+    NotFoundError,
+    StorageUnavailableError,
+    TaskQueueFullError,
+    TenantBusyError,
+    ValidationError,
+    ZingyConnError,
+)
 from zingyconn.kinds import limits_for
 from zingyconn.tasks.backend import EmbeddedConsumer, consumer_options, create_huey
 from zingyconn.tasks.dispatcher import Dispatcher
@@ -320,7 +327,12 @@ class TaskQueue:
             gone = {"type": NotFoundError.__name__, "message": f"Script {record.script!r} was deleted."}
             self.store.finish(task_id, state="failed", run_id=None, error=gone)
             return
-        run_id, error, transient = self._run(claimed, script, limits)
+        try:
+            run_id, error, transient = self._run(claimed, script, limits)
+        except TenantBusyError as exc:  # nothing ran: wait for one of the tenant's runs to end, spend no attempt
+            self.store.defer(task_id, delay_seconds=exc.retry_after_seconds)
+            _LOGGER.info("Task %s waits: %s", task_id, exc, extra={"fields": {"task_id": task_id}})
+            return
         if error is None:
             self.store.finish(task_id, state="succeeded", run_id=run_id)
         elif transient and claimed.attempts < MAX_ATTEMPTS:
@@ -356,6 +368,8 @@ class TaskQueue:
                 task_id=record.id,
                 attempt=record.attempts,
             )
+        except TenantBusyError:
+            raise
         except Exception as exc:  # the store or sandbox failed, not the snippet: retry later
             _LOGGER.exception("Task %s attempt %d could not run.", record.id, record.attempts)
             return None, {"type": type(exc).__name__, "message": str(exc)}, True

@@ -231,6 +231,12 @@ class TaskStore:
         run_after = self._clock() + delay_seconds
         return self._move(task_id, state="retrying", run_id=run_id, error=error, run_after=run_after)
 
+    def defer(self, task_id: str, *, delay_seconds: float) -> bool:
+        """Hand this worker's claim back unrun, to be dispatched after *delay_seconds*; the attempt is not counted."""
+        run_after = self._clock() + delay_seconds
+        return self._move(task_id, state="retrying", run_id=None, error=None, run_after=run_after, keep_run=True,
+                          refund_attempt=True)  # fmt: skip
+
     def release(self, task_id: str) -> bool:
         """Give an interrupted attempt back to the queue (``running`` -> ``queued``) on a worker shutdown."""
         return self._move(task_id, state="queued", run_id=None, error=None, keep_run=True)
@@ -244,6 +250,7 @@ class TaskStore:
         error: dict[str, Any] | None,
         run_after: float | None = None,
         keep_run: bool = False,
+        refund_attempt: bool = False,
     ) -> bool:
         values: dict[str, Any] = {
             "state": state,
@@ -256,6 +263,8 @@ class TaskStore:
         }
         if not keep_run:
             values["run_id"] = run_id
+        if refund_attempt:
+            values["attempts"] = tasks.c.attempts - 1
         mine = (tasks.c.id == task_id) & (tasks.c.state == "running") & (tasks.c.owner == self.owner)
         with self._running_lock:
             self._running.discard(task_id)

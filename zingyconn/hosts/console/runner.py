@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 
 from sandbox.errors import CompileError
 from zingyconn.egress.ratelimit import Rate
-from zingyconn.errors import NotFoundError, ValidationError, ZingyConnError
+from zingyconn.errors import NotFoundError, TenantBusyError, ValidationError, ZingyConnError
 from zingyconn.hosts.bodies import parse_json
 from zingyconn.hosts.console.outcome import Outcome, error_outcome, run_outcome
 from zingyconn.hosts.console.view import ConsoleState, audit, flash, page, render, state_of
@@ -176,13 +176,16 @@ def _run_from_runner(state: ConsoleState, tenant: str, values: Mapping[str, str]
             return error_outcome(ValidationError(message, field="wall_seconds"))
         # Only ever lower: the console must not grant more than production would.
         limits = limits.replace(wall_seconds=seconds, cpu_seconds=min(limits.cpu_seconds, seconds))
-    result = state.runtime.run(
-        tenant,
-        values["source"],
-        event=event,
-        kind="console",
-        limits=limits,
-        name=values["save_name"] or None,
-        replay_of=values.get("replay_of") or None,
-    )
+    try:
+        result = state.runtime.run(
+            tenant,
+            values["source"],
+            event=event,
+            kind="console",
+            limits=limits,
+            name=values["save_name"] or None,
+            replay_of=values.get("replay_of") or None,
+        )
+    except TenantBusyError as exc:  # nothing ran: say so on the page, as for a bad event
+        return error_outcome(exc)
     return run_outcome(result)
