@@ -245,7 +245,7 @@ class Runtime:
         task_id: str | None,
         replay_of: str | None,
         stored_event: JSON,
-    ) -> ZRunResult:
+    ) -> MaskedRunResult:
         run_id, started_at = new_run_id(), time.time()
         session = self.broker.session(
             tenant,
@@ -319,8 +319,6 @@ class Runtime:
             TwilioError: Twilio answered with an error.
             TenantBusyError: The tenant's runs at once are at its limit (nothing ran, nothing recorded).
         """
-        from zingyconn.twilio.commands import ConnectionCommands  # twilio.rest, phonenumbers: only for commands
-
         validate_name(tenant, field="tenant")
         with self.slots.admit(tenant, memory_bytes=0):  # a command runs in this process: it counts as a run only
             return self._command(tenant, connection, command, inputs, flow, idempotency_key, actor)
@@ -335,6 +333,8 @@ class Runtime:
         idempotency_key: str | None,
         actor: str,
     ) -> CommandOutput:
+        from zingyconn.twilio.commands import ConnectionCommands  # twilio.rest, phonenumbers: only for commands
+
         session = self.broker.session(tenant, max_requests=COMMAND_MAX_REQUESTS)
         commands = ConnectionCommands(
             lambda _tenant, name: self.broker.client(tenant, name, session=session), ledger=self.ledger
