@@ -32,8 +32,8 @@ Classes kept beside the one module that raises them are part of the same tree::
     └── ServerStoppedError               # zingyconn.hosts.cli.demo: one of the demo's servers stopped
 
     sandbox.errors.EgressDeniedError     # what a snippet sees of a refused or failed request
-    ├── RequestFailedError               # zingyconn.egress.transport: no answer; the request never left
-    │   ├── OutcomeUnknownError          # zingyconn.egress.transport: it may have arrived, no answer came
+    ├── RequestFailedError               # zingyconn.egress.outcome: no answer; the request never left
+    │   ├── OutcomeUnknownError          # zingyconn.egress.outcome: it may have arrived, no answer came
     │   └── ReconcileError               # zingyconn.egress.broker: an earlier attempt of a send cannot be checked
     └── PlatformFaultError               # zingyconn.egress.broker: the platform's storage failed; nothing was sent
 

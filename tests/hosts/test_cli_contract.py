@@ -32,13 +32,14 @@ HEAVY_MODULES = (
     "zingyconn.runtime",
 )  # fmt: skip
 #: Modules ``zingyconn run FILE`` must not import for a snippet that makes no Twilio call: what the host needs only
-#: for a Twilio request, a connection command, an enqueue, a server or another database (the child, not the host,
-#: imports twilio for the snippet). SQLAlchemy, cryptography and the sandbox are needed: the run opens the store.
+#: for a Twilio request (httpcore, the broker's transport), a connection command, an enqueue, a server or another
+#: database (the child, not the host, imports twilio for the snippet). SQLAlchemy, cryptography and the sandbox are
+#: needed: the run opens the store.
 RUN_AVOIDS = (
     "aiohttp", "huey", "redis", "starlette", "uvicorn", "twilio", "httpx", "requests", "rich", "psycopg",
-    "phonenumbers", "sqlalchemy.dialects.postgresql", "sqlalchemy.orm", "zingyconn.hosts.demo", "zingyconn.tasks",
-    "zingyconn.twilio.emulator", "zingyconn.twilio.client", "zingyconn.twilio.commands", "zingyconn.twilio.verify",
-    "zingyconn.snippet.environment",
+    "phonenumbers", "httpcore", "sqlalchemy.dialects.postgresql", "sqlalchemy.orm", "zingyconn.hosts.demo",
+    "zingyconn.tasks", "zingyconn.twilio.emulator", "zingyconn.twilio.client", "zingyconn.twilio.commands",
+    "zingyconn.twilio.verify", "zingyconn.snippet.environment",
 )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -40,7 +41,7 @@ from zingyconn.egress.ledger import (
     find_sent,
     request_fingerprint,
 )
-from zingyconn.egress.outcome import Outcome
+from zingyconn.egress.outcome import HttpAnswer, Outcome, OutcomeUnknownError, RequestFailedError
 from zingyconn.egress.policy import (
     ALLOWED_METHODS,
     EgressCall,
@@ -53,15 +54,6 @@ from zingyconn.egress.policy import (
 )
 from zingyconn.egress.protocol import OP_CONNECT, OP_CREDENTIALS, OP_HTTP
 from zingyconn.egress.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter
-from zingyconn.egress.transport import (
-    HttpAnswer,
-    HttpTransport,
-    OutcomeUnknownError,
-    PinnedBackend,
-    RequestFailedError,
-    Resolver,
-    resolve_host,
-)
 from zingyconn.errors import (
     ConnectionNotFoundError,
     IdempotencyConflictError,
@@ -75,6 +67,7 @@ from zingyconn.twilio.billing import DEFAULT_RATES, OTHER_WRITES, TWILIO_WRITES,
 from zingyconn.twilio.profile import TwilioProfile
 
 if TYPE_CHECKING:
+    from zingyconn.egress.transport import HttpTransport, Resolver
     from zingyconn.twilio.client import BrokeredClient, BrokeredHttpClient
 
 #: Twilio answers of up to 4 MiB (a 1000-message list page is about 1 MiB); more is refused, not buffered.
@@ -127,7 +120,7 @@ class EgressBroker:
             :data:`~zingyconn.twilio.billing.DEFAULT_RATES`.
         writes: The deny list and product classification of writes (Twilio's).
         ledger: Send de-duplication for runs that carry an idempotency key (``None``: no de-duplication).
-        resolver: DNS resolution for the address check (injectable for tests).
+        resolver: DNS resolution for the address check (injectable for tests; ``None``: the system's).
         max_rate_wait_seconds: How long a billable write waits for a quota token before it is refused.
     """
 
@@ -141,7 +134,7 @@ class EgressBroker:
         quotas: Mapping[str, Rate] | None = None,
         writes: WriteRules = TWILIO_WRITES,
         ledger: SendLedger | None = None,
-        resolver: Resolver = resolve_host,
+        resolver: Resolver | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         clock: Callable[[], float] = time.monotonic,
         max_rate_wait_seconds: float = MAX_RATE_WAIT_SECONDS,
@@ -153,9 +146,25 @@ class EgressBroker:
         self.quotas: dict[str, Rate] = {**DEFAULT_RATES, MESSAGES_BUCKET: message_rate, **(quotas or {})}
         self.ledger = ledger
         self.clock = clock
-        origin = self.policy.origin
-        backend = PinnedBackend(resolver=resolver, allowed_origin=None if origin is None else (origin[1], origin[2]))
-        self.transport = HttpTransport(backend, max_response_bytes=max_response_bytes)
+        self._resolver = resolver
+        self._max_response_bytes = max_response_bytes
+        self._transport: HttpTransport | None = None
+        self._transport_lock = threading.Lock()
+
+    @property
+    def transport(self) -> HttpTransport:
+        """The pooled HTTP client, made on the first request: ``httpcore`` loads only when a run sends one."""
+        with self._transport_lock:
+            if self._transport is None:
+                from zingyconn.egress.transport import HttpTransport, PinnedBackend, resolve_host
+
+                origin = self.policy.origin
+                backend = PinnedBackend(
+                    resolver=self._resolver or resolve_host,
+                    allowed_origin=None if origin is None else (origin[1], origin[2]),
+                )
+                self._transport = HttpTransport(backend, max_response_bytes=self._max_response_bytes)
+            return self._transport
 
     def session(
         self,
@@ -211,7 +220,9 @@ class EgressBroker:
 
     def close(self) -> None:
         """Close pooled connections."""
-        self.transport.close()
+        with self._transport_lock:
+            if self._transport is not None:
+                self._transport.close()
 
 
 class EgressSession:

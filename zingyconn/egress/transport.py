@@ -13,13 +13,12 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 import httpcore
 
 from sandbox.errors import EgressDeniedError
-from zingyconn.egress.outcome import Outcome
+from zingyconn.egress.outcome import HttpAnswer, Outcome, OutcomeUnknownError, RequestFailedError
 
 #: Resolves a host name to IP address strings (``socket.getaddrinfo`` by default; injectable for tests).
 Resolver = Callable[[str, int], Sequence[str]]
@@ -96,37 +95,6 @@ class PinnedBackend(httpcore.NetworkBackend):
     ) -> httpcore.NetworkStream:
         """Refuse: the broker never talks to Unix sockets."""
         raise EgressDeniedError("Unix sockets are not allowed.")
-
-
-class RequestFailedError(EgressDeniedError):
-    """Raised when an allowed request got no answer: the connection failed or timed out (a retry may succeed).
-
-    Raised as is when the request never left (no connection could be made, or none in time), so a retry cannot
-    duplicate it.
-
-    Attributes:
-        outcome: :attr:`Outcome.NO_ANSWER` or :attr:`Outcome.TIMED_OUT`: what the run's record says.
-    """
-
-    def __init__(self, message: str, *, outcome: Outcome) -> None:
-        super().__init__(message)
-        self.outcome = outcome
-
-
-class OutcomeUnknownError(RequestFailedError):
-    """Raised when a request may have reached the server but no answer came back (dropped, timed out mid-read).
-
-    The server may have acted on it (created a message), which the send ledger resolves before sending again.
-    """
-
-
-@dataclass(frozen=True, slots=True)
-class HttpAnswer:
-    """What came back from one HTTP exchange (body already capped and decoded)."""
-
-    status: int
-    text: str
-    headers: dict[str, str]
 
 
 #: Answer headers passed back to the snippet; the rest (cookies, tracing ids) is dropped.
