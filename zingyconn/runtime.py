@@ -3,7 +3,8 @@
 Every host (CLI, webhooks, task worker, console) runs snippets through :meth:`Runtime.run`, which:
 
 1. opens an egress session for the run's tenant (the tenant comes from the caller, never from the snippet);
-2. runs the snippet in a fresh sandbox child whose Twilio requests the session answers;
+2. runs the snippet in a fresh sandbox child whose Twilio requests the session answers, with the tenant's
+   variables (:mod:`zingyconn.variables`) in its context;
 3. masks every secret of the tenant (and any the snippet passed to ``twilio.Client``) in result, stdout, logs,
    errors and egress records;
 4. records the masked run in the history and returns it as a :class:`MaskedRunResult`.
@@ -32,7 +33,7 @@ from zingyconn.config import Settings
 from zingyconn.database import create_engine, read_only
 from zingyconn.egress.broker import EgressBroker, EgressSession
 from zingyconn.egress.ledger import SendLedger
-from zingyconn.egress.protocol import OPERATIONS, Handler
+from zingyconn.egress.protocol import OPERATIONS, VARIABLES_CONTEXT_KEY, Handler
 from zingyconn.egress.ratelimit import Rate, RateLimiter, rate_limiter_for
 from zingyconn.errors import ValidationError, ZingyConnError
 from zingyconn.history import FAILED, OK, RunHistory, new_run_id
@@ -45,6 +46,7 @@ from zingyconn.secrets.store import ConnectionStore
 from zingyconn.twilio.billing import quota_rates
 from zingyconn.twilio.operations import DIRECTORY_CONTEXT_KEY
 from zingyconn.twilio.profile import TwilioProfile
+from zingyconn.variables import TenantVariables
 
 if TYPE_CHECKING:
     from zingyconn.twilio.commands import CommandOutput
@@ -121,6 +123,7 @@ class Runtime:
         self.engine = engine if engine is not None else create_engine(settings.db_url)
         self.keyring = keyring if keyring is not None else Keyring.from_settings(settings)
         self.store = ConnectionStore(self.engine, self.keyring)
+        self.variables = TenantVariables(self.engine)
         self.history = RunHistory(self.engine, quota_bytes=settings.retention.history_quota_bytes)
         self.ledger = SendLedger(self.engine)
         self.broker = EgressBroker(
@@ -262,7 +265,10 @@ class Runtime:
             source,
             event=event,
             limits=limits,
-            context=connections.context(kind),
+            context={
+                **connections.context(kind),
+                VARIABLES_CONTEXT_KEY: self.variables.cached(tenant, max_age_seconds=PROFILES_MAX_AGE_SECONDS),
+            },
             on_request=self._request_handler(tenant, session.request, idempotency_key),
             on_started=None if connections.loaded else connections.load,
         )

@@ -224,6 +224,17 @@ job_leases: Final = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 
+#: Tenant variables (``zingyconn.variables``): plain, non-secret configuration values a snippet reads as
+#: ``zingyConn.vars``. Never a secret: they are stored and shown in the clear.
+tenant_vars: Final = sa.Table(
+    "tenant_vars",
+    metadata,
+    sa.Column("tenant", sa.String(100), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 
 def _create_v1(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
@@ -257,12 +268,17 @@ def _add_lifecycle(conn: Connection) -> None:
         next(index for index in table.indexes if index.name == name).create(conn, checkfirst=True)
 
 
+def _add_tenant_vars(conn: Connection) -> None:
+    tenant_vars.create(conn, checkfirst=True)
+
+
 #: Ordered migration steps; step ``i`` brings the schema to version ``i + 1``. Each must be idempotent.
 MIGRATIONS: Final[tuple[Callable[[Connection], None], ...]] = (
     _create_v1,
     _add_seal_version,
     _add_console_sessions_and_audit,
     _add_lifecycle,
+    _add_tenant_vars,
 )
 LATEST_VERSION: Final = len(MIGRATIONS)
 

@@ -52,6 +52,10 @@ OP_CREDENTIALS: Final = "twilio.credentials"
 OP_HTTP: Final = "twilio.http"
 OP_ENQUEUE: Final = "tasks.enqueue"
 
+#: The run context key under which the host passes the tenant's variables (name -> value, never a secret) with the
+#: run's order, so ``zingyConn.vars`` needs no request (:mod:`zingyconn.variables`).
+VARIABLES_CONTEXT_KEY: Final = "vars"
+
 #: Every operation, by name.
 OPERATIONS: Final[Mapping[str, Operation]] = {
     operation.name: operation

@@ -12,7 +12,7 @@ import datetime
 import functools
 import importlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 import twilio
@@ -34,7 +34,7 @@ from twilio.twiml import TwiML
 
 from sandbox.environment import JSON, Environment, RunContext, WarmUpRun
 from sandbox.imports import make_facade
-from zingyconn.egress.protocol import OP_CONNECT, OP_ENQUEUE, OP_HTTP
+from zingyconn.egress.protocol import OP_CONNECT, OP_ENQUEUE, OP_HTTP, VARIABLES_CONTEXT_KEY
 from zingyconn.twilio.client import BrokeredClient, Channel, client_class, connection_client
 from zingyconn.twilio.operations import DIRECTORY_CONTEXT_KEY
 
@@ -141,6 +141,45 @@ def resource_to_dict(instance: InstanceResource) -> dict[str, JSON]:
 RESULT_CONVERTERS: Final = {TwiML: twiml_to_xml, InstanceResource: resource_to_dict}
 
 
+class TenantVars(Mapping[str, str]):
+    """``zingyConn.vars``: the tenant's variables, read-only (``vars["NAME"]``, ``vars.get("NAME", default)``, ``in``).
+
+    A missing name raises a ``KeyError`` that says how to set it; the values are plain strings the host passed with
+    the run (never secrets).
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, name: str) -> str:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise KeyError(
+                f"No tenant variable named {name!r}; set it with 'zingyconn vars set {name} VALUE --tenant TENANT', "
+                "or read it with zingyConn.vars.get(name, default)."
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"<zingyConn.vars: {len(self._values)} variables>"
+
+
+def tenant_vars(context: Mapping[str, Any]) -> TenantVars:
+    """Return the tenant variables the host put in the run *context* (none if absent or not of that shape)."""
+    entries = context.get(VARIABLES_CONTEXT_KEY)
+    if not isinstance(entries, dict):
+        return TenantVars({})
+    return TenantVars({name: value for name, value in entries.items() if isinstance(value, str)})
+
+
 class ZingyConn:
     """The ``zingyConn`` object of a snippet: the platform's capabilities for this run.
 
@@ -149,7 +188,7 @@ class ZingyConn:
     belongs here: an attribute of this object is reachable by every snippet.
     """
 
-    __slots__ = ("_channel", "_client_class", "_context", "_directory")
+    __slots__ = ("_channel", "_client_class", "_context", "_directory", "_vars")
 
     def __init__(
         self, channel: Channel, client_class: type[BrokeredClient], context: Mapping[str, Any] | None = None
@@ -160,6 +199,7 @@ class ZingyConn:
         # its order (and so the context) arrives (see sandbox.child.OrderContext).
         self._context = context
         self._directory: Mapping[str, Mapping[str, str]] | None = None
+        self._vars: TenantVars | None = None
 
     def twilio(self, name: str) -> BrokeredClient:
         """Return a ``twilio.rest.Client`` for this tenant's connection *name*.
@@ -167,9 +207,16 @@ class ZingyConn:
         Raises:
             LookupError: There is no connection of that name (other names are never listed).
         """
-        if self._context is not None:
-            self._directory, self._context = connection_directory(self._context), None
+        if self._directory is None and self._context is not None:
+            self._directory = connection_directory(self._context)
         return connection_client(self._channel, name, cls=self._client_class, directory=self._directory)
+
+    @property
+    def vars(self) -> TenantVars:
+        """The tenant's variables (``zingyConn.vars["SUPPORT_NUMBER"]``): a read-only mapping of strings."""
+        if self._vars is None:
+            self._vars = tenant_vars(self._context or {})
+        return self._vars
 
     def enqueue(self, script: str, payload: JSON = None) -> str:
         """Queue a run of this tenant's background-task *script* with *payload* (JSON) as its ``event``.

@@ -27,6 +27,7 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "run": ("zingyconn.hosts.cli.run:run", "Run the snippet in FILE once, as TENANT, and print its result."),
     "command": ("zingyconn.hosts.cli.command:command", "Run a connection command and print its JSON output."),
     "connections": ("zingyconn.hosts.cli.connections:connections", "Add, list, show, test and delete connections."),
+    "vars": ("zingyconn.hosts.cli.vars:vars_", "Set, list and unset tenant variables (plain values snippets read)."),
     "keys": ("zingyconn.hosts.cli.keys:keys", "Create, rotate and retire the master keys of connection secrets."),
     "scripts": ("zingyconn.hosts.cli.scripts:scripts", "Add, list, show and delete background-task scripts."),
     "tasks": ("zingyconn.hosts.cli.tasks:tasks", "Queue, re-run, list and show background tasks."),

@@ -22,7 +22,7 @@ from starlette.templating import Jinja2Templates
 from zingyconn.catalog import Catalog
 from zingyconn.egress.ratelimit import SqlRateLimiter
 from zingyconn.hosts.audit import AuditTrail
-from zingyconn.hosts.console import connections, pages, runner
+from zingyconn.hosts.console import connections, pages, runner, variables
 from zingyconn.hosts.console.auth import session_secret
 from zingyconn.hosts.console.compile_pool import CompilePool
 from zingyconn.hosts.console.policy import ConsolePolicyMiddleware
@@ -98,6 +98,9 @@ def create_console(state: ConsoleState, *, admin_token: str | None, https_only: 
             methods=["POST"],
             name="console_connection_delete",
         ),
+        Route("/t/{tenant}/vars", variables.variables, name="console_vars"),
+        Route("/t/{tenant}/vars/save", variables.variable_save, methods=["POST"], name="console_var_save"),
+        Route("/t/{tenant}/vars/{name}/delete", variables.variable_delete, methods=["POST"], name="console_var_delete"),
         Route("/t/{tenant}/commands", connections.commands, methods=["GET", "POST"], name="console_commands"),
         Route("/t/{tenant}/runner", runner.runner, methods=["GET", "POST"], name="console_runner"),
         Route("/t/{tenant}/hooks", pages.hooks, name="console_hooks"),
