@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import sys
@@ -31,6 +32,12 @@ _WRITE_RETRY_SECONDS = 0.002
 #: more than a run's own queries (a SQLite open plus its PRAGMAs, a PostgreSQL log-in).
 POOL_SIZE = 20
 POOL_OVERFLOW = 20
+
+#: First and longest delay between attempts to open a store that is down (see ``create_engine(wait_seconds=)``).
+OPEN_RETRY_FIRST_SECONDS = 0.5
+OPEN_RETRY_MAX_SECONDS = 5.0
+
+_LOGGER = logging.getLogger(__name__)
 
 #: Execution option marking an engine (see :func:`read_only`) whose transactions only read.
 _READ_ONLY_OPTION = "zingyconn_read_only"
@@ -66,11 +73,18 @@ def upsert_insert(engine: Engine) -> Any:
     raise ValueError(f"zingyconn stores data in SQLite or PostgreSQL, not {engine.dialect.name!r}.")
 
 
-def create_engine(url: str, *, migrate_schema: bool = True) -> Engine:
+def create_engine(url: str, *, migrate_schema: bool = True, wait_seconds: float = 0.0) -> Engine:
     """Create an engine for *url* (``sqlite:///PATH`` or ``postgresql+psycopg://...``) and migrate its schema.
 
     SQLite gets WAL (readers never block the writer), a busy timeout, and ``BEGIN IMMEDIATE`` for every
     transaction, so a read-modify-write takes the write lock first and two processes cannot interleave.
+
+    Args:
+        wait_seconds: How long to keep retrying while the database cannot be opened (a server restarting): a
+            long-running process started during an outage waits it out instead of exiting. ``0``: fail at once.
+
+    Raises:
+        StorageUnavailableError: The database could not be opened (within *wait_seconds*).
     """
     try:
         parsed = sa.engine.make_url(url)
@@ -83,15 +97,28 @@ def create_engine(url: str, *, migrate_schema: bool = True) -> Engine:
             require_extra("postgres", needed_for=f"The PostgreSQL store {parsed.render_as_string(hide_password=True)}")
         engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
     if migrate_schema:
+        _migrate_when_reachable(engine, parsed.render_as_string(hide_password=True), wait_seconds)
+    return engine
+
+
+def _migrate_when_reachable(engine: Engine, shown: str, wait_seconds: float) -> None:
+    """Migrate *engine*'s schema, retrying with a growing delay for *wait_seconds* while the database is down."""
+    deadline = time.monotonic() + wait_seconds
+    delay_seconds = OPEN_RETRY_FIRST_SECONDS
+    while True:
         try:
             migrate(engine, clock=time.time)
+            return
         except sa.exc.OperationalError as exc:
             cause = " ".join(str(exc.orig).split()).rstrip(".")  # one line: drivers add hints on lines of their own
-            raise StorageUnavailableError(
-                f"Could not open the store at {parsed.render_as_string(hide_password=True)}: {cause}. Check that the "
-                "database is running and reachable (ZINGYCONN_DB_URL), then retry."
-            ) from None
-    return engine
+            if time.monotonic() + delay_seconds > deadline:
+                raise StorageUnavailableError(
+                    f"Could not open the store at {shown}: {cause}. Check that the database is running and "
+                    "reachable (ZINGYCONN_DB_URL), then retry."
+                ) from None
+            _LOGGER.warning("Could not open the store at %s (%s); retrying in %.1f s.", shown, cause, delay_seconds)
+        time.sleep(delay_seconds)
+        delay_seconds = min(2 * delay_seconds, OPEN_RETRY_MAX_SECONDS)
 
 
 def is_storage_fault(exc: BaseException) -> bool:

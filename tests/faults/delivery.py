@@ -206,7 +206,10 @@ def wait_finished(stack: Stack, ids: list[str], *, timeout_seconds: float) -> No
             if conn.execute(query).scalar() == len(ids):
                 return
         time.sleep(0.2)
-    raise AssertionError(f"Tasks did not finish within {timeout_seconds} s.")
+    with stack.runtime.engine.connect() as conn:
+        rows = conn.execute(sa.select(tasks).where(tasks.c.id.in_(ids), ~done)).mappings().all()
+    unfinished = [(row["id"][:8], row["state"], row["attempts"], row["dispatched_at"], row["owner"]) for row in rows]
+    raise AssertionError(f"Tasks did not finish within {timeout_seconds} s; unfinished: {unfinished}.")
 
 
 def tally(stack: Stack, prefixes: dict[str, int], ids: list[str]) -> Tally:
@@ -265,17 +268,22 @@ def outage(
     messages: int,
     kill: Callable[[], None],
     restart: Callable[[], None],
+    kill_after_seconds: float = 1.5,
 ) -> Tally:
     """A burst of tasks on two workers; *kill* a backing service mid-burst and *restart* it 3 s later.
 
-    *name* sets the message bodies apart from other runs' on the same emulator.
+    *name* sets the message bodies apart from other runs' on the same emulator. *kill_after_seconds* counts from
+    the workers' start; ``0`` kills the service before they have opened it.
     """
     prefixes = {f"{name}{n}": messages for n in range(tasks_count)}
     ids = [enqueue(stack, prefix, messages) for prefix in prefixes]
+    if not kill_after_seconds:
+        kill()
     workers = [start_worker(stack.env, workers=2) for _ in range(2)]
     try:
-        time.sleep(1.5)
-        kill()
+        time.sleep(kill_after_seconds)
+        if kill_after_seconds:
+            kill()
         time.sleep(3.0)
         restart()
         wait_finished(stack, ids, timeout_seconds=240)

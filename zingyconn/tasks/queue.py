@@ -323,8 +323,18 @@ class TaskQueue:
         if claimed is None:
             _LOGGER.info("Task %s is not claimable (duplicate delivery, or finished); skipped.", task_id)
             return
+        try:
+            self._settle(claimed, script, limits)
+        finally:
+            # Recording the outcome may have failed (the store went down): stop renewing the lease, so the task
+            # is reclaimed when it runs out instead of staying "running" under this live process for good.
+            self.store.abandon(task_id)
+
+    def _settle(self, claimed: TaskRecord, script: Script | None, limits: Limits) -> None:
+        """Run a claimed attempt and record its outcome: succeeded, retrying after a backoff, or failed."""
+        task_id = claimed.id
         if script is None:
-            gone = {"type": NotFoundError.__name__, "message": f"Script {record.script!r} was deleted."}
+            gone = {"type": NotFoundError.__name__, "message": f"Script {claimed.script!r} was deleted."}
             self.store.finish(task_id, state="failed", run_id=None, error=gone)
             return
         try:

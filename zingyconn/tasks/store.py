@@ -209,11 +209,14 @@ class TaskStore:
             claimed = conn.execute(
                 tasks.update().where(tasks.c.id == task_id, tasks.c.state.in_(CLAIMABLE)).values(**values)
             ).rowcount
-        if not claimed:
+            row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).first() if claimed else None
+        if row is None:
             return None
+        # Renewed only from here, after the commit: a claim whose outcome this process never saw (the store died
+        # mid-claim) has no keeper, so its lease runs out and the task is reclaimed instead of held for good.
         with self._running_lock:
             self._running.add(task_id)
-        return self.get(task_id)
+        return _record(row._mapping)
 
     def finish(
         self,
@@ -236,6 +239,16 @@ class TaskStore:
         run_after = self._clock() + delay_seconds
         return self._move(task_id, state="retrying", run_id=None, error=None, run_after=run_after, keep_run=True,
                           refund_attempt=True)  # fmt: skip
+
+    def abandon(self, task_id: str) -> None:
+        """Stop renewing the lease of this worker's attempt at *task_id* without recording an outcome.
+
+        For an attempt whose outcome could not be recorded (the store failed): the lease runs out within
+        :data:`~zingyconn.leases.LEASE_SECONDS` and :meth:`reclaim` makes the task ready again. A no-op once the
+        outcome is recorded.
+        """
+        with self._running_lock:
+            self._running.discard(task_id)
 
     def release(self, task_id: str) -> bool:
         """Give an interrupted attempt back to the queue (``running`` -> ``queued``) on a worker shutdown."""
