@@ -36,6 +36,8 @@ class Settings:
         tenant_wait_seconds: ``ZINGYCONN_TENANT_WAIT_SECONDS``: how long a webhook, console run, CLI run or command
             waits for one of those to come free before it is refused (tasks never wait in a worker: they are put
             back).
+        max_rate_wait_seconds: ``ZINGYCONN_MAX_RATE_WAIT_SECONDS``: how long a billable Twilio create waits for a token
+            of the tenant's quota before it is refused (``0``: refused at once); also bounded by the run's time.
         retention: ``ZINGYCONN_RETAIN_*``, ``ZINGYCONN_HISTORY_QUOTA_MB``, ``ZINGYCONN_PURGE_EVERY``: how long
             records are kept (:class:`~zingyconn.retention.RetentionPolicy`).
     """
@@ -54,6 +56,7 @@ class Settings:
     tenant_max_runs: int = 8
     tenant_max_memory_mb: int = 2048
     tenant_wait_seconds: float = 1.0
+    max_rate_wait_seconds: float = 10.0
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
     @classmethod
@@ -92,6 +95,7 @@ class Settings:
             tenant_max_runs=int(_positive(env, "ZINGYCONN_TENANT_MAX_RUNS", 8, whole=True)),
             tenant_max_memory_mb=int(_positive(env, "ZINGYCONN_TENANT_MAX_MEMORY_MB", 2048, whole=True)),
             tenant_wait_seconds=_positive(env, "ZINGYCONN_TENANT_WAIT_SECONDS", 1.0, zero=True),
+            max_rate_wait_seconds=_positive(env, "ZINGYCONN_MAX_RATE_WAIT_SECONDS", 10.0, zero=True),
             retention=RetentionPolicy.from_env(env),
         )
 

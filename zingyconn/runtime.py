@@ -134,6 +134,7 @@ class Runtime:
             else rate_limiter_for(self.engine, settings.queue_url),
             quotas={**quota_rates(settings.quotas), **({} if message_rate is None else {"messages": message_rate})},
             ledger=self.ledger,
+            max_rate_wait_seconds=settings.max_rate_wait_seconds,
         )
         #: Aggregate limits per tenant (runs at once, their memory), over every kind of run and every process that
         #: shares the data directory.

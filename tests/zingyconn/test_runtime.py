@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,9 @@ from tests.zingyconn.capability import (
     World,
     twilio_world,
 )
+from zingyconn.config import Settings
 from zingyconn.egress.broker import EgressSession
+from zingyconn.egress.ratelimit import Rate, SqlRateLimiter
 from zingyconn.errors import NotFoundError, ValidationError
 from zingyconn.hosts.cli import main
 from zingyconn.runtime import Runtime
@@ -224,6 +227,26 @@ def test_idempotency_key_prevents_a_second_send(world: World, runtime: Runtime) 
     second = runtime.run("acme", source, kind="task", idempotency_key="task-42", attempt=2)
     assert first.value == second.value
     assert len(world.emulator.requests) - before == 1
+
+
+@pytest.mark.parametrize(("setting", "waited"), [("0", "0.0 s"), ("1.5", "1.0 s")])
+def test_message_rate_wait_is_configured_by_the_environment(world: World, setting: str, waited: str) -> None:
+    """ZINGYCONN_MAX_RATE_WAIT_SECONDS bounds how long a create waits for a quota token before the refusal."""
+    wait_seconds = Settings.from_env({"ZINGYCONN_MAX_RATE_WAIT_SECONDS": setting}).max_rate_wait_seconds
+    settings = dataclasses.replace(world.settings, max_rate_wait_seconds=wait_seconds)
+    frozen = SqlRateLimiter(world.engine, clock=lambda: 1000.0)  # no token ever comes free: every wait is in vain
+    rate = Rate(per_second=1.0, burst=1)
+    tenant = "rate-" + setting.replace(".", "-")  # a bucket of its own: full before the first create
+    world.store.put(tenant, "main", TwilioProfile(account_sid=ACCOUNT_SID, secret=AUTH_TOKEN))
+    source = f"""
+for n in range(2):
+    zingyConn.twilio("main").messages.create(to="{RECIPIENT}", from_="{SENDER}", body="rate " + str(n))
+"""
+    with Runtime(settings, engine=world.engine, keyring=world.keyring, rate_limiter=frozen, message_rate=rate) as rt:
+        result = rt.run(tenant, source, kind="task")
+    assert result.error is not None
+    assert result.error.type == "QuotaExceededError"
+    assert f"no quota came free in {waited}" in result.error.message
 
 
 def test_unknown_kind_is_refused_before_running(runtime: Runtime) -> None:
