@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sqlite3
@@ -38,6 +39,11 @@ OPEN_RETRY_FIRST_SECONDS = 0.5
 OPEN_RETRY_MAX_SECONDS = 5.0
 
 _LOGGER = logging.getLogger(__name__)
+
+#: How a full disk is told from other faults (see is_disk_full).
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_SQLITE_DISK_FULL_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE})
+_POSTGRES_DISK_FULL_SQLSTATE = "53100"
 
 #: Execution option marking an engine (see :func:`read_only`) whose transactions only read.
 _READ_ONLY_OPTION = "zingyconn_read_only"
@@ -111,6 +117,11 @@ def _migrate_when_reachable(engine: Engine, shown: str, wait_seconds: float) -> 
             return
         except sa.exc.OperationalError as exc:
             cause = " ".join(str(exc.orig).split()).rstrip(".")  # one line: drivers add hints on lines of their own
+            if is_disk_full(exc):
+                raise StorageUnavailableError(
+                    f"Could not open the store at {shown}: the disk is full ({cause}). Free some disk space, "
+                    "then retry."
+                ) from None
             if time.monotonic() + delay_seconds > deadline:
                 raise StorageUnavailableError(
                     f"Could not open the store at {shown}: {cause}. Check that the database is running and "
@@ -119,6 +130,21 @@ def _migrate_when_reachable(engine: Engine, shown: str, wait_seconds: float) -> 
             _LOGGER.warning("Could not open the store at %s (%s); retrying in %.1f s.", shown, cause, delay_seconds)
         time.sleep(delay_seconds)
         delay_seconds = min(2 * delay_seconds, OPEN_RETRY_MAX_SECONDS)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Return True when *exc* says the disk (or disk quota) holding a database or file is full.
+
+    Told by codes, never by message text: an ``OSError``'s errno, SQLite's result code (``SQLITE_FULL`` for a write
+    that found no room; ``SQLITE_IOERR_SHMSIZE`` for a WAL index that could not grow, which is how opening a WAL
+    database on a full disk fails), PostgreSQL's SQLSTATE ``53100`` (disk_full).
+    """
+    error = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc  # the driver's own error
+    if isinstance(error, OSError):
+        return error.errno in _DISK_FULL_ERRNOS
+    if isinstance(error, sqlite3.Error):
+        return getattr(error, "sqlite_errorcode", None) in _SQLITE_DISK_FULL_CODES
+    return getattr(error, "sqlstate", None) == _POSTGRES_DISK_FULL_SQLSTATE
 
 
 def is_storage_fault(exc: BaseException) -> bool:

@@ -160,12 +160,15 @@ class Stack:
 
 
 @contextlib.contextmanager
-def stack(*, backend: str, through_proxy_drops: int = 0) -> Iterator[Stack]:
-    """Start the emulator (on the wall clock), the store (SQLite, or PostgreSQL + Redis) and a script "send_many"."""
+def stack(*, backend: str, through_proxy_drops: int = 0, data_dir: Path | None = None) -> Iterator[Stack]:
+    """Start the emulator (on the wall clock), the store (SQLite, or PostgreSQL + Redis) and a script "send_many".
+
+    *data_dir* is where the store (SQLite) and queue live: a new temporary directory by default.
+    """
     root = Path(tempfile.mkdtemp(prefix="zingyconn-fault-"))
     redis = postgres = None
     try:
-        env = {"ZINGYCONN_DATA_DIR": str(root / "data")}
+        env = {"ZINGYCONN_DATA_DIR": str(data_dir or root / "data")}
         if backend == "postgres+redis":
             redis, postgres = RedisProcess(), PostgresProcess()
             redis.start()
@@ -234,7 +237,8 @@ def enqueue(stack: Stack, prefix: str, count: int) -> str:
     return stack.queue.enqueue("acme", "send_many", {"prefix": prefix, "count": count}, source="cli").id
 
 
-def _sent_with(stack: Stack, prefix: str) -> int:
+def sent_with(stack: Stack, prefix: str) -> int:
+    """Count the emulator's messages whose body starts with ``PREFIX-``."""
     messages = stack.emulator.state.messages(stack.emulator.account_sid)
     return sum(1 for message in messages if message.body.startswith(prefix + "-"))
 
@@ -249,7 +253,7 @@ def worker_kills(stack: Stack, *, runs: int, messages: int, rand: random.Random)
         try:
             point = rand.randint(1, messages - 1)  # a random point of the task: after this many sends reached Twilio
             deadline = time.monotonic() + 120
-            while _sent_with(stack, prefix) < point and time.monotonic() < deadline:
+            while sent_with(stack, prefix) < point and time.monotonic() < deadline:
                 time.sleep(0.005)
             stop_worker(worker, signal.SIGKILL)
             worker = start_worker(stack.env)

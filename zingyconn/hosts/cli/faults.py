@@ -18,6 +18,7 @@ Errors are classified by their type (and an :class:`OSError`'s ``errno``), never
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 from typing import Final
 
 from zingyconn.errors import StorageUnavailableError
@@ -61,14 +62,24 @@ def describe_fault(exc: BaseException) -> str | None:
 
 
 def _database_fault(exc: BaseException) -> str | None:
+    import sqlite3
+
     import sqlalchemy.exc
 
-    if not isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+    from zingyconn.database import is_disk_full
+
+    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        what = f"the database {_setting('db_url')}"
+        cause = _clause(str(exc.orig)) if exc.orig is not None else type(exc).__name__
+    elif isinstance(exc, sqlite3.OperationalError):  # the SQLite task queue: Huey uses sqlite3 directly
+        what, cause = f"a SQLite file in the data directory {_setting('data_dir')}", _clause(str(exc))
+    else:
         return None
-    cause = _clause(str(exc.orig)) if exc.orig is not None else type(exc).__name__
+    if is_disk_full(exc):
+        return f"{what} could not be written: the disk is full ({cause}). Free some disk space, then retry."
     return (
-        f"the database {_setting('db_url')} could not be used: {cause}. Check that it is running, reachable, not "
-        "locked by another program and not out of disk space (ZINGYCONN_DB_URL or ZINGYCONN_DATA_DIR), then retry."
+        f"{what} could not be used: {cause}. Check that it is running, reachable, not locked by another program and "
+        "not out of disk space (ZINGYCONN_DB_URL or ZINGYCONN_DATA_DIR), then retry."
     )
 
 
@@ -101,6 +112,8 @@ def _setting(name: str) -> str:
         value = getattr(Settings.from_env(), name)
     except ZingyConnError:
         return "(from the environment)"
+    if isinstance(value, Path):
+        return repr(str(value))
     if not isinstance(value, str):
         return "(not configured)"
     try:
