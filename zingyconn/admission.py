@@ -49,7 +49,8 @@ class TenantLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TenantLimits:
-        """Return the limits configured in *settings* (eight runs and 2048 MiB by default)."""
+        """Return the limits configured in *settings* (16 runs and 4096 MiB by default: the
+        webhook server's own per-process request cap, at the default 256 MiB a run)."""
         return cls(
             max_runs=settings.tenant_max_runs,
             max_memory_bytes=settings.tenant_max_memory_mb * MIB,

@@ -53,8 +53,8 @@ class Settings:
     logins_per_minute_per_client: int = 10
     logins_per_minute: int = 100
     quotas: Mapping[str, tuple[float, int]] = field(default_factory=dict)
-    tenant_max_runs: int = 8
-    tenant_max_memory_mb: int = 2048
+    tenant_max_runs: int = 16
+    tenant_max_memory_mb: int = 4096
     tenant_wait_seconds: float = 1.0
     max_rate_wait_seconds: float = 10.0
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
@@ -92,8 +92,8 @@ class Settings:
             logins_per_minute_per_client=int(_positive(env, "ZINGYCONN_LOGINS_PER_MINUTE_PER_CLIENT", 10, whole=True)),
             logins_per_minute=int(_positive(env, "ZINGYCONN_LOGINS_PER_MINUTE", 100, whole=True)),
             quotas=_quotas(env),
-            tenant_max_runs=int(_positive(env, "ZINGYCONN_TENANT_MAX_RUNS", 8, whole=True)),
-            tenant_max_memory_mb=int(_positive(env, "ZINGYCONN_TENANT_MAX_MEMORY_MB", 2048, whole=True)),
+            tenant_max_runs=int(_positive(env, "ZINGYCONN_TENANT_MAX_RUNS", 16, whole=True)),
+            tenant_max_memory_mb=int(_positive(env, "ZINGYCONN_TENANT_MAX_MEMORY_MB", 4096, whole=True)),
             tenant_wait_seconds=_positive(env, "ZINGYCONN_TENANT_WAIT_SECONDS", 1.0, zero=True),
             max_rate_wait_seconds=_positive(env, "ZINGYCONN_MAX_RATE_WAIT_SECONDS", 10.0, zero=True),
             retention=RetentionPolicy.from_env(env),
