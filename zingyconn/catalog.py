@@ -7,13 +7,15 @@ cannot run is never stored, and both may carry per-snippet overrides of the defa
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from sandbox import compile_snippet
 from sandbox.errors import CompileError
@@ -23,7 +25,7 @@ from zingyconn.database import read_only
 from zingyconn.errors import NotFoundError, ValidationError
 from zingyconn.kinds import Kind, limits_for
 from zingyconn.names import validate_name
-from zingyconn.schema import hooks, scripts
+from zingyconn.schema import hooks, scripts, snippet_versions
 from zingyconn.tasks.schedule import parse_cron
 from zingyconn.twilio import SNIPPET_MODULES
 
@@ -32,6 +34,16 @@ from zingyconn.twilio import SNIPPET_MODULES
 
 #: Longest cron expression stored (the column width); its syntax is checked by the task host.
 MAX_CRON_LENGTH: Final = 100
+#: Longest version message stored (the column width).
+MAX_MESSAGE_LENGTH: Final = 500
+#: Longest author name stored (the column width).
+MAX_AUTHOR_LENGTH: Final = 100
+#: Who saved a version when the caller does not say (rows saved before versions existed, library calls).
+UNKNOWN_AUTHOR: Final = "unknown"
+
+#: What is versioned: a hook or a script.
+SnippetKind = Literal["hook", "script"]
+SNIPPET_KINDS: Final[tuple[SnippetKind, ...]] = ("hook", "script")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +58,7 @@ class Hook:
         limits: Overrides of the webhook defaults (``{"wall_seconds": 2.0}``).
         created_at: Unix time of the first save.
         updated_at: Unix time of the last save.
+        version: The saved version this is (:meth:`Catalog.versions`); runs record it.
     """
 
     tenant: str
@@ -55,6 +68,7 @@ class Hook:
     limits: Mapping[str, float | int] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0
+    version: int = 1
 
     def run_limits(self) -> Limits:
         """Return the limits a run of this hook gets: the webhook defaults with this hook's overrides."""
@@ -70,6 +84,7 @@ class Hook:
             "limits": dict(self.limits),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "version": self.version,
         }
 
 
@@ -85,6 +100,7 @@ class Script:
         limits: Overrides of the task defaults.
         created_at: Unix time of the first save.
         updated_at: Unix time of the last save.
+        version: The saved version this is (:meth:`Catalog.versions`); runs record it.
     """
 
     tenant: str
@@ -94,6 +110,7 @@ class Script:
     limits: Mapping[str, float | int] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0
+    version: int = 1
 
     def run_limits(self) -> Limits:
         """Return the limits a run of this script gets: the task defaults with this script's overrides."""
@@ -109,7 +126,64 @@ class Script:
             "limits": dict(self.limits),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "version": self.version,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class SnippetVersion:
+    """One saved version of a hook or script: a save or a rollback.
+
+    Attributes:
+        kind: ``"hook"`` or ``"script"``.
+        tenant: Owning tenant.
+        name: Hook or script name.
+        version: Its number, from 1 per hook or script.
+        source: The snippet saved.
+        settings: The rest of the definition: ``verify_with`` and ``limits`` of a hook, ``cron`` and ``limits`` of
+            a script.
+        author: Who saved it (``console:operator``, ``token:<id>``, ``cli:<user>``, ``unknown``).
+        message: Why, if they said (a rollback says which version it restored).
+        created_at: Unix time of the save.
+    """
+
+    kind: SnippetKind
+    tenant: str
+    name: str
+    version: int
+    source: str
+    settings: Mapping[str, Any]
+    author: str
+    message: str | None
+    created_at: float
+
+    def to_json(self, *, with_source: bool = True) -> dict[str, Any]:
+        """Return the version as a JSON object (the source left out of lists when *with_source* is false)."""
+        document: dict[str, Any] = {
+            "kind": self.kind,
+            "tenant": self.tenant,
+            "name": self.name,
+            "version": self.version,
+            "settings": dict(self.settings),
+            "author": self.author,
+            "message": self.message,
+            "created_at": self.created_at,
+        }
+        if with_source:
+            document["source"] = self.source
+        return document
+
+    def definition_text(self) -> str:
+        """Return the version as the text a diff compares: its settings as comment lines, then the source."""
+        header = [f"# {key}: {_setting_text(value)}" for key, value in sorted(self.settings.items())]
+        body = self.source if self.source.endswith("\n") else self.source + "\n"
+        return "\n".join(header) + "\n" + body
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{key}={item}" for key, item in sorted(value.items())) or "-"
+    return "-" if value is None else str(value)
 
 
 def parse_limits(overrides: Mapping[str, object] | None, *, kind: Kind) -> dict[str, float | int]:
@@ -159,8 +233,12 @@ class Catalog:
         *,
         verify_with: str | None = None,
         limits: Mapping[str, object] | None = None,
+        author: str = UNKNOWN_AUTHOR,
+        message: str | None = None,
     ) -> Hook:
-        """Create or replace hook *name*; the snippet is compiled first, so nothing is saved if it cannot run.
+        """Create or replace hook *name*, as its next version; compiled first, so nothing is saved if it cannot run.
+
+        *author* (who saves) and *message* (why) are kept with the version (:meth:`versions`).
 
         Raises:
             ValidationError: A bad tenant, name, connection name or limit (named by ``field``).
@@ -172,7 +250,7 @@ class Catalog:
             validate_name(verify_with, field="verify_with")
         values = {"source": source, "verify_with": verify_with, "limits": parse_limits(limits, kind="webhook")}
         check_source(source)
-        self._upsert(hooks, tenant, name, values)
+        self._save("hook", tenant, name, values, author=author, message=message)
         return self.get_hook(tenant, name)
 
     def get_hook(self, tenant: str, name: str) -> Hook:
@@ -203,8 +281,12 @@ class Catalog:
         *,
         cron: str | None = None,
         limits: Mapping[str, object] | None = None,
+        author: str = UNKNOWN_AUTHOR,
+        message: str | None = None,
     ) -> Script:
-        """Create or replace script *name*; compiled first. The cron syntax is checked by the task host.
+        """Create or replace script *name*, as its next version; compiled first, the cron syntax checked.
+
+        *author* (who saves) and *message* (why) are kept with the version (:meth:`versions`).
 
         Raises:
             ValidationError: A bad tenant, name, cron or limit (named by ``field``).
@@ -219,7 +301,7 @@ class Catalog:
             parse_cron(cron)  # a schedule the task host cannot run is never saved (the error names the cron field)
         values = {"source": source, "cron": cron, "limits": parse_limits(limits, kind="task")}
         check_source(source)
-        self._upsert(scripts, tenant, name, values)
+        self._save("script", tenant, name, values, author=author, message=message)
         return self.get_script(tenant, name)
 
     def get_script(self, tenant: str, name: str) -> Script:
@@ -249,34 +331,149 @@ class Catalog:
         """Delete script *name* of *tenant*; NotFoundError if there is none."""
         self._delete(scripts, tenant, name, what="script")
 
+    # --- versions ----------------------------------------------------------------------------------------------
+
+    def versions(self, kind: SnippetKind, tenant: str, name: str) -> list[SnippetVersion]:
+        """Return every saved version of hook or script *name*, newest first.
+
+        Raises:
+            NotFoundError: The tenant has no such hook or script (nor versions of one).
+        """
+        query = (
+            sa.select(snippet_versions)
+            .where(*_version_key(kind, tenant, name))
+            .order_by(snippet_versions.c.version.desc())
+        )
+        with self._reader.connect() as conn:
+            found = [_version(row._mapping) for row in conn.execute(query)]
+        if not found:
+            raise NotFoundError(f"Tenant {tenant!r} has no {kind} named {name!r}.")
+        return found
+
+    def version(self, kind: SnippetKind, tenant: str, name: str, number: int) -> SnippetVersion:
+        """Return version *number* of hook or script *name*.
+
+        Raises:
+            NotFoundError: No such hook or script, or no such version of it (the message names the versions kept).
+        """
+        query = sa.select(snippet_versions).where(
+            *_version_key(kind, tenant, name), snippet_versions.c.version == number
+        )
+        with self._reader.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            latest = self.versions(kind, tenant, name)[0].version  # NotFoundError when the snippet itself is unknown
+            raise NotFoundError(f"The {kind} {name!r} of tenant {tenant!r} has versions 1 to {latest}, not {number}.")
+        return _version(row._mapping)
+
+    def diff(self, kind: SnippetKind, tenant: str, name: str, old: int, new: int) -> str:
+        """Return the unified diff from version *old* to version *new* (settings and source); empty when equal."""
+        before, after = self.version(kind, tenant, name, old), self.version(kind, tenant, name, new)
+        lines = difflib.unified_diff(
+            before.definition_text().splitlines(keepends=True),
+            after.definition_text().splitlines(keepends=True),
+            fromfile=f"{name} v{old}",
+            tofile=f"{name} v{new}",
+            fromfiledate=_iso(before.created_at),
+            tofiledate=_iso(after.created_at),
+        )
+        return "".join(lines)
+
+    def rollback(self, kind: SnippetKind, tenant: str, name: str, *, to: int, author: str = UNKNOWN_AUTHOR) -> int:
+        """Save version *to* of hook or script *name* again, as a new version; return the new version's number.
+
+        The whole definition comes back (source and settings); a rollback is itself a version, so it can be undone
+        by rolling back to the version before it.
+
+        Raises:
+            NotFoundError: No such hook or script, or no such version.
+        """
+        target = self.version(kind, tenant, name, to)
+        message = f"rolled back to version {to}"
+        settings = dict(target.settings)
+        limits = settings.get("limits") or {}
+        if kind == "hook":
+            hook = self.put_hook(
+                tenant, name, target.source, verify_with=settings.get("verify_with"), limits=limits,
+                author=author, message=message,
+            )  # fmt: skip
+            return hook.version
+        script = self.put_script(
+            tenant, name, target.source, cron=settings.get("cron"), limits=limits, author=author, message=message
+        )
+        return script.version
+
     # --- shared ------------------------------------------------------------------------------------------------
 
-    def _upsert(self, table: sa.Table, tenant: str, name: str, values: dict[str, Any]) -> None:
+    def _save(
+        self, kind: SnippetKind, tenant: str, name: str, values: dict[str, Any], *, author: str, message: str | None
+    ) -> None:
+        """Write *values* as the current definition and as the next version, in one transaction."""
+        table = hooks if kind == "hook" else scripts
+        settings = {key: value for key, value in values.items() if key != "source"}
+        message = (message or "").strip()[:MAX_MESSAGE_LENGTH] or None
         now = self._clock()
         key = (table.c.tenant == tenant) & (table.c.name == name)
-        for attempt in range(2):
+        for attempt in range(3):
             try:
                 with self._engine.begin() as conn:
-                    if _exists(conn, table, key):
-                        conn.execute(table.update().where(key).values(**values, updated_at=now))
+                    # Lock the current row first (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers):
+                    # concurrent saves then take the next numbers in turn instead of colliding on one.
+                    exists = (
+                        conn.execute(sa.select(sa.literal(1)).select_from(table).where(key).with_for_update()).first()
+                        is not None
+                    )
+                    latest = conn.execute(
+                        sa.select(sa.func.max(snippet_versions.c.version)).where(*_version_key(kind, tenant, name))
+                    ).scalar()
+                    version = int(latest or 0) + 1
+                    conn.execute(
+                        snippet_versions.insert().values(
+                            kind=kind, tenant=tenant, name=name, version=version, source=values["source"],
+                            settings=settings, author=author[:MAX_AUTHOR_LENGTH], message=message, created_at=now,
+                        )
+                    )  # fmt: skip
+                    if exists:
+                        conn.execute(table.update().where(key).values(**values, updated_at=now, version=version))
                     else:
                         row = {"tenant": tenant, "name": name, "created_at": now, "updated_at": now}
-                        conn.execute(table.insert().values(**row, **values))
+                        conn.execute(table.insert().values(**row, **values, version=version))
                 return
             except sa.exc.IntegrityError:
-                # PostgreSQL: a concurrent first save of the same name won the insert; update it instead.
-                if attempt:
+                # PostgreSQL: a concurrent first save of the same name won the insert; save over it instead.
+                if attempt == 2:
                     raise
 
     def _delete(self, table: sa.Table, tenant: str, name: str, *, what: str) -> None:
+        kind: SnippetKind = "hook" if table is hooks else "script"
         with self._engine.begin() as conn:
             deleted = conn.execute(table.delete().where(table.c.tenant == tenant, table.c.name == name)).rowcount
+            # Its versions go with it: a hook saved again under the same name starts a new history at version 1.
+            conn.execute(snippet_versions.delete().where(*_version_key(kind, tenant, name)))
         if not deleted:
             raise NotFoundError(f"Tenant {tenant!r} has no {what} named {name!r}.")
 
 
-def _exists(conn: Connection, table: sa.Table, key: sa.ColumnElement[bool]) -> bool:
-    return conn.execute(sa.select(sa.literal(1)).select_from(table).where(key)).first() is not None
+def _version_key(kind: SnippetKind, tenant: str, name: str) -> tuple[sa.ColumnElement[bool], ...]:
+    return (snippet_versions.c.kind == kind, snippet_versions.c.tenant == tenant, snippet_versions.c.name == name)
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _version(row: sa.RowMapping) -> SnippetVersion:
+    return SnippetVersion(
+        kind=row["kind"],
+        tenant=row["tenant"],
+        name=row["name"],
+        version=row["version"],
+        source=row["source"],
+        settings=dict(row["settings"] or {}),
+        author=row["author"],
+        message=row["message"],
+        created_at=row["created_at"],
+    )
 
 
 def _hook(row: sa.RowMapping) -> Hook:
@@ -288,6 +485,7 @@ def _hook(row: sa.RowMapping) -> Hook:
         limits=dict(row["limits"] or {}),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        version=row["version"],
     )
 
 
@@ -300,4 +498,5 @@ def _script(row: sa.RowMapping) -> Script:
         limits=dict(row["limits"] or {}),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        version=row["version"],
     )

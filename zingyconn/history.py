@@ -51,7 +51,7 @@ DEFAULT_QUOTA_BYTES: Final = 512 * 1024 * 1024
 #: The columns :meth:`RunHistory.record` writes.
 _RECORDED_COLUMNS: Final = (
     "id", "tenant", "kind", "name", "status", "attempt", "task_id", "replay_of", "started_at", "duration_ms", "event",
-    "result", "stdout", "logs", "error", "egress", "source", "stored_bytes",
+    "result", "stdout", "logs", "error", "egress", "source", "stored_bytes", "version",
 )  # fmt: skip
 #: The fields whose size counts, and is capped.
 _PAYLOAD_FIELDS: Final = ("event", "result", "stdout", "logs", "error", "egress", "source")
@@ -137,6 +137,7 @@ class RunRecord:
         task_id: The task this run belonged to, if any.
         replay_of: The run this one replayed, if any.
         source: The snippet that ran.
+        version: The version of the hook or script that ran (``None`` for console drafts and commands).
     """
 
     id: str
@@ -156,6 +157,7 @@ class RunRecord:
     task_id: str | None
     replay_of: str | None
     source: str | None
+    version: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -181,6 +183,7 @@ class RunRecord:
             "attempt": self.attempt,
             "task_id": self.task_id,
             "replay_of": self.replay_of,
+            "version": self.version,
         }
 
 
@@ -229,6 +232,7 @@ class RunHistory:
         task_id: str | None = None,
         replay_of: str | None = None,
         source: str | None = None,
+        version: int | None = None,
     ) -> None:
         """Store one run (insert, or replace the row of the same id: one upsert). Callers pass masked values.
 
@@ -251,6 +255,7 @@ class RunHistory:
             "error": error,
             "egress": list(egress),
             "source": source,
+            "version": version,
         }
         size = self._bound(values)
         if self._usage_of(tenant) + size > self.quota_bytes:
@@ -394,4 +399,5 @@ def _record(row: sa.Row[Any]) -> RunRecord:
         task_id=row.task_id,
         replay_of=row.replay_of,
         source=row.source,
+        version=row.version,
     )

@@ -192,6 +192,7 @@ class Runtime:
         task_id: str | None = None,
         replay_of: str | None = None,
         stored_event: JSON = None,
+        version: int | None = None,
     ) -> MaskedRunResult:
         """Run *source* for *tenant* and return its masked result (also stored in the history when *record*).
 
@@ -210,6 +211,7 @@ class Runtime:
             replay_of: The run this one replays.
             stored_event: What the history keeps as the event, when not *event* itself (a webhook keeps its
                 parsed form or its raw body, not both).
+            version: The version of hook or script *name* that runs, for the history.
 
         Raises:
             ValidationError: Bad tenant name or kind (nothing ran).
@@ -232,6 +234,7 @@ class Runtime:
                 task_id=task_id,
                 replay_of=replay_of,
                 stored_event=stored_event,
+                version=version,
             )
 
     def _run(
@@ -249,6 +252,7 @@ class Runtime:
         task_id: str | None,
         replay_of: str | None,
         stored_event: JSON,
+        version: int | None,
     ) -> MaskedRunResult:
         run_id, started_at = new_run_id(), time.time()
         session = self.broker.session(
@@ -296,6 +300,7 @@ class Runtime:
                 task_id=task_id,
                 replay_of=replay_of,
                 source=source,
+                version=version,
             )
         return result
 

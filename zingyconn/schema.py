@@ -56,6 +56,7 @@ hooks: Final = sa.Table(
     sa.Column("limits", sa.JSON, nullable=False, default=dict),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),  # the current row of ``snippet_versions``
 )
 
 #: Background-task scripts, optionally on a cron schedule.
@@ -69,6 +70,24 @@ scripts: Final = sa.Table(
     sa.Column("limits", sa.JSON, nullable=False, default=dict),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),  # the current row of ``snippet_versions``
+)
+
+#: Every saved version of every hook and script (a save, a rollback): who, when, why, and what was saved. Versions
+#: are numbered from 1 per (kind, tenant, name); the primary key makes two concurrent saves take different numbers.
+snippet_versions: Final = sa.Table(
+    "snippet_versions",
+    metadata,
+    sa.Column("kind", sa.String(10), primary_key=True),  # "hook" | "script"
+    sa.Column("tenant", sa.String(100), primary_key=True),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),
+    # The rest of the saved definition: {"verify_with", "limits"} of a hook, {"cron", "limits"} of a script.
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("author", sa.String(100), nullable=False),  # "console:operator", "token:<id>", "cli:<user>", ...
+    sa.Column("message", sa.String(500), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
 )
 
 #: Run history: every run of every kind, with masked output.
@@ -94,6 +113,7 @@ runs: Final = sa.Table(
     sa.Column("source", sa.Text, nullable=True),
     # Size of the stored fields, summed per tenant for the history quota (NULL in rows from before it existed).
     sa.Column("stored_bytes", sa.Integer, nullable=True),
+    sa.Column("version", sa.Integer, nullable=True),  # the hook's or script's version that ran (NULL: none/older)
     sa.Index("ix_runs_tenant_started", "tenant", "started_at"),
     sa.Index("ix_runs_started", "started_at"),  # the purge: oldest first, every tenant
 )
@@ -272,6 +292,37 @@ def _add_tenant_vars(conn: Connection) -> None:
     tenant_vars.create(conn, checkfirst=True)
 
 
+def _add_versions(conn: Connection) -> None:
+    """``snippet_versions``, ``hooks.version``, ``scripts.version`` and ``runs.version``.
+
+    Every hook and script saved before versions existed becomes its version 1 (author ``"unknown"``).
+    """
+    for table_name in ("hooks", "scripts", "runs"):
+        if "version" not in {column["name"] for column in sa.inspect(conn).get_columns(table_name)}:
+            default = "" if table_name == "runs" else " NOT NULL DEFAULT 1"
+            conn.execute(sa.text(f"ALTER TABLE {table_name} ADD COLUMN version INTEGER{default}"))
+    snippet_versions.create(conn, checkfirst=True)
+    for kind, table, settings in (("hook", hooks, ("verify_with", "limits")), ("script", scripts, ("cron", "limits"))):
+        kept = sa.select(snippet_versions.c.tenant, snippet_versions.c.name).where(snippet_versions.c.kind == kind)
+        versioned = {(row.tenant, row.name) for row in conn.execute(kept)}
+        for row in conn.execute(sa.select(table)).all():
+            if (row.tenant, row.name) in versioned:
+                continue
+            conn.execute(
+                snippet_versions.insert().values(
+                    kind=kind,
+                    tenant=row.tenant,
+                    name=row.name,
+                    version=1,
+                    source=row.source,
+                    settings={name: row._mapping[name] for name in settings},
+                    author="unknown",
+                    message="saved before versions were kept",
+                    created_at=row.updated_at,
+                )
+            )
+
+
 #: Ordered migration steps; step ``i`` brings the schema to version ``i + 1``. Each must be idempotent.
 MIGRATIONS: Final[tuple[Callable[[Connection], None], ...]] = (
     _create_v1,
@@ -279,6 +330,7 @@ MIGRATIONS: Final[tuple[Callable[[Connection], None], ...]] = (
     _add_console_sessions_and_audit,
     _add_lifecycle,
     _add_tenant_vars,
+    _add_versions,
 )
 LATEST_VERSION: Final = len(MIGRATIONS)
 

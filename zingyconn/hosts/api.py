@@ -8,7 +8,13 @@
   that carries ``Origin`` or ``Sec-Fetch-Mode`` (sent by browsers, not by server-side HTTP clients) is a page flow,
   whatever it claims.
 - ``GET /api/v1/admin/tenants/{tenant}/hooks`` and ``PUT|GET|DELETE .../hooks/{name}`` with
-  ``Authorization: Bearer <admin token>``; PUT takes ``{"source", "verify_with", "limits"}``.
+  ``Authorization: Bearer <admin token>``; PUT takes ``{"source", "verify_with", "limits", "message"}`` and saves the
+  hook's next version.
+- Versions of hooks and scripts (admin token; ``FAMILY`` is ``hooks`` or ``scripts``):
+  ``GET .../tenants/{tenant}/FAMILY/{name}/versions`` (newest first, without sources),
+  ``GET .../FAMILY/{name}/versions/{version}`` (with its source), ``GET .../FAMILY/{name}/diff?from=N&to=M``
+  (``{"diff": "<unified diff>"}``) and ``POST .../FAMILY/{name}/rollback`` with ``{"to": N}`` (saves version N again
+  as the newest; answers ``{"version": <new number>}``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from zingyconn.errors import FlowNotAllowedError, ValidationError, ZingyConnError
+from zingyconn.catalog import SnippetKind
+from zingyconn.errors import FlowNotAllowedError, NotFoundError, ValidationError, ZingyConnError
 from zingyconn.hosts.bodies import parse_json
 from zingyconn.hosts.middleware import read_body
 from zingyconn.hosts.state import host_state
@@ -33,6 +40,10 @@ FLOWS: Final = ("cloud", "page")
 IDEMPOTENCY_HEADER: Final = "idempotency-key"
 #: Headers only browsers send: their presence means a page flow, whatever X-Zingy-Flow claims.
 BROWSER_HEADERS: Final = ("origin", "sec-fetch-mode")
+#: Who the version history names as the author of a change made with the (shared) admin token.
+ADMIN_AUTHOR: Final = "admin-api"
+#: The path segment of each versioned kind.
+FAMILIES: Final[dict[str, SnippetKind]] = {"hooks": "hook", "scripts": "script"}
 
 
 class UnauthorizedError(ZingyConnError):
@@ -122,12 +133,78 @@ async def hook_item(request: Request) -> Response:
         raise ValidationError("'verify_with' must be a connection name or null.", field="verify_with")
     if not isinstance(limits, dict):
         raise ValidationError("'limits' must be an object of limit names to numbers.", field="limits")
+    message = data.get("message")
+    if message is not None and not isinstance(message, str):
+        raise ValidationError("'message' must be a string or null.", field="message")
     if verify_with is not None:
         await state.in_thread(check_verifier, state.runtime.store, tenant, verify_with)
     hook = await state.in_thread(
-        lambda: state.catalog.put_hook(tenant, name, source, verify_with=verify_with, limits=limits)
+        lambda: state.catalog.put_hook(
+            tenant, name, source, verify_with=verify_with, limits=limits, author=ADMIN_AUTHOR, message=message
+        )
     )
     return JSONResponse({"ok": True, "hook": hook.to_json()})
+
+
+def _versioned(request: Request) -> tuple[SnippetKind, str, str]:
+    """Check the admin token; return (kind, tenant, name) of the versioned hook or script the path names."""
+    _check_admin(request)
+    family = request.path_params["family"]
+    if family not in FAMILIES:
+        raise NotFoundError(f"There is no {family!r} to version; the path names 'hooks' or 'scripts'.")
+    return FAMILIES[family], request.path_params["tenant"], request.path_params["name"]
+
+
+def _version_number(value: object, *, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValidationError(f"{field!r} must be a version number (1, 2, ...).", field=field)
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValidationError(f"{field!r} must be a version number (1, 2, ...), not {value!r}.", field=field) from None
+    if number < 1:
+        raise ValidationError(f"{field!r} must be a version number (1, 2, ...), not {number}.", field=field)
+    return number
+
+
+async def list_versions(request: Request) -> Response:
+    """List the saved versions of a hook or script, newest first (without their sources)."""
+    kind, tenant, name = _versioned(request)
+    state = host_state(request)
+    found = await state.in_thread(state.catalog.versions, kind, tenant, name)
+    return JSONResponse({"ok": True, "versions": [version.to_json(with_source=False) for version in found]})
+
+
+async def show_version(request: Request) -> Response:
+    """Show one saved version of a hook or script, with its source."""
+    kind, tenant, name = _versioned(request)
+    number = _version_number(request.path_params["version"], field="version")
+    state = host_state(request)
+    found = await state.in_thread(state.catalog.version, kind, tenant, name, number)
+    return JSONResponse({"ok": True, "version": found.to_json()})
+
+
+async def diff_versions(request: Request) -> Response:
+    """The unified diff between two versions (``?from=N&to=M``; default: the current one and the one before)."""
+    kind, tenant, name = _versioned(request)
+    state = host_state(request)
+    query = request.query_params
+    if "to" in query:
+        new = _version_number(query["to"], field="to")
+    else:
+        new = (await state.in_thread(state.catalog.versions, kind, tenant, name))[0].version
+    old = _version_number(query["from"], field="from") if "from" in query else max(1, new - 1)
+    text = await state.in_thread(state.catalog.diff, kind, tenant, name, old, new)
+    return JSONResponse({"ok": True, "from": old, "to": new, "diff": text})
+
+
+async def rollback(request: Request) -> Response:
+    """Save an old version of a hook or script again, as its newest version."""
+    kind, tenant, name = _versioned(request)
+    to = _version_number((await _json_object(request)).get("to"), field="to")
+    state = host_state(request)
+    version = await state.in_thread(lambda: state.catalog.rollback(kind, tenant, name, to=to, author=ADMIN_AUTHOR))
+    return JSONResponse({"ok": True, "version": version})
 
 
 ROUTES: Final = [
@@ -139,4 +216,8 @@ ROUTES: Final = [
         methods=["GET", "PUT", "DELETE"],
         name="api_hook",
     ),
+    Route("/api/v1/admin/tenants/{tenant}/{family}/{name}/versions", list_versions, methods=["GET"]),
+    Route("/api/v1/admin/tenants/{tenant}/{family}/{name}/versions/{version}", show_version, methods=["GET"]),
+    Route("/api/v1/admin/tenants/{tenant}/{family}/{name}/diff", diff_versions, methods=["GET"]),
+    Route("/api/v1/admin/tenants/{tenant}/{family}/{name}/rollback", rollback, methods=["POST"]),
 ]

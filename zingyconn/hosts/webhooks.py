@@ -128,6 +128,7 @@ def _record_refusal(runtime: Runtime, hook: Hook, request: Request, error: Valid
         event=_request_fields(request, hook=hook.name),  # without the body: it is what was refused
         error=error.to_json(),
         source=hook.source,
+        version=hook.version,
     )
     return StoredResponse(error.http_status, "application/json", _dumps({"ok": False, "error": details}), run_id)
 
@@ -289,6 +290,7 @@ def _run(
         name=hook.name,
         idempotency_key=key,
         stored_event=stored_event(event),
+        version=hook.version,
     )
     error = None if result.error is None else result.error.to_json()
     rendered = render(result.ok, result.value, result.error, run_id=result.run_id, is_twilio=is_twilio)

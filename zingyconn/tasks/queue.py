@@ -82,6 +82,7 @@ class TaskRunner(Protocol):
         idempotency_key: str | None = None,
         attempt: int = 1,
         task_id: str | None = None,
+        version: int | None = None,
     ) -> Any:
         """Run *source* for *tenant*; return the run result (``ok``, ``error``, ``egress``, ``run_id``)."""
 
@@ -377,6 +378,7 @@ class TaskQueue:
                 idempotency_key=record.id,
                 task_id=record.id,
                 attempt=record.attempts,
+                version=script.version,
             )
         except TenantBusyError:
             raise

@@ -1,4 +1,4 @@
-"""``zingyconn hooks add|list|show|delete``: a tenant's webhook handlers behind ``/hooks/TENANT/NAME``."""
+"""``zingyconn hooks add|list|show|delete|history|diff|rollback``: a tenant's webhook handlers, and their versions."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import click
 
 from zingyconn.hosts.cli.options import (
     catalog_from_settings,
+    cli_actor,
     echo_created,
     echo_json,
     format_time,
@@ -16,11 +17,12 @@ from zingyconn.hosts.cli.options import (
     parse_limit_pairs,
     tenant_option,
 )
+from zingyconn.hosts.cli.versions import add_version_commands
 
 
 @click.group()
 def hooks() -> None:
-    """Add, inspect and delete webhook hooks (snippets served at /hooks/TENANT/NAME by `zingyconn serve`)."""
+    """Add, inspect, version and delete webhook hooks (snippets served at /hooks/TENANT/NAME by `zingyconn serve`)."""
 
 
 @hooks.command()
@@ -31,8 +33,17 @@ def hooks() -> None:
 @click.option(
     "--limit", "limits", multiple=True, metavar="NAME=VALUE", help="Override a webhook limit (wall_seconds=2)."
 )
+@click.option("--message", "-m", default=None, help="Why: kept with the version (see history).")
 @json_option
-def add(name: str, tenant: str, file: IO[str], verify_with: str | None, limits: tuple[str, ...], as_json: bool) -> None:
+def add(
+    name: str,
+    tenant: str,
+    file: IO[str],
+    verify_with: str | None,
+    limits: tuple[str, ...],
+    message: str | None,
+    as_json: bool,
+) -> None:
     """Save hook NAME (replacing one of the same name); the snippet is compiled before it is saved.
 
     Prints the hook's name on stdout (the hook as JSON with --json).
@@ -48,10 +59,12 @@ def add(name: str, tenant: str, file: IO[str], verify_with: str | None, limits: 
     if verify_with is not None:
         check_verifier(ConnectionStore.from_settings(Settings.from_env()), tenant, verify_with)
     overrides = parse_limit_pairs(limits)
-    hook = catalog_from_settings().put_hook(tenant, name, file.read(), verify_with=verify_with, limits=overrides)
+    hook = catalog_from_settings().put_hook(
+        tenant, name, file.read(), verify_with=verify_with, limits=overrides, author=cli_actor(), message=message
+    )
     check = f"signatures checked with {verify_with!r}" if verify_with else "NO signature check"
-    message = f"Saved hook {name!r} in tenant {tenant!r} ({check}); it answers at /hooks/{tenant}/{name}."
-    echo_created(name, message, document=hook.to_json(), as_json=as_json)
+    said = f"Saved hook {name!r} in tenant {tenant!r} as version {hook.version} ({check}); "
+    echo_created(name, f"{said}it answers at /hooks/{tenant}/{name}.", document=hook.to_json(), as_json=as_json)
 
 
 @hooks.command(name="list")
@@ -84,6 +97,7 @@ def show(name: str, tenant: str, as_json: bool) -> None:
     click.echo(f"hook:        /hooks/{hook.tenant}/{hook.name}")
     click.echo(f"verify with: {hook.verify_with or '- (no signature check)'}")
     click.echo(f"limits:      {json.dumps(dict(hook.limits)) if hook.limits else 'webhook defaults'}")
+    click.echo(f"version:     {hook.version} (zingyconn hooks history {hook.name} --tenant {hook.tenant})")
     click.echo(f"updated:     {format_time(hook.updated_at)}\n")
     click.echo(hook.source.rstrip("\n"))
 
@@ -95,3 +109,6 @@ def delete(name: str, tenant: str) -> None:
     """Delete hook NAME (its URL then answers 404)."""
     catalog_from_settings().delete_hook(tenant, name)
     click.echo(f"Deleted hook {name!r} of tenant {tenant!r}.", err=True)
+
+
+add_version_commands(hooks, "hook")

@@ -51,6 +51,8 @@ def _actor(record: RunRecord) -> str:
 def _line(record: RunRecord) -> str:
     duration = "" if record.duration_ms is None else f"{record.duration_ms:.0f} ms"
     name = record.name or "-"
+    if record.version is not None:
+        name = f"{name} v{record.version}"
     return (
         f"{record.id}  {format_time(record.started_at)}  {record.kind:<8} {name:<20} {record.status:<7} "
         f"{duration:>9}  {_actor(record)}"

@@ -1,4 +1,7 @@
-"""``zingyconn scripts add|list|show|delete``: a tenant's background-task scripts and their cron schedules."""
+"""``zingyconn scripts add|list|show|delete|history|diff|rollback``: a tenant's background-task scripts.
+
+Scripts run as background tasks, on demand or on a cron schedule; every save is a version.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import click
 
 from zingyconn.hosts.cli.options import (
     catalog_from_settings,
+    cli_actor,
     echo_created,
     echo_json,
     format_time,
@@ -16,11 +20,12 @@ from zingyconn.hosts.cli.options import (
     parse_limit_pairs,
     tenant_option,
 )
+from zingyconn.hosts.cli.versions import add_version_commands
 
 
 @click.group()
 def scripts() -> None:
-    """Add, inspect and delete background-task scripts (run with `zingyconn tasks enqueue` or on a cron schedule)."""
+    """Add, inspect, version and delete background-task scripts (run by `zingyconn tasks enqueue` or on a cron)."""
 
 
 @scripts.command()
@@ -29,8 +34,17 @@ def scripts() -> None:
 @click.option("--file", "file", type=click.File("r"), required=True, help="The snippet ('-' for stdin).")
 @click.option("--cron", default=None, help="Run on this schedule (UTC), e.g. '0 7 * * 1-5' or @daily.")
 @click.option("--limit", "limits", multiple=True, metavar="NAME=VALUE", help="Override a task limit (wall_seconds=60).")
+@click.option("--message", "-m", default=None, help="Why: kept with the version (see history).")
 @json_option
-def add(name: str, tenant: str, file: IO[str], cron: str | None, limits: tuple[str, ...], as_json: bool) -> None:
+def add(
+    name: str,
+    tenant: str,
+    file: IO[str],
+    cron: str | None,
+    limits: tuple[str, ...],
+    message: str | None,
+    as_json: bool,
+) -> None:
     """Save script NAME (replacing one of the same name); the snippet is compiled before it is saved.
 
     Prints the script's name on stdout (the script as JSON with --json).
@@ -40,11 +54,13 @@ def add(name: str, tenant: str, file: IO[str], cron: str | None, limits: tuple[s
       zingyconn scripts add digest --file examples/nightly_digest.py --cron '0 7 * * *'
     """
     overrides = parse_limit_pairs(limits)
-    script = catalog_from_settings().put_script(tenant, name, file.read(), cron=cron, limits=overrides)
+    script = catalog_from_settings().put_script(
+        tenant, name, file.read(), cron=cron, limits=overrides, author=cli_actor(), message=message
+    )
     enqueue = f"zingyconn tasks enqueue {name} --tenant {tenant}"
     schedule = f"on cron {script.cron!r} (UTC)" if script.cron else f"on demand: {enqueue}"
-    message = f"Saved script {name!r} in tenant {tenant!r}; it runs {schedule}."
-    echo_created(name, message, document=script.to_json(), as_json=as_json)
+    said = f"Saved script {name!r} in tenant {tenant!r} as version {script.version}; it runs {schedule}."
+    echo_created(name, said, document=script.to_json(), as_json=as_json)
 
 
 @scripts.command(name="list")
@@ -77,6 +93,7 @@ def show(name: str, tenant: str, as_json: bool) -> None:
     click.echo(f"script:  {script.tenant}/{script.name}")
     click.echo(f"cron:    {script.cron or '-'}")
     click.echo(f"limits:  {json.dumps(dict(script.limits)) if script.limits else 'task defaults'}")
+    click.echo(f"version: {script.version} (zingyconn scripts history {script.name} --tenant {script.tenant})")
     click.echo(f"updated: {format_time(script.updated_at)}\n")
     click.echo(script.source.rstrip("\n"))
 
@@ -88,3 +105,6 @@ def delete(name: str, tenant: str) -> None:
     """Delete script NAME (queued tasks of it then fail with "deleted")."""
     catalog_from_settings().delete_script(tenant, name)
     click.echo(f"Deleted script {name!r} of tenant {tenant!r}.", err=True)
+
+
+add_version_commands(scripts, "script")

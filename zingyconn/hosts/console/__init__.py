@@ -22,7 +22,7 @@ from starlette.templating import Jinja2Templates
 from zingyconn.catalog import Catalog
 from zingyconn.egress.ratelimit import SqlRateLimiter
 from zingyconn.hosts.audit import AuditTrail
-from zingyconn.hosts.console import connections, pages, runner, variables
+from zingyconn.hosts.console import connections, pages, runner, variables, versions
 from zingyconn.hosts.console.auth import session_secret
 from zingyconn.hosts.console.compile_pool import CompilePool
 from zingyconn.hosts.console.policy import ConsolePolicyMiddleware
@@ -113,6 +113,13 @@ def create_console(state: ConsoleState, *, admin_token: str | None, https_only: 
             pages.catalog_delete,
             methods=["POST"],
             name="console_catalog_delete",
+        ),
+        Route("/t/{tenant}/{item_kind:str}/{name}/versions", versions.versions, name="console_versions"),
+        Route(
+            "/t/{tenant}/{item_kind:str}/{name}/rollback",
+            versions.rollback,
+            methods=["POST"],
+            name="console_rollback",
         ),
         Route("/t/{tenant}/runs", pages.runs, name="console_runs"),
         Route("/t/{tenant}/audit", pages.audit_trail, name="console_audit"),

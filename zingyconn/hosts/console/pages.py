@@ -102,7 +102,12 @@ async def hooks(request: Request, tenant: str, form: FormData) -> Response:
     """List the tenant's webhook hooks."""
     items = await run_in_threadpool(state_of(request).catalog.list_hooks, tenant)
     rows = [
-        {"name": h.name, "extra": [f"/hooks/{tenant}/{h.name}", h.verify_with or "—"], "updated": when(h.updated_at)}
+        {
+            "name": h.name,
+            "extra": [f"/hooks/{tenant}/{h.name}", h.verify_with or "—"],
+            "version": h.version,
+            "updated": when(h.updated_at),
+        }
         for h in items
     ]
     return render(
@@ -124,7 +129,9 @@ async def hooks(request: Request, tenant: str, form: FormData) -> Response:
 async def scripts(request: Request, tenant: str, form: FormData) -> Response:
     """List the tenant's background-task scripts."""
     items = await run_in_threadpool(state_of(request).catalog.list_scripts, tenant)
-    rows = [{"name": s.name, "extra": [s.cron or "—"], "updated": when(s.updated_at)} for s in items]
+    rows = [
+        {"name": s.name, "extra": [s.cron or "—"], "version": s.version, "updated": when(s.updated_at)} for s in items
+    ]
     return render(
         request,
         "catalog.html",
@@ -193,6 +200,7 @@ async def runs(request: Request, tenant: str, form: FormData) -> Response:
             "kind": r.kind,
             "name": r.name,
             "status": r.status,
+            "version": r.version,
             "duration_ms": r.duration_ms,
             "started": when(r.started_at),
         }
@@ -220,6 +228,7 @@ async def run_detail(request: Request, tenant: str, form: FormData) -> Response:
         "started": when(record.started_at),
         "attempt": record.attempt,
         "replay_of": record.replay_of,
+        "version": record.version,
         "source": record.source,
         "event_json": json.dumps(record.event, indent=2),
     }

@@ -18,6 +18,7 @@ from zingyconn.egress.ratelimit import Rate
 from zingyconn.errors import NotFoundError, TenantBusyError, ValidationError, ZingyConnError
 from zingyconn.hosts.bodies import parse_json
 from zingyconn.hosts.console.outcome import Outcome, error_outcome, run_outcome
+from zingyconn.hosts.console.versions import author_of
 from zingyconn.hosts.console.view import ConsoleState, audit, flash, page, render, state_of
 from zingyconn.kinds import DEFAULT_LIMITS
 
@@ -54,6 +55,7 @@ async def runner(request: Request, tenant: str, form: FormData) -> Response:
         "cron": "",
         "wall_seconds": "",
         "replay_of": "",
+        "message": "",
     }
     loaded = None
     if request.method == "GET":
@@ -74,7 +76,7 @@ async def runner(request: Request, tenant: str, form: FormData) -> Response:
     elif request.method == "POST" and form.get("action") == "save":
         try:
             await state.compiler.precompile(values["source"])
-            saved = await run_in_threadpool(_save_from_runner, state, tenant, values)
+            saved = await run_in_threadpool(_save_from_runner, state, tenant, values, author_of(request))
             kind = "script" if values["save_kind"] == "script" else "hook"
             await audit(request, f"{kind}.save", tenant=tenant, target=values["save_name"].strip())
             flash(request, "ok", saved)
@@ -147,15 +149,20 @@ def _load_into_runner(state: ConsoleState, tenant: str, query: Mapping[str, str]
     return None
 
 
-def _save_from_runner(state: ConsoleState, tenant: str, values: Mapping[str, str]) -> str:
+def _save_from_runner(state: ConsoleState, tenant: str, values: Mapping[str, str], author: str) -> str:
     name = values["save_name"].strip()
     if not name:
         raise ValidationError("Give the hook or script a name before saving.", field="save_name")
     if values["save_kind"] == "script":
-        state.catalog.put_script(tenant, name, values["source"], cron=values["cron"] or None)
-        return f"Saved script {name!r}."
-    state.catalog.put_hook(tenant, name, values["source"], verify_with=values["verify_with"].strip() or None)
-    return f"Saved hook {name!r}: POST /hooks/{tenant}/{name}."
+        script = state.catalog.put_script(
+            tenant, name, values["source"], cron=values["cron"] or None, author=author, message=values["message"]
+        )
+        return f"Saved script {name!r} as version {script.version}."
+    verify_with = values["verify_with"].strip() or None
+    hook = state.catalog.put_hook(
+        tenant, name, values["source"], verify_with=verify_with, author=author, message=values["message"]
+    )
+    return f"Saved hook {name!r} as version {hook.version}: POST /hooks/{tenant}/{name}."
 
 
 def _run_from_runner(state: ConsoleState, tenant: str, values: Mapping[str, str]) -> Outcome:
