@@ -33,7 +33,7 @@ from zingyconn.config import Settings
 from zingyconn.database import create_engine, read_only
 from zingyconn.egress.broker import EgressBroker, EgressSession
 from zingyconn.egress.ledger import SendLedger
-from zingyconn.egress.protocol import OPERATIONS, VARIABLES_CONTEXT_KEY, Handler
+from zingyconn.egress.protocol import OP_ACCESS_TOKEN, OPERATIONS, VARIABLES_CONTEXT_KEY, Handler
 from zingyconn.egress.ratelimit import Rate, RateLimiter, rate_limiter_for
 from zingyconn.errors import ValidationError, ZingyConnError
 from zingyconn.history import FAILED, OK, RunHistory, new_run_id
@@ -49,6 +49,7 @@ from zingyconn.twilio.profile import TwilioProfile
 from zingyconn.variables import TenantVariables
 
 if TYPE_CHECKING:
+    from zingyconn.twilio.access_tokens import RunAccessTokens
     from zingyconn.twilio.commands import CommandOutput
 
 #: The snippet environment every runtime sandbox is started with (``zingyConn``, the twilio façades).
@@ -274,7 +275,7 @@ class Runtime:
                 **connections.context(kind),
                 VARIABLES_CONTEXT_KEY: self.variables.cached(tenant, max_age_seconds=PROFILES_MAX_AGE_SECONDS),
             },
-            on_request=self._request_handler(tenant, session.request, idempotency_key),
+            on_request=self._request_handler(tenant, connections.request, idempotency_key),
             on_started=None if connections.loaded else connections.load,
         )
         if not connections.loaded:  # no child started (a compile error, say): the error text is masked all the same
@@ -468,7 +469,9 @@ class _RunConnections:
     """The tenant's connections during one run: preloaded into its egress session, their secrets kept for masking.
 
     They are read once per run: *cached* ones before the child gets its order (the child then gets the directory of
-    names and asks for none of them), or else by *read* while the child starts, before it can make a request.
+    names and asks for none of them), or else by *read* while the child starts, before it can make a request. Its
+    :meth:`request` answers the run's requests: the :attr:`~zingyconn.egress.protocol.Handler.RUN` operations here
+    (access tokens, signed with a connection's secret), the rest by the egress session.
     """
 
     def __init__(
@@ -481,6 +484,7 @@ class _RunConnections:
         self._session = session
         self._secrets: list[str] = []
         self._cached = cached
+        self._access_tokens: RunAccessTokens | None = None
         self.loaded = False
         if self._cached is not None:
             self._use(self._cached)
@@ -500,6 +504,17 @@ class _RunConnections:
         # Read while the child runs (on_started), before it can make a request: the read costs about as much as a
         # short run, and the masking needs the secrets anyway.
         self._use(self._read())
+
+    def request(self, op: str, payload: Any) -> Any:
+        """Answer one request of the run's child (the sandbox's ``on_request``)."""
+        if op == OP_ACCESS_TOKEN:
+            if self._access_tokens is None:
+                # twilio.jwt loads only for a run that mints: most runs never do, and zingyconn run starts faster.
+                from zingyconn.twilio.access_tokens import RunAccessTokens
+
+                self._access_tokens = RunAccessTokens(self._session.profile)
+            return self._access_tokens.answer(payload if isinstance(payload, Mapping) else {})
+        return self._session.request(op, payload)
 
     def masker(self) -> Masker:
         """Return the masker of every secret the run could have seen: its tenant's and those the snippet passed."""

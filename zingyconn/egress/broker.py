@@ -284,6 +284,14 @@ class EgressSession:
         """Return the error for a missing connection (the same for another tenant's names)."""
         return ConnectionNotFoundError(f"Tenant {self.tenant!r} has no connection named {name!r}.")
 
+    def profile(self, name: str) -> TwilioProfile | None:
+        """Return the run tenant's connection *name* (preloaded, else read now), or ``None`` if there is none.
+
+        Raises:
+            EgressDeniedError: The connection exists but could not be opened (the platform's fault; logged).
+        """
+        return self._profile(name)
+
     def _profile(self, name: str) -> TwilioProfile | None:
         if name not in self._profiles and self._all_profiles is not None and name in self._all_profiles:
             self._profiles[name] = self._all_profiles[name]

@@ -2,7 +2,8 @@
 
 A snippet's only way out of its child is a request ``(op, payload)`` on the channel; the host answers it or refuses
 it. This module is the one list of those operations. The child side (``zingyconn.snippet``, the brokered Twilio
-client) sends them by these names; on the host, the run's egress session answers the ``twilio.*`` operations, and
+client) sends them by these names; on the host, the run's egress session answers the ``twilio.*`` requests to
+Twilio, the runtime answers the :attr:`Handler.RUN` ones with the run's own state, and
 each :attr:`Handler.REGISTERED` operation is answered by the handler the composition root registers with
 :meth:`zingyconn.runtime.Runtime.register_op` (a run of a runtime without one refuses it). An operation not listed
 here is refused.
@@ -24,6 +25,8 @@ class Handler(StrEnum):
 
     #: The run's egress session (:class:`zingyconn.egress.broker.EgressSession`), always present.
     EGRESS = "egress"
+    #: The runtime, with the run's own state (its tenant's connections, its counts): see ``zingyconn.runtime``.
+    RUN = "run"
     #: A handler the composition root registers on the runtime (``Runtime.register_op``), when the host offers it.
     REGISTERED = "registered"
 
@@ -51,6 +54,7 @@ OP_CONNECT: Final = "twilio.connect"
 OP_CREDENTIALS: Final = "twilio.credentials"
 OP_HTTP: Final = "twilio.http"
 OP_ENQUEUE: Final = "tasks.enqueue"
+OP_ACCESS_TOKEN: Final = "twilio.access_token"  # noqa: S105  # an operation's name, not a secret
 
 #: The run context key under which the host passes the tenant's variables (name -> value, never a secret) with the
 #: run's order, so ``zingyConn.vars`` needs no request (:mod:`zingyconn.variables`).
@@ -81,6 +85,14 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
             answer='{"status", "text", "headers"}',
             handler=Handler.EGRESS,
             answered_by="zingyconn.egress.broker.EgressSession",
+        ),
+        Operation(
+            OP_ACCESS_TOKEN,
+            request='{"connection": name, "identity", "grants": [{"type": "voice"|"video"|"chat"|"conversations"|'
+            '"sync", field: value...}], "ttl": seconds | null}',
+            answer='{"token": JWT} (signed on the host with the connection\'s API key secret)',
+            handler=Handler.RUN,
+            answered_by="zingyconn.twilio.access_tokens.RunAccessTokens",
         ),
         Operation(
             OP_ENQUEUE,

@@ -20,6 +20,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 # The operations are named in modules the host imports without twilio; they are re-exported here.
+from zingyconn.egress.protocol import OP_ACCESS_TOKEN
 from zingyconn.egress.protocol import OP_CONNECT as OP_CONNECT
 from zingyconn.egress.protocol import OP_CREDENTIALS as OP_CREDENTIALS
 from zingyconn.egress.protocol import OP_HTTP as OP_HTTP
@@ -113,6 +114,8 @@ class BrokeredClient(Client):  # type: ignore[misc]  # twilio ships no type info
     """
 
     _channel: ClassVar[Channel]
+    #: The stored connection this client stands for (``zingyConn.twilio(name)``); ``None`` for ``Client(sid, token)``.
+    _connection_name: str | None = None
 
     def __init__(
         self,
@@ -146,6 +149,34 @@ class BrokeredClient(Client):  # type: ignore[misc]  # twilio ships no type info
             edge=_check_location("edge", edge),
             user_agent_extensions=user_agent_extensions,
         )
+
+    def access_token(self, identity: str, grants: list[dict[str, Any]] | None = None, ttl: int | None = None) -> str:
+        """Return a Twilio access token (a JWT) for *identity*, minted and signed by the host.
+
+        Args:
+            identity: Who the token is for (the client SDK's identity).
+            grants: Plain dicts, one per grant: ``{"type": "voice", "outgoing_application_sid": "AP...",
+                "incoming_allow": True}``, ``{"type": "video", "room": "r1"}``, ``{"type": "chat"}`` (or
+                ``"conversations"``) and ``{"type": "sync"}`` with ``service_sid``, ``endpoint_id``...
+            ttl: Lifetime in seconds (default one hour, at most 24 hours).
+
+        Raises:
+            ValueError: This client was built with ``Client(sid, token)``, not from a stored connection.
+            EgressDeniedError: The host refused: a connection without an API key, or a bad identity, grant or ttl.
+            QuotaExceededError: The run already minted its share of tokens.
+        """
+        if self._connection_name is None:
+            raise ValueError(
+                "access_token needs a stored connection with an API key: "
+                "use zingyConn.twilio('name').access_token(...)."
+            )
+        payload = {
+            "connection": self._connection_name,
+            "identity": identity,
+            "grants": [dict(grant) for grant in grants or ()],
+            "ttl": ttl,
+        }
+        return str(self._channel.request(OP_ACCESS_TOKEN, payload)["token"])
 
 
 def _init_client(
@@ -202,4 +233,5 @@ def connection_client(
         account_sid=str(answer["account_sid"]),
         http_client=BrokeredHttpClient(channel, connection=name),
     )
+    client._connection_name = name
     return client
