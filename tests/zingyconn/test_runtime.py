@@ -373,13 +373,14 @@ def test_recent_connections_reach_the_child_as_a_directory_without_secrets(
 
     assert (first.ok, second.ok) == (True, True)
     assert ops == ["twilio.connect", "twilio.http", "twilio.http"]
-    assert contexts[0] == {"kind": "console"}
+    assert contexts[0] == {"kind": "console", "vars": {}}
     assert contexts[1] == {
         "kind": "console",
         "connections": {
             "main": {"username": ACCOUNT_SID, "account_sid": ACCOUNT_SID},
             "keyed": {"username": API_KEY, "account_sid": ACCOUNT_SID},
         },
+        "vars": {},
     }
     assert AUTH_TOKEN not in json.dumps(contexts)
     assert API_SECRET not in json.dumps(contexts)
