@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from twilio.rest import Client
 
@@ -27,7 +28,14 @@ from zingyconn.hosts.demo import DEMO_TENANT, seed
 from zingyconn.runtime import SNIPPET_ENVIRONMENT, MaskedRunResult, Runtime
 from zingyconn.secrets.keyring import Keyring
 from zingyconn.secrets.masking import MASK
-from zingyconn.twilio.emulator import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, EmulatorState
+from zingyconn.twilio.emulator import (
+    DEFAULT_ACCOUNT_SID,
+    DEFAULT_API_KEY,
+    DEFAULT_API_SECRET,
+    DEFAULT_AUTH_TOKEN,
+    EmulatorState,
+)
+from zingyconn.twilio.profile import TwilioProfile
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.py"))
@@ -39,6 +47,7 @@ EXERCISED = {
     "nightly_digest",
     "redact_old_messages",
     "status_callback_logger",
+    "video_token",
 }
 CUSTOMER = "+15558675310"
 #: An emulator recipient that is accepted, then ends "undelivered" with 30003.
@@ -278,3 +287,26 @@ def test_direct_client_sends_with_its_own_credentials_and_masks_the_token(world:
     stored = world.runtime.history.get(DEMO_TENANT, result.run_id)
     everything = json.dumps([result.to_json(), stored.to_json()])
     assert DEFAULT_AUTH_TOKEN not in everything
+
+
+# --- video token -------------------------------------------------------------------------------------------------
+
+
+def test_video_token_mints_a_room_token_from_tenant_variables(world: World) -> None:
+    """The hook mints a 15-minute Video token for the room asked for (or VIDEO_ROOM), signed with the API key secret
+    of the connection VIDEO_CONNECTION names; the secret is nowhere in what the run keeps."""
+    profile = TwilioProfile(account_sid=DEFAULT_ACCOUNT_SID, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET)
+    world.runtime.store.put(DEMO_TENANT, "frontdesk", profile)
+    world.runtime.variables.set(DEMO_TENANT, "VIDEO_CONNECTION", "frontdesk")
+    world.runtime.variables.set(DEMO_TENANT, "VIDEO_ROOM", "support-42")
+
+    asked = world.run("video_token", {"query": {"identity": "alice", "room": "r1"}}, kind="webhook")
+    default = world.run("video_token", {"query": {}}, kind="webhook")
+
+    claims = jwt.decode(asked.value["token"], DEFAULT_API_SECRET, algorithms=["HS256"])
+    assert (claims["iss"], claims["sub"]) == (DEFAULT_API_KEY, DEFAULT_ACCOUNT_SID)
+    assert claims["grants"] == {"identity": "alice", "video": {"room": "r1"}}
+    assert claims["exp"] - claims["nbf"] == 15 * 60
+    assert (default.value["identity"], default.value["room"]) == ("guest", "support-42")
+    stored = world.runtime.history.get(DEMO_TENANT, asked.run_id)
+    assert DEFAULT_API_SECRET not in json.dumps([asked.to_json(), stored.to_json()])
