@@ -21,8 +21,9 @@ from zingyconn.tasks.backend import create_huey
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-#: Files the packages read at run time besides their modules: templates, static files, the demo's snippets.
-DATA_SUFFIXES = {".html", ".css", ".js", ".typed"}
+#: Files the packages read at run time besides their modules: templates, static files (and the bundled editor's
+#: licences), the demo's snippets.
+DATA_SUFFIXES = {".html", ".css", ".js", ".typed", ".txt"}
 
 
 def _pins() -> dict[str, str]:

@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sandbox.errors import SandboxError
@@ -54,6 +54,33 @@ ENV_CONSOLE_PORT: Final = "ZINGYCONN_CONSOLE_PORT"
 async def healthz(request: Request) -> Response:
     """Answer liveness probes (no database or sandbox call: cheap enough to poll every second)."""
     return JSONResponse({"ok": True})
+
+
+#: What ``/`` answers: a page saying what this server is and where to go (no data, so nothing to protect).
+ROOT_PAGE: Final = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>zingyconn</title></head>
+<body>
+<h1>zingyconn</h1>
+<p>This server runs tenants' snippets as Twilio webhooks (<code>/hooks/TENANT/NAME</code>) and tasks.</p>
+<ul>
+{console}<li><a href="/healthz">/healthz</a>: liveness</li>
+<li>The command API: <code>POST /api/v1/connections/NAME/commands/COMMAND</code> with a tenant token</li>
+</ul>
+<p>Documentation: the zingyconn docs (<code>docs/</code> in the source; <code>zingyconn --help</code> lists the
+commands).</p>
+</body></html>
+"""
+_CONSOLE_LINK: Final = '<li><a href="/console/">/console/</a>: the admin console</li>\n'
+
+
+def root_page(*, has_console: bool) -> Route:
+    """Return the route of ``/``: a small HTML page linking the console (when mounted here) and ``/healthz``."""
+    body = ROOT_PAGE.format(console=_CONSOLE_LINK if has_console else "")
+
+    async def root(request: Request) -> Response:
+        return HTMLResponse(body)
+
+    return Route("/", root, name="root")
 
 
 async def _zingy_error(request: Request, exc: Exception) -> Response:
@@ -118,7 +145,9 @@ def create_app(
                 await stack.enter_async_context(hook(app))
             yield
 
+    has_console = any(getattr(mount, "path", None) == "/console" for mount in mounts) and console_port is None
     routes: list[BaseRoute] = [
+        root_page(has_console=has_console),
         Route("/healthz", healthz, name="healthz"),
         *webhooks.ROUTES,
         *api.ROUTES,

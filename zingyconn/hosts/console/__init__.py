@@ -103,6 +103,7 @@ def create_console(state: ConsoleState, *, admin_token: str | None, https_only: 
         Route("/t/{tenant}/vars/{name}/delete", variables.variable_delete, methods=["POST"], name="console_var_delete"),
         Route("/t/{tenant}/commands", connections.commands, methods=["GET", "POST"], name="console_commands"),
         Route("/t/{tenant}/runner", runner.runner, methods=["GET", "POST"], name="console_runner"),
+        Route("/t/{tenant}/runner/run", runner.run_in_place, methods=["POST"], name="console_run_in_place"),
         Route("/t/{tenant}/hooks", pages.hooks, name="console_hooks"),
         Route("/t/{tenant}/scripts", pages.scripts, name="console_scripts"),
         Route(
@@ -128,6 +129,7 @@ def create_console(state: ConsoleState, *, admin_token: str | None, https_only: 
     ]
     app = Starlette(
         routes=routes,
+        exception_handlers={404: pages.page_not_found},
         middleware=[
             Middleware(ConsolePolicyMiddleware),
             Middleware(

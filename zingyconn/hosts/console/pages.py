@@ -13,7 +13,17 @@ from starlette.responses import RedirectResponse, Response
 from zingyconn.errors import NotFoundError, ZingyConnError
 from zingyconn.hosts.console import auth
 from zingyconn.hosts.console.outcome import run_outcome
-from zingyconn.hosts.console.view import audit, client_address, flash, page, read_form, render, state_of, when
+from zingyconn.hosts.console.view import (
+    audit,
+    client_address,
+    flash,
+    not_found,
+    page,
+    read_form,
+    render,
+    state_of,
+    when,
+)
 from zingyconn.names import NAME_PATTERN
 from zingyconn.secrets.tokens import TokenStore
 
@@ -171,7 +181,7 @@ async def catalog_delete(request: Request, tenant: str, form: FormData) -> Respo
     catalog = state_of(request).catalog
     delete = {"hook": catalog.delete_hook, "script": catalog.delete_script}.get(kind)
     if delete is None:
-        return Response("Unknown item kind.", status_code=404)
+        return not_found(request, "Only hooks and scripts can be deleted here.", tenant=tenant)
     try:
         await run_in_threadpool(delete, tenant, name)
         await audit(request, f"{kind}.delete", tenant=tenant, target=name)
@@ -219,7 +229,7 @@ async def run_detail(request: Request, tenant: str, form: FormData) -> Response:
     try:
         record = await run_in_threadpool(state_of(request).runtime.history.get, tenant, request.path_params["run_id"])
     except NotFoundError:
-        return render(request, "home.html", {"tenants": []}, status_code=404)
+        return not_found(request, "No run with that id in this tenant's history.", tenant=tenant)
     run = {
         "id": record.id,
         "kind": record.kind,
@@ -233,6 +243,12 @@ async def run_detail(request: Request, tenant: str, form: FormData) -> Response:
         "event_json": json.dumps(record.event, indent=2),
     }
     return render(request, "run.html", {"tenant": tenant, "nav": "runs", "run": run, "outcome": run_outcome(record)})
+
+
+async def page_not_found(request: Request, exc: Exception) -> Response:
+    """Answer an unknown console address with the console's 404 page (signed in: with the header's sign-out)."""
+    await auth.resume(request, state_of(request).sessions)
+    return not_found(request, f"The console has no page at {request.url.path}.")
 
 
 @page(nav="audit")

@@ -3,22 +3,32 @@
 The console holds a session that can change every tenant's hooks and connections, so it trusts nothing but its
 own files: scripts and styles only from ``/console/static`` (no inline code, so an injected ``<script>`` or
 ``onclick`` does not run), forms only to itself, no framing (clickjacking), nothing cached, no referrer leaving.
+
+One exception, for styles only: the code editor (CodeMirror) builds its theme as ``<style>`` elements at run time.
+Each response gets a fresh random nonce that only those elements carry (the editor reads it from its own
+``<script nonce>``), so ``style-src`` still refuses any style a page did not create itself, which ``'unsafe-inline'``
+would not.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-#: Threat: script injected into a console page (a tenant's name, a run's output) running with the session.
+#: Threat: script injected into a console page (a tenant's name, a run's output) running with the session; and
+#: injected ``<style>`` markup restyling a page to mislead (``{nonce}`` is the response's, see the module docstring).
 CONSOLE_CSP: Final = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self' 'nonce-{nonce}'; img-src 'self'; connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-#: Every console response carries these (CSP above; the rest stop framing, sniffing, caching and referrer leaks).
+#: Bytes of randomness in a response's style nonce (CSP asks for at least 128 bits).
+NONCE_BYTES: Final = 18
+#: Where the request's nonce is kept for templates (``request.state.csp_nonce``).
+NONCE_STATE_KEY: Final = "csp_nonce"
+#: Every console response carries these besides the CSP (they stop framing, sniffing, caching and referrer leaks).
 CONSOLE_HEADERS: Final = {
-    "Content-Security-Policy": CONSOLE_CSP,
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
@@ -27,10 +37,12 @@ CONSOLE_HEADERS: Final = {
     "Cache-Control": "no-store",
 }
 _RAW_HEADERS: Final = [(name.lower().encode(), value.encode()) for name, value in CONSOLE_HEADERS.items()]
+_REPLACED: Final = {name for name, _ in _RAW_HEADERS} | {b"content-security-policy"}
 
 
 class ConsolePolicyMiddleware:
-    """Pure ASGI middleware that puts :data:`CONSOLE_HEADERS` on every console response, replacing any others."""
+    """Pure ASGI middleware that puts the CSP (with a fresh nonce) and :data:`CONSOLE_HEADERS` on every console
+    response, replacing any others; the nonce is in ``request.state.csp_nonce`` for the pages."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -40,11 +52,14 @@ class ConsolePolicyMiddleware:
             await self.app(scope, receive, send)
             return
 
+        nonce = secrets.token_urlsafe(NONCE_BYTES)
+        scope.setdefault("state", {})[NONCE_STATE_KEY] = nonce
+        policy = (b"content-security-policy", CONSOLE_CSP.format(nonce=nonce).encode())
+
         async def send_with_policy(message: Message) -> None:
             if message["type"] == "http.response.start":
-                names = {name for name, _ in _RAW_HEADERS}
-                kept = [(name, value) for name, value in message.get("headers", []) if name.lower() not in names]
-                message = {**message, "headers": [*kept, *_RAW_HEADERS]}
+                kept = [(name, value) for name, value in message.get("headers", []) if name.lower() not in _REPLACED]
+                message = {**message, "headers": [*kept, policy, *_RAW_HEADERS]}
             await send(message)
 
         await self.app(scope, receive, send_with_policy)

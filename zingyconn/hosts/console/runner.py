@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from sandbox.errors import CompileError
 from zingyconn.egress.ratelimit import Rate
@@ -41,10 +41,45 @@ STARTER_SNIPPET: Final = (
 # --- runner ------------------------------------------------------------------------------------------------------
 
 
-@page(nav="runner")
-async def runner(request: Request, tenant: str, form: FormData) -> Response:
-    """Edit and run a snippet in the production sandbox; open, save and replay hooks, scripts and runs."""
-    state = state_of(request)
+#: Events to start from, offered by the runner's "Sample event" menu (the shapes docs/snippets.md describes).
+SAMPLE_EVENTS: Final[dict[str, Any]] = {
+    "Inbound SMS (webhook)": {
+        "method": "POST",
+        "path": "/hooks/acme/sms",
+        "query": {},
+        "headers": {"content-type": "application/x-www-form-urlencoded"},
+        "form": {
+            "MessageSid": "SM00000000000000000000000000000000",
+            "AccountSid": "AC00000000000000000000000000000000",
+            "From": "+15558675310",
+            "To": "+15005550006",
+            "Body": "Hello",
+            "NumMedia": "0",
+        },
+        "json": None,
+        "body": "",
+    },
+    "Status callback (webhook)": {
+        "method": "POST",
+        "path": "/hooks/acme/status",
+        "query": {},
+        "headers": {"content-type": "application/x-www-form-urlencoded"},
+        "form": {
+            "MessageSid": "SM00000000000000000000000000000000",
+            "MessageStatus": "delivered",
+            "From": "+15005550006",
+            "To": "+15558675310",
+            "ErrorCode": "",
+        },
+        "json": None,
+        "body": "",
+    },
+    "Scheduled tick (task)": {"scheduled": True, "cron": "0 8 * * *", "at": "2026-01-05T08:00:00+00:00"},
+    "Empty": {},
+}
+
+
+def _form_values(request: Request, form: FormData) -> dict[str, str]:
     values = {
         "source": STARTER_SNIPPET,
         "event": "{}",
@@ -57,21 +92,39 @@ async def runner(request: Request, tenant: str, form: FormData) -> Response:
         "replay_of": "",
         "message": "",
     }
+    if request.method == "POST":
+        values.update({key: str(value) for key, value in form.items() if key in values})
+    return values
+
+
+def _throttled(tenant: str, retry_after: int) -> str:
+    return (
+        f"Tenant {tenant!r} ran or saved more than {COMPILES_PER_MINUTE} snippets in the last minute; "
+        f"try again in {retry_after} s."
+    )
+
+
+async def _run(request: Request, state: ConsoleState, tenant: str, values: Mapping[str, str]) -> Outcome:
+    await state.compiler.precompile(values["source"])
+    outcome = await run_in_threadpool(_run_from_runner, state, tenant, values)
+    await audit(request, "snippet.run", tenant=tenant, target=values["save_name"] or None, run_id=outcome.run_id)
+    return outcome
+
+
+@page(nav="runner")
+async def runner(request: Request, tenant: str, form: FormData) -> Response:
+    """Edit and run a snippet in the production sandbox; open, save and replay hooks, scripts and runs."""
+    state = state_of(request)
+    values = _form_values(request, form)
     loaded = None
     if request.method == "GET":
         loaded = await run_in_threadpool(_load_into_runner, state, tenant, request.query_params, values)
-    else:
-        values.update({key: str(value) for key, value in form.items() if key in values})
     outcome: Outcome | None = None
     compile_errors: tuple[str, ...] = ()
     compile_error_line: int | None = None
     status = 200
     if request.method == "POST" and (retry_after := await _take_compile(state, tenant)) is not None:
-        message = (
-            f"Tenant {tenant!r} ran or saved more than {COMPILES_PER_MINUTE} snippets in the last minute; "
-            f"try again in {retry_after} s."
-        )
-        flash(request, "error", message)
+        flash(request, "error", _throttled(tenant, retry_after))
         status = 429
     elif request.method == "POST" and form.get("action") == "save":
         try:
@@ -90,9 +143,7 @@ async def runner(request: Request, tenant: str, form: FormData) -> Response:
         except ZingyConnError as exc:
             flash(request, "error", str(exc))
     elif request.method == "POST":
-        await state.compiler.precompile(values["source"])
-        outcome = await run_in_threadpool(_run_from_runner, state, tenant, values)
-        await audit(request, "snippet.run", tenant=tenant, target=values["save_name"] or None, run_id=outcome.run_id)
+        outcome = await _run(request, state, tenant, values)
     error_line = outcome.error_line if outcome else compile_error_line
     line_count = max(1, values["source"].count("\n") + 1)
     kinds = [
@@ -110,8 +161,29 @@ async def runner(request: Request, tenant: str, form: FormData) -> Response:
         "error_line": error_line,
         "line_numbers": range(1, line_count + 1),
         "kinds": kinds,
+        "samples": {label: json.dumps(event, indent=2) for label, event in SAMPLE_EVENTS.items()},
     }
     return render(request, "runner.html", context, status_code=status)
+
+
+@page(nav="runner")
+async def run_in_place(request: Request, tenant: str, form: FormData) -> Response:
+    """Run the runner's form and answer the outcome as JSON, for the page's Run without a reload.
+
+    The same sign-in, tenant, CSRF and per-tenant compile rate as the form's Run, and the same run: a refused
+    request answers as the page would (redirect to sign-in, 403, 404), which the page's script answers by posting
+    the form the ordinary way.
+    """
+    state = state_of(request)
+    values = _form_values(request, form)
+    if (retry_after := await _take_compile(state, tenant)) is not None:
+        error = {"type": "RateLimitedError", "message": _throttled(tenant, retry_after)}
+        return JSONResponse({"ok": False, "error": error}, status_code=429, headers={"Retry-After": str(retry_after)})
+    outcome = await _run(request, state, tenant, values)
+    answer = outcome.to_json()
+    if outcome.run_id:
+        answer["run_url"] = str(request.url_for("console_run", tenant=tenant, run_id=outcome.run_id))
+    return JSONResponse(answer)
 
 
 async def _take_compile(state: ConsoleState, tenant: str) -> int | None:

@@ -19,6 +19,7 @@ from zingyconn.egress.ratelimit import RateLimiter
 from zingyconn.hosts.audit import AuditTrail
 from zingyconn.hosts.console import auth
 from zingyconn.hosts.console.compile_pool import CompilePool
+from zingyconn.hosts.console.policy import NONCE_STATE_KEY
 from zingyconn.hosts.console.sessions import SessionStore
 from zingyconn.hosts.console.throttle import LoginThrottle
 from zingyconn.hosts.middleware import read_body
@@ -90,11 +91,22 @@ async def audit(request: Request, action: str, *, tenant: str | None, target: st
 def render(request: Request, template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
     principal = auth.current_principal(request)
     flashes = request.session.pop("flashes", [])
-    base = {"principal": principal, "csrf": auth.csrf_token(request), "flashes": flashes, "tenant": None}
+    base = {
+        "principal": principal,
+        "csrf": auth.csrf_token(request),
+        "flashes": flashes,
+        "tenant": None,
+        "csp_nonce": getattr(request.state, NONCE_STATE_KEY, ""),
+    }
     response: Response = request.app.state.templates.TemplateResponse(
         request, f"console/{template}", {**base, **context}, status_code=status_code
     )
     return response
+
+
+def not_found(request: Request, message: str, *, tenant: str | None = None) -> Response:
+    """Render the console's 404 page (inside its layout) saying what was not found and where to go instead."""
+    return render(request, "not_found.html", {"message": message, "tenant": tenant}, status_code=404)
 
 
 def flash(request: Request, kind: str, text: str) -> None:
@@ -121,7 +133,7 @@ def page(*, nav: str | None = None) -> Callable[[Callable[..., Awaitable[Respons
             tenant = request.path_params.get("tenant")
             if tenant is not None and (not NAME_PATTERN.fullmatch(tenant) or not principal.may_see(tenant)):
                 # The same answer for "no such tenant" and "not yours": nothing about other tenants leaks.
-                return render(request, "home.html", {"tenants": []}, status_code=404)
+                return not_found(request, "There is no tenant by that name that you may open; check the address.")
             form = FormData()
             if request.method == "POST":
                 form = await read_form(request)
