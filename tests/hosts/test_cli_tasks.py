@@ -38,7 +38,9 @@ def test_scripts_add_list_show_delete(env: dict[str, str], snippet: Path) -> Non
     added = _run(env, "scripts", "add", "digest", "--file", str(snippet), "--cron", "0 7 * * 1-5")
     assert added.exit_code == 0, added.output
     assert added.stdout == "digest\n"
-    assert added.stderr == "Saved script 'digest' in tenant 'default'; it runs on cron '0 7 * * 1-5' (UTC).\n"
+    assert (
+        added.stderr == "Saved script 'digest' in tenant 'default' as version 1; it runs on cron '0 7 * * 1-5' (UTC).\n"
+    )
     assert _run(env, "scripts", "list").stdout.startswith("digest                         0 7 * * 1-5")
     shown = json.loads(_run(env, "scripts", "show", "digest", "--json").stdout)
     assert (shown["cron"], shown["source"]) == ("0 7 * * 1-5", snippet.read_text())
