@@ -6,17 +6,22 @@ that answers every request with a created resource and records what reached it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import http.server
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from sandbox.errors import EgressDeniedError
-from tests.zingyconn.capability import ACCOUNT_SID, RECIPIENT, SENDER, World, twilio_world
+from tests.zingyconn.capability import ACCOUNT_SID, MASTER_KEY, RECIPIENT, SENDER, World, twilio_world
 from zingyconn.egress.broker import EgressBroker
 from zingyconn.egress.protocol import OP_HTTP
 from zingyconn.egress.ratelimit import SqlRateLimiter
@@ -258,4 +263,37 @@ def test_a_snippet_cannot_buy_a_number(runtime: Runtime, world: tuple[World, Lis
     assert result.error is not None
     assert result.error.type == "EgressDeniedError"
     assert "buys or releases numbers" in result.error.message
+    assert len(listener.seen) == before
+
+
+def test_a_product_quota_is_shared_with_another_process(
+    world: tuple[World, Listener], runtime: Runtime, tmp_path: Path
+) -> None:
+    """Calls spent here leave none for `zingyconn run` in another process on the same store: its call is refused."""
+    running, listener = world
+    store = running.store
+    store.put("umbrella", "main", store.get("acme", "main"))
+    spend = f'c = zingyConn.twilio("main")\nfor _ in range({BURST}):\n    {CALL}\nreturn "spent"'
+    assert runtime.run("umbrella", spend).value == "spent"
+    (tmp_path / "call.py").write_text(f'c = zingyConn.twilio("main")\n{CALL}\nreturn "called"')
+    before = len(listener.seen)
+    env = {
+        "ZINGYCONN_DATA_DIR": str(running.settings.data_dir),
+        "ZINGYCONN_DB_URL": running.settings.db_url,
+        "ZINGYCONN_KEYS": "k1:" + base64.b64encode(MASTER_KEY).decode(),
+        "ZINGYCONN_TWILIO_BASE_URL": listener.base_url,
+        "ZINGYCONN_QUEUE_URL": "",
+        "ZINGYCONN_QUOTA_CALLS": f"0.001/{BURST}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "zingyconn", "run", "--tenant", "umbrella", "--json", str(tmp_path / "call.py")],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert json.loads(done.stdout)["error"]["type"] == "QuotaExceededError"
     assert len(listener.seen) == before
