@@ -20,9 +20,11 @@ from typing import Any, TypeVar
 
 import httpx
 
+from tests.hosts.live_console import OPERATOR_TOKEN, csrf_of, live_console, sign_in
 from tests.hosts.live_server import LiveServer, live_server
 from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
+from zingyconn.hosts.console.auth import CSRF_FIELD
 from zingyconn.runtime import Runtime
 from zingyconn.tasks.queue import TaskQueue
 
@@ -196,3 +198,24 @@ def test_a_short_burst_over_the_cap_waits_instead_of_being_refused(tmp_path: Pat
         answers = [future.result() for future in burst]
 
     assert [answer.status_code for answer in answers] == [200, 200]
+
+
+def test_the_console_runner_says_the_tenant_is_busy(tmp_path: Path) -> None:
+    """With acme's only slot held by a webhook, the console's runner shows TenantBusyError instead of running."""
+    limits = {"ZINGYCONN_TENANT_MAX_RUNS": "1", "ZINGYCONN_TENANT_WAIT_SECONDS": "0.5"}
+    with live_console(tmp_path / "data", **limits) as console, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        Catalog(console.runtime.engine).put_hook("acme", "slow", SLOW)
+        held = pool.submit(httpx.post, f"{console.base_url}/hooks/acme/slow", json={"seconds": 4}, timeout=30)
+        with console.browser() as browser:
+            sign_in(browser, OPERATOR_TOKEN)
+            csrf = csrf_of(browser.get("/console/t/acme/runner").text)
+            form = {CSRF_FIELD: csrf, "source": "return 'ran'", "event": "{}"}
+            page = _wait_for(
+                lambda: page if "TenantBusyError" in (page := browser.post("/console/t/acme/runner", data=form)).text
+                else None,
+                what="the runner to find acme busy",
+            )  # fmt: skip
+        assert held.result().status_code == 200
+
+    assert page.status_code == 200
+    assert "ZINGYCONN_TENANT_MAX_RUNS=1" in page.text
