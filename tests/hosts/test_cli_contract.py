@@ -25,11 +25,11 @@ from tests.servers import free_port, redis_server
 from zingyconn.hosts.cli import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Modules ``zingyconn --help`` must not import: each costs tens to hundreds of milliseconds of start-up.
+#: Modules ``zingyconn --help`` must not import: each costs milliseconds to hundreds of milliseconds of start-up.
 HEAVY_MODULES = (
     "aiohttp", "huey", "redis", "sqlalchemy", "starlette", "uvicorn", "twilio", "httpx", "requests", "rich",
     "cryptography", "psycopg", "RestrictedPython", "zingyconn.hosts.demo", "zingyconn.twilio.emulator",
-    "zingyconn.runtime",
+    "zingyconn.runtime", "logging", "zingyconn.hosts.logs",
 )  # fmt: skip
 #: Modules ``zingyconn run FILE`` must not import for a snippet that makes no Twilio call: what the host needs only
 #: for a Twilio request (httpcore, the broker's transport), a connection command, an enqueue, a server or another

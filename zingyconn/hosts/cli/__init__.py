@@ -10,14 +10,12 @@ input or configuration, 3 an unusable environment (database, queue, files, port)
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import Any, Final
 
 import click
 
 from zingyconn.errors import ZingyConnError
 from zingyconn.hosts.cli.faults import ENVIRONMENT_EXIT_CODE, describe_fault
-from zingyconn.hosts.logs import configure_logging
 
 #: Every command under ``zingyconn``: name -> (``module:attribute``, its one-line help, shown by ``zingyconn --help``
 #: and set as the command's ``short_help`` when it is loaded, so the two cannot differ).
@@ -87,5 +85,10 @@ class _Group(click.Group):
 def main() -> None:
     """zingyconn: run tenants' Python snippets safely next to their Twilio credentials."""
     # Warnings (a master key file just created, a tenant over its history quota) reach the one log stream, readable
-    # on a terminal and JSON otherwise; serve, worker and demo raise the level to INFO for their own logs.
+    # on a terminal and JSON otherwise; serve, worker and demo raise the level to INFO for their own logs. Imported
+    # here: `zingyconn --help` never gets this far, and the logging package is a tenth of its start-up.
+    import logging
+
+    from zingyconn.hosts.logs import configure_logging
+
     configure_logging(level=logging.WARNING, access_log=False)
