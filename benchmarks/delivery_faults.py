@@ -2,7 +2,8 @@
 
 Runs the fault scenarios of ``tests/faults/delivery.py`` with more repetitions than the test suite: a worker
 SIGKILLed at a random moment of a 50-message task (then restarted), Redis and PostgreSQL killed mid-burst and
-restarted 3 s later, and a proxy that drops the answers of creates it forwarded. Every message has its own body,
+restarted 3 s later, a proxy that drops the answers of creates it forwarded, and (SQLite, as root) the data
+directory's disk full for 3 s (``tests/faults/full_disk.py``). Every message has its own body,
 so the emulator's message list shows each loss and each duplicate.
 
     python benchmarks/delivery_faults.py [--kills 10] [--messages 50] [--seed 1] [--backend sqlite|postgres+redis]
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the fault harness lives in tests/
 
 from tests.faults.delivery import Tally, dropped_answers, outage, stack, worker_kills  # noqa: E402
+from tests.faults.full_disk import run_scenario, unavailable_reason  # noqa: E402
 
 
 def _line(backend: str, fault: str, tally: Tally, seconds: float) -> str:
@@ -57,6 +59,19 @@ def main() -> None:
         with stack(backend=backend, through_proxy_drops=10) as running:
             dropped = dropped_answers(running, tasks_count=10, messages=10)
         print(_line(backend, "10 answers dropped after forwarding", dropped, time.monotonic() - started), flush=True)
+        if backend == "sqlite":
+            _full_disk()
+
+
+def _full_disk() -> None:
+    """The disk under the SQLite data directory fills for 3 s mid-burst (a tmpfs; needs root), then frees up."""
+    reason = unavailable_reason()
+    if reason is not None:
+        print(f"{'sqlite':<15} {'disk full 3 s mid-burst':<34} skipped: {reason}", flush=True)
+        return
+    started = time.monotonic()
+    burst = Tally(**run_scenario("delivery")["tally"])
+    print(_line("sqlite", "disk full 3 s mid-burst", burst, time.monotonic() - started), flush=True)
 
 
 if __name__ == "__main__":
