@@ -36,6 +36,7 @@ const CLIENT_CALLS = [
   { label: "calls.create", apply: 'calls.create(to="", from_="", twiml="<Response/>")', detail: "(to, from_, twiml)", info: "Place a call" },
   { label: "calls.list", apply: "calls.list(limit=20)", detail: "(limit)", info: "List calls" },
   { label: "lookups.v2.phone_numbers", apply: "lookups.v2.phone_numbers(number).fetch()", detail: "(number).fetch()", info: "Look a number up" },
+  { label: "access_token", apply: 'access_token(identity="", grants=[{"type": "video"}], ttl=600)', detail: "(identity, grants, ttl)", info: "A signed access token for the client SDKs" },
   { label: "verify.v2.services", apply: "verify.v2.services(sid)", detail: "(sid)", info: "A Verify service" },
 ].map((call) => ({ ...call, type: "method" }));
 const snippetNames = completeFromList(SNIPPET_NAMES);

@@ -125,6 +125,13 @@ document.addEventListener("submit", function (event) {
     card.scrollIntoView({ block: "nearest" });
   }
 
+  // Ctrl/Cmd+Enter anywhere in the form (the event box, a field) runs, as it does in the editor.
+  form.addEventListener("keydown", function (event) {
+    if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey) || event.defaultPrevented) return;
+    event.preventDefault();
+    form.requestSubmit(form.querySelector("button[value=run]"));
+  });
+
   form.addEventListener("submit", function (event) {
     const button = event.submitter;
     if (!button || button.value !== "run" || event.defaultPrevented) return;
