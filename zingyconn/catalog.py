@@ -26,7 +26,7 @@ from zingyconn.errors import NotFoundError, ValidationError
 from zingyconn.kinds import Kind, limits_for
 from zingyconn.names import validate_name
 from zingyconn.schema import hooks, scripts, snippet_versions
-from zingyconn.tasks.schedule import parse_cron
+from zingyconn.tasks.schedule import DEFAULT_TIMEZONE, CronSchedule, parse_cron, parse_timezone
 from zingyconn.twilio import SNIPPET_MODULES
 
 #: Names of tenants, hooks and scripts. They appear in URL paths (``/hooks/{tenant}/{hook}``) and log lines, so
@@ -97,6 +97,7 @@ class Script:
         name: Script name (what ``tasks enqueue`` names).
         source: The snippet (a function body).
         cron: Cron expression for scheduled runs, or ``None``.
+        timezone: The IANA zone the cron is read in (``"UTC"`` unless saved with another).
         limits: Overrides of the task defaults.
         created_at: Unix time of the first save.
         updated_at: Unix time of the last save.
@@ -107,10 +108,19 @@ class Script:
     name: str
     source: str
     cron: str | None = None
+    timezone: str = DEFAULT_TIMEZONE
     limits: Mapping[str, float | int] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0
     version: int = 1
+
+    def schedule(self) -> CronSchedule | None:
+        """Return the script's cron schedule, or ``None`` when it runs on demand only.
+
+        Raises:
+            ValidationError: The stored schedule no longer parses (a zone removed from the tz database).
+        """
+        return None if self.cron is None else parse_cron(self.cron, self.timezone)
 
     def run_limits(self) -> Limits:
         """Return the limits a run of this script gets: the task defaults with this script's overrides."""
@@ -123,6 +133,7 @@ class Script:
             "name": self.name,
             "source": self.source,
             "cron": self.cron,
+            "timezone": self.timezone,
             "limits": dict(self.limits),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -283,10 +294,12 @@ class Catalog:
         limits: Mapping[str, object] | None = None,
         author: str = UNKNOWN_AUTHOR,
         message: str | None = None,
+        timezone: str | None = None,
     ) -> Script:
         """Create or replace script *name*, as its next version; compiled first, the cron syntax checked.
 
-        *author* (who saves) and *message* (why) are kept with the version (:meth:`versions`).
+        *timezone* is the IANA zone the cron is read in (UTC when ``None``). *author* (who saves) and *message*
+        (why) are kept with the version (:meth:`versions`).
 
         Raises:
             ValidationError: A bad tenant, name, cron or limit (named by ``field``).
@@ -297,9 +310,9 @@ class Catalog:
         cron = (cron or "").strip() or None
         if cron is not None and len(cron) > MAX_CRON_LENGTH:
             raise ValidationError(f"The cron expression is longer than {MAX_CRON_LENGTH} characters.", field="cron")
-        if cron is not None:
-            parse_cron(cron)  # a schedule the task host cannot run is never saved (the error names the cron field)
-        values = {"source": source, "cron": cron, "limits": parse_limits(limits, kind="task")}
+        zone = parse_cron(cron, timezone).timezone if cron is not None else parse_timezone(timezone)
+        # A schedule the task host cannot run is never saved (the error names the cron or timezone field).
+        values = {"source": source, "cron": cron, "timezone": zone, "limits": parse_limits(limits, kind="task")}
         check_source(source)
         self._save("script", tenant, name, values, author=author, message=message)
         return self.get_script(tenant, name)
@@ -399,8 +412,9 @@ class Catalog:
             )  # fmt: skip
             return hook.version
         script = self.put_script(
-            tenant, name, target.source, cron=settings.get("cron"), limits=limits, author=author, message=message
-        )
+            tenant, name, target.source, cron=settings.get("cron"), timezone=settings.get("timezone"), limits=limits,
+            author=author, message=message,
+        )  # fmt: skip
         return script.version
 
     # --- shared ------------------------------------------------------------------------------------------------
@@ -495,6 +509,7 @@ def _script(row: sa.RowMapping) -> Script:
         name=row["name"],
         source=row["source"],
         cron=row["cron"],
+        timezone=row["timezone"] or DEFAULT_TIMEZONE,
         limits=dict(row["limits"] or {}),
         created_at=row["created_at"],
         updated_at=row["updated_at"],

@@ -67,6 +67,7 @@ scripts: Final = sa.Table(
     sa.Column("name", sa.String(100), primary_key=True),
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("cron", sa.String(100), nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=True),  # the cron's IANA zone; NULL: UTC
     sa.Column("limits", sa.JSON, nullable=False, default=dict),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
@@ -83,7 +84,7 @@ snippet_versions: Final = sa.Table(
     sa.Column("name", sa.String(100), primary_key=True),
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("source", sa.Text, nullable=False),
-    # The rest of the saved definition: {"verify_with", "limits"} of a hook, {"cron", "limits"} of a script.
+    # The rest of the saved definition: {"verify_with", "limits"} of a hook, {"cron", "timezone", "limits"} of a script.
     sa.Column("settings", sa.JSON, nullable=False),
     sa.Column("author", sa.String(100), nullable=False),  # "console:operator", "token:<id>", "cli:<user>", ...
     sa.Column("message", sa.String(500), nullable=True),
@@ -323,6 +324,12 @@ def _add_versions(conn: Connection) -> None:
             )
 
 
+def _add_script_timezone(conn: Connection) -> None:
+    """``scripts.timezone``: the IANA zone a script's cron is read in (NULL, as for every existing script, is UTC)."""
+    if "timezone" not in {column["name"] for column in sa.inspect(conn).get_columns("scripts")}:
+        conn.execute(sa.text("ALTER TABLE scripts ADD COLUMN timezone VARCHAR(64)"))
+
+
 #: Ordered migration steps; step ``i`` brings the schema to version ``i + 1``. Each must be idempotent.
 MIGRATIONS: Final[tuple[Callable[[Connection], None], ...]] = (
     _create_v1,
@@ -331,6 +338,7 @@ MIGRATIONS: Final[tuple[Callable[[Connection], None], ...]] = (
     _add_lifecycle,
     _add_tenant_vars,
     _add_versions,
+    _add_script_timezone,
 )
 LATEST_VERSION: Final = len(MIGRATIONS)
 

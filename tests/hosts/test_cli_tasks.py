@@ -69,8 +69,32 @@ def test_scripts_add_refuses_a_bad_cron_naming_the_field(env: dict[str, str], sn
     """A cron expression with an hour of 25 is refused (exit 2) with the field named, and nothing is saved."""
     result = _run(env, "scripts", "add", "digest", "--file", str(snippet), "--cron", "0 25 * * *")
     assert result.exit_code == 2
-    assert "field 'hour' is '25', which is not valid" in result.stderr
+    assert "Cron expression '0 25 * * *' is not valid" in result.stderr
     assert "has no scripts" in _run(env, "scripts", "list").stderr
+
+
+def test_schedules_list_shows_the_zone_and_next_runs(env: dict[str, str], snippet: Path) -> None:
+    """A script saved with --tz is shown by `scripts show` and `schedules list` with its zone and next runs."""
+    added = _run(
+        env, "scripts", "add", "digest", "--file", str(snippet), "--cron", "0 9 * * MON-FRI", "--tz", "Asia/Tokyo"
+    )
+    bad = _run(env, "scripts", "add", "other", "--file", str(snippet), "--cron", "@daily", "--tz", "Mars/Olympus")
+    _run(env, "scripts", "add", "on-demand", "--file", str(snippet))
+
+    listed = json.loads(_run(env, "schedules", "list", "--count", "2", "--json").stdout)
+    text = _run(env, "schedules", "list").stdout
+    shown = _run(env, "scripts", "show", "digest").stdout
+
+    assert "(Asia/Tokyo)" in added.stderr
+    assert (bad.exit_code, "Time zone 'Mars/Olympus' is unknown" in bad.stderr) == (2, True)
+    [schedule] = listed
+    assert (schedule["name"], schedule["cron"], schedule["timezone"]) == ("digest", "0 9 * * MON-FRI", "Asia/Tokyo")
+    assert len(schedule["next_runs"]) == 2
+    assert all(run.endswith("T09:00:00+09:00") for run in schedule["next_runs"])
+    assert text.startswith("digest ")
+    assert "JST" in text
+    assert "cron:    0 9 * * MON-FRI (Asia/Tokyo)" in shown
+    assert "next:    " in shown
 
 
 def test_tasks_enqueue_records_a_queued_task(env: dict[str, str], snippet: Path) -> None:

@@ -169,7 +169,7 @@ def test_cron_schedule_fires_once_per_minute_with_an_advanced_clock(runtime: Run
     assert second.tick() == []  # the other scheduler: the minute already fired
     assert first.tick() == []
     assert fired.source == "cron"
-    assert fired.payload == {"scheduled_for": "2026-11-26T12:05Z", "cron": "*/5 * * * *"}
+    assert fired.payload == {"scheduled_for": "2026-11-26T12:05Z", "cron": "*/5 * * * *", "timezone": "UTC"}
     first.start(workers=1)
     try:
         done = _wait_for(_finished(first, fired.id), what="the cron task")
@@ -177,6 +177,23 @@ def test_cron_schedule_fires_once_per_minute_with_an_advanced_clock(runtime: Run
         first.stop()
     assert done.state == "succeeded"
     assert len(_messages(emulator)) == 1
+
+
+def test_cron_schedule_in_a_time_zone_fires_at_its_local_time(runtime: Runtime) -> None:
+    """A script on '0 9 * * MON-FRI' in Europe/Paris fires at 08:00 UTC on a winter Friday, not at 09:00 UTC."""
+    now = [dt.datetime(2026, 11, 27, 7, 58, 30, tzinfo=dt.UTC).timestamp()]
+    queue = _queue(runtime, clock=lambda: now[0])
+    queue.catalog.put_script("acme", "standup", TRIVIAL, cron="0 9 * * MON-FRI", timezone="Europe/Paris")
+    assert queue.tick() == []
+    now[0] += 120  # 08:00:30 UTC, 09:00:30 in Paris
+    [fired] = queue.tick()
+    now[0] += 3600  # 09:00:30 UTC
+    assert queue.tick() == []
+    assert fired.payload == {
+        "scheduled_for": "2026-11-27T08:00Z",
+        "cron": "0 9 * * MON-FRI",
+        "timezone": "Europe/Paris",
+    }
 
 
 def test_enqueue_from_a_snippet_queues_a_script_of_the_same_tenant(runtime: Runtime) -> None:

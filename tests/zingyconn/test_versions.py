@@ -156,7 +156,7 @@ def test_a_store_made_before_versions_migrates_rows_to_version_1(tmp_path: Path)
         conn.execute(sa.text("DROP TABLE snippet_versions"))
         for table in ("hooks", "scripts", "runs"):
             conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN version"))
-        conn.execute(sa.delete(schema_version).where(schema_version.c.version == VERSIONS_STEP))
+        conn.execute(sa.delete(schema_version).where(schema_version.c.version >= VERSIONS_STEP))
     engine.dispose()
 
     migrated = create_engine(url)

@@ -264,23 +264,21 @@ class TaskQueue:
 
     def _fire(self, script: Script, start: dt.datetime, end: dt.datetime) -> list[TaskRecord]:
         try:
-            schedule = parse_cron(script.cron or "")
+            schedule = parse_cron(script.cron or "", script.timezone)
         except ValidationError as exc:
-            _LOGGER.error("Script %s/%s has an unusable cron expression: %s", script.tenant, script.name, exc)
+            _LOGGER.error("Script %s/%s has an unusable cron schedule: %s", script.tenant, script.name, exc)
             return []
-        fired, minute = [], start
-        while minute <= end:
-            if schedule.matches(minute):
-                stamp = minute.strftime("%Y-%m-%dT%H:%MZ")
-                task_id = "cron-" + uuid.uuid5(uuid.NAMESPACE_URL, f"{script.tenant}/{script.name}/{stamp}").hex
-                payload = {"scheduled_for": stamp, "cron": schedule.expression}
-                try:
-                    record = self.store.create(script.tenant, script.name, payload, source="cron", task_id=task_id)
-                except TaskExistsError:
-                    pass  # another scheduler fired this minute already
-                else:
-                    fired.append(record)
-            minute += ONE_MINUTE
+        fired = []
+        for moment in schedule.fire_times(start.replace(tzinfo=dt.UTC), end.replace(tzinfo=dt.UTC)):
+            stamp = moment.strftime("%Y-%m-%dT%H:%MZ")
+            task_id = "cron-" + uuid.uuid5(uuid.NAMESPACE_URL, f"{script.tenant}/{script.name}/{stamp}").hex
+            payload = {"scheduled_for": stamp, "cron": schedule.expression, "timezone": schedule.timezone}
+            try:
+                record = self.store.create(script.tenant, script.name, payload, source="cron", task_id=task_id)
+            except TaskExistsError:
+                pass  # another scheduler fired this minute already
+            else:
+                fired.append(record)
         return fired
 
     def _send(self, task_id: str) -> None:

@@ -28,6 +28,7 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "vars": ("zingyconn.hosts.cli.vars:vars_", "Set, list and unset tenant variables (plain values snippets read)."),
     "keys": ("zingyconn.hosts.cli.keys:keys", "Create, rotate and retire the master keys of connection secrets."),
     "scripts": ("zingyconn.hosts.cli.scripts:scripts", "Add, list, show, version and delete background-task scripts."),
+    "schedules": ("zingyconn.hosts.cli.schedules:schedules", "List cron schedules with their zones and next runs."),
     "tasks": ("zingyconn.hosts.cli.tasks:tasks", "Queue, re-run, list and show background tasks."),
     "worker": ("zingyconn.hosts.cli.worker:worker", "Run queued tasks and cron schedules until stopped."),
     "serve": ("zingyconn.hosts.cli.serve:serve", "Serve webhooks, the command API, the console and tasks."),

@@ -6,6 +6,7 @@ Scripts run as background tasks, on demand or on a cron schedule; every save is 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import IO
 
 import click
@@ -32,7 +33,8 @@ def scripts() -> None:
 @click.argument("name")
 @tenant_option
 @click.option("--file", "file", type=click.File("r"), required=True, help="The snippet ('-' for stdin).")
-@click.option("--cron", default=None, help="Run on this schedule (UTC), e.g. '0 7 * * 1-5' or @daily.")
+@click.option("--cron", default=None, help="Run on this schedule, e.g. '0 7 * * MON-FRI' or @daily.")
+@click.option("--tz", "timezone", default=None, metavar="ZONE", help="Read --cron in this IANA zone (default UTC).")
 @click.option("--limit", "limits", multiple=True, metavar="NAME=VALUE", help="Override a task limit (wall_seconds=60).")
 @click.option("--message", "-m", default=None, help="Why: kept with the version (see history).")
 @json_option
@@ -41,6 +43,7 @@ def add(
     tenant: str,
     file: IO[str],
     cron: str | None,
+    timezone: str | None,
     limits: tuple[str, ...],
     message: str | None,
     as_json: bool,
@@ -51,14 +54,14 @@ def add(
 
     \b
     Example:
-      zingyconn scripts add digest --file examples/nightly_digest.py --cron '0 7 * * *'
+      zingyconn scripts add digest --file examples/nightly_digest.py --cron '0 7 * * MON-FRI' --tz Europe/Paris
     """
     overrides = parse_limit_pairs(limits)
     script = catalog_from_settings().put_script(
-        tenant, name, file.read(), cron=cron, limits=overrides, author=cli_actor(), message=message
+        tenant, name, file.read(), cron=cron, timezone=timezone, limits=overrides, author=cli_actor(), message=message
     )
     enqueue = f"zingyconn tasks enqueue {name} --tenant {tenant}"
-    schedule = f"on cron {script.cron!r} (UTC)" if script.cron else f"on demand: {enqueue}"
+    schedule = f"on cron {script.cron!r} ({script.timezone})" if script.cron else f"on demand: {enqueue}"
     said = f"Saved script {name!r} in tenant {tenant!r} as version {script.version}; it runs {schedule}."
     echo_created(name, said, document=script.to_json(), as_json=as_json)
 
@@ -91,7 +94,10 @@ def show(name: str, tenant: str, as_json: bool) -> None:
         echo_json(script.to_json())
         return
     click.echo(f"script:  {script.tenant}/{script.name}")
-    click.echo(f"cron:    {script.cron or '-'}")
+    schedule = script.schedule()
+    click.echo(f"cron:    {f'{script.cron} ({script.timezone})' if script.cron else '-'}")
+    if schedule is not None:
+        click.echo(f"next:    {schedule.next_runs(datetime.now(UTC), 1)[0].isoformat()}")
     click.echo(f"limits:  {json.dumps(dict(script.limits)) if script.limits else 'task defaults'}")
     click.echo(f"version: {script.version} (zingyconn scripts history {script.name} --tenant {script.tenant})")
     click.echo(f"updated: {format_time(script.updated_at)}\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Final
 
 from starlette.concurrency import run_in_threadpool
@@ -10,7 +11,8 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from zingyconn.errors import NotFoundError, ZingyConnError
+from zingyconn.catalog import Script
+from zingyconn.errors import NotFoundError, ValidationError, ZingyConnError
 from zingyconn.hosts.console import auth
 from zingyconn.hosts.console.outcome import run_outcome
 from zingyconn.hosts.console.view import (
@@ -28,6 +30,8 @@ from zingyconn.names import NAME_PATTERN
 from zingyconn.secrets.tokens import TokenStore
 
 RUN_STATUSES: Final = ("ok", "failed", "running", "retrying")
+#: Next runs the scripts page shows per schedule.
+NEXT_RUNS_SHOWN: Final = 3
 
 
 async def login(request: Request) -> Response:
@@ -139,8 +143,15 @@ async def hooks(request: Request, tenant: str, form: FormData) -> Response:
 async def scripts(request: Request, tenant: str, form: FormData) -> Response:
     """List the tenant's background-task scripts."""
     items = await run_in_threadpool(state_of(request).catalog.list_scripts, tenant)
+    now = datetime.now(UTC)
     rows = [
-        {"name": s.name, "extra": [s.cron or "—"], "version": s.version, "updated": when(s.updated_at)} for s in items
+        {
+            "name": s.name,
+            "extra": [f"{s.cron} ({s.timezone})" if s.cron else "—", _next_runs(s, now)],
+            "version": s.version,
+            "updated": when(s.updated_at),
+        }
+        for s in items
     ]
     return render(
         request,
@@ -151,10 +162,21 @@ async def scripts(request: Request, tenant: str, form: FormData) -> Response:
             "title": "Scripts",
             "items": rows,
             "item_kind": "script",
-            "extra_headers": ["Schedule"],
+            "extra_headers": ["Schedule", "Next runs"],
             "hint": "Scripts run as background tasks, on demand or on a cron schedule.",
         },
     )
+
+
+def _next_runs(script: Script, now: datetime) -> str:
+    """The next runs of *script*'s schedule in its zone (``—`` when it runs on demand only)."""
+    try:
+        schedule = script.schedule()
+    except ValidationError as exc:  # a zone this machine's tz database no longer has
+        return str(exc)
+    if schedule is None:
+        return "—"
+    return " · ".join(run.strftime("%a %Y-%m-%d %H:%M %Z") for run in schedule.next_runs(now, NEXT_RUNS_SHOWN))
 
 
 @page(nav="scripts")

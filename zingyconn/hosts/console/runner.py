@@ -88,6 +88,7 @@ def _form_values(request: Request, form: FormData) -> dict[str, str]:
         "save_name": "",
         "verify_with": "",
         "cron": "",
+        "timezone": "",
         "wall_seconds": "",
         "replay_of": "",
         "message": "",
@@ -202,7 +203,14 @@ def _load_into_runner(state: ConsoleState, tenant: str, query: Mapping[str, str]
             return f"hook {name!r}"
         if name := query.get("script"):
             script = state.catalog.get_script(tenant, name)
-            values.update(source=script.source, kind="task", save_kind="script", save_name=name, cron=script.cron or "")
+            values.update(
+                source=script.source,
+                kind="task",
+                save_kind="script",
+                save_name=name,
+                cron=script.cron or "",
+                timezone=script.timezone,
+            )
             return f"script {name!r}"
         if run_id := query.get("replay"):
             run = state.runtime.history.get(tenant, run_id)
@@ -227,8 +235,9 @@ def _save_from_runner(state: ConsoleState, tenant: str, values: Mapping[str, str
         raise ValidationError("Give the hook or script a name before saving.", field="save_name")
     if values["save_kind"] == "script":
         script = state.catalog.put_script(
-            tenant, name, values["source"], cron=values["cron"] or None, author=author, message=values["message"]
-        )
+            tenant, name, values["source"], cron=values["cron"] or None, timezone=values["timezone"] or None,
+            author=author, message=values["message"],
+        )  # fmt: skip
         return f"Saved script {name!r} as version {script.version}."
     verify_with = values["verify_with"].strip() or None
     hook = state.catalog.put_hook(
