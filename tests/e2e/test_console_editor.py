@@ -2,8 +2,8 @@
 form without JavaScript, and the friendly root page and 404s (Playwright driving Debian's Chromium against a real
 ``zingyconn serve``, set up as in ``test_console.py``).
 
-``test_editor_screenshots_for_the_docs`` saves the editor and an in-place result under ``test-artifacts/console/``;
-with ``ZINGYCONN_DOCS_SCREENSHOTS=1`` it refreshes the docs' copies in ``docs/img/`` instead.
+``test_editor_screenshots_for_the_docs`` saves the runner, the editor and an in-place result under
+``test-artifacts/console/``; with ``ZINGYCONN_DOCS_SCREENSHOTS=1`` it refreshes the docs' copies in ``docs/img/``.
 """
 
 from __future__ import annotations
@@ -267,4 +267,5 @@ def test_editor_screenshots_for_the_docs(page: object, console: Console) -> None
     _run_in_place(page)
     assert page.get_attribute("#result-value", "data-kind") == "twiml"  # type: ignore[attr-defined]
     page.locator("#outcome").screenshot(path=str(SHOTS / "console-result.png"))  # type: ignore[attr-defined]
+    page.screenshot(path=str(SHOTS / "console-runner.png"), full_page=True)  # type: ignore[attr-defined]
     assert (SHOTS / "console-result.png").stat().st_size > 0
