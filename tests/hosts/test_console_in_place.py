@@ -78,3 +78,14 @@ def test_a_run_in_place_keeps_the_forms_rules(console: Console) -> None:
     assert statuses[-1] == limited.status_code == 429
     assert limited.json()["error"]["message"].startswith("Tenant 'acme' ran or saved more than")
     assert int(limited.headers["retry-after"]) > 0
+
+
+def test_the_editor_bundle_is_revalidated_not_refetched(console: Console) -> None:
+    """The console's static files may be kept by the browser and revalidated (304); its pages are never stored."""
+    browser = console.browser()
+    bundle = browser.get("/console/static/editor.js")
+    assert (bundle.status_code, bundle.headers["cache-control"]) == (200, "no-cache")
+    assert "style-src 'self' 'nonce-" in bundle.headers["content-security-policy"]
+    again = browser.get("/console/static/editor.js", headers={"If-None-Match": bundle.headers["etag"]})
+    assert (again.status_code, again.content) == (304, b"")
+    assert browser.get("/console/login").headers["cache-control"] == "no-store"

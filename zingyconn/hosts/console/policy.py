@@ -38,6 +38,10 @@ CONSOLE_HEADERS: Final = {
 }
 _RAW_HEADERS: Final = [(name.lower().encode(), value.encode()) for name, value in CONSOLE_HEADERS.items()]
 _REPLACED: Final = {name for name, _ in _RAW_HEADERS} | {b"content-security-policy"}
+#: The console's own static files (scripts, styles, the editor's ~470 KB bundle) hold nothing private: a browser may
+#: keep them but asks each time whether they changed (ETag, 304), instead of fetching the bundle with every page.
+STATIC_PREFIX: Final = "/static/"
+_STATIC_HEADERS: Final = [(name, b"no-cache" if name == b"cache-control" else value) for name, value in _RAW_HEADERS]
 
 
 class ConsolePolicyMiddleware:
@@ -55,11 +59,14 @@ class ConsolePolicyMiddleware:
         nonce = secrets.token_urlsafe(NONCE_BYTES)
         scope.setdefault("state", {})[NONCE_STATE_KEY] = nonce
         policy = (b"content-security-policy", CONSOLE_CSP.format(nonce=nonce).encode())
+        path: str = scope.get("path", "")
+        is_static = path[len(scope.get("root_path", "")) :].startswith(STATIC_PREFIX)
+        headers = _STATIC_HEADERS if is_static else _RAW_HEADERS
 
         async def send_with_policy(message: Message) -> None:
             if message["type"] == "http.response.start":
                 kept = [(name, value) for name, value in message.get("headers", []) if name.lower() not in _REPLACED]
-                message = {**message, "headers": [*kept, policy, *_RAW_HEADERS]}
+                message = {**message, "headers": [*kept, policy, *headers]}
             await send(message)
 
         await self.app(scope, receive, send_with_policy)
