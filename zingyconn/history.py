@@ -351,10 +351,14 @@ class RunHistory:
         before: float | None = None,
         since: float | None = None,
         limit: int = 50,
+        error_text: str | None = None,
+        after: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
         """Return *tenant*'s runs, newest first, filtered by kind, name, status, task, and start time.
 
         *before* and *since* are Unix times: runs that started before *before* and at or after *since*.
+        *error_text* keeps runs whose stored error contains it (case-insensitive). *after* is the keyset cursor of
+        the next page: the ``(started_at, id)`` of the last run of the previous one (an index range, not OFFSET).
         """
         query = sa.select(runs).where(runs.c.tenant == tenant)
         for column, value in (
@@ -369,6 +373,14 @@ class RunHistory:
             query = query.where(runs.c.started_at < before)
         if since is not None:
             query = query.where(runs.c.started_at >= since)
+        if error_text:
+            escaped = error_text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(sa.cast(runs.c.error, sa.Text).ilike(f"%{escaped}%", escape="\\"))
+        if after is not None:
+            started_at, run_id = after
+            query = query.where(
+                (runs.c.started_at < started_at) | ((runs.c.started_at == started_at) & (runs.c.id > run_id))
+            )
         query = query.order_by(runs.c.started_at.desc(), runs.c.id).limit(max(1, min(limit, MAX_LIST)))
         with self._reader.connect() as conn:
             return [_record(row) for row in conn.execute(query)]

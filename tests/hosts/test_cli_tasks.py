@@ -136,7 +136,26 @@ def test_tasks_rerun_refuses_a_task_that_has_not_failed(env: dict[str, str], sni
     task_id = _run(env, "tasks", "enqueue", "digest").stdout.strip()
     result = _run(env, "tasks", "rerun", task_id)
     assert result.exit_code == 2
-    assert f"Task {task_id!r} is queued; only failed tasks can be re-run." in result.stderr
+    assert f"Task {task_id!r} is queued; only failed or cancelled tasks can be re-run." in result.stderr
+
+
+def test_tasks_cancel_then_rerun(env: dict[str, str], snippet: Path) -> None:
+    """A queued task is cancelled (listed as cancelled), cannot be cancelled twice, and can be queued again."""
+    _run(env, "scripts", "add", "digest", "--file", str(snippet))
+    task_id = _run(env, "tasks", "enqueue", "digest").stdout.strip()
+
+    cancelled = _run(env, "tasks", "cancel", task_id)
+    listed = json.loads(_run(env, "tasks", "list", "--state", "cancelled", "--json").stdout)
+    twice = _run(env, "tasks", "cancel", task_id)
+    rerun = _run(env, "tasks", "rerun", task_id)
+
+    assert cancelled.exit_code == 0, cancelled.output
+    assert [task["id"] for task in listed] == [task_id]
+    assert (twice.exit_code, "is cancelled; only queued or retrying tasks can be cancelled" in twice.stderr) == (
+        2,
+        True,
+    )
+    assert rerun.exit_code == 0, rerun.output
 
 
 @pytest.mark.parametrize("family", ["scripts", "hooks"])

@@ -30,11 +30,15 @@ from zingyconn.errors import NotFoundError, ValidationError, WorkerLostError
 from zingyconn.leases import LeaseKeeper, process_owner, shared_keeper
 from zingyconn.schema import runs, tasks
 
-State = Literal["queued", "running", "retrying", "succeeded", "failed"]
+State = Literal["queued", "running", "retrying", "succeeded", "failed", "cancelled"]
 Source = Literal["api", "cli", "console", "cron", "snippet", "rerun"]
 
 #: States in which a row may be claimed by a worker.
 CLAIMABLE: Final = ("queued", "retrying")
+#: States an operator may cancel: the task has not started, or waits between attempts (a running one is not stopped).
+CANCELLABLE: Final = ("queued", "retrying")
+#: States from which a task may be queued again (``rerun``).
+RERUNNABLE: Final = ("failed", "cancelled")
 #: States that a reaper watches: the row should move on before ``lease_until``.
 IN_FLIGHT: Final = ("queued", "running", "retrying")
 #: A dispatched task that no worker claimed this long, while the queue stood empty, lost its queue message.
@@ -53,7 +57,7 @@ class TaskRecord:
         tenant: Owning tenant.
         script: Name of the script to run.
         payload: The ``event`` of the run.
-        state: ``queued``, ``running``, ``retrying``, ``succeeded`` or ``failed``.
+        state: ``queued``, ``running``, ``retrying``, ``succeeded``, ``failed`` or ``cancelled``.
         attempts: Attempts started so far.
         owner: The process running it (:func:`zingyconn.leases.process_owner`), while running.
         lease_until: While running: Unix time by which the worker must renew its lease, or the reaper takes it back.
@@ -365,12 +369,37 @@ class TaskStore:
         with self.engine.begin() as conn:
             conn.execute(tasks.update().where(mine).values(lease_until=lease_until))
 
+    def cancel(self, task_id: str) -> TaskRecord:
+        """Cancel a task that has not started or waits for its next attempt: no worker claims it afterwards.
+
+        Its queue message, if already dispatched, is then skipped as not claimable. A running attempt is not
+        stopped (its sandbox has its own limits); cancel refuses it.
+
+        Raises:
+            NotFoundError: No such task.
+            ValidationError: The task is running or finished (``field="task"``).
+        """
+        values = {"state": "cancelled", "lease_until": None, "run_after": None, "updated_at": self._clock()}
+        return self._transition(task_id, CANCELLABLE, values, refusal="only queued or retrying tasks can be cancelled")
+
+    def _transition(self, task_id: str, states: tuple[str, ...], values: dict[str, Any], *, refusal: str) -> TaskRecord:
+        """Set *values* on task *task_id* if it is in one of *states*; else ValidationError saying *refusal*."""
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                tasks.update().where(tasks.c.id == task_id, tasks.c.state.in_(states)).values(**values)
+            ).rowcount
+        record = self.get(task_id)
+        if not moved:
+            raise ValidationError(f"Task {task_id!r} is {record.state}; {refusal}.", field="task")
+        return record
+
     def rerun(self, task_or_run_id: str) -> TaskRecord:
-        """Queue a failed task again (same id, so sends it already made are not repeated); accepts a run id too.
+        """Queue a failed or cancelled task again (same id, so sends it already made are not repeated); accepts a
+        run id too.
 
         Raises:
             NotFoundError: No such task or task run.
-            ValidationError: The task has not failed (``field="task"``).
+            ValidationError: The task has neither failed nor been cancelled (``field="task"``).
         """
         task_id = self._task_id_of(task_or_run_id)
         now = self._clock()
@@ -384,14 +413,7 @@ class TaskStore:
             "source": "rerun",
             "updated_at": now,
         }
-        with self.engine.begin() as conn:
-            moved = conn.execute(
-                tasks.update().where(tasks.c.id == task_id, tasks.c.state == "failed").values(**values)
-            ).rowcount
-        record = self.get(task_id)
-        if not moved:
-            raise ValidationError(f"Task {task_id!r} is {record.state}; only failed tasks can be re-run.", field="task")
-        return record
+        return self._transition(task_id, RERUNNABLE, values, refusal="only failed or cancelled tasks can be re-run")
 
     def _task_id_of(self, task_or_run_id: str) -> str:
         with self._reader.connect() as conn:

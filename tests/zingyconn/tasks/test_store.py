@@ -140,7 +140,7 @@ def test_rerun_requeues_a_failed_task_under_its_id(engine: Engine, clock: Clock)
     store = TaskStore(engine, keeper=QUIET, clock=clock)
     task = store.create("acme", "digest", None, source="api")
     store.claim(task.id)
-    with pytest.raises(ValidationError, match="only failed tasks"):
+    with pytest.raises(ValidationError, match="only failed or cancelled tasks"):
         store.rerun(task.id)
     store.finish(task.id, state="failed", run_id="r1", error={"type": "SnippetError", "message": "boom"})
     again = store.rerun(task.id)

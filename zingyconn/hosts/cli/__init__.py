@@ -29,7 +29,7 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "keys": ("zingyconn.hosts.cli.keys:keys", "Create, rotate and retire the master keys of connection secrets."),
     "scripts": ("zingyconn.hosts.cli.scripts:scripts", "Add, list, show, version and delete background-task scripts."),
     "schedules": ("zingyconn.hosts.cli.schedules:schedules", "List cron schedules with their zones and next runs."),
-    "tasks": ("zingyconn.hosts.cli.tasks:tasks", "Queue, re-run, list and show background tasks."),
+    "tasks": ("zingyconn.hosts.cli.tasks:tasks", "Queue, re-run, cancel, list and show background tasks."),
     "worker": ("zingyconn.hosts.cli.worker:worker", "Run queued tasks and cron schedules until stopped."),
     "serve": ("zingyconn.hosts.cli.serve:serve", "Serve webhooks, the command API, the console and tasks."),
     "hooks": ("zingyconn.hosts.cli.hooks:hooks", "Add, list, show, version and delete webhook hooks."),

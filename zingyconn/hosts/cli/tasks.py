@@ -56,10 +56,19 @@ def enqueue(script: str, tenant: str, payload: str | None, as_json: bool) -> Non
 
 
 @tasks.command()
+@click.argument("task_id")
+def cancel(task_id: str) -> None:
+    """Cancel a queued task, or one waiting for its next attempt (a running attempt is not stopped)."""
+    queue, _where = _queue()
+    record = queue.store.cancel(task_id)
+    click.echo(f"Cancelled task {record.id} (script {record.script!r}, tenant {record.tenant!r}).", err=True)
+
+
+@tasks.command()
 @click.argument("run_id")
 @json_option
 def rerun(run_id: str, as_json: bool) -> None:
-    """Queue a failed task again, by its task id or the id of one of its runs; prints the task id.
+    """Queue a failed or cancelled task again, by its task id or the id of one of its runs; prints the task id.
 
     The task keeps its id, which is the idempotency key of its sends: messages it already sent are returned from
     the store, not sent again.
@@ -72,7 +81,9 @@ def rerun(run_id: str, as_json: bool) -> None:
 
 @tasks.command(name="list")
 @click.option("--tenant", default=None, help="Only this tenant's tasks.")
-@click.option("--state", type=click.Choice(["queued", "running", "retrying", "succeeded", "failed"]), default=None)
+@click.option(
+    "--state", type=click.Choice(["queued", "running", "retrying", "succeeded", "failed", "cancelled"]), default=None
+)
 @click.option("--limit", default=50, show_default=True, help="How many, newest first.")
 @json_option
 def list_(tenant: str | None, state: str | None, limit: int, as_json: bool) -> None:

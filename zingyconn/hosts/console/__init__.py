@@ -22,7 +22,7 @@ from starlette.templating import Jinja2Templates
 from zingyconn.catalog import Catalog
 from zingyconn.egress.ratelimit import SqlRateLimiter
 from zingyconn.hosts.audit import AuditTrail
-from zingyconn.hosts.console import connections, pages, runner, variables, versions
+from zingyconn.hosts.console import connections, pages, runner, tasks, tokens, variables, versions
 from zingyconn.hosts.console.auth import session_secret
 from zingyconn.hosts.console.compile_pool import CompilePool
 from zingyconn.hosts.console.policy import ConsolePolicyMiddleware
@@ -30,6 +30,8 @@ from zingyconn.hosts.console.sessions import SessionPolicy, SessionStore
 from zingyconn.hosts.console.throttle import LoginRates, LoginThrottle
 from zingyconn.hosts.console.view import ConsoleState
 from zingyconn.hosts.signature import PublicUrl
+from zingyconn.secrets.tokens import TokenStore
+from zingyconn.tasks.store import TaskStore
 
 if TYPE_CHECKING:
     from zingyconn.runtime import Runtime
@@ -62,6 +64,8 @@ def console_state(
         compiler=CompilePool(),
         enqueue=enqueue,
         public_url=PublicUrl(None, trusted_proxies),
+        tasks=TaskStore(engine, clock=clock),
+        tokens=TokenStore(engine, clock=clock),
     )
 
 
@@ -121,6 +125,13 @@ def create_console(state: ConsoleState, *, admin_token: str | None, https_only: 
             versions.rollback,
             methods=["POST"],
             name="console_rollback",
+        ),
+        Route("/t/{tenant}/tasks", tasks.tasks, name="console_tasks"),
+        Route("/t/{tenant}/tasks/{task_id}", tasks.task_action, methods=["POST"], name="console_task_action"),
+        Route("/t/{tenant}/tokens", tokens.tokens, name="console_tokens"),
+        Route("/t/{tenant}/tokens/new", tokens.token_create, methods=["POST"], name="console_token_create"),
+        Route(
+            "/t/{tenant}/tokens/{token_id}/revoke", tokens.token_revoke, methods=["POST"], name="console_token_revoke"
         ),
         Route("/t/{tenant}/runs", pages.runs, name="console_runs"),
         Route("/t/{tenant}/audit", pages.audit_trail, name="console_audit"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Final
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -30,6 +31,8 @@ from zingyconn.names import NAME_PATTERN
 from zingyconn.secrets.tokens import TokenStore
 
 RUN_STATUSES: Final = ("ok", "failed", "running", "retrying")
+#: Runs per page of the run history.
+RUNS_PER_PAGE: Final = 50
 #: Next runs the scripts page shows per schedule.
 NEXT_RUNS_SHOWN: Final = 3
 
@@ -215,17 +218,28 @@ async def catalog_delete(request: Request, tenant: str, form: FormData) -> Respo
 
 @page(nav="runs")
 async def runs(request: Request, tenant: str, form: FormData) -> Response:
-    """List recent runs with filters on kind, status and name."""
+    """List runs newest first, a page at a time (keyset cursor), filtered by kind, status, name and error text."""
     query = request.query_params
-    filters = {key: query.get(key) or None for key in ("kind", "status", "name")}
+    filters = {key: (query.get(key) or "").strip() or None for key in ("kind", "status", "name", "q")}
+    after = _cursor(query.get("after"))
     records = await run_in_threadpool(
-        state_of(request).runtime.history.list,
-        tenant,
-        kind=filters["kind"],
-        status=filters["status"],
-        name=filters["name"],
-        limit=200,
+        lambda: state_of(request).runtime.history.list(
+            tenant,
+            kind=filters["kind"],
+            status=filters["status"],
+            name=filters["name"],
+            error_text=filters["q"],
+            after=after,
+            limit=RUNS_PER_PAGE + 1,  # one more than shown: whether there is a next page
+        )
     )
+    more = len(records) > RUNS_PER_PAGE
+    records = records[:RUNS_PER_PAGE]
+    next_query = None
+    if more:
+        last = records[-1]
+        kept = {key: value for key, value in filters.items() if value}
+        next_query = urlencode({**kept, "after": f"{last.started_at!r}:{last.id}"})
     rows = [
         {
             "id": r.id,
@@ -241,8 +255,25 @@ async def runs(request: Request, tenant: str, form: FormData) -> Response:
     return render(
         request,
         "runs.html",
-        {"tenant": tenant, "nav": "runs", "runs": rows, "filters": filters, "statuses": RUN_STATUSES},
+        {
+            "tenant": tenant,
+            "nav": "runs",
+            "runs": rows,
+            "filters": filters,
+            "statuses": RUN_STATUSES,
+            "next_query": next_query,
+            "paged": after is not None,
+        },
     )
+
+
+def _cursor(text: str | None) -> tuple[float, str] | None:
+    """Parse a page cursor (``<started_at>:<run id>``); a malformed one starts from the newest run."""
+    started, _, run_id = (text or "").partition(":")
+    try:
+        return (float(started), run_id) if run_id else None
+    except ValueError:
+        return None
 
 
 @page(nav="runs")

@@ -26,6 +26,8 @@ from zingyconn.hosts.middleware import read_body
 from zingyconn.hosts.signature import PublicUrl
 from zingyconn.names import NAME_PATTERN
 from zingyconn.runtime import Runtime
+from zingyconn.secrets.tokens import TokenStore
+from zingyconn.tasks.store import TaskStore
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -48,6 +50,8 @@ class ConsoleState:
         enqueue: Puts a script on the task queue, ``(tenant, script, payload) -> task id``; ``None`` when this
             server runs without a queue.
         public_url: Which peers' ``X-Forwarded-For`` names the client (trusted proxies).
+        tasks: The task rows (the Tasks page lists, cancels and re-queues them).
+        tokens: Tenants' API tokens (the Tokens page).
     """
 
     runtime: Runtime
@@ -57,6 +61,8 @@ class ConsoleState:
     logins: LoginThrottle
     limiter: RateLimiter
     compiler: CompilePool
+    tasks: TaskStore
+    tokens: TokenStore
     enqueue: Callable[[str, str, Any], str] | None = None
     public_url: PublicUrl = field(default_factory=PublicUrl)
 
