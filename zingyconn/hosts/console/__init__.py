@@ -22,7 +22,7 @@ from starlette.templating import Jinja2Templates
 from zingyconn.catalog import Catalog
 from zingyconn.egress.ratelimit import SqlRateLimiter
 from zingyconn.hosts.audit import AuditTrail
-from zingyconn.hosts.console import connections, pages, runner, tasks, tokens, variables, versions
+from zingyconn.hosts.console import connections, live, pages, runner, tasks, tokens, variables, versions
 from zingyconn.hosts.console.auth import session_secret
 from zingyconn.hosts.console.compile_pool import CompilePool
 from zingyconn.hosts.console.policy import ConsolePolicyMiddleware
@@ -134,6 +134,8 @@ def create_console(state: ConsoleState, *, admin_token: str | None, https_only: 
             "/t/{tenant}/tokens/{token_id}/revoke", tokens.token_revoke, methods=["POST"], name="console_token_revoke"
         ),
         Route("/t/{tenant}/runs", pages.runs, name="console_runs"),
+        Route("/t/{tenant}/runs/live", live.live, name="console_live"),
+        Route("/t/{tenant}/runs/live/events", live.events, name="console_live_events"),
         Route("/t/{tenant}/audit", pages.audit_trail, name="console_audit"),
         Route("/t/{tenant}/runs/{run_id}", pages.run_detail, name="console_run"),
         Mount("/static", app=StaticFiles(directory=str(HOSTS_DIR / "static")), name="console_static"),
