@@ -378,8 +378,9 @@ class RunHistory:
             query = query.where(sa.cast(runs.c.error, sa.Text).ilike(f"%{escaped}%", escape="\\"))
         if after is not None:
             started_at, run_id = after
+            # The first bound alone is what the (tenant, started_at) index can seek to; the second breaks the ties.
             query = query.where(
-                (runs.c.started_at < started_at) | ((runs.c.started_at == started_at) & (runs.c.id > run_id))
+                runs.c.started_at <= started_at, (runs.c.started_at < started_at) | (runs.c.id > run_id)
             )
         query = query.order_by(runs.c.started_at.desc(), runs.c.id).limit(max(1, min(limit, MAX_LIST)))
         with self._reader.connect() as conn:
