@@ -35,18 +35,13 @@ MAY_IMPORT: Final[dict[str, frozenset[str]]] = {
     "twilio": frozenset({"sandbox", "core", "egress"}),
     "snippet": frozenset({"sandbox", "twilio"}),
     "tasks": frozenset({"sandbox", "core", "snippet"}),
-    "runtime": frozenset(set(LAYERS) - {"hosts"}),
+    # The runtime reaches connection types through zingyconn.connection_types, never their packages.
+    "runtime": frozenset(set(LAYERS) - {"hosts", "twilio"}),
     "hosts": frozenset(LAYERS),
 }
 
 #: Imports that cross the table today, each with why it stays (importer, imported module or package).
 KNOWN_CROSSINGS: Final[dict[tuple[str, str], str]] = {
-    # Connection types are not yet plug-ins: the store seals, and the broker sends for, the one type there is.
-    ("zingyconn.secrets.store", "zingyconn.twilio.profile"): "the store seals Twilio profiles",
-    ("zingyconn.egress.broker", "zingyconn.twilio.client"): "the broker builds host-side Twilio clients",
-    ("zingyconn.egress.broker", "zingyconn.twilio.profile"): "the broker authenticates with a Twilio profile",
-    ("zingyconn.egress.broker", "zingyconn.twilio.billing"): "the broker's default deny list and quotas are Twilio's",
-    ("zingyconn.catalog", "zingyconn.twilio"): "a saved snippet may import the Twilio modules",
     # The child names the operations it requests as the protocol declares them (declarations, no I/O, no secret).
     ("zingyconn.snippet.environment", "zingyconn.egress.protocol"): "the child requests the protocol's operations",
     # A script's schedule is checked when it is saved, by the parser that later runs it.

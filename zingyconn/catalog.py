@@ -21,13 +21,13 @@ from sandbox import compile_snippet
 from sandbox.errors import CompileError
 from sandbox.imports import STDLIB_MODULES, check_imports
 from sandbox.limits import Limits
+from zingyconn.connection_types import snippet_modules
 from zingyconn.database import read_only
 from zingyconn.errors import NotFoundError, ValidationError
 from zingyconn.kinds import Kind, limits_for
 from zingyconn.names import validate_name
 from zingyconn.schema import hooks, scripts, snippet_versions
 from zingyconn.tasks.schedule import DEFAULT_TIMEZONE, CronSchedule, parse_cron, parse_timezone
-from zingyconn.twilio import SNIPPET_MODULES
 
 #: Names of tenants, hooks and scripts. They appear in URL paths (``/hooks/{tenant}/{hook}``) and log lines, so
 #: they are restricted to characters that need no escaping there (no ``/``, ``..``, spaces or control characters).
@@ -215,13 +215,14 @@ def parse_limits(overrides: Mapping[str, object] | None, *, kind: Kind) -> dict[
 def check_source(source: str) -> None:
     """Compile *source* with the production policy and check its imports; raise CompileError (every ``Line N:``).
 
-    Imports are checked against what a run can import (the standard-library allowlist and the twilio modules),
+    Imports are checked against what a run can import (the standard-library allowlist and the modules of the
+    registered connection types: twilio's),
     so ``import requests`` is refused when the hook is saved, not on the first request.
     """
     if not source.strip():
         raise ValidationError("The snippet source is empty; write at least one statement.", field="source")
     compile_snippet(source)
-    errors = check_imports(source, [*STDLIB_MODULES, *SNIPPET_MODULES])
+    errors = check_imports(source, [*STDLIB_MODULES, *snippet_modules()])
     if errors:
         raise CompileError(errors)
 

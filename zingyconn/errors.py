@@ -4,7 +4,8 @@ The tree::
 
     ZingyConnError (.exit_code, .http_status)
     ├── ConfigurationError               # bad environment variable, key file or database URL (exit 2)
-    │   └── KeyringError                 # a master key of the wrong length/encoding, unknown key id
+    │   ├── KeyringError                 # a master key of the wrong length/encoding, unknown key id
+    │   └── UnknownConnectionTypeError   # a stored connection of a type no installed package declares
     ├── ValidationError (.field)         # bad input, named by field, raised before any I/O (exit 2, HTTP 400)
     │   ├── InvalidConnectionError       # a connection profile that fails validation
     │   └── InvalidCommandError          # bad command input, raised before any HTTP request
@@ -68,6 +69,10 @@ class ConfigurationError(ZingyConnError):
 
 class KeyringError(ConfigurationError):
     """Raised when a master key is malformed or a key id is unknown."""
+
+
+class UnknownConnectionTypeError(ConfigurationError):
+    """Raised when a connection's type is not registered (:mod:`zingyconn.connection_types`)."""
 
 
 class ValidationError(ZingyConnError):

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import sqlalchemy as sa
 
@@ -30,10 +30,11 @@ from sandbox.result import RunError, RunResult
 from sandbox.supervisor import Sandbox
 from zingyconn.admission import TenantLimits, TenantSlots
 from zingyconn.config import Settings
+from zingyconn.connection_types import Profile, connection_type
 from zingyconn.database import create_engine, read_only
 from zingyconn.egress.broker import EgressBroker, EgressSession
 from zingyconn.egress.ledger import SendLedger
-from zingyconn.egress.protocol import OP_ACCESS_TOKEN, OPERATIONS, VARIABLES_CONTEXT_KEY, Handler
+from zingyconn.egress.protocol import CHANNEL_TYPE, OPERATIONS, VARIABLES_CONTEXT_KEY, Handler
 from zingyconn.egress.ratelimit import Rate, RateLimiter, rate_limiter_for
 from zingyconn.errors import ValidationError, ZingyConnError
 from zingyconn.history import FAILED, OK, RunHistory, new_run_id
@@ -43,14 +44,7 @@ from zingyconn.redaction import redact_message
 from zingyconn.secrets.keyring import Keyring
 from zingyconn.secrets.masking import Masker
 from zingyconn.secrets.store import ConnectionStore
-from zingyconn.twilio.billing import quota_rates
-from zingyconn.twilio.operations import DIRECTORY_CONTEXT_KEY
-from zingyconn.twilio.profile import TwilioProfile
 from zingyconn.variables import TenantVariables
-
-if TYPE_CHECKING:
-    from zingyconn.twilio.access_tokens import RunAccessTokens
-    from zingyconn.twilio.commands import CommandOutput
 
 #: The snippet environment every runtime sandbox is started with (``zingyConn``, the twilio façades).
 SNIPPET_ENVIRONMENT: Final = "zingyconn.snippet.environment:environment"
@@ -127,15 +121,20 @@ class Runtime:
         self.variables = TenantVariables(self.engine)
         self.history = RunHistory(self.engine, quota_bytes=settings.retention.history_quota_bytes)
         self.ledger = SendLedger(self.engine)
+        channel_type = connection_type(CHANNEL_TYPE)
         self.broker = EgressBroker(
             self.store,
             base_url=settings.twilio_base_url,
             rate_limiter=rate_limiter
             if rate_limiter is not None
             else rate_limiter_for(self.engine, settings.queue_url),
-            quotas={**quota_rates(settings.quotas), **({} if message_rate is None else {"messages": message_rate})},
+            quotas={
+                **channel_type.quota_rates(settings.quotas),
+                **({} if message_rate is None else {"messages": message_rate}),
+            },
             ledger=self.ledger,
             max_rate_wait_seconds=settings.max_rate_wait_seconds,
+            channel_type=channel_type,
         )
         #: Aggregate limits per tenant (runs at once, their memory), over every kind of run and every process that
         #: shares the data directory.
@@ -315,7 +314,7 @@ class Runtime:
         flow: str = "cloud",
         idempotency_key: str | None = None,
         actor: str = "unknown",
-    ) -> CommandOutput:
+    ) -> JSON:
         """Run connection command *command* (``sendMessage``...) of *tenant*'s *connection*; return its JSON output.
 
         The command's Twilio client is the broker's, as in snippets: same allowlist, credentials injection, rate
@@ -345,15 +344,14 @@ class Runtime:
         flow: str,
         idempotency_key: str | None,
         actor: str,
-    ) -> CommandOutput:
-        from zingyconn.twilio.commands import ConnectionCommands  # twilio.rest, phonenumbers: only for commands
-
+    ) -> JSON:
         session = self.broker.session(tenant, max_requests=COMMAND_MAX_REQUESTS)
-        commands = ConnectionCommands(
+        channel_type = self.broker.channel_type
+        commands = channel_type.load(channel_type.commands)(  # its HTTP library loads with the first command
             lambda _tenant, name: self.broker.client(tenant, name, session=session), ledger=self.ledger
         )
         run_id, started_at, started = new_run_id(), time.time(), time.perf_counter()
-        output: CommandOutput | None = None
+        output: JSON = None
         error: dict[str, Any] | None = None
         try:
             output = commands.run(tenant, connection, command, inputs, flow=flow, idempotency_key=idempotency_key)
@@ -390,8 +388,7 @@ class Runtime:
                 _LOGGER.error("Command %s of tenant %r (run %s) was not recorded: %s", command, tenant, run_id, exc)
         if command == "updateMessage" and _redacts_body(inputs):
             self._redact_copies(tenant, str(dict(inputs or {})["sid"]))
-        masked: CommandOutput = masker.mask(output)
-        return masked
+        return masker.mask(output)
 
     def _redact_copies(self, tenant: str, sid: str) -> None:
         """Redact the stored copies of message *sid*'s body, now that Twilio redacted it (:mod:`zingyconn.redaction`).
@@ -417,9 +414,10 @@ class Runtime:
 
     def test_connection(self, tenant: str, name: str) -> str:
         """Check *tenant*'s connection *name* against Twilio (or the emulator); return what answered."""
-        from zingyconn.twilio.verify import check_credentials  # twilio's HTTP client: only for this check
-
-        return check_credentials(self.store.get(tenant, name), base_url=self.settings.twilio_base_url, what=repr(name))
+        profile = self.store.get(tenant, name)
+        return connection_type(profile.connection_type).check(
+            profile, base_url=self.settings.twilio_base_url, what=repr(name)
+        )
 
     def close(self) -> None:
         """Stop the sandbox (if this runtime started it) and close pooled connections."""
@@ -454,7 +452,7 @@ class Runtime:
 
         return handle
 
-    def _tenant_profiles(self, tenant: str) -> dict[str, TwilioProfile] | None:
+    def _tenant_profiles(self, tenant: str) -> dict[str, Profile] | None:
         """Read every connection of *tenant* once per run: for the broker's lookups and for masking."""
         try:
             return self.store.profiles(tenant, max_age_seconds=PROFILES_MAX_AGE_SECONDS)
@@ -476,15 +474,15 @@ class _RunConnections:
 
     def __init__(
         self,
-        cached: Mapping[str, TwilioProfile] | None,
-        read: Callable[[], Mapping[str, TwilioProfile] | None],
+        cached: Mapping[str, Profile] | None,
+        read: Callable[[], Mapping[str, Profile] | None],
         session: EgressSession,
     ) -> None:
         self._read = read
         self._session = session
         self._secrets: list[str] = []
         self._cached = cached
-        self._access_tokens: RunAccessTokens | None = None
+        self._run_answers: dict[str, Any] = {}  # op -> the connection type's answerer of this run's requests
         self.loaded = False
         if self._cached is not None:
             self._use(self._cached)
@@ -493,9 +491,11 @@ class _RunConnections:
         """Return the run's context for the child: its kind, and the connection directory when already known."""
         context: dict[str, JSON] = {"kind": kind}
         if self._cached is not None:
-            context[DIRECTORY_CONTEXT_KEY] = {
-                name: {"username": profile.username, "account_sid": profile.account_sid}
+            key = self._session.broker.channel_type.directory_context_key
+            context[key] = {
+                name: profile.directory_entry()
                 for name, profile in self._cached.items()
+                if profile.connection_type == self._session.broker.channel_type.name
             }
         return context
 
@@ -507,20 +507,22 @@ class _RunConnections:
 
     def request(self, op: str, payload: Any) -> Any:
         """Answer one request of the run's child (the sandbox's ``on_request``)."""
-        if op == OP_ACCESS_TOKEN:
-            if self._access_tokens is None:
-                # twilio.jwt loads only for a run that mints: most runs never do, and zingyconn run starts faster.
-                from zingyconn.twilio.access_tokens import RunAccessTokens
-
-                self._access_tokens = RunAccessTokens(self._session.profile)
-            return self._access_tokens.answer(payload if isinstance(payload, Mapping) else {})
-        return self._session.request(op, payload)
+        channel_type = self._session.broker.channel_type
+        part = channel_type.run_operations.get(op)
+        if part is None:
+            return self._session.request(op, payload)
+        answers = self._run_answers.get(op)
+        if answers is None:
+            # The type's module (twilio.jwt for access tokens) loads only for a run that asks: most runs never do,
+            # and zingyconn run starts faster.
+            answers = self._run_answers[op] = channel_type.load(part)(self._session.profile)
+        return answers.answer(payload if isinstance(payload, Mapping) else {})
 
     def masker(self) -> Masker:
         """Return the masker of every secret the run could have seen: its tenant's and those the snippet passed."""
         return Masker([*self._secrets, *self._session.secrets])
 
-    def _use(self, profiles: Mapping[str, TwilioProfile] | None) -> None:
+    def _use(self, profiles: Mapping[str, Profile] | None) -> None:
         if profiles is not None:
             self._session.preload(profiles)
             self._secrets.extend(secret for profile in profiles.values() for secret in profile.secrets())

@@ -119,7 +119,7 @@ def test_add_refuses_to_overwrite_without_replace(env: dict[str, str]) -> None:
     assert "already exists in tenant 'default'; pass --replace" in refused.output
     replaced = _add(env, "primary", "--replace", secret="f" * 32)
     assert "Replaced connection 'primary'" in replaced.stderr
-    assert _store(env).get("default", "primary").secret == "f" * 32
+    assert _store(env).get("default", "primary").to_json()["secret"] == "f" * 32
 
 
 def test_tenants_are_separate_on_the_command_line(env: dict[str, str]) -> None:
@@ -218,7 +218,7 @@ def test_key_rotation_end_to_end_with_the_key_file(env: dict[str, str], tmp_path
     retired = _run(env, "keys", "retire", "k1")
     assert retired.stdout.startswith(f"Retired key 'k1': removed it from {path}.")
     assert Keyring.from_file(path).key_ids == ("k2",)
-    assert _store(env).get("default", "c29").secret == f"{29:032x}"
+    assert _store(env).get("default", "c29").to_json()["secret"] == f"{29:032x}"
     assert "k2  primary  30 record(s)" in _run(env, "keys", "list").stdout
 
 

@@ -84,7 +84,7 @@ def test_seed_adds_everything_once_then_keeps_what_is_there(stores: tuple[Connec
     assert catalog.get_hook(DEMO_TENANT, "auto-reply").source == "return 'edited'"
     assert catalog.get_hook(DEMO_TENANT, "status-log").verify_with == DEMO_CONNECTION
     assert catalog.get_script(DEMO_TENANT, "nightly-digest").cron == "0 7 * * *"
-    assert store.get(DEMO_TENANT, DEMO_CONNECTION).secret == DEFAULT_AUTH_TOKEN
+    assert store.get(DEMO_TENANT, DEMO_CONNECTION).to_json()["secret"] == DEFAULT_AUTH_TOKEN
 
 
 def test_seed_reseals_the_connection_when_the_key_file_was_lost(settings: Settings) -> None:
@@ -96,7 +96,7 @@ def test_seed_reseals_the_connection_when_the_key_file_was_lost(settings: Settin
     [connection, *_] = seed(store, Catalog(engine), examples=examples_dir())
 
     assert connection.is_added
-    assert store.get(DEMO_TENANT, DEMO_CONNECTION).secret == DEFAULT_AUTH_TOKEN
+    assert store.get(DEMO_TENANT, DEMO_CONNECTION).to_json()["secret"] == DEFAULT_AUTH_TOKEN
     engine.dispose()
 
 

@@ -10,8 +10,9 @@ A snippet's client sends requests as data over its channel; one :class:`EgressSe
   the password joins the run's masking set and the child keeps only a placeholder.
 - ``twilio.http {"method", "url", "params": [[k, v]...], "data": [[k, v]...], "headers", "connection" | null,
   "credential" | null}`` -> ``{"status", "text", "headers"}``: URL allowlist, credentials injected, per-run request
-  cap, the deny list and per-tenant quotas of Twilio writes (:mod:`zingyconn.twilio.billing`: one bucket per
-  billable product, one for the other writes), time budget, response cap; recorded as an :class:`EgressCall`.
+  cap, the deny list and per-tenant quotas of the channel's connection type (:mod:`zingyconn.connection_types`;
+  Twilio's are :mod:`zingyconn.twilio.billing`: one bucket per billable product, one for the other writes), time
+  budget, response cap; recorded as an :class:`EgressCall`.
 
 Refusals raise :class:`~sandbox.errors.EgressDeniedError` or :class:`~sandbox.errors.QuotaExceededError`, which
 the child re-raises inside the snippet.
@@ -19,7 +20,6 @@ the child re-raises inside the snippet.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode, urlsplit
 
 from sandbox.errors import EgressDeniedError, QuotaExceededError
+from zingyconn.connection_types import ConnectionType, Profile, WriteRules, basic_auth, connection_type
 from zingyconn.database import is_storage_fault
 from zingyconn.egress.ledger import (
     CLOCK_SKEW_SECONDS,
@@ -47,12 +48,11 @@ from zingyconn.egress.policy import (
     EgressCall,
     Target,
     UrlPolicy,
-    WriteRules,
     form_pairs,
     request_headers,
     scrub_answer,
 )
-from zingyconn.egress.protocol import OP_CONNECT, OP_CREDENTIALS, OP_HTTP
+from zingyconn.egress.protocol import CHANNEL_TYPE, OP_CONNECT, OP_CREDENTIALS, OP_HTTP
 from zingyconn.egress.ratelimit import DEFAULT_MESSAGE_RATE, Rate, RateLimiter
 from zingyconn.errors import (
     ConnectionNotFoundError,
@@ -63,12 +63,9 @@ from zingyconn.errors import (
 )
 from zingyconn.secrets.masking import Masker
 from zingyconn.secrets.store import ConnectionStore
-from zingyconn.twilio.billing import DEFAULT_RATES, OTHER_WRITES, TWILIO_WRITES, quota_variable
-from zingyconn.twilio.profile import TwilioProfile
 
 if TYPE_CHECKING:
     from zingyconn.egress.transport import HttpTransport, Resolver
-    from zingyconn.twilio.client import BrokeredClient, BrokeredHttpClient
 
 #: Twilio answers of up to 4 MiB (a 1000-message list page is about 1 MiB); more is refused, not buffered.
 MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
@@ -116,9 +113,11 @@ class EgressBroker:
             are mapped onto it); when ``None``, only ``https://*.twilio.com`` on public addresses.
         rate_limiter: Per-tenant token buckets for billable writes (``None``: no quotas).
         message_rate: The messages quota (kept apart from *quotas* for callers that only tune messages).
-        quotas: Per-tenant rate of each product bucket of *writes*; a bucket without a rate here uses
-            :data:`~zingyconn.twilio.billing.DEFAULT_RATES`.
-        writes: The deny list and product classification of writes (Twilio's).
+        quotas: Per-tenant rate of each product bucket of *writes*; a bucket without a rate here uses the
+            connection type's default (its ``quota_rates``).
+        writes: The deny list and product classification of writes (default: the connection type's).
+        channel_type: The connection type whose connections the ``twilio.*`` operations reach (default: the
+            registered :data:`~zingyconn.egress.protocol.CHANNEL_TYPE`): its write rules, quotas and clients.
         ledger: Send de-duplication for runs that carry an idempotency key (``None``: no de-duplication).
         resolver: DNS resolution for the address check (injectable for tests; ``None``: the system's).
         max_rate_wait_seconds: How long a billable write waits for a quota token before it is refused.
@@ -132,7 +131,8 @@ class EgressBroker:
         rate_limiter: RateLimiter | None = None,
         message_rate: Rate = DEFAULT_MESSAGE_RATE,
         quotas: Mapping[str, Rate] | None = None,
-        writes: WriteRules = TWILIO_WRITES,
+        writes: WriteRules | None = None,
+        channel_type: ConnectionType | None = None,
         ledger: SendLedger | None = None,
         resolver: Resolver | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
@@ -140,10 +140,15 @@ class EgressBroker:
         max_rate_wait_seconds: float = MAX_RATE_WAIT_SECONDS,
     ) -> None:
         self.store = store
+        self.channel_type = channel_type if channel_type is not None else connection_type(CHANNEL_TYPE)
         self.max_rate_wait_seconds = max_rate_wait_seconds
-        self.policy = UrlPolicy(base_url, writes=writes)
+        self.policy = UrlPolicy(base_url, writes=writes if writes is not None else self.channel_type.writes)
         self.rate_limiter = rate_limiter
-        self.quotas: dict[str, Rate] = {**DEFAULT_RATES, MESSAGES_BUCKET: message_rate, **(quotas or {})}
+        self.quotas: dict[str, Rate] = {
+            **self.channel_type.quota_rates({}),
+            MESSAGES_BUCKET: message_rate,
+            **(quotas or {}),
+        }
         self.ledger = ledger
         self.clock = clock
         self._resolver = resolver
@@ -173,7 +178,7 @@ class EgressBroker:
         max_requests: int = 50,
         deadline: float | None = None,
         idempotency_key: str | None = None,
-        profiles: Mapping[str, TwilioProfile] | None = None,
+        profiles: Mapping[str, Profile] | None = None,
     ) -> EgressSession:
         """Open the egress session of one run (or one command) of *tenant*.
 
@@ -192,31 +197,19 @@ class EgressBroker:
             session.preload(profiles)
         return session
 
-    def client(self, tenant: str, connection: str, *, session: EgressSession | None = None) -> BrokeredClient:
-        """Return a host-side ``twilio.rest.Client`` for *tenant*'s *connection*, brokered like a snippet's.
+    def client(self, tenant: str, connection: str, *, session: EgressSession | None = None) -> Any:
+        """Return a host-side client (Twilio's: a ``twilio.rest.Client``) for *tenant*'s *connection*, brokered like
+        a snippet's (the channel type's ``host_client``, whose library is imported only now).
 
         Raises:
             LookupError: No such connection (a :class:`~zingyconn.errors.ConnectionNotFoundError`).
         """
-        from zingyconn.twilio.client import connection_client  # twilio.rest: only for host-side clients
-
+        connection_client = self.channel_type.load(self.channel_type.host_client)
         channel = session if session is not None else self.session(tenant, max_requests=1_000)
         try:
             return connection_client(channel, connection)
         except LookupError:
             raise channel.not_found(connection) from None
-
-    def http_client(self, tenant: str, connection: str, *, session: EgressSession | None = None) -> BrokeredHttpClient:
-        """Return a twilio ``HttpClient`` that sends through the broker with *tenant*'s *connection* credentials.
-
-        For host-side ``twilio.rest.Client`` objects built by the caller (give them any placeholder password).
-        """
-        from zingyconn.twilio.client import BrokeredHttpClient  # twilio.rest: only for host-side clients
-
-        channel = session if session is not None else self.session(tenant, max_requests=1_000)
-        if channel.request(OP_CONNECT, {"connection": connection}).get("found") is not True:
-            raise channel.not_found(connection)
-        return BrokeredHttpClient(channel, connection=connection)
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -247,15 +240,15 @@ class EgressSession:
         self.deadline = deadline
         self.idempotency_key = idempotency_key
         self.calls: list[EgressCall] = []
-        self._profiles: dict[str, TwilioProfile | None] = {}  # the connections this session used (or missed)
-        self._all_profiles: dict[str, TwilioProfile] | None = None
+        self._profiles: dict[str, Profile | None] = {}  # the connections this session used (or missed)
+        self._all_profiles: dict[str, Profile] | None = None
         self._credentials: list[tuple[str, str]] = []
         self._creates = 0
 
     @property
     def secrets(self) -> list[str]:
         """Secrets this session has seen: used connections' secrets and credentials the snippet registered."""
-        found = [profile.secret for profile in self._profiles.values() if profile is not None]
+        found = [secret for profile in self._profiles.values() if profile is not None for secret in profile.secrets()]
         return found + [password for _, password in self._credentials]
 
     def egress(self) -> list[dict[str, Any]]:
@@ -271,12 +264,12 @@ class EgressSession:
             profile = self._profile(name) if type(name) is str else None
             if profile is None:
                 return {"found": False}
-            return {"found": True, "account_sid": profile.account_sid, "username": profile.username}
+            return {"found": True, **profile.directory_entry()}
         if op == OP_CREDENTIALS:
             return self._register(payload)
         raise EgressDeniedError(f"The host does not answer {op!r} requests.")
 
-    def preload(self, profiles: Mapping[str, TwilioProfile]) -> None:
+    def preload(self, profiles: Mapping[str, Profile]) -> None:
         """Use *profiles* (every connection of the tenant, by name) instead of reading the store per lookup."""
         self._all_profiles = dict(profiles)
 
@@ -284,7 +277,7 @@ class EgressSession:
         """Return the error for a missing connection (the same for another tenant's names)."""
         return ConnectionNotFoundError(f"Tenant {self.tenant!r} has no connection named {name!r}.")
 
-    def profile(self, name: str) -> TwilioProfile | None:
+    def profile(self, name: str) -> Profile | None:
         """Return the run tenant's connection *name* (preloaded, else read now), or ``None`` if there is none.
 
         Raises:
@@ -292,7 +285,7 @@ class EgressSession:
         """
         return self._profile(name)
 
-    def _profile(self, name: str) -> TwilioProfile | None:
+    def _profile(self, name: str) -> Profile | None:
         if name not in self._profiles and self._all_profiles is not None and name in self._all_profiles:
             self._profiles[name] = self._all_profiles[name]
         if name not in self._profiles:  # not preloaded: read it now (preloaded profiles may be a second old)
@@ -303,7 +296,9 @@ class EgressSession:
             except ZingyConnError as exc:  # DecryptionError: the platform's problem; say so without details
                 _LOGGER.error("Connection %r of tenant %r could not be opened: %s", name, self.tenant, exc)
                 raise EgressDeniedError(f"Connection {name!r} could not be opened; ask the platform admin.") from None
-        return self._profiles[name]
+        found = self._profiles[name]
+        # A connection of another type is not this channel's: zingyConn.twilio(name) does not find it.
+        return found if found is not None and found.connection_type == self.broker.channel_type.name else None
 
     def _register(self, payload: Mapping[str, Any]) -> dict[str, int]:
         username, password = payload.get("username"), payload.get("password")
@@ -316,18 +311,19 @@ class EgressSession:
         self._credentials.append((username, password))
         return {"credential": len(self._credentials) - 1}
 
-    def _auth(self, payload: Mapping[str, Any]) -> tuple[str, str] | None:
+    def _auth(self, payload: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Return the request's auth headers: its connection's (its type's scheme), or the snippet's credentials."""
         connection, credential = payload.get("connection"), payload.get("credential")
         if connection is not None:
             profile = self._profile(connection) if type(connection) is str else None
             if profile is None:
                 raise EgressDeniedError(f"No Twilio connection named {connection!r}.")
-            return profile.username, profile.secret
+            return profile.auth_headers()
         if credential is not None:
             if type(credential) is not int or not 0 <= credential < len(self._credentials):
                 raise EgressDeniedError("The request names credentials this run did not register.")
-            return self._credentials[credential]
-        return None
+            return [basic_auth(*self._credentials[credential])]
+        return []
 
     def _http(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         started = self.broker.clock()
@@ -427,7 +423,7 @@ class EgressSession:
         return answer
 
     def _reconcile(
-        self, claim: Claim, target: Target, data: list[tuple[str, str]], auth: tuple[str, str] | None
+        self, claim: Claim, target: Target, data: list[tuple[str, str]], auth: list[tuple[str, str]]
     ) -> HttpAnswer | None:
         """Look for the message an earlier attempt under *claim* may have created; record and return it if found."""
         ledger = self.broker.ledger
@@ -479,7 +475,7 @@ class EgressSession:
         limiter = self.broker.rate_limiter
         if limiter is None:
             return
-        rate = self.broker.quotas.get(bucket) or self.broker.quotas[OTHER_WRITES]
+        rate = self.broker.quotas.get(bucket) or self.broker.quotas[self.broker.channel_type.other_writes]
         waited = 0.0
         while True:
             with _storage_guard(f"check the {bucket} quota"):
@@ -487,10 +483,11 @@ class EgressSession:
                     return
             step = 1.0 / rate.per_second
             if waited + step > self.broker.max_rate_wait_seconds or not self._can_wait(step):
+                variable = self.broker.channel_type.quota_variable(bucket)
                 raise QuotaExceededError(
                     f"Twilio {bucket} are rate limited to {rate.per_second:g} per second (bursts of {rate.burst}) "
                     f"per tenant, and no quota came free in {waited:.1f} s; this request was not sent. Make fewer, "
-                    f"spread them over time, or ask the platform admin to raise {quota_variable(bucket)}."
+                    f"spread them over time, or ask the platform admin to raise {variable}."
                 )
             time.sleep(step)
             waited += step
@@ -553,12 +550,8 @@ class EgressSession:
         )
 
 
-def _base_headers(url: str, auth: tuple[str, str] | None) -> list[tuple[str, str]]:
-    headers = [("Host", urlsplit(url).netloc), ("Accept-Encoding", "identity")]
-    if auth is not None:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
-        headers.append(("Authorization", f"Basic {token}"))
-    return headers
+def _base_headers(url: str, auth: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [("Host", urlsplit(url).netloc), ("Accept-Encoding", "identity"), *auth]
 
 
 def _message_of(answer: HttpAnswer) -> dict[str, Any]:

@@ -12,10 +12,11 @@ import json
 import re
 import string
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from sandbox.errors import EgressDeniedError
+from zingyconn.connection_types import WriteRules
 from zingyconn.egress.outcome import Outcome
 
 #: A host name as DNS spells it: labels of letters, digits and inner hyphens. Anything else (``@``, ``#``, ``\``,
@@ -61,18 +62,6 @@ class Target:
     host: str
     path: str
     service_host: str = "api.twilio.com"
-
-
-class WriteRules(Protocol):
-    """A connection type's rules for writes: which are refused, and which quota bucket a request spends."""
-
-    def refuse(self, method: str, host: str, path: str) -> None:
-        """Raise :class:`~sandbox.errors.EgressDeniedError` when *method* on *host* *path* is never allowed."""
-        ...
-
-    def product(self, method: str, host: str, path: str) -> str | None:
-        """Return the per-tenant quota bucket the request spends, or ``None`` when it is free."""
-        ...
 
 
 class UrlPolicy:

@@ -50,6 +50,8 @@ class Operation:
     answered_by: str
 
 
+#: The connection type (:mod:`zingyconn.connection_types`) whose connections the ``twilio.*`` operations reach.
+CHANNEL_TYPE: Final = "twilio"
 OP_CONNECT: Final = "twilio.connect"
 OP_CREDENTIALS: Final = "twilio.credentials"
 OP_HTTP: Final = "twilio.http"

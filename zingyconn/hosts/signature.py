@@ -27,6 +27,7 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
+from zingyconn.connection_types import Profile
 from zingyconn.errors import ZingyConnError
 from zingyconn.twilio.profile import TwilioProfile
 
@@ -96,7 +97,7 @@ def _first(value: str | None) -> str | None:
     return value.split(",", 1)[0].strip() or None if value else None
 
 
-def auth_token_of(profile: TwilioProfile, *, connection: str) -> str:
+def auth_token_of(profile: Profile, *, connection: str) -> str:
     """Return the Auth Token with which Twilio signs webhooks for *profile*'s account.
 
     Twilio signs webhooks with the account's Auth Token, never with an API key secret. A connection whose client
@@ -107,6 +108,11 @@ def auth_token_of(profile: TwilioProfile, *, connection: str) -> str:
     Raises:
         SignatureError: The connection holds no Auth Token.
     """
+    if not isinstance(profile, TwilioProfile):
+        raise SignatureError(
+            f"Connection {connection!r} is a {profile.connection_type} connection; Twilio signs webhooks with an "
+            "Auth Token, so signatures must be checked with a Twilio connection that holds it."
+        )
     token = getattr(profile, "auth_token", None) or (profile.secret if profile.api_key is None else None)
     if not token:
         raise SignatureError(

@@ -1,4 +1,4 @@
-"""The connection store: sealed Twilio profiles per (tenant, name) on SQLAlchemy Core (SQLite or PostgreSQL).
+"""The connection store: sealed profiles of every connection type per (tenant, name) on SQLAlchemy Core.
 
 Every record is sealed by the :class:`~zingyconn.secrets.keyring.Keyring` with AAD = (tenant, name, type,
 revision), so a record copied to another row does not open, and neither does an older record restored over a newer
@@ -27,12 +27,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from zingyconn.config import Settings
+from zingyconn.connection_types import Profile, connection_type
 from zingyconn.database import create_engine, read_only, upsert_insert
 from zingyconn.errors import ConnectionNotFoundError, DecryptionError, ZingyConnError
 from zingyconn.names import validate_name
 from zingyconn.schema import connections
 from zingyconn.secrets.keyring import Keyring
-from zingyconn.twilio.profile import CONNECTION_TYPE, TwilioProfile
 
 if TYPE_CHECKING:
     from zingyconn.secrets.rotation import RotationProgress, RotationReport
@@ -57,8 +57,8 @@ class ConnectionSummary:
     Attributes:
         tenant: The owning tenant.
         name: The connection name.
-        type: ``"twilio"``.
-        account_sid: The masked Account SID.
+        type: The connection type (``"twilio"``).
+        account_sid: The masked Account SID (empty for a type without one).
         api_key: The masked API Key SID, or ``None``.
         key_id: The master key that sealed the record.
         revision: Incremented by every write.
@@ -104,7 +104,7 @@ class ConnectionStore:
         self.keyring = keyring
         # tenant -> (read at, profiles): see profiles(max_age_seconds=...). Decrypted secrets already live in this
         # process for the runs that use them; the cache keeps them no longer than its callers' max age.
-        self._profiles_cache: dict[str, tuple[float, dict[str, TwilioProfile]]] = {}
+        self._profiles_cache: dict[str, tuple[float, dict[str, Profile]]] = {}
 
     @property
     def engine(self) -> Engine:
@@ -116,7 +116,7 @@ class ConnectionStore:
         """Open the store and keyring that *settings* describe (creating the embedded defaults on first use)."""
         return cls(create_engine(settings.db_url), Keyring.from_settings(settings))
 
-    def put(self, tenant: str, name: str, profile: TwilioProfile) -> int:
+    def put(self, tenant: str, name: str, profile: Profile) -> int:
         """Validate and save *profile* as connection *name* of *tenant*, replacing any; return the new revision.
 
         One transaction reads the row's revision under the write lock (``FOR UPDATE`` on PostgreSQL; SQLite's
@@ -128,7 +128,8 @@ class ConnectionStore:
         profile.validate()
         keyring = self.current_keyring()
         plaintext = json.dumps(profile.to_json()).encode()
-        summary = {"account_sid": profile.masked()["account_sid"], "api_key": profile.masked()["api_key"]}
+        type_ = connection_type(profile.connection_type).name  # only a registered type is stored
+        summary = {field: value for field, value in profile.masked().items() if field != "secret"}
         insert = upsert_insert(self._engine)
         self._profiles_cache.pop(tenant, None)
         for _ in range(PUT_ATTEMPTS):
@@ -139,9 +140,9 @@ class ConnectionStore:
                 revision = 1 if current is None else int(current) + 1
                 now = self._clock()
                 values = {
-                    "type": CONNECTION_TYPE,
+                    "type": type_,
                     "key_id": keyring.primary_key_id,
-                    "record": keyring.seal(plaintext, aad=_aad(tenant, name, CONNECTION_TYPE, revision)),
+                    "record": keyring.seal(plaintext, aad=_aad(tenant, name, type_, revision)),
                     "seal_version": SEAL_VERSION,
                     "summary": summary,
                     "revision": revision,
@@ -168,7 +169,7 @@ class ConnectionStore:
             "try again."
         )
 
-    def get(self, tenant: str, name: str) -> TwilioProfile:
+    def get(self, tenant: str, name: str) -> Profile:
         """Return the decrypted profile of connection *name* of *tenant*.
 
         Raises:
@@ -211,7 +212,7 @@ class ConnectionStore:
         """Return every secret of every connection of *tenant*, for masking run output."""
         return [secret for profile in self.profiles(tenant).values() for secret in profile.secrets()]
 
-    def profiles(self, tenant: str, *, max_age_seconds: float = 0.0) -> dict[str, TwilioProfile]:
+    def profiles(self, tenant: str, *, max_age_seconds: float = 0.0) -> dict[str, Profile]:
         """Return every connection of *tenant*, decrypted, by name (one query: a run's broker session and masking).
 
         Args:
@@ -233,7 +234,7 @@ class ConnectionStore:
             self._profiles_cache[tenant] = (now, found)
         return dict(found)
 
-    def cached_profiles(self, tenant: str, *, max_age_seconds: float) -> dict[str, TwilioProfile] | None:
+    def cached_profiles(self, tenant: str, *, max_age_seconds: float) -> dict[str, Profile] | None:
         """Return what :meth:`profiles` read for *tenant* at most *max_age_seconds* ago, or None (no query)."""
         cached = self._profiles_cache.get(tenant)
         if cached is not None and 0 <= self._clock() - cached[0] < max_age_seconds:
@@ -292,7 +293,7 @@ class ConnectionStore:
         self.keyring = self.keyring.reloaded()
         return self.keyring
 
-    def open_row(self, tenant: str, name: str, row: Any, *, upgrade: bool = True) -> TwilioProfile:
+    def open_row(self, tenant: str, name: str, row: Any, *, upgrade: bool = True) -> Profile:
         """Decrypt *row* (``type``, ``record``, ``revision``, ``seal_version``) of connection *name* of *tenant*.
 
         A record of the old binding (``seal_version`` 1) is re-sealed bound to its revision at once when *upgrade*.
@@ -310,7 +311,7 @@ class ConnectionStore:
         if upgrade and row.seal_version != SEAL_VERSION:
             self.reseal(tenant, name)
         data: dict[str, Any] = json.loads(plaintext)
-        return TwilioProfile.from_json(data)
+        return connection_type(row.type).load_profile(data)
 
     @staticmethod
     def _key(tenant: str, name: str) -> tuple[sa.ColumnElement[bool], sa.ColumnElement[bool]]:

@@ -7,9 +7,11 @@ Account's Auth Token and the client is ``Client(account_sid, auth_token)`` (Twil
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from zingyconn.connection_types import basic_auth
 from zingyconn.errors import InvalidConnectionError
 
 if TYPE_CHECKING:
@@ -104,6 +106,11 @@ class TwilioProfile:
             )
 
     @property
+    def connection_type(self) -> str:
+        """``"twilio"``: the store's ``type`` column of this profile."""
+        return CONNECTION_TYPE
+
+    @property
     def username(self) -> str:
         """The HTTP Basic user: the API Key SID if set, else the Account SID."""
         return self.api_key or self.account_sid
@@ -111,6 +118,14 @@ class TwilioProfile:
     def secrets(self) -> tuple[str, ...]:
         """Every secret value of this profile, for masking output."""
         return (self.secret,) if self.secret else ()
+
+    def directory_entry(self) -> dict[str, str]:
+        """What a run's child knows of the connection: the HTTP Basic user and the Account SID (never the secret)."""
+        return {"username": self.username, "account_sid": self.account_sid}
+
+    def auth_headers(self) -> list[tuple[str, str]]:
+        """The broker's ``Authorization`` header: HTTP Basic with :attr:`username` and the secret (Twilio's scheme)."""
+        return [basic_auth(self.username, self.secret)]
 
     def masked(self) -> dict[str, str | None]:
         """Return the profile for display: SIDs shortened, the secret replaced entirely."""
@@ -125,7 +140,7 @@ class TwilioProfile:
         return {"account_sid": self.account_sid, "api_key": self.api_key, "secret": self.secret}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TwilioProfile:
+    def from_json(cls, data: Mapping[str, Any]) -> TwilioProfile:
         """Rebuild a profile from :meth:`to_json` output."""
         return cls(account_sid=str(data["account_sid"]), api_key=data.get("api_key"), secret=str(data["secret"]))
 

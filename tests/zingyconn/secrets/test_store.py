@@ -75,7 +75,7 @@ def test_put_replaces_and_counts_revisions(store: ConnectionStore) -> None:
     assert store.put("acme", "primary", _profile(TOKEN_A)) == 1
     first = store.describe("acme", "primary")
     assert store.put("acme", "primary", _profile(TOKEN_B)) == 2
-    assert store.get("acme", "primary").secret == TOKEN_B
+    assert store.get("acme", "primary").to_json()["secret"] == TOKEN_B
     assert store.describe("acme", "primary").created_at == first.created_at
 
 
@@ -96,13 +96,13 @@ def test_two_tenants_with_the_same_name_are_isolated(store: ConnectionStore) -> 
     """Tenants sharing a connection name see only their own profile; deleting one leaves the other."""
     store.put("acme", "primary", _profile(TOKEN_A))
     store.put("globex", "primary", _profile(TOKEN_B))
-    assert store.get("acme", "primary").secret == TOKEN_A
-    assert store.get("globex", "primary").secret == TOKEN_B
+    assert store.get("acme", "primary").to_json()["secret"] == TOKEN_A
+    assert store.get("globex", "primary").to_json()["secret"] == TOKEN_B
     assert store.secrets("acme") == [TOKEN_A]
     store.delete("acme", "primary")
     with pytest.raises(ConnectionNotFoundError):
         store.get("acme", "primary")
-    assert store.get("globex", "primary").secret == TOKEN_B
+    assert store.get("globex", "primary").to_json()["secret"] == TOKEN_B
 
 
 def test_missing_connection_error_does_not_list_other_names(store: ConnectionStore) -> None:
@@ -153,7 +153,7 @@ def test_a_record_moved_to_another_row_does_not_decrypt(
         )
     with pytest.raises(DecryptionError, match=f"'{target[1]}' \\(tenant '{target[0]}'\\)"):
         store.get(*target)
-    assert store.get(*source).secret == TOKEN_A
+    assert store.get(*source).to_json()["secret"] == TOKEN_A
 
 
 def test_a_tampered_record_does_not_decrypt(store: ConnectionStore, engine: sa.Engine) -> None:
@@ -211,7 +211,7 @@ def test_rotation_interrupted_half_way_loses_nothing_and_a_rerun_finishes(engine
     with pytest.raises(CrashError):
         store.rotate(progress=crash_half_way)
     assert store.key_usage() == {"k1": 5, "k2": 5}
-    assert [store.get("acme", f"c{n}").secret for n in range(10)] == [f"{n:032x}" for n in range(10)]
+    assert [store.get("acme", f"c{n}").to_json()["secret"] for n in range(10)] == [f"{n:032x}" for n in range(10)]
     with pytest.raises(KeyringError, match="'k1' still seals 5 connection record"):
         store.retire("k1")
 
@@ -221,7 +221,7 @@ def test_rotation_interrupted_half_way_loses_nothing_and_a_rerun_finishes(engine
     assert calls[:5] == [("reseal", n, 5) for n in range(1, 6)]
     assert calls[5:] == [("verify", n, 10) for n in range(1, 11)]
     assert store.retire("k1").key_ids == ("k2",)
-    assert ConnectionStore(engine, Keyring([("k2", KEY_2)])).get("acme", "c9").secret == f"{9:032x}"
+    assert ConnectionStore(engine, Keyring([("k2", KEY_2)])).get("acme", "c9").to_json()["secret"] == f"{9:032x}"
 
 
 def test_a_put_during_rotation_is_kept(engine: sa.Engine) -> None:
@@ -237,7 +237,7 @@ def test_a_put_during_rotation_is_kept(engine: sa.Engine) -> None:
             old.put("acme", "c3", _profile(TOKEN_B))  # not re-sealed yet
 
     report = store.rotate(progress=write_meanwhile)
-    assert store.get("acme", "c0").secret == store.get("acme", "c3").secret == TOKEN_B
+    assert store.get("acme", "c0").to_json()["secret"] == store.get("acme", "c3").to_json()["secret"] == TOKEN_B
     assert report.key_usage == {"k1": 1, "k2": 3}
     assert store.rotate().key_usage == {"k2": 4}
 
@@ -285,7 +285,7 @@ def test_retire_removes_the_key_from_the_key_file(engine: sa.Engine, tmp_path: P
     store.put("acme", "primary", _profile())
     store.retire("k1")
     assert Keyring.from_file(path).key_ids == ("k2",)
-    assert store.get("acme", "primary").secret == TOKEN_A
+    assert store.get("acme", "primary").to_json()["secret"] == TOKEN_A
 
 
 def _put_many(db_url: str, worker: int, count: int, start: BarrierType) -> None:
@@ -310,10 +310,10 @@ def test_concurrent_puts_from_several_processes_lose_no_update(store: Connection
     assert [process.exitcode for process in processes] == [0] * workers
     assert store.describe("acme", "shared").revision == workers * count
     written = {f"{worker:016x}{number:016x}" for worker in range(workers) for number in range(count)}
-    assert store.get("acme", "shared").secret in written
+    assert store.get("acme", "shared").to_json()["secret"] in written
     for worker in range(workers):
         assert store.describe("acme", f"own-{worker}").revision == count
-        assert store.get("acme", f"own-{worker}").secret == f"{worker:016x}{count - 1:016x}"
+        assert store.get("acme", f"own-{worker}").to_json()["secret"] == f"{worker:016x}{count - 1:016x}"
 
 
 def test_profiles_are_reused_for_their_max_age_and_dropped_by_own_writes(engine: sa.Engine) -> None:
@@ -322,20 +322,20 @@ def test_profiles_are_reused_for_their_max_age_and_dropped_by_own_writes(engine:
     store = ConnectionStore(engine, Keyring([("k1", KEY_1)]), clock=lambda: now[0])
     elsewhere = ConnectionStore(engine, Keyring([("k1", KEY_1)]))  # another process, as far as caching goes
     store.put("acme", "main", _profile(TOKEN_A))
-    assert store.profiles("acme", max_age_seconds=1.0)["main"].secret == TOKEN_A
+    assert store.profiles("acme", max_age_seconds=1.0)["main"].to_json()["secret"] == TOKEN_A
 
     elsewhere.put("acme", "main", _profile(TOKEN_B))
     elsewhere.put("acme", "second", _profile(TOKEN_B))
     now[0] += 0.5
     assert set(store.profiles("acme", max_age_seconds=1.0)) == {"main"}  # still the read of 0.5 s ago
-    assert store.profiles("acme")["main"].secret == TOKEN_B  # max age 0: read now
+    assert store.profiles("acme")["main"].to_json()["secret"] == TOKEN_B  # max age 0: read now
     now[0] += 1.0
-    assert store.profiles("acme", max_age_seconds=1.0)["main"].secret == TOKEN_B
+    assert store.profiles("acme", max_age_seconds=1.0)["main"].to_json()["secret"] == TOKEN_B
 
     store.delete("acme", "second")  # its own write drops the entry at once
     assert set(store.profiles("acme", max_age_seconds=1.0)) == {"main"}
     store.put("acme", "main", _profile(TOKEN_A))
-    assert store.profiles("acme", max_age_seconds=1.0)["main"].secret == TOKEN_A
+    assert store.profiles("acme", max_age_seconds=1.0)["main"].to_json()["secret"] == TOKEN_A
 
 
 def test_cached_profiles_are_copies(store: ConnectionStore) -> None:
@@ -426,7 +426,7 @@ def test_rotation_and_puts_keep_records_bound_to_their_revision(engine: sa.Engin
     report = store.rotate()
 
     assert (report.resealed, report.failed, _row(engine).revision) == (1, (), 2)
-    assert store.get("acme", "main").secret == OLD_TOKEN
+    assert store.get("acme", "main").to_json()["secret"] == OLD_TOKEN
     _set_record(engine, before)
     with pytest.raises(DecryptionError):
         store.get("acme", "main")
@@ -439,10 +439,10 @@ def test_a_legacy_record_opens_once_and_is_resealed_bound_to_its_revision(engine
     legacy = _put_legacy(engine, keyring, OLD_TOKEN)
     store = ConnectionStore(engine, keyring)
 
-    assert store.get("acme", "main").secret == OLD_TOKEN
+    assert store.get("acme", "main").to_json()["secret"] == OLD_TOKEN
     upgraded = _row(engine)
     assert (upgraded.revision, upgraded.seal_version) == (4, 2)
-    assert store.get("acme", "main").secret == OLD_TOKEN
+    assert store.get("acme", "main").to_json()["secret"] == OLD_TOKEN
 
     _set_record(engine, legacy)
     with pytest.raises(DecryptionError):
@@ -466,7 +466,7 @@ def test_a_put_over_a_legacy_record_writes_the_new_binding(engine: sa.Engine) ->
     store = ConnectionStore(engine, keyring)
 
     assert store.put("acme", "main", _profile(NEW_TOKEN)) == 4
-    assert (_row(engine).seal_version, store.get("acme", "main").secret) == (2, NEW_TOKEN)
+    assert (_row(engine).seal_version, store.get("acme", "main").to_json()["secret"]) == (2, NEW_TOKEN)
 
 
 def test_a_store_made_before_the_binding_migrates_and_keeps_its_records(tmp_path: Path) -> None:
@@ -484,7 +484,7 @@ def test_a_store_made_before_the_binding_migrates_and_keeps_its_records(tmp_path
     try:
         assert _row(migrated).seal_version == 1
         store = ConnectionStore(migrated, keyring)
-        assert store.get("acme", "main").secret == OLD_TOKEN
+        assert store.get("acme", "main").to_json()["secret"] == OLD_TOKEN
         assert _row(migrated).seal_version == 2
         _set_record(migrated, legacy)
         with pytest.raises(DecryptionError):

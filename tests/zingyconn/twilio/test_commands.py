@@ -237,7 +237,9 @@ def _harness(emulator: Emulator, tmp_path: Path, profile: TwilioProfile, *, page
 
     def client_for(tenant: str, connection: str) -> Client:
         reads.append((tenant, connection))
-        return store.get(tenant, connection).build_client(emulator.http_client())
+        profile = store.get(tenant, connection)
+        assert isinstance(profile, TwilioProfile)
+        return profile.build_client(emulator.http_client())
 
     ledger = SendLedger(engine)
     commands = ConnectionCommands(client_for, ledger=ledger, page_size=page_size)

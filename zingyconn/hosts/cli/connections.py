@@ -13,11 +13,11 @@ from typing import Any
 import click
 
 from zingyconn.config import Settings
+from zingyconn.connection_types import connection_type
 from zingyconn.errors import ConnectionNotFoundError, InvalidConnectionError
 from zingyconn.hosts.cli.options import echo_created, echo_json, format_time, json_option, tenant_option
 from zingyconn.secrets.store import ConnectionStore, ConnectionSummary
 from zingyconn.twilio.profile import TwilioProfile
-from zingyconn.twilio.verify import check_credentials
 
 
 def _store() -> ConnectionStore:
@@ -149,5 +149,7 @@ def test(name: str, tenant: str) -> None:
     """Make one authenticated read with NAME's credentials (ZINGYCONN_TWILIO_BASE_URL if set, else Twilio)."""
     settings = Settings.from_env()
     profile = ConnectionStore.from_settings(settings).get(tenant, name)
-    answer = check_credentials(profile, base_url=settings.twilio_base_url, what=f"connection {name!r}")
+    answer = connection_type(profile.connection_type).check(
+        profile, base_url=settings.twilio_base_url, what=f"connection {name!r}"
+    )
     click.echo(f"OK: connection {name!r} authenticated to {settings.twilio_base_url or 'Twilio'} as {answer}.")

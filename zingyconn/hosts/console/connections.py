@@ -99,7 +99,7 @@ async def connection_save(request: Request, tenant: str, form: FormData) -> Resp
     try:
         if not secret and form.get("existing"):
             current = await run_in_threadpool(store.get, tenant, name)
-            secret = current.secret
+            secret = current.secret if isinstance(current, TwilioProfile) else ""  # the form edits Twilio's
         profile = TwilioProfile(account_sid=values["account_sid"], api_key=values["api_key"] or None, secret=secret)
         await run_in_threadpool(store.put, tenant, name, profile)
     except ZingyConnError as exc:
