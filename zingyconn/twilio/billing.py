@@ -4,7 +4,7 @@ Two tables, both matched on a *normalised* request (:func:`normalise_host`, :fun
 spelling of a URL a server would route to the same resource reads differently here:
 
 - :data:`DENIED_WRITES`: writes a snippet never needs (managing the account, its keys and sub-accounts, buying or
-  releasing numbers, SIP and credential lists, account settings). Refused with
+  releasing numbers, SIP and credential lists, account settings, deploying code, event sinks, add-ons). Refused with
   :class:`~sandbox.errors.EgressDeniedError` before any credential is looked up.
 - :data:`PRODUCTS`: the billable creates by product (messages, calls, verifications, ...). Each spends one token of
   the tenant's bucket for that product; a write that no row classifies spends one of :data:`OTHER_WRITES`, so an
@@ -18,6 +18,7 @@ tables are Twilio's; the broker only asks :class:`TwilioWrites` (the seam a conn
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -35,9 +36,12 @@ OTHER_WRITES: Final = "other_writes"
 #: Times a path is percent-decoded at most: ``%252E`` is ``%2E`` once and ``.`` twice; a server that decodes twice
 #: must not see a resource this table did not.
 _MAX_DECODE_ROUNDS: Final = 4
-#: A format extension (``.json``, ``.xml``, or any other: Twilio routes ``Messages.foo`` as ``Messages``); a last
-#: segment that is only one (``/Accounts/AC1/.json``) is routed as its parent.
-_EXTENSION: Final = re.compile(r"\.[a-z0-9]*$")
+#: A format extension: everything from a last segment's first dot (``.json``, ``.xml``, ``.json.json``, any other: a
+#: router matching ``Keys.*`` reads ``Keys.json.json`` and ``Keys..x`` as ``Keys``); a last segment that is only one
+#: (``/Accounts/AC1/.json``) is routed as its parent.
+_EXTENSION: Final = re.compile(r"\..*$", re.DOTALL)
+#: Path parameters (``Keys.json;v=1``): servlet containers drop them from a segment before routing.
+_PATH_PARAMETERS: Final = re.compile(r";.*$", re.DOTALL)
 
 
 def normalise_host(host: str) -> str:
@@ -49,10 +53,11 @@ def normalise_host(host: str) -> str:
 
 
 def normalise_path(path: str) -> str:
-    """Return *path* as a router would resolve it, lower-cased, without a format suffix or trailing ``/``.
+    """Return *path* as a router would resolve it, case-folded, without a format suffix or trailing ``/``.
 
-    Percent-escapes are decoded (repeatedly), ``\\`` read as ``/``, repeated slashes merged, ``.`` and ``..``
-    segments resolved, and a trailing ``.json``/``.xml`` (or a last segment that is only one) dropped:
+    Percent-escapes are decoded (repeatedly), compatibility characters folded (NFKC: fullwidth ``\\uff2b`` is
+    ``k``), ``\\`` read as ``/``, path parameters (``;v=1``) dropped, repeated slashes merged, ``.`` and ``..``
+    segments resolved, and a trailing format suffix (or a last segment that is only one) dropped:
     ``/2010-04-01//Accounts/AC1/%2E/Keys/SK1/.json`` is ``/2010-04-01/accounts/ac1/keys/sk1``.
     """
     for _ in range(_MAX_DECODE_ROUNDS):
@@ -61,14 +66,15 @@ def normalise_path(path: str) -> str:
             break
         path = decoded
     segments: list[str] = []
-    for segment in path.replace("\\", "/").split("/"):
+    for raw in unicodedata.normalize("NFKC", path).replace("\\", "/").split("/"):
+        segment = _PATH_PARAMETERS.sub("", raw)
         if segment in ("", "."):
             continue
         if segment == "..":
             if segments:
                 segments.pop()
             continue
-        segments.append(segment.lower())
+        segments.append(segment.casefold())
     while segments and not _EXTENSION.sub("", segments[-1]):
         segments.pop()
     if segments:
@@ -81,7 +87,9 @@ def _service(label: str) -> re.Pattern[str]:
     return re.compile(rf"{re.escape(label)}(?:\.[a-z0-9-]+)*\.twilio\.com")
 
 
-_ACCOUNT: Final = r"/2010-04-01/accounts/[^/]+"
+#: An account's resources under any dated version of the REST API (``2010-04-01``, and the legacy ``2008-08-01``
+#: that still routes ``SMS/Messages``).
+_ACCOUNT: Final = r"/[0-9]{4}-[0-9]{2}-[0-9]{2}/accounts/[^/]+"
 _CONVERSATION: Final = r"/v1/(?:services/[^/]+/)?conversations(?:/[^/]+/(?:messages|participants))?"
 
 
@@ -108,11 +116,13 @@ def _deny(host: str, path: str, what: str, *, methods: frozenset[str] = WRITE_ME
 
 #: Writes a snippet never needs. Threat: a snippet holding a connection's power locks the tenant out or keeps access
 #: after the tenant rotated its secret (minting API keys, promoting an Auth Token, creating sub-accounts), closes or
-#: suspends the account, buys numbers billed monthly, or opens SIP routes and credential lists that outlive the run.
+#: suspends the account, buys numbers or add-ons billed monthly, opens SIP routes and credential lists that outlive the
+#: run, deploys a Serverless function given the account's credentials (which reads the Auth Token the run never
+#: sees, and keeps working after a rotation), or points an event sink or a short code at its own server.
 DENIED_WRITES: Final = (
     _deny("accounts", r"/.*", "manages the account's credentials (auth tokens, API keys)", methods=frozenset()),
     _deny("iam", r"/.*", "manages the account's API keys", methods=frozenset()),
-    _deny("api", r"/2010-04-01/accounts", "creates a sub-account"),
+    _deny("api", r"/[0-9]{4}-[0-9]{2}-[0-9]{2}/accounts", "creates a sub-account"),
     _deny("api", _ACCOUNT, "changes, suspends or closes the account"),
     _deny("api", _ACCOUNT + r"/(?:keys|signingkeys)(?:/.*)?", "mints or deletes API or signing keys"),
     _deny("api", _ACCOUNT + r"/(?:incomingphonenumbers|availablephonenumbers)(?:/.*)?", "buys or releases numbers"),
@@ -128,7 +138,21 @@ DENIED_WRITES: Final = (
         r"/v1/(?:dialingpermissions|settings|sourceipmappings|ipranges|credentiallists)(?:/.*)?",
         "changes the account's voice settings or credential lists",
     ),
-    _deny("messaging", r"/v1/a2p(?:/.*)?|/v1/tollfree(?:/.*)?", "registers brands, campaigns or toll-free numbers"),
+    _deny("api", _ACCOUNT + r"/(?:sms/)?shortcodes(?:/.*)?", "changes where a short code's messages and calls go"),
+    _deny(
+        "messaging",
+        r"/v1/a2p(?:/.*)?|/v1/tollfree(?:/.*)?|/v1/services/[^/]+/compliance(?:/.*)?|/v1/services/preregisteredusa2p",
+        "registers brands, campaigns or toll-free numbers",
+    ),
+    _deny("trusthub", r"/.*", "registers the business behind the account (customer profiles, trust products)"),
+    _deny("voice", r"/v1/(?:byoctrunks|connectionpolicies)(?:/.*)?", "changes the account's SIP trunks"),
+    _deny("routes", r"/.*", "changes where the account's numbers, SIP domains and trunks are routed"),
+    _deny("serverless", r"/.*", "deploys code that runs with the account's credentials outside this run"),
+    _deny("events", r"/.*", "streams the account's events to a sink that outlives this run"),
+    _deny("preview-iam", r"/.*", "manages the organisation's users, roles and tokens"),
+    _deny("oauth", r"/.*", "mints the account's OAuth tokens"),
+    _deny("marketplace", r"/.*", "installs add-ons billed monthly"),
+    _deny("preview", r"/(?:marketplace|hostednumbers)(?:/.*)?", "installs add-ons or orders hosted numbers"),
 )
 
 

@@ -176,6 +176,31 @@ DENIED = [
     ("POST", "trunking.twilio.com", "/v1/Trunks"),
     ("POST", "voice.twilio.com", "/v1/DialingPermissions/Settings"),
     ("POST", "messaging.twilio.com", "/v1/a2p/BrandRegistrations"),
+    # Spellings a servlet or suffix-matching router reads as the resource; NFKC folds fullwidth letters.
+    ("POST", "api.twilio.com", f"{A}/Keys.json;v=1"),
+    ("POST", "api.twilio.com", f"{A}/Keys;v=1.json"),
+    ("POST", "api.twilio.com", f"{A}/Keys.json.json"),
+    ("POST", "api.twilio.com", f"{A}/Keys..json"),
+    ("POST", "api.twilio.com", f"{A}/Ｋｅｙｓ.json"),
+    ("POST", "api.twilio.com", f"/2008-08-01/Accounts/{ACCOUNT_SID}/IncomingPhoneNumbers"),
+    ("POST", "api.twilio.com", "/2008-08-01/Accounts"),
+    # Management the first table missed: code given the account's credentials, sinks, SIP routes, campaigns.
+    ("POST", "serverless.twilio.com", "/v1/Services"),
+    ("POST", "serverless.twilio.com", "/v1/Services/ZS1/Environments/ZE1/Variables"),
+    ("POST", "events.twilio.com", "/v1/Sinks"),
+    ("POST", "events.twilio.com", "/v1/Subscriptions"),
+    ("POST", "preview-iam.twilio.com", "/OR1/RoleAssignments"),
+    ("POST", "oauth.twilio.com", "/v1/token"),
+    ("POST", "voice.twilio.com", "/v1/ByocTrunks"),
+    ("POST", "voice.twilio.com", "/v1/ConnectionPolicies/NY1/Targets"),
+    ("POST", "routes.twilio.com", "/v2/PhoneNumbers/+15005550006"),
+    ("POST", "messaging.twilio.com", "/v1/Services/MG1/Compliance/Usa2p"),
+    ("POST", "messaging.twilio.com", "/v1/Services/PreregisteredUsa2p"),
+    ("POST", "trusthub.twilio.com", "/v1/CustomerProfiles"),
+    ("POST", "marketplace.twilio.com", "/v1/InstalledAddOns"),
+    ("POST", "preview.twilio.com", "/marketplace/InstalledAddOns"),
+    ("POST", "preview.twilio.com", "/HostedNumbers/HostedNumberOrders"),
+    ("POST", "api.twilio.com", f"{A}/SMS/ShortCodes/SC1.json"),
 ]
 
 
@@ -237,6 +262,11 @@ def test_the_deny_list_reads_normalised_spellings(method: str, host: str, path: 
         ("POST", "verify.twilio.com", "/v2/Services/VA1/Verifications", "verifications"),
         ("POST", "conversations.twilio.com", "/v1/Conversations/CH1/Messages", "conversations"),
         ("POST", "api.twilio.com", f"{A}/Messages/SM1.json", "other_writes"),
+        ("POST", "api.twilio.com", f"{A}/Calls.json;v=1", "calls"),
+        ("POST", "api.twilio.com", f"{A}/Calls.json.json", "calls"),
+        ("POST", "api.twilio.com", f"/2008-08-01/Accounts/{ACCOUNT_SID}/SMS/Messages", "messages"),
+        ("GET", "serverless.twilio.com", "/v1/Services", None),
+        ("GET", "events.twilio.com", "/v1/Sinks", None),
         ("POST", "chat.twilio.com", "/v2/Services/IS1/Channels", "other_writes"),
     ],
 )
@@ -252,6 +282,7 @@ def test_normalise_path_resolves_what_a_router_would() -> None:
     """Escapes, dot segments, repeated slashes, case and a format suffix (or a lone one) all collapse."""
     assert normalise_path("/2010-04-01//Accounts/AC1/%2E/Keys/SK1/.json") == "/2010-04-01/accounts/ac1/keys/sk1"
     assert normalise_path("/a/%252e%252e/B.xml/") == "/b"
+    assert normalise_path("/A/Ｋｅｙｓ;v=1/SK1.json.json") == "/a/keys/sk1"
 
 
 def test_a_snippet_cannot_buy_a_number(runtime: Runtime, world: tuple[World, Listener]) -> None:
