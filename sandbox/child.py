@@ -326,7 +326,8 @@ def _crash_frame(error: BaseException) -> bytes:
             {
                 "t": "result",
                 "result": _failure(
-                    WorkerCrashedError, _clip(f"The worker failed: {type(error).__name__}: {error}", 500) or ""
+                    WorkerCrashedError,
+                    _clip(f"The sandbox child process failed: {type(error).__name__}: {error}", 500) or "",
                 ),
             }
         )

@@ -175,7 +175,7 @@ def harden(*, enabled: bool) -> dict[str, str]:
         report["file_access"] = _step(restrict_file_access)
         report["syscall_filter"] = _step(install_syscall_filter)
     report["rlimit_nproc"] = (
-        "unavailable: the worker runs as root, which ignores RLIMIT_NPROC"
+        "unavailable: the sandbox child runs as root, which ignores RLIMIT_NPROC"
         if os.geteuid() == 0 and not _per_child_ids
         else ACTIVE
     )

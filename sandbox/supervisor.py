@@ -235,7 +235,7 @@ class Sandbox:
         order = _order_frame(compiled, limits, event, context)
         child = self._take_child()
         if child is None:
-            return _failed(WorkerCrashedError, "No sandbox worker could be started.", started)
+            return _failed(WorkerCrashedError, "No sandbox child process could be started.", started)
         try:
             return self._converse(child, order, limits, on_request, on_started, started)
         finally:
@@ -297,12 +297,17 @@ class Sandbox:
                 if frame.get("t") == "result":
                     return self._result(frame.get("result"), started)
                 if frame.get("t") != "request" or len(body) > REQUEST_BYTES:
-                    return _failed(EgressDeniedError, "The worker sent a request that is not allowed.", started)
+                    return _failed(
+                        EgressDeniedError, "The sandbox child process sent a request that is not allowed.", started
+                    )
                 requests += 1
                 if requests > limits.egress_requests:
                     # The child counts its own requests and never sends one over the cap: this one is lying.
                     # Threat: a flood of refused requests keeping a host thread busy until the wall deadline.
-                    message = f"The worker made more than {limits.egress_requests} requests; the run was stopped."
+                    message = (
+                        f"The sandbox child process made more than {limits.egress_requests} requests; the run was "
+                        "stopped."
+                    )
                     return _failed(QuotaExceededError, message, started)
                 child.sock.sendall(self._answer(frame, requests, limits, on_request))
         except TimeoutError:
@@ -316,7 +321,7 @@ class Sandbox:
         except (ChannelClosedError, OSError):
             return self._death(child, limits, started)
         except ValueError:
-            return _failed(WorkerCrashedError, "The worker sent a malformed frame.", started)
+            return _failed(WorkerCrashedError, "The sandbox child process sent a malformed frame.", started)
 
     def _answer(self, frame: dict[str, Any], requests: int, limits: Limits, on_request: RequestHandler | None) -> bytes:
         """Return the answer frame to one request (the handler runs here, in the caller's thread)."""
@@ -337,7 +342,7 @@ class Sandbox:
     def _death(self, child: ChildProcess, limits: Limits, started: float) -> RunResult:
         status, cpu_seconds = child.wait_exit(_EXIT_REPORT_SECONDS)
         if status is None:
-            return _failed(WorkerCrashedError, "The sandbox worker vanished before it answered.", started)
+            return _failed(WorkerCrashedError, "The sandbox child process vanished before it answered.", started)
         if os.WIFSIGNALED(status):
             signum = os.WTERMSIG(status)
             if signum == signal.SIGXCPU or (signum == signal.SIGKILL and cpu_seconds >= limits.cpu_seconds):
@@ -351,14 +356,16 @@ class Sandbox:
                     "(or a dict key or set member made of one). Flatten the data; retrying will crash the same way."
                 )
                 return _failed(SnippetCrashedError, message, started, exception=name)
-            return _failed(WorkerCrashedError, f"The sandbox worker died from signal {name}.", started)
+            return _failed(WorkerCrashedError, f"The sandbox child process died from signal {name}.", started)
         code = os.WEXITSTATUS(status)
-        return _failed(WorkerCrashedError, f"The sandbox worker exited with code {code} before it answered.", started)
+        return _failed(
+            WorkerCrashedError, f"The sandbox child process exited with code {code} before it answered.", started
+        )
 
     def _result(self, data: object, started: float) -> RunResult:
         # The child is untrusted: check the shape of what it sent before building a RunResult from it.
         if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
-            return _failed(WorkerCrashedError, "The worker sent a malformed result.", started)
+            return _failed(WorkerCrashedError, "The sandbox child process sent a malformed result.", started)
         stdout, logs, error = data.get("stdout", ""), data.get("logs") or [], data.get("error")
         well_formed = (
             isinstance(stdout, str)
@@ -369,7 +376,7 @@ class Sandbox:
             and not _nested_deeper_than(data, _MAX_FRAME_DEPTH)
         )
         if not well_formed:
-            return _failed(WorkerCrashedError, "The worker sent a malformed result.", started)
+            return _failed(WorkerCrashedError, "The sandbox child process sent a malformed result.", started)
         return RunResult(
             ok=data["ok"],
             value=data.get("result"),

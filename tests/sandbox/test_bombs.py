@@ -153,7 +153,7 @@ def test_thread_started_in_the_child_dies_with_it() -> None:
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        pytest.param("hard_exit(3)", "The sandbox worker exited with code 3 before it answered.", id="os-exit"),
+        pytest.param("hard_exit(3)", "The sandbox child process exited with code 3 before it answered.", id="os-exit"),
     ],
 )
 def test_worker_crash_is_reported_and_next_run_works(sandbox: Sandbox, source: str, message: str) -> None:

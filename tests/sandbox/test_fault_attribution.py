@@ -78,7 +78,7 @@ def test_a_crash_while_the_platform_sets_up_the_run_is_the_workers() -> None:
     assert crashed.error is not None
     assert (crashed.error.type, crashed.error.message) == (
         "WorkerCrashedError",
-        "The sandbox worker died from signal SIGSEGV.",
+        "The sandbox child process died from signal SIGSEGV.",
     )
     assert (normal.ok, normal.value) == (True, 1)
 
