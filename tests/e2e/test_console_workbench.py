@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
 from zingyconn.history import RunHistory
+from zingyconn.schema import tasks
 from zingyconn.tasks.store import TaskStore
 
 __all__ = ["browser", "console"]  # fixtures shared with test_console.py (one server per module)
@@ -108,17 +110,21 @@ def test_a_schedule_in_a_time_zone_shows_its_next_runs(page: object, console: Co
 
 def test_tasks_page_cancels_and_retries(page: object, console: Console) -> None:
     """A task waiting to retry is cancelled, then retried, from the Tasks page; a failed one shows its error."""
-    store = TaskStore(_engine(console))
-    Catalog(_engine(console)).put_script("acme", "flaky", "return 1")
-    waiting = store.create("acme", "flaky", {}, source="cli")
-    for _ in range(100):  # the server's dispatcher picks it up; take it first, or wait for its attempt to end
-        if store.claim(waiting.id) is not None:
-            break
-        time.sleep(0.05)
-        waiting = store.get(waiting.id)
-        if waiting.state == "succeeded":
-            waiting = store.create("acme", "flaky", {}, source="cli")
-    store.retry_later(waiting.id, delay_seconds=3600, run_id=None, error={"type": "TwilioError", "message": "503"})
+    engine = _engine(console)
+    store = TaskStore(engine)
+    Catalog(engine).put_script("acme", "flaky", "return 1")
+    # A task between attempts, its next one an hour away: written as a worker leaves it, so no worker takes it now.
+    now = time.time()
+    waiting_id = "task-waiting-" + uuid.uuid4().hex
+    with engine.begin() as conn:
+        conn.execute(
+            tasks.insert().values(
+                id=waiting_id, tenant="acme", script="flaky", payload={}, state="retrying", attempts=1,
+                run_after=now + 3600, error={"type": "TwilioError", "message": "503"}, source="cli", created_at=now,
+                updated_at=now,
+            )
+        )  # fmt: skip
+    waiting = store.get(waiting_id)
     _sign_in(page, console)
 
     page.goto(console.url("/console/t/acme/tasks?state=retrying"))  # type: ignore[attr-defined]

@@ -69,10 +69,23 @@ async def events(request: Request, tenant: str, form: FormData) -> Response:
     history = state.runtime.history
     run_url = str(request.url_for("console_run", tenant=tenant, run_id="RUN_ID"))
 
+    seen: dict[str, float] = {}  # run id -> started_at, inside the look-back window only
+
+    async def poll() -> list[RunRecord]:
+        """The runs in the look-back window not sent yet, oldest first; forgets ids that left the window."""
+        window = time.time() - LOOK_BACK_SECONDS
+        records = await run_in_threadpool(history.list, tenant, since=window, limit=MAX_EVENTS_PER_POLL * 4)
+        for run_id in [run_id for run_id, started in seen.items() if started < window]:
+            del seen[run_id]
+        return [record for record in reversed(records) if record.id not in seen]
+
+    # Before the answer starts (the browser's "open"): the runs already stored are noted, not sent; the tail shows
+    # the runs recorded from now on.
+    for record in await poll():
+        seen[record.id] = record.started_at
+
     async def stream() -> AsyncIterator[str]:
         opened = last_run = last_check = last_sent = time.monotonic()
-        seen: dict[str, float] = {}  # run id -> started_at, inside the look-back window only
-        primed = False  # the first poll only notes the runs already stored: the tail shows new ones
         yield "retry: 3000\n\n"
         while True:
             now = time.monotonic()
@@ -83,21 +96,15 @@ async def events(request: Request, tenant: str, form: FormData) -> Response:
                 if await auth.resume(request, state.sessions) is None:
                     yield "event: end\ndata: signed out\n\n"
                     return
-            window = time.time() - LOOK_BACK_SECONDS
-            records = await run_in_threadpool(history.list, tenant, since=window, limit=MAX_EVENTS_PER_POLL * 4)
-            fresh = [record for record in reversed(records) if record.id not in seen][:MAX_EVENTS_PER_POLL]
+            fresh = (await poll())[:MAX_EVENTS_PER_POLL]
             for record in fresh:
                 seen[record.id] = record.started_at
-                if primed:
-                    yield _event(record, run_url.replace("RUN_ID", record.id))
-            fresh, primed = fresh if primed else [], True
+                yield _event(record, run_url.replace("RUN_ID", record.id))
             if fresh:
                 last_run = last_sent = now
             elif now - last_sent > KEEPALIVE_SECONDS:
                 last_sent = now
                 yield ": keep-alive\n\n"
-            for run_id in [run_id for run_id, started in seen.items() if started < window]:
-                del seen[run_id]
             await asyncio.sleep(POLL_SECONDS)
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
