@@ -125,7 +125,7 @@ class Surfaces:
         csrf = _csrf(self.browser.get(path).text)
         page = self.browser.post(path, data={"csrf_token": csrf, "command": command, "connection": "main", **form})
         assert page.status_code == 200, page.text[:500]
-        found = re.search(r'id="result-value">(.*?)</pre>', page.text, re.DOTALL)
+        found = re.search(r'id="result-value"[^>]*>(.*?)</pre>', page.text, re.DOTALL)
         assert found is not None, page.text[:2000]
         return json.loads(html.unescape(found.group(1)))
 
