@@ -23,6 +23,7 @@ from tests.servers import start_worker
 from zingyconn.egress.broker import MAX_TOO_MANY_RETRIES
 from zingyconn.egress.protocol import OP_ENQUEUE
 from zingyconn.egress.ratelimit import Rate
+from zingyconn.hosts.console.runner import SAMPLE_EVENTS
 from zingyconn.runtime import Runtime
 from zingyconn.schema import runs, sent_messages
 from zingyconn.tasks.queue import TaskQueue
@@ -194,6 +195,17 @@ def test_cron_schedule_in_a_time_zone_fires_at_its_local_time(runtime: Runtime) 
         "cron": "0 9 * * MON-FRI",
         "timezone": "Europe/Paris",
     }
+
+
+def test_the_consoles_scheduled_tick_sample_is_what_a_schedule_sends(runtime: Runtime) -> None:
+    """The runner's "Scheduled tick" sample event has the keys a cron run's event has, so a snippet tried with it
+    reads the same fields in production."""
+    now = [dt.datetime(2026, 11, 27, 7, 59, 30, tzinfo=dt.UTC).timestamp()]
+    queue = _queue(runtime, clock=lambda: now[0])
+    queue.catalog.put_script("acme", "tick", TRIVIAL, cron="* * * * *")
+    [fired] = queue.tick()
+
+    assert set(SAMPLE_EVENTS["Scheduled tick (task)"]) == set(fired.payload)
 
 
 def test_enqueue_from_a_snippet_queues_a_script_of_the_same_tenant(runtime: Runtime) -> None:

@@ -74,7 +74,7 @@ SAMPLE_EVENTS: Final[dict[str, Any]] = {
         "json": None,
         "body": "",
     },
-    "Scheduled tick (task)": {"scheduled": True, "cron": "0 8 * * *", "at": "2026-01-05T08:00:00+00:00"},
+    "Scheduled tick (task)": {"scheduled_for": "2026-01-05T08:00Z", "cron": "0 8 * * *", "timezone": "UTC"},
     "Empty": {},
 }
 
