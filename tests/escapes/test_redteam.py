@@ -56,6 +56,11 @@ LIMITS = Limits(wall_seconds=10, cpu_seconds=10)
 CLIENT = 'c = zingyConn.twilio("main")\n'
 SEND = f"to='{RECIPIENT}', from_='{SENDER}', body='hi'"
 BROKEN_WALL = "tests.escapes.redteam_env:environment"
+#: A snippet holding the class of a real EgressDeniedError (buying a number is refused).
+BUY_CAUGHT = (
+    CLIENT + "try:\n    c.incoming_phone_numbers.create(phone_number='+15005550006')\nexcept Exception as e:\n"
+    "    E = type(e)\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +155,8 @@ def test_ambiguous_paths_are_refused(world: World, runtime: Runtime, source: str
         pytest.param("/Messages.xml?", id="xml-extension"),
         pytest.param("/messages.json?", id="lower-case"),
         pytest.param("/SMS/Messages.json?", id="legacy-sms"),
+        pytest.param("/Messages.json;v=1?", id="path-parameter"),
+        pytest.param("/Messages.json.json?", id="repeated-suffix"),
     ],
 )
 def test_every_create_spelling_takes_a_rate_limit_token(world: World, spelling: str) -> None:
@@ -542,6 +549,28 @@ def test_escaped_child_cannot_signal_the_zygote_or_a_sibling(broken_wall: Sandbo
             id="enqueue-without-task-queue",
         ),
         pytest.param("return [*range(10**9)]", ("MemoryLimitExceededError", None), id="star-range-memory"),
+        # Typed outcomes: a run's error type is the sandbox's, never a name the snippet picks, so a snippet cannot
+        # make its task look like the platform's crash (retried) or a refusal of another kind.
+        pytest.param(
+            BUY_CAUGHT + "class WorkerCrashedError(E):\n    pass\nraise WorkerCrashedError('x')",
+            ("SnippetError", "TypeError"),
+            id="subclass-a-caught-egress-error",
+        ),
+        pytest.param(BUY_CAUGHT + "raise E('made up')", ("SnippetError", "TypeError"), id="instantiate-egress-error"),
+        pytest.param(
+            "class WorkerCrashedError(Exception):\n    pass\nraise WorkerCrashedError('x')",
+            ("SnippetError", "WorkerCrashedError"),
+            id="own-class-named-like-a-crash",
+        ),
+        pytest.param(
+            "raise type('RequestFailedError', (Exception,), {})('x')",
+            ("SnippetError", "TypeError"),
+            id="three-argument-type",
+        ),
+        # Tenant variables are the host's read-only copy.
+        pytest.param("zingyConn.vars['A'] = 'b'\nreturn 1", ("SnippetError", "TypeError"), id="vars-item-write"),
+        pytest.param("return zingyConn.vars._values", ("SnippetError", "AttributeError"), id="vars-private-read"),
+        pytest.param("zingyConn.vars._values = {}\nreturn 1", ("SnippetError", "TypeError"), id="vars-private-write"),
     ],
 )
 def test_attempt_already_stopped(runtime: Runtime, source: str, expected: tuple[str, str | None] | None) -> None:
