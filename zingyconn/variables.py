@@ -100,6 +100,12 @@ class TenantVariables:
         now = self._clock()
         key = (tenant_vars.c.tenant == tenant) & (tenant_vars.c.name == name)
         with self._engine.begin() as conn:  # read-modify-write under the write lock: the caps hold across processes
+            if conn.dialect.name == "postgresql":
+                # SQLite's BEGIN IMMEDIATE is the lock there; PostgreSQL's READ COMMITTED lets writers of new names
+                # each count the same rows and all insert (a tenant past its cap), so they queue per tenant here.
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": _lock_key(tenant)}
+                )
             values = {
                 row.name: row.value
                 for row in conn.execute(sa.select(tenant_vars).where(tenant_vars.c.tenant == tenant))
@@ -161,6 +167,11 @@ class TenantVariables:
     def _forget(self, tenant: str) -> None:
         with self._lock:
             self._cache.pop(tenant, None)
+
+
+def _lock_key(tenant: str) -> str:
+    """Return the name of *tenant*'s variables lock (PostgreSQL advisory locks are keyed by its hash)."""
+    return f"zingyconn.tenant_vars:{tenant}"
 
 
 def _check_caps(tenant: str, name: str, values: dict[str, str]) -> None:

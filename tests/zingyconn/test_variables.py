@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,3 +121,23 @@ def test_cli_set_list_unset(world: World) -> None:
     again = runner.invoke(main, ["vars", "unset", "GREETING", "--tenant", "acme"], env=env)
     assert again.exit_code == 2
     assert "has no variable named 'GREETING'" in again.output
+
+
+@pytest.mark.postgres
+def test_the_count_cap_holds_for_concurrent_sets_on_postgresql(postgres_url: str) -> None:
+    """Writers setting new names at once, each in its own process's engine, cannot take a tenant past the cap."""
+    writers = [TenantVariables(create_engine(postgres_url)) for _ in range(8)]
+    for index in range(MAX_VARIABLES_PER_TENANT - 1):
+        writers[0].set("acme", f"V{index}", "x")
+    start = threading.Barrier(len(writers) * 2)
+
+    def race(writer: TenantVariables, name: str) -> None:
+        start.wait()
+        with contextlib.suppress(ValidationError):
+            writer.set("acme", name, "x")
+
+    with concurrent.futures.ThreadPoolExecutor(len(writers) * 2) as pool:
+        for done in [pool.submit(race, writers[i % len(writers)], f"NEW{i}") for i in range(len(writers) * 2)]:
+            done.result()
+
+    assert len(writers[0].list("acme")) == MAX_VARIABLES_PER_TENANT
