@@ -567,6 +567,11 @@ def test_escaped_child_cannot_signal_the_zygote_or_a_sibling(broken_wall: Sandbo
             ("SnippetError", "TypeError"),
             id="three-argument-type",
         ),
+        pytest.param(
+            CLIENT + f"return len(c.api.v2010.accounts('{ACCOUNT_SID}/Calls.json?_method=POST&To=x&').calls.list())",
+            ("EgressDeniedError", None),
+            id="method-override-query",
+        ),
         # Tenant variables are the host's read-only copy.
         pytest.param("zingyConn.vars['A'] = 'b'\nreturn 1", ("SnippetError", "TypeError"), id="vars-item-write"),
         pytest.param("return zingyConn.vars._values", ("SnippetError", "AttributeError"), id="vars-private-read"),
@@ -640,6 +645,9 @@ def test_enqueue_reaches_only_the_runs_own_tenant(world: World) -> None:
         "//api.twilio.com/x",
         "https:///api.twilio.com/x",
         "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages%2Ejson",
+        "https://api.twilio.com/2010-04-01/Accounts/AC1/Calls.json?_method=POST",
+        "https://api.twilio.com/2010-04-01/Accounts/AC1/Calls.json?To=x&%5FMETHOD=POST",
+        "https://api.twilio.com/2010-04-01/Accounts/AC1/Calls.json?X-HTTP-Method-Override=POST",
     ],
 )
 def test_url_differentials_are_refused_before_any_lookup(url: str) -> None:

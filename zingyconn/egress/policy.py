@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import re
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from sandbox.errors import EgressDeniedError
 from zingyconn.connection_types import WriteRules
@@ -41,6 +42,10 @@ ALLOWED_REQUEST_HEADERS: Final = frozenset(
     {"user-agent", "x-twilio-client", "accept-charset", "content-type", "accept", "i-twilio-idempotency-token"}
 )
 ALLOWED_METHODS: Final = frozenset({"GET", "POST", "DELETE"})
+#: Parameter names some frameworks read as the request's real method (Rails' ``_method``, the override headers spelled
+#: as fields). Threat: ``GET …/Calls.json?_method=POST`` read by a server as a create that the write rules classified
+#: by its written method: a free read, outside the calls quota and the deny list.
+METHOD_OVERRIDE_NAMES: Final = frozenset({"_method", "x-http-method-override", "x-http-method", "x-method-override"})
 #: Caps on what a request may carry (the whole request also passes the channel's own size cap).
 MAX_URL_CHARACTERS: Final = 4096
 MAX_FORM_PAIRS: Final = 200
@@ -95,6 +100,7 @@ class UrlPolicy:
         except ValueError:
             raise EgressDeniedError("The request URL is not allowed: it cannot be parsed.") from None
         query = f"?{parts.query}" if parts.query else ""
+        _refuse_method_override(name for name, _ in parse_qsl(parts.query, keep_blank_values=True))
         path = parts.path or "/"
         if _is_ambiguous_path(path):
             raise EgressDeniedError(
@@ -181,7 +187,18 @@ def form_pairs(value: Any, *, what: str) -> list[tuple[str, str]]:
         if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(type(item) is str for item in pair)):
             raise EgressDeniedError(f"The request's {what} must be a list of [name, value] string pairs.")
         pairs.append((pair[0], pair[1]))
+    _refuse_method_override(name for name, _ in pairs)
     return pairs
+
+
+def _refuse_method_override(names: Iterable[str]) -> None:
+    """Raise :class:`EgressDeniedError` when one of *names* is a :data:`METHOD_OVERRIDE_NAMES` parameter."""
+    for name in names:
+        if name.strip().lower() in METHOD_OVERRIDE_NAMES:
+            raise EgressDeniedError(
+                f"The request parameter {name[:40]!r} is not allowed: it overrides the HTTP method, which a server "
+                "could read as another request than the one checked. Use the method itself."
+            )
 
 
 def request_headers(value: Any) -> list[tuple[str, str]]:
