@@ -22,7 +22,7 @@ PROJECT_TREES = ("sandbox", "zingyconn", "tests", "benchmarks", "examples", "scr
 #: The layers of the code: ``sandbox``, each subpackage of ``zingyconn``, ``core`` (the modules at the top of
 #: ``zingyconn``) and ``runtime`` (``zingyconn.runtime`` and the package's entry point, which compose the others).
 RUNTIME_MODULES: Final = frozenset({"zingyconn", "zingyconn.runtime"})
-SUBPACKAGES: Final = ("secrets", "egress", "twilio", "snippet", "tasks", "hosts")
+SUBPACKAGES: Final = ("secrets", "egress", "twilio", "http", "snippet", "tasks", "hosts")
 LAYERS: Final = ("sandbox", "core", *SUBPACKAGES, "runtime")
 
 #: Which layers each layer may import (docs/architecture.md draws the same table, and each package's docstring
@@ -33,10 +33,11 @@ MAY_IMPORT: Final[dict[str, frozenset[str]]] = {
     "secrets": frozenset({"sandbox", "core"}),
     "egress": frozenset({"sandbox", "core", "secrets"}),
     "twilio": frozenset({"sandbox", "core", "egress"}),
-    "snippet": frozenset({"sandbox", "twilio"}),
+    "http": frozenset({"sandbox", "core", "secrets", "egress"}),
+    "snippet": frozenset({"sandbox", "twilio", "http"}),
     "tasks": frozenset({"sandbox", "core", "snippet"}),
     # The runtime reaches connection types through zingyconn.connection_types, never their packages.
-    "runtime": frozenset(set(LAYERS) - {"hosts", "twilio"}),
+    "runtime": frozenset(set(LAYERS) - {"hosts", "twilio", "http"}),
     "hosts": frozenset(LAYERS),
 }
 

@@ -93,13 +93,15 @@ class ConnectionType:
         quota_variable: The environment variable that sets a bucket's quota.
         other_writes: The bucket a write spends when its own bucket has no rate.
         host_client: ``"module:function"`` building a host-side client from a channel and a connection name.
-        commands: ``"module:Class"`` of the connection commands, built with the client factory and the ledger.
+        commands: ``"module:Class"`` of the connection commands, built with the client factory and the ledger
+            (``None``: the type offers none; only the channel type's are run).
         verify: ``"module:function"`` checking a profile's credentials against the API (``base_url``, ``what``).
         directory_context_key: The run context key of the tenant's connection directory (name -> entry).
         snippet_modules: Modules a snippet may import on top of the standard-library allowlist.
         run_operations: :attr:`~zingyconn.egress.protocol.Handler.RUN` operations the type answers, op name ->
-            ``"module:Class"`` built once per run with the run's connection lookup (``name -> Profile | None``),
-            whose ``answer(payload)`` answers each request.
+            ``"module:Class"`` built once per run with the run's lookup of this type's connections
+            (``name -> Profile | None``) and the run's egress session, whose ``answer(payload)`` answers each
+            request.
     """
 
     name: str
@@ -109,7 +111,7 @@ class ConnectionType:
     quota_variable: Callable[[str], str]
     other_writes: str
     host_client: str
-    commands: str
+    commands: str | None
     verify: str
     directory_context_key: str
     snippet_modules: tuple[str, ...] = ()

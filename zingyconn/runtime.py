@@ -30,13 +30,13 @@ from sandbox.result import RunError, RunResult
 from sandbox.supervisor import Sandbox
 from zingyconn.admission import TenantLimits, TenantSlots
 from zingyconn.config import Settings
-from zingyconn.connection_types import Profile, connection_type
+from zingyconn.connection_types import ConnectionType, Profile, connection_type, connection_types
 from zingyconn.database import create_engine, read_only
 from zingyconn.egress.broker import EgressBroker, EgressSession
 from zingyconn.egress.ledger import SendLedger
 from zingyconn.egress.protocol import CHANNEL_TYPE, OPERATIONS, VARIABLES_CONTEXT_KEY, Handler
 from zingyconn.egress.ratelimit import Rate, RateLimiter, rate_limiter_for
-from zingyconn.errors import ValidationError, ZingyConnError
+from zingyconn.errors import ConfigurationError, ValidationError, ZingyConnError
 from zingyconn.history import FAILED, OK, RunHistory, new_run_id
 from zingyconn.kinds import limits_for
 from zingyconn.names import validate_name
@@ -347,6 +347,8 @@ class Runtime:
     ) -> JSON:
         session = self.broker.session(tenant, max_requests=COMMAND_MAX_REQUESTS)
         channel_type = self.broker.channel_type
+        if channel_type.commands is None:
+            raise ConfigurationError(f"Connection type {channel_type.name!r} offers no connection commands.")
         commands = channel_type.load(channel_type.commands)(  # its HTTP library loads with the first command
             lambda _tenant, name: self.broker.client(tenant, name, session=session), ledger=self.ledger
         )
@@ -507,15 +509,17 @@ class _RunConnections:
 
     def request(self, op: str, payload: Any) -> Any:
         """Answer one request of the run's child (the sandbox's ``on_request``)."""
-        channel_type = self._session.broker.channel_type
-        part = channel_type.run_operations.get(op)
-        if part is None:
+        declared = _run_operation_types().get(op)
+        if declared is None:
             return self._session.request(op, payload)
         answers = self._run_answers.get(op)
         if answers is None:
             # The type's module (twilio.jwt for access tokens) loads only for a run that asks: most runs never do,
             # and zingyconn run starts faster.
-            answers = self._run_answers[op] = channel_type.load(part)(self._session.profile)
+            session = self._session
+            answers = self._run_answers[op] = declared.load(declared.run_operations[op])(
+                functools.partial(session.profile, type_name=declared.name), session
+            )
         return answers.answer(payload if isinstance(payload, Mapping) else {})
 
     def masker(self) -> Masker:
@@ -527,6 +531,12 @@ class _RunConnections:
             self._session.preload(profiles)
             self._secrets.extend(secret for profile in profiles.values() for secret in profile.secrets())
         self.loaded = True
+
+
+@functools.cache
+def _run_operation_types() -> dict[str, ConnectionType]:
+    """Return the connection type answering each :attr:`~zingyconn.egress.protocol.Handler.RUN` operation."""
+    return {op: declared for declared in connection_types() for op in declared.run_operations}
 
 
 def _limits_of(kind: str, limits: Limits | None) -> Limits:

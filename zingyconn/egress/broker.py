@@ -157,6 +157,13 @@ class EgressBroker:
         self._transport_lock = threading.Lock()
 
     @property
+    def resolver(self) -> Resolver:
+        """The DNS resolution the address check uses (the injected one, else the system's)."""
+        from zingyconn.egress.transport import resolve_host
+
+        return self._resolver or resolve_host
+
+    @property
     def transport(self) -> HttpTransport:
         """The pooled HTTP client, made on the first request: ``httpcore`` loads only when a run sends one."""
         with self._transport_lock:
@@ -277,15 +284,17 @@ class EgressSession:
         """Return the error for a missing connection (the same for another tenant's names)."""
         return ConnectionNotFoundError(f"Tenant {self.tenant!r} has no connection named {name!r}.")
 
-    def profile(self, name: str) -> Profile | None:
+    def profile(self, name: str, *, type_name: str | None = None) -> Profile | None:
         """Return the run tenant's connection *name* (preloaded, else read now), or ``None`` if there is none.
+
+        Only a connection of *type_name* is found (default: the broker's channel type).
 
         Raises:
             EgressDeniedError: The connection exists but could not be opened (the platform's fault; logged).
         """
-        return self._profile(name)
+        return self._profile(name, type_name=type_name)
 
-    def _profile(self, name: str) -> Profile | None:
+    def _profile(self, name: str, *, type_name: str | None = None) -> Profile | None:
         if name not in self._profiles and self._all_profiles is not None and name in self._all_profiles:
             self._profiles[name] = self._all_profiles[name]
         if name not in self._profiles:  # not preloaded: read it now (preloaded profiles may be a second old)
@@ -298,7 +307,8 @@ class EgressSession:
                 raise EgressDeniedError(f"Connection {name!r} could not be opened; ask the platform admin.") from None
         found = self._profiles[name]
         # A connection of another type is not this channel's: zingyConn.twilio(name) does not find it.
-        return found if found is not None and found.connection_type == self.broker.channel_type.name else None
+        wanted = type_name or self.broker.channel_type.name
+        return found if found is not None and found.connection_type == wanted else None
 
     def _register(self, payload: Mapping[str, Any]) -> dict[str, int]:
         username, password = payload.get("username"), payload.get("password")

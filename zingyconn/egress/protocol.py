@@ -57,6 +57,7 @@ OP_CREDENTIALS: Final = "twilio.credentials"
 OP_HTTP: Final = "twilio.http"
 OP_ENQUEUE: Final = "tasks.enqueue"
 OP_ACCESS_TOKEN: Final = "twilio.access_token"  # noqa: S105  # an operation's name, not a secret
+OP_HTTP_REQUEST: Final = "http.request"
 
 #: The run context key under which the host passes the tenant's variables (name -> value, never a secret) with the
 #: run's order, so ``zingyConn.vars`` needs no request (:mod:`zingyconn.variables`).
@@ -95,6 +96,14 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
             answer='{"token": JWT} (signed on the host with the connection\'s API key secret)',
             handler=Handler.RUN,
             answered_by="zingyconn.twilio.access_tokens.RunAccessTokens",
+        ),
+        Operation(
+            OP_HTTP_REQUEST,
+            request='{"connection": name, "method", "path", "params": [[k, v]...], "headers": [[k, v]...], '
+            '"json": JSON | null, "data": str | [[k, v]...] | null} (zingyConn.http(name).get/post/...)',
+            answer='{"status", "headers", "text"} (every form of the connection\'s secret masked)',
+            handler=Handler.RUN,
+            answered_by="zingyconn.http.broker.RunHttpRequests",
         ),
         Operation(
             OP_ENQUEUE,

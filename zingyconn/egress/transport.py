@@ -102,13 +102,24 @@ ANSWER_HEADERS: Final = frozenset({"content-type", "twilio-request-id", "retry-a
 
 
 class HttpTransport:
-    """A pooled HTTP/1.1 client on :class:`PinnedBackend` with a response-size cap; never follows redirects."""
+    """A pooled HTTP/1.1 client on :class:`PinnedBackend` with a response-size cap; never follows redirects.
 
-    def __init__(self, backend: PinnedBackend, *, max_response_bytes: int, max_connections: int = 20) -> None:
+    *answer_headers* are the answer's headers kept (lower case); the rest is dropped.
+    """
+
+    def __init__(
+        self,
+        backend: PinnedBackend,
+        *,
+        max_response_bytes: int,
+        max_connections: int = 20,
+        answer_headers: frozenset[str] = ANSWER_HEADERS,
+    ) -> None:
         self._pool = httpcore.ConnectionPool(
             network_backend=backend, max_connections=max_connections, keepalive_expiry=30.0, retries=0
         )
         self._max_response_bytes = max_response_bytes
+        self._answer_headers = answer_headers
 
     def send(
         self, method: str, url: str, *, headers: list[tuple[str, str]], body: bytes, timeout_seconds: float
@@ -146,7 +157,7 @@ class HttpTransport:
                 headers_out = {
                     key.decode("latin-1").lower(): value.decode("latin-1")
                     for key, value in resp.headers
-                    if key.decode("latin-1").lower() in ANSWER_HEADERS
+                    if key.decode("latin-1").lower() in self._answer_headers
                 }
                 return HttpAnswer(resp.status, b"".join(chunks).decode("utf-8", errors="replace"), headers_out)
         except (httpcore.ConnectTimeout, httpcore.PoolTimeout):  # no connection: the request never left

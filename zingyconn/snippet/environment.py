@@ -35,6 +35,7 @@ from twilio.twiml import TwiML
 from sandbox.environment import JSON, Environment, RunContext, WarmUpRun
 from sandbox.imports import make_facade
 from zingyconn.egress.protocol import OP_CONNECT, OP_ENQUEUE, OP_HTTP, VARIABLES_CONTEXT_KEY
+from zingyconn.http.client import HttpApi
 from zingyconn.twilio.client import BrokeredClient, Channel, client_class, connection_client
 from zingyconn.twilio.operations import DIRECTORY_CONTEXT_KEY
 
@@ -210,6 +211,14 @@ class ZingyConn:
         if self._directory is None and self._context is not None:
             self._directory = connection_directory(self._context)
         return connection_client(self._channel, name, cls=self._client_class, directory=self._directory)
+
+    def http(self, name: str) -> HttpApi:
+        """Return the client of this tenant's HTTP connection *name* (``api.post("/notes", json=...)``).
+
+        The host adds the connection's credential to each request and refuses what the connection does not allow;
+        an unknown name is refused on the first request.
+        """
+        return HttpApi(self._channel, name)
 
     @property
     def vars(self) -> TenantVars:

@@ -142,11 +142,16 @@ class RunAccessTokens:
 
     Args:
         profile_of: Returns the run tenant's connection by name, or ``None`` when there is none.
+        session: The run's egress session (unused: a token is signed here and sends nothing).
         clock: Time source for ``nbf`` and ``exp``.
     """
 
     def __init__(
-        self, profile_of: Callable[[str], TwilioProfile | None], *, clock: Callable[[], float] = time.time
+        self,
+        profile_of: Callable[[str], TwilioProfile | None],
+        session: object = None,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._profile_of = profile_of
         self._clock = clock

@@ -1,0 +1,279 @@
+"""HTTP connections end to end: a snippet calls a loopback API through the host, which adds the credential; the
+run's result, output, logs, errors and history never hold it, and what the connection does not allow is refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sandbox.errors import EgressDeniedError, QuotaExceededError
+from tests.servers import uvicorn_in_thread
+from zingyconn.config import Settings
+from zingyconn.database import create_engine
+from zingyconn.egress.broker import EgressBroker
+from zingyconn.errors import InvalidConnectionError
+from zingyconn.http.broker import HttpRequest, RunHttpRequests, send
+from zingyconn.http.echo import EchoRecorder, create_app
+from zingyconn.http.profile import HttpProfile
+from zingyconn.runtime import Runtime
+from zingyconn.schema import runs
+from zingyconn.secrets.keyring import Keyring
+from zingyconn.secrets.store import ConnectionStore
+
+#: A secret whose URL-encoded and base64 forms differ from it (``/``, ``+``, ``=``).
+SECRET = "s3cr3t/t0ken+Value=42"
+BASIC = "crm-user:pa55/w0rd+x"
+
+POST_NOTE = """
+api = zingyConn.http(event.get("connection", "crm"))
+answer = api.post("/notes", json={"text": "call back"}, params={"source": "test"})
+print("echoed", answer.text)
+log.info("echoed", body=answer.json(), headers=answer.headers)
+return {"status": answer.status_code, "echo": answer.json()}
+"""
+
+CALL = """
+api = zingyConn.http(event.get("connection", "crm"))
+answer = api.request(event["method"], event["path"], params=event.get("params"), headers=event.get("headers"))
+return {"status": answer.status_code, "echo": answer.json()}
+"""
+
+
+def _forms(secret: str) -> list[str]:
+    """The secret as it could leak: raw, base64 (alone and as a Basic header's user:pass), URL-encoded."""
+    return [secret, base64.b64encode(secret.encode()).decode(), quote(secret, safe=""), quote(secret)]
+
+
+class World:
+    """The echo API on loopback and a store with acme's HTTP connections."""
+
+    def __init__(self, tmp_path: Path, port: int, recorder: EchoRecorder) -> None:
+        self.recorder = recorder
+        self.base_url = f"http://127.0.0.1:{port}"
+        db_url = f"sqlite:///{tmp_path / 'zingyconn.db'}"
+        self.engine = create_engine(db_url)
+        self.keyring = Keyring([("k1", bytes(range(32)))])
+        store = ConnectionStore(self.engine, self.keyring)
+        prefixes = ("/notes", "/status", "/redirect")
+        for name, auth, secret in (
+            ("crm", "bearer", SECRET),
+            ("basic", "basic", BASIC),
+            ("keyed", "header:X-Api-Key", SECRET),
+            ("query", "query:api_key", SECRET),
+        ):
+            store.put("acme", name, self.profile(auth, secret, prefixes=prefixes, methods=("GET", "POST")))
+        self.settings = Settings(data_dir=tmp_path, db_url=db_url)
+
+    def profile(
+        self, auth: str, secret: str, *, prefixes: tuple[str, ...] = ("/",), methods: tuple[str, ...] = ("GET",)
+    ) -> HttpProfile:
+        """A local-test-target profile of the echo API."""
+        return HttpProfile(
+            base_url=self.base_url,
+            auth=auth,
+            secret=secret,
+            allowed_methods=methods,
+            allowed_prefixes=prefixes,
+            local_test_target=True,
+        )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """The echo API and the store."""
+    recorder = EchoRecorder()
+    with uvicorn_in_thread(create_app(recorder), name="echo") as port:
+        running = World(tmp_path_factory.mktemp("http"), port, recorder)
+        yield running
+        running.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def runtime(world: World) -> Iterator[Runtime]:
+    """A runtime on the world's store."""
+    with Runtime(world.settings, engine=world.engine, keyring=world.keyring) as running:
+        yield running
+
+
+def _stored(world: World, run_id: str) -> str:
+    with world.engine.connect() as conn:
+        row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().one()
+    return json.dumps({key: row[key] for key in ("result", "stdout", "logs", "error", "egress", "event", "source")})
+
+
+def _assert_never_leaks(world: World, result: object, run_id: str, secret: str) -> None:
+    everything = json.dumps(result) + _stored(world, run_id)
+    for form in _forms(secret) + ([secret.partition(":")[2]] if ":" in secret else []):
+        assert form not in everything
+
+
+@pytest.mark.parametrize(
+    ("connection", "secret", "header", "sent"),
+    [
+        ("crm", SECRET, "authorization", f"Bearer {SECRET}"),
+        ("basic", BASIC, "authorization", "Basic " + base64.b64encode(BASIC.encode()).decode()),
+        ("keyed", SECRET, "x-api-key", SECRET),
+    ],
+)
+def test_posts_json_with_the_injected_credential_that_never_comes_back(
+    world: World, runtime: Runtime, connection: str, secret: str, header: str, sent: str
+) -> None:
+    """The API receives the JSON and the credential; the snippet gets the echo with every form of it masked, and
+    the result, output, logs and history hold none of them."""
+    before = len(world.recorder.requests)
+    result = runtime.run("acme", POST_NOTE, event={"connection": connection})
+    assert result.ok, result.error
+    received = world.recorder.requests[before:]
+
+    assert [(r.method, r.path, r.query) for r in received] == [("POST", "/notes", {"source": "test"})]
+    assert received[0].headers[header] == sent
+    assert json.loads(received[0].body) == {"text": "call back"}
+    assert result.value["status"] == 200
+    assert result.value["echo"]["json"] == {"text": "call back"}
+    assert "****" in result.value["echo"]["headers"][header]
+    _assert_never_leaks(world, result.to_json(), result.run_id, secret)
+
+
+def test_query_credential_is_added_and_masked_in_the_echo(world: World, runtime: Runtime) -> None:
+    """An API key in the query string arrives; the echoed query shows it masked, and a snippet's own parameter of
+    the same name does not replace it."""
+    before = len(world.recorder.requests)
+    event = {"connection": "query", "method": "GET", "path": "/notes", "params": {"api_key": "mine", "q": "x"}}
+    result = runtime.run("acme", CALL, event=event)
+    assert result.ok, result.error
+
+    assert world.recorder.requests[before].query == {"api_key": SECRET, "q": "x"}
+    assert result.value["echo"]["query"] == {"api_key": "****", "q": "x"}
+    _assert_never_leaks(world, result.to_json(), result.run_id, SECRET)
+
+
+def test_a_redirect_within_the_allowed_prefixes_is_followed(world: World, runtime: Runtime) -> None:
+    """/redirect?to=/notes/1 is followed (with the credential, on the same origin); the echo comes from /notes/1."""
+    before = len(world.recorder.requests)
+    event = {"method": "GET", "path": "/redirect", "params": {"to": f"/notes/1?k={SECRET}"}}
+    result = runtime.run("acme", CALL, event=event)
+    assert result.ok, result.error
+
+    assert [r.path for r in world.recorder.requests[before:]] == ["/redirect", "/notes/1"]
+    assert result.value["echo"]["path"] == "/notes/1"
+    _assert_never_leaks(world, result.to_json(), result.run_id, SECRET)
+
+
+@pytest.mark.parametrize(
+    ("event", "message", "reached"),
+    [
+        ({"method": "GET", "path": "http://evil.example/notes"}, "is not a path under the connection's base URL", []),
+        ({"method": "GET", "path": "//evil.example/notes"}, "is not a path under the connection's base URL", []),
+        ({"method": "GET", "path": "/admin"}, "Path '/admin' is not allowed by this connection", []),
+        ({"method": "GET", "path": "/notesX"}, "is not allowed by this connection", []),
+        ({"method": "GET", "path": "/notes/../admin"}, "'.' or '..' segments", []),
+        ({"method": "GET", "path": "/notes/%2e%2e/admin"}, "'.' or '..' segments", []),
+        ({"method": "DELETE", "path": "/notes/1"}, "Method DELETE is not allowed by this connection", []),
+        ({"method": "GET", "path": "/notes", "headers": {"Authorization": "Bearer x"}}, "'Authorization' header", []),
+        ({"method": "GET", "path": "/notes", "connection": "nope"}, "no HTTP connection named 'nope'", []),
+        (
+            {"method": "GET", "path": "/redirect", "params": {"to": "/admin"}},
+            "outside this connection's base URL and allowed prefixes; the redirect was not followed",
+            ["/redirect"],
+        ),
+        (
+            {"method": "GET", "path": "/redirect", "params": {"to": f"http://localhost:1/notes/{SECRET}"}},
+            "the redirect was not followed",
+            ["/redirect"],
+        ),
+    ],
+)
+def test_what_the_connection_does_not_allow_is_refused(
+    world: World, runtime: Runtime, event: dict[str, object], message: str, reached: list[str]
+) -> None:
+    """Another host, another prefix, dot segments, a disallowed method, the credential header, an unknown name and
+    a redirect elsewhere are refused with a clear error; only what is listed reached the API, and nothing leaks."""
+    before = len(world.recorder.requests)
+    result = runtime.run("acme", CALL, event=event)
+
+    assert not result.ok
+    assert result.error is not None
+    assert result.error.type == "EgressDeniedError"
+    assert message in result.error.message
+    assert [r.path for r in world.recorder.requests[before:]] == reached
+    _assert_never_leaks(world, result.to_json(), result.run_id, SECRET)
+
+
+def test_another_tenant_and_a_twilio_name_are_not_found(world: World, runtime: Runtime) -> None:
+    """globex cannot use acme's connection: the name is looked up in the run's tenant only."""
+    result = runtime.run("globex", CALL, event={"method": "GET", "path": "/notes"})
+    assert result.error is not None
+    assert "no HTTP connection named 'crm'" in result.error.message
+
+
+def test_a_private_address_reached_through_dns_is_refused_before_connecting(world: World) -> None:
+    """A name that resolves to 10.x or 127.x is refused by the pinned transport before any connection is made
+    (the resolver is injected: no packet leaves); a public base URL may not be a private literal either."""
+    asked: list[tuple[str, int]] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        return {"intranet.example": ["10.1.2.3"], "sneaky.example": ["93.184.216.34", "127.0.0.1"]}[host]
+
+    for host in ("intranet.example", "sneaky.example"):
+        profile = HttpProfile(base_url=f"https://{host}/api", auth="bearer", secret=SECRET)
+        with pytest.raises(EgressDeniedError, match="resolves to non-public"):
+            send(profile.validate(), HttpRequest(method="GET", path="/x"), resolver=resolver)
+    assert asked == [("intranet.example", 443), ("sneaky.example", 443)]
+
+    broker = EgressBroker(ConnectionStore(world.engine, world.keyring), resolver=resolver)
+    session = broker.session("acme")
+    profile = HttpProfile(base_url="https://intranet.example", auth="bearer", secret=SECRET)
+    answers = RunHttpRequests(lambda name: profile, session)
+    with pytest.raises(EgressDeniedError, match=r"non-public 10\.1\.2\.3") as refused:
+        answers.answer({"connection": "x", "method": "GET", "path": "/"})
+    assert SECRET not in str(refused.value)
+
+    with pytest.raises(InvalidConnectionError, match="only a connection marked --local-test-target"):
+        HttpProfile(base_url="https://127.0.0.1:8443", auth="bearer", secret=SECRET).validate()
+
+
+def test_the_secret_is_masked_in_response_headers_and_errors(world: World) -> None:
+    """An API that echoes the credential in a header hands back only its masked form; an error naming a URL that
+    carries a query credential is masked too."""
+
+    async def leaky(request: Request) -> Response:
+        return JSONResponse({"seen": request.headers.get("authorization")}, headers={"X-Request-Id": request.headers[
+            "authorization"]})  # fmt: skip
+
+    app = Starlette(routes=[Route("/{path:path}", leaky)])
+    with uvicorn_in_thread(app, name="leaky") as port:
+        answer = send(
+            HttpProfile(base_url=f"http://127.0.0.1:{port}", auth="bearer", secret=SECRET, local_test_target=True),
+            HttpRequest(method="GET", path="/x"),
+        )
+    assert answer.headers["x-request-id"] == "Bearer ****"
+    assert json.loads(answer.text) == {"seen": "Bearer ****"}
+
+    closed = HttpProfile(base_url="http://127.0.0.1:9", auth="query:key", secret=SECRET, local_test_target=True)
+    with pytest.raises(EgressDeniedError) as failed:
+        send(closed, HttpRequest(method="GET", path="/x"), timeout_seconds=2)
+    assert all(form not in str(failed.value) for form in _forms(SECRET))
+
+
+def test_a_run_may_make_only_its_request_limit(world: World) -> None:
+    """The session's request limit caps a run's HTTP requests (the host refuses the next before sending)."""
+    broker = EgressBroker(ConnectionStore(world.engine, world.keyring))
+    profile = world.profile("bearer", SECRET, prefixes=("/notes",))
+    answers = RunHttpRequests(lambda name: profile, broker.session("acme", max_requests=2))
+    before = len(world.recorder.requests)
+    for _ in range(2):
+        assert answers.answer({"connection": "crm", "method": "GET", "path": "/notes"})["status"] == 200
+    with pytest.raises(QuotaExceededError, match="at most 2 HTTP requests"):
+        answers.answer({"connection": "crm", "method": "GET", "path": "/notes"})
+    assert len(world.recorder.requests) == before + 2

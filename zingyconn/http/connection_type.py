@@ -1,0 +1,33 @@
+"""HTTP APIs as a connection type: the registry's entry (:mod:`zingyconn.connection_types`) for ``type = "http"``.
+
+Light on purpose: the profile and the quota are plain Python; the host-side sender (``httpcore``) and the child-side
+client are named by path and load when a run or ``connections test`` uses them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from zingyconn.connection_types import ConnectionType
+from zingyconn.egress.protocol import OP_HTTP_REQUEST
+from zingyconn.http.profile import CONNECTION_TYPE as TYPE_NAME
+from zingyconn.http.profile import HttpProfile
+from zingyconn.http.rules import HTTP_BUCKET, HTTP_WRITES, quota_rates, quota_variable
+
+#: The run context key an HTTP connection directory would use. A run's context carries only the channel type's
+#: directory (Twilio's), so ``zingyConn.http(name)`` learns whether *name* exists from its first request's answer.
+DIRECTORY_CONTEXT_KEY: Final = "http_connections"
+
+CONNECTION_TYPE: Final = ConnectionType(
+    name=TYPE_NAME,
+    load_profile=HttpProfile.from_json,
+    writes=HTTP_WRITES,
+    quota_rates=quota_rates,
+    quota_variable=quota_variable,
+    other_writes=HTTP_BUCKET,
+    host_client="zingyconn.http.client:connection_client",
+    commands=None,
+    verify="zingyconn.http.broker:check_connection",
+    directory_context_key=DIRECTORY_CONTEXT_KEY,
+    run_operations={OP_HTTP_REQUEST: "zingyconn.http.broker:RunHttpRequests"},
+)
