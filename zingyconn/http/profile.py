@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -216,6 +216,30 @@ class HttpProfile:
             "allowed_prefixes": list(self.allowed_prefixes),
             "local_test_target": self.local_test_target,
         }
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        base_url: str,
+        auth: str,
+        secret: str,
+        methods: Iterable[str] = (),
+        prefixes: Iterable[str] = (),
+        local_test_target: bool = False,
+    ) -> HttpProfile:
+        """Build a profile from what an operator typed (CLI options, console fields): items stripped, methods in
+        upper case, comma-separated items split, the defaults for empty lists. Call :meth:`validate` on it."""
+        method_list = [item.strip().upper() for text in methods for item in text.split(",") if item.strip()]
+        prefix_list = [item.strip() for text in prefixes for item in text.split(",") if item.strip()]
+        return cls(
+            base_url=base_url.strip(),
+            auth=auth.strip(),
+            secret=secret,
+            allowed_methods=tuple(method_list) or DEFAULT_METHODS,
+            allowed_prefixes=tuple(prefix_list) or ("/",),
+            local_test_target=local_test_target,
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> HttpProfile:
