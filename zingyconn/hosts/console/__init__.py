@@ -91,6 +91,12 @@ def create_console(state: ConsoleState, *, admin_token: str | None, https_only: 
             name="console_connection_save",
         ),
         Route(
+            "/t/{tenant}/connections/http/save",
+            connections.http_connection_save,
+            methods=["POST"],
+            name="console_http_connection_save",
+        ),
+        Route(
             "/t/{tenant}/connections/{name}/test",
             connections.connection_test,
             methods=["POST"],

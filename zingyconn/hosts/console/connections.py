@@ -16,6 +16,7 @@ from zingyconn.hosts.bodies import parse_json
 from zingyconn.hosts.console import auth
 from zingyconn.hosts.console.outcome import Outcome, command_outcome, error_outcome
 from zingyconn.hosts.console.view import audit, flash, page, render, state_of, when
+from zingyconn.http.profile import HttpProfile
 from zingyconn.twilio.profile import TwilioProfile
 
 COMMAND_FIELDS: Final[Mapping[str, tuple[tuple[str, str, str, str], ...]]] = {
@@ -61,6 +62,7 @@ async def _connections_page(request: Request, tenant: str, values: Mapping[str, 
             "type": s.type,
             "account_sid": s.account_sid,
             "api_key": s.api_key,
+            "details": await run_in_threadpool(_details, store, tenant, s.name) if s.type != "twilio" else "",
             "updated": when(s.updated_at),
         }
         for s in summaries
@@ -74,8 +76,30 @@ async def _connections_page(request: Request, tenant: str, values: Mapping[str, 
         profile = await run_in_threadpool(_get_profile, store, tenant, edit_name)
         if profile is not None and not values:
             values = {"account_sid": profile.account_sid, "api_key": profile.api_key or ""}
-    context = {"tenant": tenant, "nav": "connections", "connections": rows, "editing": editing, "form": values}
+    context = {
+        "tenant": tenant,
+        "nav": "connections",
+        "connections": rows,
+        "editing": editing,
+        "form": values,
+    }
     return render(request, "connections.html", context, status_code=status)
+
+
+def _details(store: Any, tenant: str, name: str) -> str:
+    """An HTTP connection's row: its base URL, auth scheme, methods and prefixes (never the secret)."""
+    try:
+        profile = store.get(tenant, name)
+    except ZingyConnError:
+        return "(could not be opened)"
+    if not isinstance(profile, HttpProfile):
+        return ""
+    masked = profile.masked()
+    test_target = ", local test target" if profile.local_test_target else ""
+    return (
+        f"{masked['base_url']} ({masked['auth']}; {masked['allowed_methods']} under {masked['allowed_prefixes']}"
+        f"{test_target})"
+    )
 
 
 def _get_profile(store: Any, tenant: str, name: str) -> TwilioProfile | None:
@@ -114,13 +138,40 @@ async def connection_save(request: Request, tenant: str, form: FormData) -> Resp
 
 
 @page(nav="connections")
+async def http_connection_save(request: Request, tenant: str, form: FormData) -> Response:
+    """Add an HTTP connection (base URL, auth scheme, allowed methods and prefixes, write-only secret)."""
+    store = state_of(request).runtime.store
+    name = str(form.get("name") or "").strip()
+    values = {key: str(form.get(key) or "").strip() for key in ("base_url", "auth", "auth_name", "methods", "prefixes")}
+    scheme = values["auth"] if values["auth"] in ("bearer", "basic") else f"{values['auth']}:{values['auth_name']}"
+    try:
+        profile = HttpProfile.from_options(
+            base_url=values["base_url"],
+            auth=scheme,
+            secret=str(form.get("secret") or ""),
+            methods=[values["methods"]],
+            prefixes=[values["prefixes"]],
+            local_test_target=form.get("local_test_target") == "1",
+        )
+        await run_in_threadpool(store.put, tenant, name, profile)
+    except ZingyConnError as exc:
+        flash(request, "error", str(exc))
+        status = 400 if isinstance(exc, ValidationError) else 500
+        return await _connections_page(request, tenant, {f"http_{key}": value for key, value in values.items()},
+                                       status=status)  # fmt: skip
+    await audit(request, "connection.save", tenant=tenant, target=name, type="http")
+    flash(request, "ok", f"Saved HTTP connection {name!r}.")
+    return RedirectResponse(str(request.url_for("console_connections", tenant=tenant)), 303)
+
+
+@page(nav="connections")
 async def connection_test(request: Request, tenant: str, form: FormData) -> Response:
-    """Make one authenticated call with the connection and say whether Twilio accepted it."""
+    """Make one authenticated call with the connection and say whether the API accepted it."""
     name = request.path_params["name"]
     try:
         detail = await run_in_threadpool(state_of(request).runtime.test_connection, tenant, name)
         flash(request, "ok", f"Connection {name!r} works: {detail}")
-    except ZingyConnError as exc:
+    except (ZingyConnError, SandboxError) as exc:
         flash(request, "error", f"Connection {name!r} failed its test: {exc}")
     return RedirectResponse(str(request.url_for("console_connections", tenant=tenant)), 303)
 

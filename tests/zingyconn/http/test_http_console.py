@@ -1,0 +1,60 @@
+"""The console's connections page adds, lists and deletes HTTP connections, with CSRF and the audit trail, and
+never shows the secret back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.hosts.live_console import OPERATOR_TOKEN, Console, csrf_of, live_console, sign_in
+from zingyconn.hosts.console.auth import CSRF_FIELD
+
+SECRET = "console-s3cret/token+1"
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[Console]:
+    """A live server with the console."""
+    with live_console(tmp_path) as live:
+        yield live
+
+
+def test_http_connections_are_added_listed_and_deleted(console: Console) -> None:
+    """A post without its CSRF token changes nothing; a bad base URL is a 400 naming it; the saved connection is
+    listed with its base URL and scheme but never its secret; save and delete are audited."""
+    form = {
+        "name": "crm",
+        "base_url": "https://api.crm.example/v1",
+        "auth": "header",
+        "auth_name": "X-Api-Key",
+        "methods": "get, post",
+        "prefixes": "/contacts, /notes",
+        "secret": SECRET,
+    }
+    with console.browser() as browser:
+        sign_in(browser, OPERATOR_TOKEN)
+        page = browser.get("/console/t/acme/connections")
+        assert "Add an HTTP connection" in page.text
+        forged = browser.post("/console/t/acme/connections/http/save", data=form)
+        assert forged.status_code == 403
+        csrf = {CSRF_FIELD: csrf_of(page.text)}
+        bad = browser.post("/console/t/acme/connections/http/save", data={**form, **csrf, "base_url": "http://x"})
+        assert bad.status_code == 400
+        assert "base_url must be an https:// URL" in bad.text
+        assert SECRET not in bad.text
+        saved = browser.post("/console/t/acme/connections/http/save", data={**form, **csrf})
+        assert saved.status_code == 303
+        listed = browser.get("/console/t/acme/connections").text
+        assert "https://api.crm.example/v1 (header:X-Api-Key; GET,POST under /contacts,/notes)" in listed
+        assert SECRET not in listed
+        gone = browser.post("/console/t/acme/connections/crm/delete", data=csrf)
+        assert gone.status_code == 303
+        assert "api.crm.example" not in browser.get("/console/t/acme/connections").text
+
+    events = json.loads(console.cli("audit", "list", "--tenant", "acme", "--json"))
+    actions = [(e["action"], e["target"]) for e in reversed(events) if e["action"].startswith("connection.")]
+    assert actions == [("connection.save", "crm"), ("connection.delete", "crm")]
+    assert SECRET not in json.dumps(events)
