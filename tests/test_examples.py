@@ -21,10 +21,13 @@ from twilio.rest import Client
 from sandbox import compile_snippet
 from sandbox.supervisor import Sandbox
 from tests.emulator import MAGIC_SENDER, Emulator, check_response, running_emulator
+from tests.servers import uvicorn_in_thread
 from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
-from zingyconn.hosts.demo import DEMO_TENANT, seed
+from zingyconn.hosts.demo import DEMO_NOTES_TOKEN, DEMO_TENANT, seed, seed_notes_connection
+from zingyconn.http.echo import EchoRecorder
+from zingyconn.http.echo import create_app as create_echo_app
 from zingyconn.runtime import SNIPPET_ENVIRONMENT, MaskedRunResult, Runtime
 from zingyconn.secrets.keyring import Keyring
 from zingyconn.secrets.masking import MASK
@@ -45,6 +48,7 @@ EXERCISED = {
     "direct_client",
     "keyword_router",
     "nightly_digest",
+    "post_note",
     "redact_old_messages",
     "status_callback_logger",
     "video_token",
@@ -310,3 +314,28 @@ def test_video_token_mints_a_room_token_from_tenant_variables(world: World) -> N
     assert (default.value["identity"], default.value["room"]) == ("guest", "support-42")
     stored = world.runtime.history.get(DEMO_TENANT, asked.run_id)
     assert DEFAULT_API_SECRET not in json.dumps([asked.to_json(), stored.to_json()])
+
+
+# --- post note ---------------------------------------------------------------------------------------------------
+
+
+def test_post_note_posts_json_to_the_echo_api_with_the_token_it_never_sees(world: World) -> None:
+    """The demo's notes connection (the echo API, bearer token) receives the note and the token; the snippet sees
+    the token only masked, and the run's history does not hold it."""
+    recorder = EchoRecorder()
+    with uvicorn_in_thread(create_echo_app(recorder), name="echo") as port:
+        seed_notes_connection(world.runtime.store, f"http://127.0.0.1:{port}")
+        result = world.run("post_note", {"text": "Refund approved", "customer": CUSTOMER})
+
+    assert [(r.method, r.path, r.headers["authorization"]) for r in recorder.requests] == [
+        ("POST", "/notes", f"Bearer {DEMO_NOTES_TOKEN}")
+    ]
+    assert json.loads(recorder.requests[0].body) == {"text": "Refund approved", "customer": CUSTOMER}
+    assert result.value == {
+        "posted": True,
+        "status": 200,
+        "note": {"text": "Refund approved", "customer": CUSTOMER},
+        "auth": f"Bearer {MASK}",
+    }
+    stored = world.runtime.history.get(DEMO_TENANT, result.run_id)
+    assert DEMO_NOTES_TOKEN not in json.dumps([result.to_json(), stored.to_json()])

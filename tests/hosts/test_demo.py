@@ -28,6 +28,7 @@ from zingyconn.hosts.demo import (
     API_TOKEN_FILE,
     DEMO_CONNECTION,
     DEMO_HOOKS,
+    DEMO_NOTES_CONNECTION,
     DEMO_SCRIPTS,
     DEMO_TENANT,
     admin_token,
@@ -36,6 +37,7 @@ from zingyconn.hosts.demo import (
     examples_dir,
     seed,
 )
+from zingyconn.http.profile import HttpProfile
 from zingyconn.secrets.keyring import Keyring
 from zingyconn.secrets.store import ConnectionStore
 from zingyconn.secrets.tokens import TokenStore
@@ -172,11 +174,11 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def run_demo(during: Callable[[str], None]) -> tuple[Result, BaseException | None]:
+def run_demo(during: Callable[[str], None], *, echo_port: int = 0) -> tuple[Result, BaseException | None]:
     """Run ``zingyconn demo`` in this process; once it listens, call *during(base_url)*, then send SIGINT."""
     port = free_port()
     emulator_port = free_port()
-    while emulator_port == port:
+    while emulator_port in (port, echo_port):
         emulator_port = free_port()
     failures: list[BaseException] = []
     finished = threading.Event()
@@ -197,7 +199,8 @@ def run_demo(during: Callable[[str], None]) -> tuple[Result, BaseException | Non
     try:
         driver = threading.Thread(target=drive, daemon=True)
         driver.start()
-        result = CliRunner().invoke(main, ["demo", "--port", str(port), "--emulator-port", str(emulator_port)])
+        ports = ["--port", str(port), "--emulator-port", str(emulator_port), "--echo-port", str(echo_port)]
+        result = CliRunner().invoke(main, ["demo", *ports])
         finished.set()
         driver.join(timeout=PATIENCE_SECONDS)
     finally:
@@ -237,6 +240,12 @@ def test_demo_answers_round_trips_an_sms_and_stops_cleanly(settings: Settings) -
         _eventually(lambda: "delivered" in statuses(), "the 'delivered' status callback")
         assert statuses() == ["delivered", "sending", "sent"]
         assert "auto-reply" in console_page(base_url, admin_token(settings)[0], "/console/t/demo/hooks")
+        engine = create_engine(settings.db_url)
+        notes = ConnectionStore(engine, Keyring.from_settings(settings)).get(DEMO_TENANT, DEMO_NOTES_CONNECTION)
+        engine.dispose()
+        assert isinstance(notes, HttpProfile)
+        assert notes.local_test_target
+        assert httpx.get(f"{notes.base_url}/_echo/requests").json() == []  # the echo API the connection names
 
     result, failure = run_demo(during)
 
@@ -262,16 +271,17 @@ def test_second_start_reuses_the_data(settings: Settings) -> None:
         assert sent.json()["ok"], sent.text
         client_url.append(base_url)
 
-    first, failure = run_demo(send)
+    echo_port = free_port()  # the same both times: the notes connection then points at the same echo API
+    first, failure = run_demo(send, echo_port=echo_port)
     assert failure is None, failure
-    second, failure = run_demo(lambda _: None)
+    second, failure = run_demo(lambda _: None, echo_port=echo_port)
     assert failure is None, failure
 
     login = admin_token(settings)[0]
     assert first.exit_code == second.exit_code == 0, second.output
     assert login in first.output
     assert login in second.output
-    assert f"Tenant {DEMO_TENANT!r}: nothing to add; kept 6 existing" in second.output
+    assert f"Tenant {DEMO_TENANT!r}: nothing to add; kept 8 existing" in second.output
     assert "messages kept: 1" in second.output
 
 

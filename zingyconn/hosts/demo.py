@@ -18,6 +18,7 @@ from typing import Final
 from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.errors import ConfigurationError, DecryptionError, NotFoundError
+from zingyconn.http.profile import HttpProfile
 from zingyconn.secrets.keyring import KEY_FILE_NAME
 from zingyconn.secrets.store import ConnectionStore
 from zingyconn.secrets.tokens import TokenStore
@@ -34,6 +35,11 @@ DEMO_AUTH_TOKEN: Final = DEFAULT_AUTH_TOKEN
 DEMO_SENDER: Final = "+15005550006"
 DEMO_RECIPIENT: Final = "+15558675310"
 
+#: The demo's HTTP connection: the local echo API (``zingyconn.http.echo``) on loopback, hence a local test target,
+#: with a bearer token that only that echo API ever receives (public, like the emulator's credentials).
+DEMO_NOTES_CONNECTION: Final = "notes"
+DEMO_NOTES_TOKEN: Final = "demo-notes-token-for-the-local-echo-api"  # noqa: S105  # public demo value
+
 #: Hooks of the demo tenant: (name, example file, connection that verifies X-Twilio-Signature or None).
 #: auto-reply and keyword-router take unsigned requests so that the printed curl works; status-log is called
 #: by the emulator, which signs its callbacks with the demo account's Auth Token, so it checks signatures.
@@ -46,6 +52,7 @@ DEMO_HOOKS: Final = (
 DEMO_SCRIPTS: Final = (
     ("nightly-digest", "nightly_digest.py", "0 7 * * *"),
     ("redact-old", "redact_old_messages.py", None),
+    ("post-note", "post_note.py", None),
 )
 
 #: Files the demo keeps in the data directory. The token files hold credentials: created with mode 0600.
@@ -125,13 +132,18 @@ def api_token(settings: Settings, tokens: TokenStore) -> tuple[str, bool]:
     )
 
 
-def seed(store: ConnectionStore, catalog: Catalog, *, examples: Path) -> list[Seeded]:
+def seed(
+    store: ConnectionStore, catalog: Catalog, *, examples: Path, notes_base_url: str | None = None
+) -> list[Seeded]:
     """Add the demo tenant's connection, hooks and scripts where they are missing; keep what is there.
 
     The connection holds the emulator's default account. A stored connection that can no longer be decrypted
-    (the key file was deleted, the store kept) is sealed again with the current key.
+    (the key file was deleted, the store kept) is sealed again with the current key. With *notes_base_url* (where
+    the demo serves the echo API), the HTTP connection ``notes`` is added too, or re-pointed there.
     """
     done = [_seed_connection(store)]
+    if notes_base_url is not None:
+        done.append(seed_notes_connection(store, notes_base_url))
     for name, file, verify_with in DEMO_HOOKS:
         try:
             catalog.get_hook(DEMO_TENANT, name)
@@ -157,6 +169,26 @@ def _seed_connection(store: ConnectionStore) -> Seeded:
         store.put(DEMO_TENANT, DEMO_CONNECTION, TwilioProfile(account_sid=DEMO_ACCOUNT_SID, secret=DEMO_AUTH_TOKEN))
         return Seeded("connection", DEMO_CONNECTION, is_added=True)
     return Seeded("connection", DEMO_CONNECTION, is_added=False)
+
+
+def seed_notes_connection(store: ConnectionStore, base_url: str) -> Seeded:
+    """Add the HTTP connection ``notes`` to the echo API at *base_url*, or re-point it there (the port may change)."""
+    try:
+        current = store.get(DEMO_TENANT, DEMO_NOTES_CONNECTION)
+    except (NotFoundError, DecryptionError):
+        current = None
+    if isinstance(current, HttpProfile) and current.base_url == base_url:
+        return Seeded("connection", DEMO_NOTES_CONNECTION, is_added=False)
+    profile = HttpProfile(
+        base_url=base_url,
+        auth="bearer",
+        secret=DEMO_NOTES_TOKEN,
+        allowed_methods=("GET", "POST"),
+        allowed_prefixes=("/notes",),
+        local_test_target=True,
+    )
+    store.put(DEMO_TENANT, DEMO_NOTES_CONNECTION, profile)
+    return Seeded("connection", DEMO_NOTES_CONNECTION, is_added=True)
 
 
 def display_db_url(settings: Settings) -> str:

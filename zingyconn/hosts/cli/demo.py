@@ -33,6 +33,7 @@ from zingyconn.hosts.cli.listening import bind_port
 from zingyconn.hosts.demo import (
     DEMO_ACCOUNT_SID,
     DEMO_CONNECTION,
+    DEMO_NOTES_CONNECTION,
     DEMO_RECIPIENT,
     DEMO_SENDER,
     DEMO_TENANT,
@@ -45,6 +46,8 @@ from zingyconn.hosts.demo import (
     seed,
 )
 from zingyconn.hosts.logs import configure_logging
+from zingyconn.http.echo import EchoRecorder
+from zingyconn.http.echo import create_app as create_echo_app
 from zingyconn.secrets.keyring import Keyring
 from zingyconn.secrets.tokens import TokenStore
 from zingyconn.twilio.emulator import EmulatorState, open_state_file
@@ -148,7 +151,9 @@ def send_curl(base_url: str, token: str) -> str:
     return shlex.join(["curl", "-s", url, *headers, "-H", "Content-Type: application/json", "-d", json.dumps(inputs)])
 
 
-def _welcome(console: Console, settings: Settings, *, base_url: str, admin: tuple[str, str], token: str) -> None:
+def _welcome(
+    console: Console, settings: Settings, *, base_url: str, admin: tuple[str, str], token: str, echo_url: str
+) -> None:
     console.print()
     console.print(f"[bold green]zingyconn demo is running[/] on {base_url}  (press Ctrl-C to stop)")
     console.print()
@@ -161,6 +166,11 @@ def _welcome(console: Console, settings: Settings, *, base_url: str, admin: tupl
     console.print()
     console.print("[bold]Send an SMS through the emulator[/] (its status callbacks run the status-log hook):")
     console.print(send_curl(base_url, token), markup=False)
+    console.print()
+    console.print(f"[bold]Post a note through the HTTP connection {DEMO_NOTES_CONNECTION!r}[/] (the local echo API on "
+                  f"{echo_url}; the host adds its token):")  # fmt: skip
+    console.print(f"  zingyconn run examples/post_note.py --tenant {DEMO_TENANT}", markup=False)
+    console.print(f"  curl -s {echo_url}/_echo/requests   (what the echo API received)", markup=False)
     console.print()
     console.print("[bold]Where the data lives[/]")
     table = Table.grid(padding=(0, 2))
@@ -178,12 +188,16 @@ def _welcome(console: Console, settings: Settings, *, base_url: str, admin: tupl
 @click.option(
     "--emulator-port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Emulator port (0: any)."
 )
-def demo(port: int, emulator_port: int) -> None:
-    """Run everything locally: store, Twilio emulator, demo tenant, server, console.
+@click.option(
+    "--echo-port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Echo API port (0: any)."
+)
+def demo(port: int, emulator_port: int, echo_port: int) -> None:
+    """Run everything locally: store, Twilio emulator, echo API, demo tenant, server, console.
 
-    Needs no configuration: it creates the store and key file, starts the emulator, seeds tenant 'demo' with a
-    connection, the example hooks and scripts, and serves webhooks, the console and background tasks. Data lives
-    in ZINGYCONN_DATA_DIR (default ./.zingyconn) and is reused by the next start. Ctrl-C stops.
+    Needs no configuration: it creates the store and key file, starts the emulator and a local echo API, seeds
+    tenant 'demo' with a Twilio connection, an HTTP connection to the echo API ('notes'), the example hooks and
+    scripts, and serves webhooks, the console and background tasks. Data lives in ZINGYCONN_DATA_DIR (default
+    ./.zingyconn) and is reused by the next start. Ctrl-C stops.
     """
     # soft_wrap: printed commands must stay on one line to be copied, whatever the terminal width.
     console = Console(highlight=False, soft_wrap=True)
@@ -196,6 +210,9 @@ def demo(port: int, emulator_port: int) -> None:
         stack.callback(web_socket.close)
         emulator_socket = bind_port(HOST, emulator_port, option="--emulator-port")
         stack.callback(emulator_socket.close)
+        echo_socket = bind_port(HOST, echo_port, option="--echo-port")
+        stack.callback(echo_socket.close)
+        echo_url = f"http://{HOST}:{echo_socket.getsockname()[1]}"
         base_url = f"http://{HOST}:{web_socket.getsockname()[1]}"
         settings = dataclasses.replace(settings, twilio_base_url=f"http://{HOST}:{emulator_socket.getsockname()[1]}")
         notes: list[str] = []
@@ -214,12 +231,18 @@ def demo(port: int, emulator_port: int) -> None:
         kept_messages = len(state.messages(DEMO_ACCOUNT_SID))
         console.print(f"[green]✓[/] Twilio emulator on {settings.twilio_base_url} (messages kept: {kept_messages})")
 
+        with console.status("Starting the echo API…"):
+            echo = _start("echo API", create_echo_app(EchoRecorder()), echo_socket)
+            servers.append(echo)
+            stack.callback(_stop, echo)
+        console.print(f"[green]✓[/] Echo API on {echo_url} (stands in for a third-party API)")
+
         from zingyconn.runtime import Runtime  # heavy: imported only when the demo really starts
 
         runtime = Runtime(settings, engine=engine, keyring=keyring)
         stack.callback(runtime.close)
         with console.status(f"Seeding tenant {DEMO_TENANT!r}…"):
-            seeded = seed(runtime.store, Catalog(engine), examples=examples_dir())
+            seeded = seed(runtime.store, Catalog(engine), examples=examples_dir(), notes_base_url=echo_url)
             admin = admin_token(settings)
             token, _ = api_token(settings, TokenStore(engine))
         added = [f"{item.kind} {item.name}" for item in seeded if item.is_added]
@@ -240,7 +263,7 @@ def demo(port: int, emulator_port: int) -> None:
             stack.callback(_stop, web)
         console.print(f"[green]✓[/] Server on {base_url} (webhooks, /console, background tasks)")
 
-        _welcome(console, settings, base_url=base_url, admin=admin, token=token)
+        _welcome(console, settings, base_url=base_url, admin=admin, token=token, echo_url=echo_url)
         _wait(stop, servers)
         console.print("\nStopping…")
     console.print("Stopped.")
