@@ -21,10 +21,12 @@ from tests.servers import uvicorn_in_thread
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
 from zingyconn.egress.broker import EgressBroker
+from zingyconn.egress.ratelimit import SqlRateLimiter
 from zingyconn.errors import InvalidConnectionError
 from zingyconn.http.broker import HttpRequest, RunHttpRequests, send
 from zingyconn.http.echo import EchoRecorder, create_app
 from zingyconn.http.profile import HttpProfile
+from zingyconn.http.rules import DEFAULT_HTTP_RATE
 from zingyconn.runtime import Runtime
 from zingyconn.schema import runs
 from zingyconn.secrets.keyring import Keyring
@@ -277,3 +279,22 @@ def test_a_run_may_make_only_its_request_limit(world: World) -> None:
     with pytest.raises(QuotaExceededError, match="at most 2 HTTP requests"):
         answers.answer({"connection": "crm", "method": "GET", "path": "/notes"})
     assert len(world.recorder.requests) == before + 2
+
+
+def test_a_tenant_may_make_only_its_quota_of_requests(world: World) -> None:
+    """The tenant's token bucket (shared by its runs) refuses the request after a burst, before sending it (the
+    bucket's clock stands still, so nothing refills while the burst is spent)."""
+    limiter = SqlRateLimiter(world.engine, clock=lambda: 1_000_000.0)
+    broker = EgressBroker(ConnectionStore(world.engine, world.keyring), rate_limiter=limiter)
+    profile = world.profile("bearer", SECRET, prefixes=("/notes",))
+    before = len(world.recorder.requests)
+    burst = DEFAULT_HTTP_RATE.burst
+    for _ in range(2):  # two runs of one tenant share the bucket
+        answers = RunHttpRequests(lambda name: profile, broker.session("quota-tenant", max_requests=burst))
+        for _request in range(burst // 2):
+            answers.answer({"connection": "crm", "method": "GET", "path": "/notes"})
+    with pytest.raises(QuotaExceededError, match="per tenant"):
+        RunHttpRequests(lambda name: profile, broker.session("quota-tenant")).answer(
+            {"connection": "crm", "method": "GET", "path": "/notes"}
+        )
+    assert len(world.recorder.requests) == before + burst
