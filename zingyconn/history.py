@@ -54,6 +54,10 @@ _RECORDED_COLUMNS: Final = (
     "result", "stdout", "logs", "error", "egress", "source", "stored_bytes", "version",
 )  # fmt: skip
 #: The fields whose size counts, and is capped.
+#: What a NUL character in a text column is stored as. Threat: PostgreSQL text cannot hold NUL, so a snippet that
+#: printed ``"\x00"`` made recording its run fail: the run went unrecorded and its task was retried as the platform's
+#: fault, running the snippet again.
+NUL_REPLACEMENT: Final = "\ufffd"
 _PAYLOAD_FIELDS: Final = ("event", "result", "stdout", "logs", "error", "egress", "source")
 
 _LOGGER: Final = logging.getLogger(__name__)
@@ -250,11 +254,11 @@ class RunHistory:
             "duration_ms": duration_ms,
             "event": event,
             "result": result,
-            "stdout": stdout,
+            "stdout": stdout.replace("\x00", NUL_REPLACEMENT),
             "logs": list(logs),
             "error": error,
             "egress": list(egress),
-            "source": source,
+            "source": None if source is None else source.replace("\x00", NUL_REPLACEMENT),
             "version": version,
         }
         size = self._bound(values)

@@ -9,6 +9,7 @@ Nothing here leaves the machine: every server binds 127.0.0.1, and the real-Twil
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -683,3 +684,19 @@ def test_emulator_mode_reaches_nothing_but_the_emulator(world: World) -> None:
         with pytest.raises(EgressDeniedError):
             session.request(OP_HTTP, {"method": "GET", "url": url, "connection": "main"})
     broker.close()
+
+
+@pytest.mark.postgres
+def test_a_nul_in_printed_output_is_recorded_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    """A snippet printing NUL made recording fail on PostgreSQL (the run unrecorded, its task retried as our fault)."""
+    env = {
+        "ZINGYCONN_DATA_DIR": str(tmp_path),
+        "ZINGYCONN_DB_URL": postgres_url,
+        "ZINGYCONN_QUEUE_URL": "",
+        "ZINGYCONN_TWILIO_BASE_URL": "",
+        "ZINGYCONN_KEYS": "k1:" + base64.b64encode(bytes(32)).decode(),
+    }
+    with Runtime(Settings.from_env(env)) as runtime:
+        result = runtime.run("acme", "print('a\\x00b')\nreturn 'printed'", kind="task")
+        assert result.value == "printed"
+        assert runtime.history.get("acme", result.run_id).stdout == "a\ufffdb\n"

@@ -83,3 +83,22 @@ def test_list_filters_orders_and_scopes_by_tenant(engine: sa.Engine) -> None:
     with pytest.raises(NotFoundError):
         history.get("globex", ids[0])
     assert history.purge(older_than_seconds=999.5) == 1  # started_at 0.0 only
+
+
+def test_a_nul_in_printed_output_or_source_is_recorded(engine: sa.Engine) -> None:
+    """PostgreSQL text cannot hold NUL: a snippet printing one is still recorded, the NUL shown as U+FFFD."""
+    history = RunHistory(engine)
+    run_id = new_run_id()
+    history.record(
+        run_id=run_id,
+        tenant="acme",
+        kind="task",
+        status="ok",
+        started_at=100.0,
+        duration_ms=1.0,
+        stdout="a\x00b\n",
+        source="print('a\x00b')",
+    )
+    stored = history.get("acme", run_id)
+    assert stored.stdout == "a\ufffdb\n"
+    assert stored.source == "print('a\ufffdb')"
