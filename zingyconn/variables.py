@@ -97,6 +97,8 @@ class TenantVariables:
         validate_variable_name(name)
         if not isinstance(value, str):
             raise ValidationError(f"Variable {name!r} must be a string, not {type(value).__name__}.", field="value")
+        if "\x00" in value:  # PostgreSQL text cannot hold it: refused here with a message, not by the database
+            raise ValidationError(f"Variable {name!r} was not set: its value contains a NUL character.", field="value")
         now = self._clock()
         key = (tenant_vars.c.tenant == tenant) & (tenant_vars.c.name == name)
         with self._engine.begin() as conn:  # read-modify-write under the write lock: the caps hold across processes

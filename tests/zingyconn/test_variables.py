@@ -141,3 +141,13 @@ def test_the_count_cap_holds_for_concurrent_sets_on_postgresql(postgres_url: str
             done.result()
 
     assert len(writers[0].list("acme")) == MAX_VARIABLES_PER_TENANT
+
+
+@pytest.mark.postgres
+def test_a_nul_in_a_value_is_refused_with_a_message_on_postgresql(postgres_url: str) -> None:
+    """PostgreSQL text cannot hold NUL: the set is refused naming the value, not failed by the database."""
+    variables = TenantVariables(create_engine(postgres_url))
+    with pytest.raises(ValidationError, match="NUL") as refused:
+        variables.set("acme", "GREETING", "hi\x00there")
+    assert refused.value.field == "value"
+    assert variables.list("acme") == []
