@@ -201,6 +201,10 @@ DENIED = [
     ("POST", "preview.twilio.com", "/marketplace/InstalledAddOns"),
     ("POST", "preview.twilio.com", "/HostedNumbers/HostedNumberOrders"),
     ("POST", "api.twilio.com", f"{A}/SMS/ShortCodes/SC1.json"),
+    # Spellings that already held: a query string, a region without an edge, a dot-dot-semicolon segment.
+    ("POST", "api.twilio.com", f"{A}/Keys.json?FriendlyName=x"),
+    ("POST", "api.us1.twilio.com", f"{A}/Keys.json"),
+    ("POST", "api.twilio.com", f"{A}/Keys/..;/Keys"),
 ]
 
 
