@@ -13,7 +13,9 @@ Refusals raise :class:`~sandbox.errors.EgressDeniedError`; quotas raise :class:`
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -166,16 +168,87 @@ def send(
 ) -> HttpAnswer:
     """Send *request* with *profile*'s credential and return the answer with every form of the secret masked.
 
+    An ``oauth2`` connection's access token comes from the token cache (fetched when missing or about to expire);
+    when the API answers 401 to a cached token, a fresh one is fetched and the request sent once more.
+
     Raises:
-        EgressDeniedError: The method, the path, the address or a redirect was refused, or no answer came (its
-            subclasses say whether the request may have arrived); the message never holds the secret.
+        EgressDeniedError: The method, the path, the address or a redirect was refused, the token endpoint refused
+            the client, or no answer came (its subclasses say whether the request may have arrived); the message
+            never holds the secret nor the access token.
     """
     masker = Masker(profile.secrets())
     try:
-        return _send(profile, request, resolver, timeout_seconds, max_response_bytes, masker)
+        if profile.auth != "oauth2":
+            return _send(profile, request, resolver, timeout_seconds, max_response_bytes, masker, token=None)
+        token, fresh = access_token(profile, resolver=resolver, timeout_seconds=timeout_seconds)
+        masker = Masker([*profile.secrets(), token])
+        answer = _send(profile, request, resolver, timeout_seconds, max_response_bytes, masker, token=token)
+        if answer.status != 401 or fresh:
+            return answer
+        token, _ = access_token(profile, resolver=resolver, timeout_seconds=timeout_seconds, refresh=True)
+        masker = Masker([*profile.secrets(), token])
+        return _send(profile, request, resolver, timeout_seconds, max_response_bytes, masker, token=token)
     except EgressDeniedError as exc:
         exc.args = (masker.mask_text(str(exc)),)
         raise
+
+
+#: Access tokens of ``oauth2`` connections: (token URL, client id, client secret digest) -> (token, expiry on the
+#: monotonic clock). Process-wide, so the runs of one worker share a token until it is about to expire.
+_TOKENS: dict[tuple[str, str, str], tuple[str, float]] = {}
+_TOKENS_LOCK: Final = threading.Lock()
+
+#: A token is replaced this long before it expires, so that a request never leaves with one about to lapse.
+TOKEN_REFRESH_MARGIN_SECONDS: Final = 30.0
+#: A token's assumed lifetime when the endpoint names none, and the longest one is kept. Threat: a token revoked at
+#: the API but cached for days; a re-issued one is at most an hour away.
+DEFAULT_TOKEN_SECONDS: Final = 300.0
+MAX_TOKEN_SECONDS: Final = 3600.0
+#: Largest token endpoint answer read.
+MAX_TOKEN_RESPONSE_BYTES: Final = 64 * 1024
+
+
+def access_token(
+    profile: HttpProfile, *, resolver: Resolver, timeout_seconds: float, refresh: bool = False
+) -> tuple[str, bool]:
+    """Return *profile*'s OAuth 2 access token (cached, or fetched now) and whether it was fetched now.
+
+    Raises:
+        EgressDeniedError: The token endpoint was refused, did not answer, or answered without a token.
+    """
+    key = (profile.token_url or "", profile.client_id or "", hashlib.sha256(profile.secret.encode()).hexdigest())
+    with _TOKENS_LOCK:
+        cached = _TOKENS.get(key)
+    if cached is not None and not refresh and cached[1] - TOKEN_REFRESH_MARGIN_SECONDS > time.monotonic():
+        return cached[0], False
+    url = urlsplit(profile.token_url or "")
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    backend = PinnedBackend(resolver=resolver, allowed_origin=(host, port) if profile.local_test_target else None)
+    transport = HttpTransport(backend, max_response_bytes=MAX_TOKEN_RESPONSE_BYTES)
+    auth, body = profile.token_request()
+    headers = [("Host", url.netloc), ("Accept-Encoding", "identity"), ("Accept", "application/json"), *auth,
+               ("Content-Type", "application/x-www-form-urlencoded"), ("Content-Length", str(len(body)))]  # fmt: skip
+    try:
+        answer = transport.send("POST", profile.token_url or "", headers=headers, body=body,
+                                timeout_seconds=timeout_seconds)  # fmt: skip
+    finally:
+        transport.close()
+    try:
+        document = json.loads(answer.text) if answer.status == 200 else {}
+    except ValueError:
+        document = {}
+    token = document.get("access_token") if isinstance(document, dict) else None
+    if type(token) is not str or not token:
+        hint = " Check the client id and secret (connections add --replace)." if answer.status in (400, 401) else ""
+        raise EgressDeniedError(
+            f"The OAuth 2 token endpoint {url.scheme}://{url.netloc}{url.path} answered HTTP {answer.status} without "
+            f"an access token; the request was not sent.{hint}"
+        )
+    lifetime = document.get("expires_in")
+    seconds = float(lifetime) if isinstance(lifetime, int | float) and lifetime > 0 else DEFAULT_TOKEN_SECONDS
+    with _TOKENS_LOCK:
+        _TOKENS[key] = (token, time.monotonic() + min(seconds, MAX_TOKEN_SECONDS))
+    return token, True
 
 
 def _send(
@@ -185,6 +258,8 @@ def _send(
     timeout_seconds: float,
     max_response_bytes: int,
     masker: Masker,
+    *,
+    token: str | None,
 ) -> HttpAnswer:
     if request.method not in profile.allowed_methods:
         raise EgressDeniedError(
@@ -203,6 +278,8 @@ def _send(
             url = _url(profile, path, params)
             headers = [("Host", base.netloc), ("Accept-Encoding", "identity"), *request.headers]
             headers += [*profile.auth_headers(), ("Content-Length", str(len(body)))]
+            if token is not None:
+                headers.append(("Authorization", f"Bearer {token}"))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise EgressDeniedError(f"The request ran out of its {timeout_seconds:.1f} s.")

@@ -6,7 +6,10 @@ method and the path against the allowed lists, and adds the credential in the sc
 - ``bearer``: ``Authorization: Bearer <secret>``;
 - ``basic``: ``Authorization: Basic base64(<secret>)``, the secret being ``user:password``;
 - ``header:NAME``: ``NAME: <secret>`` (an API key in a header, ``header:X-Api-Key``);
-- ``query:NAME``: ``?NAME=<secret>`` appended to every request's query string.
+- ``query:NAME``: ``?NAME=<secret>`` appended to every request's query string;
+- ``oauth2``: OAuth 2 client credentials (RFC 6749 §4.4): the host posts :attr:`HttpProfile.client_id` and the
+  secret (the client secret) to :attr:`HttpProfile.token_url`, caches the access token until shortly before it
+  expires, and sends ``Authorization: Bearer <access token>`` (:mod:`zingyconn.http.broker`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from zingyconn.connection_types import basic_auth
 from zingyconn.errors import InvalidConnectionError
@@ -32,7 +35,7 @@ DEFAULT_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
 KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 #: The auth schemes a connection may use (``header:`` and ``query:`` take a name).
-AUTH_SCHEMES: Final = ("bearer", "basic", "header:NAME", "query:NAME")
+AUTH_SCHEMES: Final = ("bearer", "basic", "header:NAME", "query:NAME", "oauth2")
 
 #: Request headers the credential may not be carried in. Threat: a header the HTTP layer itself sets (``Host``,
 #: ``Content-Length``) would let the credential retarget or smuggle the request.
@@ -66,6 +69,9 @@ class HttpProfile:
         local_test_target: The one switch that lets the base URL be a loopback or private address (a local echo
             server, a test API). Threat it guards: without it, a base URL or a DNS answer pointing inside the
             network (cloud metadata, an admin port) is refused before any connection is made.
+        token_url: ``oauth2`` only: the token endpoint (on the base URL's origin for a local test target).
+        client_id: ``oauth2`` only: the client id (not a secret); the secret is the client secret.
+        scope: ``oauth2`` only: the scope asked for, or ``None``.
     """
 
     base_url: str
@@ -74,6 +80,9 @@ class HttpProfile:
     allowed_methods: tuple[str, ...] = DEFAULT_METHODS
     allowed_prefixes: tuple[str, ...] = ("/",)
     local_test_target: bool = False
+    token_url: str | None = None
+    client_id: str | None = None
+    scope: str | None = None
 
     def validate(self) -> HttpProfile:
         """Check every field and return ``self``.
@@ -139,6 +148,11 @@ class HttpProfile:
 
     def _validate_auth(self) -> None:
         kind, _, name = self.auth.partition(":")
+        if self.auth == "oauth2":
+            self._validate_oauth2()
+            return
+        if self.token_url is not None or self.client_id is not None or self.scope is not None:
+            raise _invalid("token_url, client_id and scope are for --auth oauth2 only.", field_name="auth")
         if kind in ("bearer", "basic") and not name:
             return
         if kind in ("header", "query") and _TOKEN.fullmatch(name):
@@ -146,6 +160,28 @@ class HttpProfile:
                 raise _invalid(f"auth header {name!r} is set by the host itself; name another.", field_name="auth")
             return
         raise _invalid(f"auth must be one of {', '.join(AUTH_SCHEMES)} ({self.auth!r} given).", field_name="auth")
+
+    def _validate_oauth2(self) -> None:
+        token = urlsplit(self.token_url or "")
+        base = urlsplit(self.base_url)
+        if token.scheme not in (("https", "http") if self.local_test_target else ("https",)) or not token.hostname:
+            raise _invalid(
+                "token_url must be the https:// URL of the OAuth 2 token endpoint (--token-url).",
+                field_name="token_url",
+            )
+        if token.username or token.password or token.fragment:
+            raise _invalid("token_url may not carry a user or a fragment.", field_name="token_url")
+        if self.local_test_target and (token.scheme, token.netloc) != (base.scheme, base.netloc):
+            raise _invalid(
+                "token_url of a local test target must be on the base URL's origin (the only one it may reach).",
+                field_name="token_url",
+            )
+        if not self.local_test_target and token.hostname and _is_private_literal(token.hostname):
+            raise _invalid("token_url is a private or loopback address.", field_name="token_url")
+        if not self.client_id or not _TOKEN.fullmatch(self.client_id):
+            raise _invalid("client_id is required with --auth oauth2 (--client-id).", field_name="client_id")
+        if self.scope is not None and any(ord(char) < 0x20 for char in self.scope):
+            raise _invalid("scope may not contain control characters.", field_name="scope")
 
     @property
     def connection_type(self) -> str:
@@ -158,7 +194,7 @@ class HttpProfile:
         kind, _, name = self.auth.partition(":")
         if kind == "query":
             return None
-        return "authorization" if kind in ("bearer", "basic") else name.lower()
+        return "authorization" if kind in ("bearer", "basic", "oauth2") else name.lower()
 
     @property
     def credential_query(self) -> str | None:
@@ -184,7 +220,8 @@ class HttpProfile:
         return {"base_url": self.base_url}
 
     def auth_headers(self) -> list[tuple[str, str]]:
-        """The headers that carry the credential (none for ``query:``, which rides in the query string)."""
+        """The headers that carry the credential (none for ``query:``, which rides in the query string, nor for
+        ``oauth2``, whose access token the broker fetches)."""
         kind, _, name = self.auth.partition(":")
         if kind == "bearer":
             return [("Authorization", f"Bearer {self.secret}")]
@@ -195,6 +232,11 @@ class HttpProfile:
             return [(name, self.secret)]
         return []
 
+    def token_request(self) -> tuple[list[tuple[str, str]], bytes]:
+        """``oauth2``: the client-authentication header and form body of a client-credentials token request."""
+        form = [("grant_type", "client_credentials"), *([("scope", self.scope)] if self.scope else [])]
+        return [basic_auth(self.client_id or "", self.secret)], urlencode(form).encode()
+
     def masked(self) -> dict[str, str | None]:
         """Return the profile for display: everything but the secret, which is replaced entirely."""
         return {
@@ -203,6 +245,11 @@ class HttpProfile:
             "allowed_methods": ",".join(self.allowed_methods),
             "allowed_prefixes": ",".join(self.allowed_prefixes),
             "local_test_target": "yes" if self.local_test_target else "no",
+            **(
+                {"token_url": self.token_url, "client_id": self.client_id, "scope": self.scope}
+                if self.auth == "oauth2"
+                else {}
+            ),
             "secret": _MASKED_SECRET if self.secret else None,
         }
 
@@ -215,6 +262,9 @@ class HttpProfile:
             "allowed_methods": list(self.allowed_methods),
             "allowed_prefixes": list(self.allowed_prefixes),
             "local_test_target": self.local_test_target,
+            "token_url": self.token_url,
+            "client_id": self.client_id,
+            "scope": self.scope,
         }
 
     @classmethod
@@ -227,6 +277,9 @@ class HttpProfile:
         methods: Iterable[str] = (),
         prefixes: Iterable[str] = (),
         local_test_target: bool = False,
+        token_url: str | None = None,
+        client_id: str | None = None,
+        scope: str | None = None,
     ) -> HttpProfile:
         """Build a profile from what an operator typed (CLI options, console fields): items stripped, methods in
         upper case, comma-separated items split, the defaults for empty lists. Call :meth:`validate` on it."""
@@ -239,6 +292,9 @@ class HttpProfile:
             allowed_methods=tuple(method_list) or DEFAULT_METHODS,
             allowed_prefixes=tuple(prefix_list) or ("/",),
             local_test_target=local_test_target,
+            token_url=token_url.strip() if token_url else None,
+            client_id=client_id.strip() if client_id else None,
+            scope=scope.strip() if scope else None,
         )
 
     @classmethod
@@ -251,6 +307,9 @@ class HttpProfile:
             allowed_methods=tuple(str(method) for method in data.get("allowed_methods") or DEFAULT_METHODS),
             allowed_prefixes=tuple(str(prefix) for prefix in data.get("allowed_prefixes") or ("/",)),
             local_test_target=bool(data.get("local_test_target", False)),
+            token_url=data.get("token_url"),
+            client_id=data.get("client_id"),
+            scope=data.get("scope"),
         )
 
 

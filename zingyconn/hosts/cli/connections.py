@@ -60,6 +60,9 @@ def connections() -> None:
               "default: /, everything under the base URL).")  # fmt: skip
 @click.option("--local-test-target", is_flag=True, help="http: allow a loopback or private base URL (a local test "
               "API); never for a real one.")  # fmt: skip
+@click.option("--token-url", default=None, help="http --auth oauth2: the OAuth 2 token endpoint.")
+@click.option("--client-id", default=None, help="http --auth oauth2: the client id (the secret is the client secret).")
+@click.option("--scope", default=None, help="http --auth oauth2: the scope to ask for.")
 @click.option("--replace", is_flag=True, help="Overwrite an existing connection of the same name.")
 @json_option
 def add(
@@ -73,6 +76,9 @@ def add(
     methods: tuple[str, ...],
     prefixes: tuple[str, ...],
     local_test_target: bool,
+    token_url: str | None,
+    client_id: str | None,
+    scope: str | None,
     replace: bool,
     as_json: bool,
 ) -> None:
@@ -92,15 +98,17 @@ def add(
             raise click.UsageError("--type http takes --base-url and --auth (not --account-sid or --api-key).")
         build = functools.partial(
             HttpProfile.from_options, base_url=base_url, auth=auth, methods=methods, prefixes=prefixes,
-            local_test_target=local_test_target,
+            local_test_target=local_test_target, token_url=token_url, client_id=client_id, scope=scope,
         )  # fmt: skip
         _check_before_secret(build(secret=""))
-        what = "Secret (user:password for basic)" if auth.strip() == "basic" else "Secret (token or API key)"
+        what = {"basic": "Secret (user:password)", "oauth2": "Client secret"}.get(
+            auth.strip(), "Secret (token or API key)"
+        )
         store = _store()
         _refuse_existing(store, tenant, name, replace=replace)
         profile = build(secret=_read_secret(what))
     else:
-        if account_sid is None or base_url or auth or methods or prefixes or local_test_target:
+        if account_sid is None or base_url or auth or methods or prefixes or local_test_target or token_url:
             raise click.UsageError("--type twilio takes --account-sid (and --api-key); the --base-url, --auth, "
                                    "--allow-* and --local-test-target options are for --type http.")  # fmt: skip
         what = "API Key Secret" if api_key else "Auth Token"
