@@ -7,9 +7,9 @@ method and the path against the allowed lists, and adds the credential in the sc
 - ``basic``: ``Authorization: Basic base64(<secret>)``, the secret being ``user:password``;
 - ``header:NAME``: ``NAME: <secret>`` (an API key in a header, ``header:X-Api-Key``);
 - ``query:NAME``: ``?NAME=<secret>`` appended to every request's query string;
-- ``oauth2``: OAuth 2 client credentials (RFC 6749 §4.4): the host posts :attr:`HttpProfile.client_id` and the
-  secret (the client secret) to :attr:`HttpProfile.token_url`, caches the access token until shortly before it
-  expires, and sends ``Authorization: Bearer <access token>`` (:mod:`zingyconn.http.broker`).
+- ``oauth2``: the OAuth 2 client credentials grant (RFC 6749): the host posts :attr:`HttpProfile.client_id` and
+  the secret (the client secret) to :attr:`HttpProfile.token_url`, caches the access token until shortly before
+  it expires, and sends ``Authorization: Bearer <access token>`` (:mod:`zingyconn.http.broker`).
 """
 
 from __future__ import annotations
