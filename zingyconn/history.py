@@ -136,7 +136,7 @@ class RunRecord:
         stdout: Captured ``print`` output.
         logs: Captured ``log.*`` records.
         error: The error object (``type``, ``message``, ``line``, ...) or ``None``.
-        egress: The Twilio calls it made.
+        egress: The Twilio and HTTP connection calls it made.
         attempt: Attempt number (tasks retry).
         task_id: The task this run belonged to, if any.
         replay_of: The run this one replayed, if any.

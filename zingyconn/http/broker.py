@@ -24,7 +24,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit
 
 from sandbox.errors import EgressDeniedError, QuotaExceededError
 from zingyconn.connection_types import Profile
-from zingyconn.egress.outcome import HttpAnswer
+from zingyconn.egress.outcome import HttpAnswer, Outcome, RequestFailedError
+from zingyconn.egress.policy import EgressCall
 from zingyconn.egress.transport import HttpTransport, PinnedBackend, Resolver, resolve_host
 from zingyconn.http.profile import HttpProfile
 from zingyconn.http.rules import DEFAULT_HTTP_RATE, HTTP_BUCKET
@@ -332,24 +333,43 @@ class RunHttpRequests:
     def __init__(self, profile_of: Callable[[str], Profile | None], session: EgressSession) -> None:
         self._profile_of = profile_of
         self._session = session
-        self.sent = 0
 
     def answer(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Answer one ``http.request`` with ``{"status", "headers", "text"}`` (the secret masked in all three).
+
+        Every request, answered or refused, is recorded on the run's egress session beside its Twilio requests:
+        method, the base URL's host, the full path (never the query, where a ``query:`` credential goes), status,
+        outcome and duration.
 
         Raises:
             EgressDeniedError: No such connection, or the request was refused or failed.
             QuotaExceededError: The run's request limit, or the tenant's HTTP quota, is spent.
         """
+        session = self._session
+        started = session.broker.clock()
         name = payload.get("connection")
         profile = self._profile_of(name) if type(name) is str else None
-        if not isinstance(profile, HttpProfile):
-            raise EgressDeniedError(f"This tenant has no HTTP connection named {name!r}.")
-        request = HttpRequest.from_payload(payload)
+        method, host, path = str(payload.get("method", "")).upper(), "", str(payload.get("path", ""))
+        try:
+            if not isinstance(profile, HttpProfile):
+                raise EgressDeniedError(f"This tenant has no HTTP connection named {name!r}.")
+            base = urlsplit(profile.base_url)
+            host, path = base.netloc, base.path.rstrip("/") + path
+            request = HttpRequest.from_payload(payload)
+            answer = self._send(profile, request)
+        except (EgressDeniedError, QuotaExceededError) as exc:
+            outcome = exc.outcome if isinstance(exc, RequestFailedError) else Outcome.REFUSED
+            shown = EgressDeniedError.__name__ if isinstance(exc, EgressDeniedError) else type(exc).__name__
+            self._record(method, host, path, started, error=f"{shown}: {exc}", outcome=outcome)
+            raise
+        self._record(method, host, path, started, status=answer.status, request_id=answer.headers.get("x-request-id"))
+        return {"status": answer.status, "headers": answer.headers, "text": answer.text}
+
+    def _send(self, profile: HttpProfile, request: HttpRequest) -> HttpAnswer:
         session = self._session
-        if self.sent >= session.max_requests:
+        if len(session.calls) >= session.max_requests:
             raise QuotaExceededError(
-                f"A run may make at most {session.max_requests} HTTP requests (its egress_requests limit)."
+                f"A run may make at most {session.max_requests} HTTP and Twilio requests (its egress_requests limit)."
             )
         limiter = session.broker.rate_limiter
         if limiter is not None and not limiter.acquire(session.tenant, HTTP_BUCKET, DEFAULT_HTTP_RATE):
@@ -357,9 +377,26 @@ class RunHttpRequests:
                 f"HTTP connection requests are limited to {DEFAULT_HTTP_RATE.per_second:g} per second (bursts of "
                 f"{DEFAULT_HTTP_RATE.burst}) per tenant; this request was not sent. Make fewer, or spread them out."
             )
-        self.sent += 1
-        answer = send(profile, request, resolver=session.broker.resolver, timeout_seconds=self._timeout())
-        return {"status": answer.status, "headers": answer.headers, "text": answer.text}
+        return send(profile, request, resolver=session.broker.resolver, timeout_seconds=self._timeout())
+
+    def _record(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        started: float,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        outcome: Outcome = Outcome.ANSWERED,
+        request_id: str | None = None,
+    ) -> None:
+        """Add one request to the run's egress record (the runtime masks every secret of the tenant in it)."""
+        duration_ms = (self._session.broker.clock() - started) * 1000
+        self._session.calls.append(
+            EgressCall(method[:10], host[:200], path.partition("?")[0][:300], status, duration_ms, error,
+                       outcome=outcome, request_id=None if request_id is None else request_id[:64])
+        )  # fmt: skip
 
     def _timeout(self) -> float:
         deadline = self._session.deadline

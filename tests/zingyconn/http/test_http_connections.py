@@ -7,6 +7,7 @@ import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -276,7 +277,7 @@ def test_a_run_may_make_only_its_request_limit(world: World) -> None:
     before = len(world.recorder.requests)
     for _ in range(2):
         assert answers.answer({"connection": "crm", "method": "GET", "path": "/notes"})["status"] == 200
-    with pytest.raises(QuotaExceededError, match="at most 2 HTTP requests"):
+    with pytest.raises(QuotaExceededError, match="at most 2 HTTP and Twilio requests"):
         answers.answer({"connection": "crm", "method": "GET", "path": "/notes"})
     assert len(world.recorder.requests) == before + 2
 
@@ -298,3 +299,47 @@ def test_a_tenant_may_make_only_its_quota_of_requests(world: World) -> None:
             {"connection": "crm", "method": "GET", "path": "/notes"}
         )
     assert len(world.recorder.requests) == before + burst
+
+
+def _stored_egress(world: World, run_id: str) -> list[dict[str, Any]]:
+    with world.engine.connect() as conn:
+        stored = conn.execute(sa.select(runs.c.egress).where(runs.c.id == run_id)).scalar_one()
+    return list(json.loads(stored) if isinstance(stored, str) else stored)
+
+
+@pytest.mark.parametrize(("connection", "secret"), [("crm", SECRET), ("basic", BASIC), ("query", SECRET)])
+def test_each_request_is_in_the_runs_egress_record_without_the_credential(
+    world: World, runtime: Runtime, connection: str, secret: str
+) -> None:
+    """An answered request and a refused one are both on the run's egress record and in its history: method, host,
+    path (no query: a ``query:`` credential goes there), status, outcome, duration; no form of the secret is."""
+    source = POST_NOTE.replace('return {"status"', 'api.delete("/notes/1")\nreturn {"status"')
+    result = runtime.run("acme", source, event={"connection": connection})
+    assert not result.ok  # DELETE is not allowed: the second request is refused
+    host = world.base_url.removeprefix("http://")
+
+    for egress in (list(result.egress), _stored_egress(world, result.run_id)):
+        answered, refused = egress
+        assert (answered["method"], answered["host"], answered["path"], answered["status"]) == (
+            "POST", host, "/notes", 200)  # fmt: skip
+        assert "outcome" not in answered
+        assert answered["duration_ms"] > 0
+        assert (refused["method"], refused["path"], refused["status"], refused["outcome"]) == (
+            "DELETE", "/notes/1", None, "refused")  # fmt: skip
+        assert "Method DELETE is not allowed" in str(refused["error"])
+    _assert_never_leaks(world, result.to_json(), result.run_id, secret)
+
+
+def test_http_and_twilio_requests_share_the_runs_request_limit(world: World) -> None:
+    """The session's recorded calls count against ``egress_requests``: the third request of a two-request run is
+    refused before sending, and recorded as refused."""
+    broker = EgressBroker(ConnectionStore(world.engine, world.keyring))
+    session = broker.session("acme", max_requests=2)
+    profile = world.profile("bearer", SECRET, prefixes=("/notes",))
+    answers = RunHttpRequests(lambda name: profile, session)
+    for _ in range(2):
+        answers.answer({"connection": "crm", "method": "GET", "path": "/notes"})
+    with pytest.raises(QuotaExceededError):
+        answers.answer({"connection": "crm", "method": "GET", "path": "/notes"})
+    assert [(call["status"], call.get("outcome")) for call in session.egress()] == [
+        (200, None), (200, None), (None, "refused")]  # fmt: skip

@@ -98,7 +98,7 @@ def list_(
 @click.option("--tenant", default=None, help="The run's tenant (default: whichever tenant it belongs to).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON object.")
 def show(run_id: str, tenant: str | None, as_json: bool) -> None:
-    """Show one run: event (or command inputs), result, output, logs, error and Twilio calls, all masked."""
+    """Show one run: event (or command inputs), result, output, logs, error and Twilio/HTTP calls, all masked."""
     history = _history()
     record = history.find(run_id) if tenant is None else history.get(tenant, run_id)
     data = record.to_json()

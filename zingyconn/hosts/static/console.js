@@ -110,7 +110,7 @@ document.addEventListener("submit", function (event) {
         answer.logs.map((l) => [l.level, l.message, JSON.stringify(l.fields)])));
     }
     if (answer.egress && answer.egress.length) {
-      main.push(el("h3", { text: "Twilio calls" }), table("egress", ["Method", "Host", "Path", "Status", "ms"],
+      main.push(el("h3", { text: "Outgoing calls" }), table("egress", ["Method", "Host", "Path", "Status", "ms"],
         answer.egress.map((c) => [c.method, c.host, c.path, c.status, (c.duration_ms || 0).toFixed(1)])));
     }
     const grid = el("div", { class: "result-grid" }, [el("div", {}, main), el("div", {}, side)]);
