@@ -29,7 +29,8 @@ class Settings:
             from one client address.
         logins_per_minute: ``ZINGYCONN_LOGINS_PER_MINUTE``: console sign-in attempts allowed from all clients.
         quotas: ``ZINGYCONN_QUOTA_<PRODUCT>=PER_SECOND/BURST``: per-tenant quotas of Twilio writes by product
-            (``calls``, ``verifications``, ..., ``other_writes``), as ``{product: (per_second, burst)}``.
+            (``calls``, ``verifications``, ..., ``other_writes``) and of HTTP connection requests (``http``), as
+            ``{product: (per_second, burst)}``.
         tenant_max_runs: ``ZINGYCONN_TENANT_MAX_RUNS``: runs of one tenant at once, every kind and process together.
         tenant_max_memory_mb: ``ZINGYCONN_TENANT_MAX_MEMORY_MB``: memory limits of one tenant's runs at once, added
             up (MiB).
@@ -100,7 +101,8 @@ class Settings:
         )
 
 
-#: ``ZINGYCONN_QUOTA_<PRODUCT>``: which product (checked against Twilio's products when the broker is built).
+#: ``ZINGYCONN_QUOTA_<PRODUCT>``: which product (checked against the connection types' buckets when the broker is
+#: built).
 QUOTA_PREFIX = "ZINGYCONN_QUOTA_"
 _QUOTA_VALUE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*/\s*([0-9]+)\s*")
 

@@ -129,7 +129,7 @@ class Runtime:
             if rate_limiter is not None
             else rate_limiter_for(self.engine, settings.queue_url),
             quotas={
-                **channel_type.quota_rates(settings.quotas),
+                **_quota_rates(channel_type, settings.quotas),
                 **({} if message_rate is None else {"messages": message_rate}),
             },
             ledger=self.ledger,
@@ -531,6 +531,18 @@ class _RunConnections:
             self._session.preload(profiles)
             self._secrets.extend(secret for profile in profiles.values() for secret in profile.secrets())
         self.loaded = True
+
+
+def _quota_rates(channel_type: ConnectionType, configured: Mapping[str, tuple[float, int]]) -> dict[str, Any]:
+    """Return every registered type's per-tenant rates, each ``ZINGYCONN_QUOTA_*`` applied to the type whose bucket
+    it names (``HTTP`` to HTTP connections); a name no type has is *channel_type*'s ConfigurationError.
+    """
+    left, rates = dict(configured), dict[str, Any]()
+    for declared in connection_types():
+        if declared is not channel_type:
+            rates.update(declared.quota_rates({bucket: left.pop(bucket) for bucket in declared.quota_rates({})
+                                               if bucket in left}))  # fmt: skip
+    return {**rates, **channel_type.quota_rates(left)}
 
 
 @functools.cache

@@ -364,6 +364,7 @@ def test_busy_port_is_reported_before_anything_starts(
         ("ZINGYCONN_QUOTA_CALLS", "lots", "PER_SECOND/BURST"),
         ("ZINGYCONN_QUOTA_CALLS", "1/0", "PER_SECOND/BURST"),
         ("ZINGYCONN_QUOTA_FAXES", "1/20", "ZINGYCONN_QUOTA_VERIFICATIONS"),
+        ("ZINGYCONN_QUOTA_HTTP", "20 per second", "PER_SECOND/BURST"),
     ],
 )
 def test_a_bad_quota_variable_is_one_error_line(

@@ -28,7 +28,7 @@ from zingyconn.egress.outcome import HttpAnswer, Outcome, RequestFailedError
 from zingyconn.egress.policy import EgressCall
 from zingyconn.egress.transport import HttpTransport, PinnedBackend, Resolver, resolve_host
 from zingyconn.http.profile import HttpProfile
-from zingyconn.http.rules import DEFAULT_HTTP_RATE, HTTP_BUCKET
+from zingyconn.http.rules import DEFAULT_HTTP_RATE, HTTP_BUCKET, QUOTA_VARIABLE
 from zingyconn.secrets.masking import Masker
 
 if TYPE_CHECKING:
@@ -372,10 +372,12 @@ class RunHttpRequests:
                 f"A run may make at most {session.max_requests} HTTP and Twilio requests (its egress_requests limit)."
             )
         limiter = session.broker.rate_limiter
-        if limiter is not None and not limiter.acquire(session.tenant, HTTP_BUCKET, DEFAULT_HTTP_RATE):
+        rate = session.broker.quotas.get(HTTP_BUCKET, DEFAULT_HTTP_RATE)
+        if limiter is not None and not limiter.acquire(session.tenant, HTTP_BUCKET, rate):
             raise QuotaExceededError(
-                f"HTTP connection requests are limited to {DEFAULT_HTTP_RATE.per_second:g} per second (bursts of "
-                f"{DEFAULT_HTTP_RATE.burst}) per tenant; this request was not sent. Make fewer, or spread them out."
+                f"HTTP connection requests are limited to {rate.per_second:g} per second (bursts of {rate.burst}) "
+                "per tenant; this request was not sent. Make fewer, spread them out, or ask the platform admin to "
+                f"raise {QUOTA_VARIABLE}."
             )
         return send(profile, request, resolver=session.broker.resolver, timeout_seconds=self._timeout())
 

@@ -15,11 +15,11 @@ from zingyconn.errors import ConfigurationError
 
 #: The per-tenant bucket of HTTP connection requests, and its default rate. Threat: one tenant's runaway loop
 #: hammering a third-party API from the platform's addresses (and getting them blocked for every tenant).
-HTTP_BUCKET: Final = "http requests"
+HTTP_BUCKET: Final = "http"
 DEFAULT_HTTP_RATE: Final = Rate(per_second=20.0, burst=100)
 
-#: What sets the bucket's rate: no environment variable does; the rate is this module's constant.
-QUOTA_SETTING: Final = "zingyconn.http.rules.DEFAULT_HTTP_RATE"
+#: The setting of the bucket's rate, ``PER_SECOND/BURST`` like the Twilio products' ``ZINGYCONN_QUOTA_<PRODUCT>``.
+QUOTA_VARIABLE: Final = "ZINGYCONN_QUOTA_HTTP"
 
 
 class HttpWrites:
@@ -37,7 +37,8 @@ HTTP_WRITES: Final = HttpWrites()
 
 
 def quota_rates(overrides: Mapping[str, tuple[float, int]]) -> dict[str, Rate]:
-    """Return the HTTP bucket's rate with the operator's ``{bucket: (per_second, burst)}`` applied.
+    """Return the HTTP bucket's rate with the operator's ``{bucket: (per_second, burst)}`` (:data:`QUOTA_VARIABLE`)
+    applied.
 
     Raises:
         ConfigurationError: An override names a bucket other than :data:`HTTP_BUCKET`.
@@ -45,12 +46,14 @@ def quota_rates(overrides: Mapping[str, tuple[float, int]]) -> dict[str, Rate]:
     rates = {HTTP_BUCKET: DEFAULT_HTTP_RATE}
     for bucket, (per_second, burst) in overrides.items():
         if bucket not in rates:
-            raise ConfigurationError(f"HTTP connections have no quota bucket {bucket!r} (only {HTTP_BUCKET!r}).")
+            raise ConfigurationError(
+                f"HTTP connections have no quota {bucket!r}; their one quota is {QUOTA_VARIABLE}=PER_SECOND/BURST."
+            )
         rates[bucket] = Rate(per_second=per_second, burst=burst)
     return rates
 
 
 def quota_variable(bucket: str) -> str:
-    """What sets *bucket*'s rate (:data:`QUOTA_SETTING`: the one bucket's rate is not an environment setting)."""
+    """Return the environment variable that sets *bucket*'s rate (:data:`QUOTA_VARIABLE`, the only bucket's)."""
     del bucket
-    return QUOTA_SETTING
+    return QUOTA_VARIABLE

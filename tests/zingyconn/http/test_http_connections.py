@@ -343,3 +343,22 @@ def test_http_and_twilio_requests_share_the_runs_request_limit(world: World) -> 
         answers.answer({"connection": "crm", "method": "GET", "path": "/notes"})
     assert [(call["status"], call.get("outcome")) for call in session.egress()] == [
         (200, None), (200, None), (None, "refused")]  # fmt: skip
+
+
+def test_the_tenant_quota_is_the_zingyconn_quota_http_setting(world: World) -> None:
+    """ZINGYCONN_QUOTA_HTTP=PER_SECOND/BURST sets the tenant's bucket: a burst of 2 lets two requests through and
+    refuses the third before sending it, naming the setting."""
+    ConnectionStore(world.engine, world.keyring).put("slow-tenant", "crm", world.profile("bearer", SECRET))
+    env = {"ZINGYCONN_DATA_DIR": str(world.settings.data_dir), "ZINGYCONN_DB_URL": world.settings.db_url,
+           "ZINGYCONN_QUOTA_HTTP": "0.001/2"}  # fmt: skip
+    source = 'api = zingyConn.http("crm")\nfor _ in range(3):\n    api.get("/notes")\n'
+    before = len(world.recorder.requests)
+    with Runtime(Settings.from_env(env), engine=world.engine, keyring=world.keyring) as running:
+        result = running.run("slow-tenant", source)
+
+    assert result.error is not None
+    assert result.error.type == "QuotaExceededError"
+    assert "0.001 per second (bursts of 2)" in result.error.message
+    assert "ZINGYCONN_QUOTA_HTTP" in result.error.message
+    assert len(world.recorder.requests) == before + 2
+    assert [call.get("outcome") for call in result.egress] == [None, None, "refused"]
