@@ -17,6 +17,7 @@ tables are Twilio's; the broker only asks :class:`TwilioWrites` (the seam a conn
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -82,9 +83,19 @@ def normalise_path(path: str) -> str:
     return "/" + "/".join(segments)
 
 
-def _service(label: str) -> re.Pattern[str]:
+def _service(label: str) -> str:
     """Return the host pattern of Twilio service *label* at any edge and region (``verify.dublin.ie1.twilio.com``)."""
-    return re.compile(rf"{re.escape(label)}(?:\.[a-z0-9-]+)*\.twilio\.com")
+    return rf"{re.escape(label)}(?:\.[a-z0-9-]+)*\.twilio\.com"
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """Return *pattern* compiled, once per process: on the first classification, not when the module loads.
+
+    Why: the tables hold about fifty patterns; a run that sends no Twilio write (most ``zingyconn run`` calls, every
+    other command) would otherwise pay their compilation at start-up.
+    """
+    return re.compile(pattern)
 
 
 #: An account's resources under any dated version of the REST API (``2010-04-01``, and the legacy ``2008-08-01``
@@ -98,20 +109,20 @@ class DeniedWrite:
     """One row of the deny list.
 
     Attributes:
-        host: Service host pattern (see the module docstring).
-        path: Pattern the whole normalised path must match.
+        host: Service host pattern, a regular expression's source (see the module docstring).
+        path: Pattern (a regular expression's source) the whole normalised path must match.
         methods: Methods refused (every method when empty: the service itself is off limits).
         what: What such a request does, for the refusal message.
     """
 
-    host: re.Pattern[str]
-    path: re.Pattern[str]
+    host: str
+    path: str
     methods: frozenset[str]
     what: str
 
 
 def _deny(host: str, path: str, what: str, *, methods: frozenset[str] = WRITE_METHODS) -> DeniedWrite:
-    return DeniedWrite(_service(host), re.compile(path), methods, what)
+    return DeniedWrite(_service(host), path, methods, what)
 
 
 #: Writes a snippet never needs. Threat: a snippet holding a connection's power locks the tenant out or keeps access
@@ -162,19 +173,19 @@ class Product:
 
     Attributes:
         name: The product's bucket name (``calls``); ``ZINGYCONN_QUOTA_<NAME>`` sets its rate.
-        host: Service host pattern.
-        path: Pattern the whole normalised path must match.
+        host: Service host pattern, a regular expression's source.
+        path: Pattern (a regular expression's source) the whole normalised path must match.
         method: The method that creates (Lookup bills reads).
     """
 
     name: str
-    host: re.Pattern[str]
-    path: re.Pattern[str]
+    host: str
+    path: str
     method: str = "POST"
 
 
 def _product(name: str, host: str, path: str, *, method: str = "POST") -> Product:
-    return Product(name, _service(host), re.compile(path), method)
+    return Product(name, _service(host), path, method)
 
 
 #: Billable creates by product, first match wins. Threat: a snippet stuck in a loop (or a flood of webhooks)
@@ -242,8 +253,8 @@ class TwilioWrites:
         for row in DENIED_WRITES:
             if (
                 (not row.methods or verb in row.methods)
-                and row.host.fullmatch(service)
-                and row.path.fullmatch(resource)
+                and _compiled(row.host).fullmatch(service)
+                and _compiled(row.path).fullmatch(resource)
             ):
                 raise EgressDeniedError(
                     f"{verb} {host}{path} is not allowed: it {row.what}. Snippets and commands may use the account "
@@ -254,7 +265,11 @@ class TwilioWrites:
         """Return the quota bucket a request spends (:data:`OTHER_WRITES` for an unlisted write), or None (free)."""
         service, resource, verb = normalise_host(host), normalise_path(path), method.upper()
         for row in PRODUCTS:
-            if verb == row.method and row.host.fullmatch(service) and row.path.fullmatch(resource):
+            if (
+                verb == row.method
+                and _compiled(row.host).fullmatch(service)
+                and _compiled(row.path).fullmatch(resource)
+            ):
                 return row.name
         return OTHER_WRITES if verb in WRITE_METHODS and verb != "DELETE" else None
 
