@@ -5,3 +5,9 @@ client and the local echo API that stands in for a real one in tests and in the 
 ``zingyconn.secrets`` (masking) and ``zingyconn.egress`` (the pinned transport, the token buckets), and must never
 import ``zingyconn.twilio``, ``zingyconn.snippet``, ``zingyconn.tasks`` or ``zingyconn.hosts``.
 """
+
+from typing import Final
+
+#: The ``type`` column of an HTTP connection. Here, not in :mod:`zingyconn.http.profile`, so that registering the type
+#: (every run does) does not import the profile module; it loads when an HTTP connection is opened.
+CONNECTION_TYPE: Final = "http"

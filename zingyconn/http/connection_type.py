@@ -1,26 +1,37 @@
 """HTTP APIs as a connection type: the registry's entry (:mod:`zingyconn.connection_types`) for ``type = "http"``.
 
-Light on purpose: the profile and the quota are plain Python; the host-side sender (``httpcore``) and the child-side
-client are named by path and load when a run or ``connections test`` uses them.
+Light on purpose: the quota is plain Python; the profile loads with the first HTTP connection opened; the host-side
+sender (``httpcore``) and the child-side client are named by path and load when a run or ``connections test`` uses them.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 from zingyconn.connection_types import ConnectionType
 from zingyconn.egress.protocol import OP_HTTP_REQUEST
-from zingyconn.http.profile import CONNECTION_TYPE as TYPE_NAME
-from zingyconn.http.profile import HttpProfile
+from zingyconn.http import CONNECTION_TYPE as TYPE_NAME
 from zingyconn.http.rules import HTTP_BUCKET, HTTP_WRITES, quota_rates, quota_variable
+
+if TYPE_CHECKING:
+    from zingyconn.http.profile import HttpProfile
 
 #: The run context key an HTTP connection directory would use. A run's context carries only the channel type's
 #: directory (Twilio's), so ``zingyConn.http(name)`` learns whether *name* exists from its first request's answer.
 DIRECTORY_CONTEXT_KEY: Final = "http_connections"
 
+
+def load_profile(data: Mapping[str, Any]) -> HttpProfile:
+    """Rebuild an HTTP profile (:meth:`HttpProfile.from_json`); its module loads with the first one opened."""
+    from zingyconn.http.profile import HttpProfile
+
+    return HttpProfile.from_json(data)
+
+
 CONNECTION_TYPE: Final = ConnectionType(
     name=TYPE_NAME,
-    load_profile=HttpProfile.from_json,
+    load_profile=load_profile,
     writes=HTTP_WRITES,
     quota_rates=quota_rates,
     quota_variable=quota_variable,

@@ -23,9 +23,7 @@ from urllib.parse import urlencode, urlsplit
 
 from zingyconn.connection_types import basic_auth
 from zingyconn.errors import InvalidConnectionError
-
-#: The ``type`` column of an HTTP connection.
-CONNECTION_TYPE: Final = "http"
+from zingyconn.http import CONNECTION_TYPE
 
 #: Methods a connection allows when none are named.
 DEFAULT_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")

@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from zingyconn.connection_types import basic_auth
 from zingyconn.errors import InvalidConnectionError
+from zingyconn.twilio import CONNECTION_TYPE
 
 if TYPE_CHECKING:
     from twilio.http.http_client import TwilioHttpClient
     from twilio.rest import Client
 
-#: The ``type`` column of a Twilio connection.
-CONNECTION_TYPE: Final = "twilio"
 ACCOUNT_SID_PATTERN: Final = re.compile(r"AC[0-9a-f]{32}")
 API_KEY_PATTERN: Final = re.compile(r"SK[0-9a-f]{32}")
 AUTH_TOKEN_PATTERN: Final = re.compile(r"[0-9a-f]{32}")

@@ -21,7 +21,8 @@ from zingyconn.errors import ConnectionNotFoundError, DecryptionError, KeyringEr
 from zingyconn.schema import connections, schema_version
 from zingyconn.secrets.keyring import Keyring
 from zingyconn.secrets.store import LEGACY_AAD_LABEL, ConnectionStore
-from zingyconn.twilio.profile import CONNECTION_TYPE, TwilioProfile
+from zingyconn.twilio import CONNECTION_TYPE
+from zingyconn.twilio.profile import TwilioProfile
 
 KEY_1 = bytes(range(32))
 KEY_2 = bytes(range(100, 132))
