@@ -490,15 +490,16 @@ class _RunConnections:
             self._use(self._cached)
 
     def context(self, kind: str) -> dict[str, JSON]:
-        """Return the run's context for the child: its kind, and the connection directory when already known."""
+        """Return the run's context for the child: its kind, and each connection type's directory when already
+        known."""
         context: dict[str, JSON] = {"kind": kind}
         if self._cached is not None:
-            key = self._session.broker.channel_type.directory_context_key
-            context[key] = {
-                name: profile.directory_entry()
-                for name, profile in self._cached.items()
-                if profile.connection_type == self._session.broker.channel_type.name
-            }
+            for declared in connection_types():
+                context[declared.directory_context_key] = {
+                    name: profile.directory_entry()
+                    for name, profile in self._cached.items()
+                    if profile.connection_type == declared.name
+                }
         return context
 
     def load(self) -> None:

@@ -380,6 +380,7 @@ def test_recent_connections_reach_the_child_as_a_directory_without_secrets(
             "main": {"username": ACCOUNT_SID, "account_sid": ACCOUNT_SID},
             "keyed": {"username": API_KEY, "account_sid": ACCOUNT_SID},
         },
+        "http_connections": {},  # every connection type's directory, each holding that type's connections only
         "vars": {},
     }
     assert AUTH_TOKEN not in json.dumps(contexts)

@@ -5,7 +5,7 @@ A snippet's client sends requests as data over its channel; one :class:`EgressSe
 
 - ``twilio.connect {"connection": name}`` -> ``{"found": true, "account_sid", "username"}`` or ``{"found": false}``:
   the name is looked up for the run's tenant (taken from the run, never from the snippet); another tenant's
-  name is simply not found.
+  name is simply not found. With ``"type": "http"`` it looks up a connection of that type (its directory entry).
 - ``twilio.credentials {"username", "password"}`` -> ``{"credential": n}``: a snippet's own ``Client(sid, token)``;
   the password joins the run's masking set and the child keeps only a placeholder.
 - ``twilio.http {"method", "url", "params": [[k, v]...], "data": [[k, v]...], "headers", "connection" | null,
@@ -267,8 +267,9 @@ class EgressSession:
         if op == OP_HTTP:
             return self._http(payload)
         if op == OP_CONNECT:
-            name = payload.get("connection")
-            profile = self._profile(name) if type(name) is str else None
+            name, wanted = payload.get("connection"), payload.get("type")  # the type: default the channel's
+            wanted = wanted if type(wanted) is str else None
+            profile = self._profile(name, type_name=wanted) if type(name) is str else None
             if profile is None:
                 return {"found": False}
             return {"found": True, **profile.directory_entry()}

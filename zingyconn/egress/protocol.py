@@ -69,8 +69,8 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
     for operation in (
         Operation(
             OP_CONNECT,
-            request='{"connection": name}',
-            answer='{"found": true, "account_sid", "username"} or {"found": false}',
+            request='{"connection": name, "type"?: connection type (default: the channel type, Twilio)}',
+            answer='{"found": true, ...the connection\'s directory entry} or {"found": false}',
             handler=Handler.EGRESS,
             answered_by="zingyconn.egress.broker.EgressSession",
         ),

@@ -11,3 +11,7 @@ from typing import Final
 #: The ``type`` column of an HTTP connection. Here, not in :mod:`zingyconn.http.profile`, so that registering the type
 #: (every run does) does not import the profile module; it loads when an HTTP connection is opened.
 CONNECTION_TYPE: Final = "http"
+
+#: The run context key under which the host passes the tenant's HTTP connection directory: name -> ``base_url``
+#: (never a secret), so that ``zingyConn.http(name)`` needs no request for a known name.
+DIRECTORY_CONTEXT_KEY: Final = "http_connections"

@@ -11,7 +11,8 @@ import json as json_module
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
-from zingyconn.egress.protocol import OP_HTTP_REQUEST
+from zingyconn.egress.protocol import OP_CONNECT, OP_HTTP_REQUEST
+from zingyconn.http import CONNECTION_TYPE
 
 #: Longest connection name sent to the host (the store's names are shorter).
 MAX_NAME_CHARS: Final = 200
@@ -128,6 +129,20 @@ def _pairs(value: Any) -> list[list[Any]] | None:
     return [list(item) for item in value]
 
 
-def connection_client(channel: Channel, name: str) -> HttpApi:
-    """Return the client of HTTP connection *name* over *channel* (one that answers ``http.request``)."""
-    return HttpApi(channel, name)
+def connection_client(channel: Channel, name: str, *, directory: Mapping[str, Any] | None = None) -> HttpApi:
+    """Return the client of the run tenant's HTTP connection *name* over *channel*, as Twilio's are looked up.
+
+    Args:
+        directory: The tenant's HTTP connections as the host knew them when the run started (name -> entry): a
+            name found there needs no request. Any other name is asked of the host, which may know one added since.
+
+    Raises:
+        TypeError: *name* is not a non-empty string.
+        LookupError: The tenant has no HTTP connection of that name (the message never lists other names).
+    """
+    api = HttpApi(channel, name)
+    if directory is None or name not in directory:
+        answer = channel.request(OP_CONNECT, {"connection": name, "type": CONNECTION_TYPE})
+        if not isinstance(answer, Mapping) or not answer.get("found"):
+            raise LookupError(f"No HTTP connection named {name!r}.")
+    return api

@@ -12,14 +12,11 @@ from typing import TYPE_CHECKING, Any, Final
 from zingyconn.connection_types import ConnectionType
 from zingyconn.egress.protocol import OP_HTTP_REQUEST
 from zingyconn.http import CONNECTION_TYPE as TYPE_NAME
+from zingyconn.http import DIRECTORY_CONTEXT_KEY
 from zingyconn.http.rules import HTTP_BUCKET, HTTP_WRITES, quota_rates, quota_variable
 
 if TYPE_CHECKING:
     from zingyconn.http.profile import HttpProfile
-
-#: The run context key an HTTP connection directory would use. A run's context carries only the channel type's
-#: directory (Twilio's), so ``zingyConn.http(name)`` learns whether *name* exists from its first request's answer.
-DIRECTORY_CONTEXT_KEY: Final = "http_connections"
 
 
 def load_profile(data: Mapping[str, Any]) -> HttpProfile:

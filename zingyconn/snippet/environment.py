@@ -35,7 +35,9 @@ from twilio.twiml import TwiML
 from sandbox.environment import JSON, Environment, RunContext, WarmUpRun
 from sandbox.imports import make_facade
 from zingyconn.egress.protocol import OP_CONNECT, OP_ENQUEUE, OP_HTTP, VARIABLES_CONTEXT_KEY
+from zingyconn.http import DIRECTORY_CONTEXT_KEY as HTTP_DIRECTORY_CONTEXT_KEY
 from zingyconn.http.client import HttpApi
+from zingyconn.http.client import connection_client as http_connection_client
 from zingyconn.twilio.client import BrokeredClient, Channel, client_class, connection_client
 from zingyconn.twilio.operations import DIRECTORY_CONTEXT_KEY
 
@@ -215,10 +217,13 @@ class ZingyConn:
     def http(self, name: str) -> HttpApi:
         """Return the client of this tenant's HTTP connection *name* (``api.post("/notes", json=...)``).
 
-        The host adds the connection's credential to each request and refuses what the connection does not allow;
-        an unknown name is refused on the first request.
+        The host adds the connection's credential to each request and refuses what the connection does not allow.
+
+        Raises:
+            LookupError: There is no HTTP connection of that name (other names are never listed).
         """
-        return HttpApi(self._channel, name)
+        entries = (self._context or {}).get(HTTP_DIRECTORY_CONTEXT_KEY)
+        return http_connection_client(self._channel, name, directory=entries if isinstance(entries, dict) else None)
 
     @property
     def vars(self) -> TenantVars:

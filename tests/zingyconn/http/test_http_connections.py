@@ -25,6 +25,7 @@ from zingyconn.egress.broker import EgressBroker
 from zingyconn.egress.ratelimit import SqlRateLimiter
 from zingyconn.errors import InvalidConnectionError
 from zingyconn.http.broker import HttpRequest, RunHttpRequests, send
+from zingyconn.http.client import HttpApi, connection_client
 from zingyconn.http.echo import EchoRecorder, create_app
 from zingyconn.http.profile import HttpProfile
 from zingyconn.http.rules import DEFAULT_HTTP_RATE
@@ -32,6 +33,7 @@ from zingyconn.runtime import Runtime
 from zingyconn.schema import runs
 from zingyconn.secrets.keyring import Keyring
 from zingyconn.secrets.store import ConnectionStore
+from zingyconn.twilio.profile import TwilioProfile
 
 #: A secret whose URL-encoded and base64 forms differ from it (``/``, ``+``, ``=``).
 SECRET = "s3cr3t/t0ken+Value=42"
@@ -75,6 +77,7 @@ class World:
             ("query", "query:api_key", SECRET),
         ):
             store.put("acme", name, self.profile(auth, secret, prefixes=prefixes, methods=("GET", "POST")))
+        store.put("acme", "sms", TwilioProfile(account_sid="AC" + "0" * 32, secret="f" * 32))
         self.settings = Settings(data_dir=tmp_path, db_url=db_url)
 
     def profile(
@@ -183,7 +186,6 @@ def test_a_redirect_within_the_allowed_prefixes_is_followed(world: World, runtim
         ({"method": "GET", "path": "/notes/%2e%2e/admin"}, "'.' or '..' segments", []),
         ({"method": "DELETE", "path": "/notes/1"}, "Method DELETE is not allowed by this connection", []),
         ({"method": "GET", "path": "/notes", "headers": {"Authorization": "Bearer x"}}, "'Authorization' header", []),
-        ({"method": "GET", "path": "/notes", "connection": "nope"}, "no HTTP connection named 'nope'", []),
         (
             {"method": "GET", "path": "/redirect", "params": {"to": "/admin"}},
             "outside this connection's base URL and allowed prefixes; the redirect was not followed",
@@ -199,8 +201,8 @@ def test_a_redirect_within_the_allowed_prefixes_is_followed(world: World, runtim
 def test_what_the_connection_does_not_allow_is_refused(
     world: World, runtime: Runtime, event: dict[str, object], message: str, reached: list[str]
 ) -> None:
-    """Another host, another prefix, dot segments, a disallowed method, the credential header, an unknown name and
-    a redirect elsewhere are refused with a clear error; only what is listed reached the API, and nothing leaks."""
+    """Another host, another prefix, dot segments, a disallowed method, the credential header and a redirect
+    elsewhere are refused with a clear error; only what is listed reached the API, and nothing leaks."""
     before = len(world.recorder.requests)
     result = runtime.run("acme", CALL, event=event)
 
@@ -212,11 +214,44 @@ def test_what_the_connection_does_not_allow_is_refused(
     _assert_never_leaks(world, result.to_json(), result.run_id, SECRET)
 
 
-def test_another_tenant_and_a_twilio_name_are_not_found(world: World, runtime: Runtime) -> None:
-    """globex cannot use acme's connection: the name is looked up in the run's tenant only."""
-    result = runtime.run("globex", CALL, event={"method": "GET", "path": "/notes"})
-    assert result.error is not None
-    assert "no HTTP connection named 'crm'" in result.error.message
+LOOK_UP = """
+try:
+    zingyConn.http(event["connection"])
+except LookupError as missing:
+    return str(missing)
+return "found"
+"""
+
+
+@pytest.mark.parametrize(
+    ("tenant", "connection", "said"),
+    [
+        ("acme", "crm", "found"),
+        ("acme", "nope", "No HTTP connection named 'nope'."),
+        ("acme", "sms", "No HTTP connection named 'sms'."),  # a Twilio connection is not an HTTP one
+        ("globex", "crm", "No HTTP connection named 'crm'."),  # another tenant's is not found
+    ],
+)
+def test_an_unknown_name_is_refused_when_the_client_is_made(
+    world: World, runtime: Runtime, tenant: str, connection: str, said: str
+) -> None:
+    """``zingyConn.http(name)`` raises LookupError for a name the run's tenant has no HTTP connection under, as
+    ``zingyConn.twilio(name)`` does, before any request is sent."""
+    before = len(world.recorder.requests)
+    result = runtime.run(tenant, LOOK_UP, event={"connection": connection})
+    assert result.ok, result.error
+    assert result.value == said
+    assert len(world.recorder.requests) == before
+    assert result.egress == ()
+
+
+def test_a_name_missing_from_the_runs_directory_is_asked_of_the_host(world: World) -> None:
+    """A name the run's directory lacks (a connection added since it was read) is looked up on the host, by type."""
+    broker = EgressBroker(ConnectionStore(world.engine, world.keyring))
+    session = broker.session("acme", profiles={})
+    assert isinstance(connection_client(session, "crm", directory={}), HttpApi)  # found by asking the host
+    with pytest.raises(LookupError, match="No HTTP connection named 'sms'"):
+        connection_client(session, "sms", directory={"crm": {}})
 
 
 def test_a_private_address_reached_through_dns_is_refused_before_connecting(world: World) -> None:
