@@ -1,16 +1,20 @@
 """The console's connections page adds, lists and deletes HTTP connections, with CSRF and the audit trail, and
-never shows the secret back."""
+never shows the secret back; a run's HTTP calls are on its run page."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from tests.hosts.live_console import OPERATOR_TOKEN, Console, csrf_of, live_console, sign_in
+from tests.servers import uvicorn_in_thread
 from zingyconn.hosts.console.auth import CSRF_FIELD
+from zingyconn.http.echo import EchoRecorder, create_app
+from zingyconn.http.profile import HttpProfile
 
 SECRET = "console-s3cret/token+1"
 
@@ -58,3 +62,25 @@ def test_http_connections_are_added_listed_and_deleted(console: Console) -> None
     actions = [(e["action"], e["target"]) for e in reversed(events) if e["action"].startswith("connection.")]
     assert actions == [("connection.save", "crm"), ("connection.delete", "crm")]
     assert SECRET not in json.dumps(events)
+
+
+def test_a_runs_http_calls_are_listed_by_runs_show_and_the_run_page(console: Console) -> None:
+    """An HTTP call of a stored run is in ``runs show --json``'s egress and on the console's run page (method, host,
+    path, status), and neither holds the credential."""
+    with uvicorn_in_thread(create_app(EchoRecorder()), name="echo") as port:
+        profile = HttpProfile(base_url=f"http://127.0.0.1:{port}/api", auth="query:key", secret=SECRET,
+                              local_test_target=True)  # fmt: skip
+        console.runtime.store.put("acme", "crm", profile)
+        result = console.runtime.run("acme", 'return zingyConn.http("crm").get("/notes").status_code')
+    assert result.value == 200
+
+    shown = json.loads(console.cli("runs", "show", result.run_id, "--tenant", "acme", "--json"))
+    assert [(c["method"], c["host"], c["path"], c["status"]) for c in shown["egress"]] == [
+        ("GET", f"127.0.0.1:{port}", "/api/notes", 200)]  # fmt: skip
+    with console.browser() as browser:
+        sign_in(browser, OPERATOR_TOKEN)
+        page = browser.get(f"/console/t/acme/runs/{result.run_id}").text
+    assert "Outgoing calls" in page
+    assert "<code>/api/notes</code>" in page
+    for text in (json.dumps(shown), page):
+        assert all(form not in text for form in (SECRET, quote(SECRET, safe=""), quote(SECRET)))
