@@ -22,11 +22,11 @@ from sandbox.errors import (
     TimeLimitExceededError,
     WorkerCrashedError,
 )
-from sandbox.imports import Facade, make_facade
 from sandbox.limits import Limits
 from sandbox.result import RunError, RunResult
 
 if TYPE_CHECKING:
+    from sandbox.imports import Facade, make_facade
     from sandbox.supervisor import RequestHandler, Sandbox
 
 
@@ -38,6 +38,12 @@ def __getattr__(name: str) -> Any:
         from sandbox import supervisor
 
         return getattr(supervisor, name)
+    # The façades (and the standard-library allowlist and guards with them) are the child's and the catalog's: a
+    # host that only runs snippets never builds one.
+    if name in ("Facade", "make_facade"):
+        from sandbox import imports
+
+        return getattr(imports, name)
     raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
 
 
