@@ -34,14 +34,15 @@ HEAVY_MODULES = (
 #: Modules ``zingyconn run FILE`` must not import for a snippet that makes no Twilio call: what the host needs only
 #: for a Twilio request (httpcore, the broker's transport), a connection's profile (loaded when a connection of its
 #: type is opened), a connection command, purging, a snippet's import façades (the child builds them), an enqueue, a
-#: server or another database (the child, not the host, imports twilio for the snippet). SQLAlchemy, cryptography
-#: and the sandbox's host side are needed: the run opens the store and compiles the snippet.
+#: server or another database (the child, not the host, imports twilio for the snippet), and ``cryptography`` while no
+#: connection is opened (the store is empty). SQLAlchemy and the sandbox's host side are needed: the run opens the
+#: store and compiles the snippet.
 RUN_AVOIDS = (
     "aiohttp", "huey", "redis", "starlette", "uvicorn", "twilio", "httpx", "requests", "rich", "psycopg",
     "phonenumbers", "httpcore", "sqlalchemy.dialects.postgresql", "sqlalchemy.orm", "zingyconn.hosts.demo",
     "zingyconn.tasks", "zingyconn.twilio.emulator", "zingyconn.twilio.client", "zingyconn.twilio.commands",
     "zingyconn.twilio.verify", "zingyconn.snippet.environment", "zingyconn.twilio.profile", "zingyconn.http.profile",
-    "zingyconn.purge", "sandbox.imports",
+    "zingyconn.purge", "sandbox.imports", "cryptography",
 )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import os
 import re
@@ -26,13 +27,13 @@ import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING, Final
 
 from zingyconn.config import Settings
 from zingyconn.errors import DecryptionError, KeyringError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 FORMAT_VERSION: Final = 1
 KEY_BYTES: Final = 32  # AES-256
@@ -130,10 +131,17 @@ class Keyring:
         for key_id, key in self._keys.items():
             if len(key) != KEY_BYTES:
                 raise KeyringError(f"Master key {key_id!r} in {origin} is {len(key)} bytes; it must be {KEY_BYTES}.")
-        self._ciphers = {key_id: AESGCM(key) for key_id, key in self._keys.items()}
         self.path = path
         self.origin = origin
         self._stamp: tuple[int, int, int] | None = None  # the key file as it was when read (see `reloaded`)
+
+    @functools.cached_property
+    def _ciphers(self) -> dict[str, AESGCM]:
+        # Built on the first seal or unseal, not with the keyring: a run that opens no connection (and a command that
+        # only lists them) does not load ``cryptography``. The keys' lengths were checked in ``__init__``.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        return {key_id: AESGCM(key) for key_id, key in self._keys.items()}
 
     def __repr__(self) -> str:
         return f"Keyring(key_ids={self.key_ids!r}, origin={self.origin!r})"  # never the key bytes
@@ -247,6 +255,8 @@ class Keyring:
             DecryptionError: Wrong or missing key, a tampered or truncated record, or a record moved from another row
                 (or, when the AAD binds a revision, restored from another revision).
         """
+        from cryptography.exceptions import InvalidTag
+
         try:
             key_id = record_key_id(record)
             header_end = 2 + len(key_id) + NONCE_BYTES
