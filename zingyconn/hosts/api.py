@@ -59,7 +59,8 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
+async def json_object(request: Request) -> dict[str, Any]:
+    """Return the request's JSON object body (``{}`` when empty); ValidationError for any other JSON value."""
     state = host_state(request)
     body = await read_body(request, max_bytes=state.max_body_bytes)
     if not body.strip():
@@ -85,7 +86,7 @@ async def run_command(request: Request) -> Response:
         raise FlowNotAllowedError(
             "Connection commands are not allowed from a page (browser) flow; run them from a cloud flow."
         )
-    inputs = await _json_object(request)
+    inputs = await json_object(request)
     name, command = request.path_params["name"], request.path_params["command"]
     key = request.headers.get(IDEMPOTENCY_HEADER) or None
     async with state.limiter.slot(tenant):
@@ -97,7 +98,8 @@ async def run_command(request: Request) -> Response:
     return JSONResponse({"ok": True, "result": result})
 
 
-def _check_admin(request: Request) -> None:
+def check_admin(request: Request) -> None:
+    """Refuse (UnauthorizedError, 401) a request without the admin token, or any request when none is set."""
     expected = host_state(request).admin_token
     if expected is None:
         raise UnauthorizedError("The admin API is disabled: start the server with ZINGYCONN_ADMIN_TOKEN set.")
@@ -108,7 +110,7 @@ def _check_admin(request: Request) -> None:
 
 async def list_hooks(request: Request) -> Response:
     """List a tenant's hooks."""
-    _check_admin(request)
+    check_admin(request)
     state = host_state(request)
     hooks = await state.in_thread(state.catalog.list_hooks, request.path_params["tenant"])
     return JSONResponse({"ok": True, "hooks": [hook.to_json() for hook in hooks]})
@@ -116,7 +118,7 @@ async def list_hooks(request: Request) -> Response:
 
 async def hook_item(request: Request) -> Response:
     """Create/replace (PUT), show (GET) or delete (DELETE) one hook."""
-    _check_admin(request)
+    check_admin(request)
     state = host_state(request)
     tenant, name = request.path_params["tenant"], request.path_params["name"]
     if request.method == "GET":
@@ -125,7 +127,7 @@ async def hook_item(request: Request) -> Response:
     if request.method == "DELETE":
         await state.in_thread(state.catalog.delete_hook, tenant, name)
         return JSONResponse({"ok": True})
-    data = await _json_object(request)
+    data = await json_object(request)
     source, verify_with, limits = data.get("source"), data.get("verify_with"), data.get("limits") or {}
     if not isinstance(source, str):
         raise ValidationError("'source' must be the snippet as a string.", field="source")
@@ -148,7 +150,7 @@ async def hook_item(request: Request) -> Response:
 
 def _versioned(request: Request) -> tuple[SnippetKind, str, str]:
     """Check the admin token; return (kind, tenant, name) of the versioned hook or script the path names."""
-    _check_admin(request)
+    check_admin(request)
     family = request.path_params["family"]
     if family not in FAMILIES:
         raise NotFoundError(f"There is no {family!r} to version; the path names 'hooks' or 'scripts'.")
@@ -201,7 +203,7 @@ async def diff_versions(request: Request) -> Response:
 async def rollback(request: Request) -> Response:
     """Save an old version of a hook or script again, as its newest version."""
     kind, tenant, name = _versioned(request)
-    to = _version_number((await _json_object(request)).get("to"), field="to")
+    to = _version_number((await json_object(request)).get("to"), field="to")
     state = host_state(request)
     version = await state.in_thread(lambda: state.catalog.rollback(kind, tenant, name, to=to, author=ADMIN_AUTHOR))
     return JSONResponse({"ok": True, "version": version})

@@ -27,7 +27,8 @@ from starlette.routing import BaseRoute, Route
 from sandbox.errors import SandboxError
 from zingyconn.catalog import Catalog
 from zingyconn.errors import ZingyConnError
-from zingyconn.hosts import api, composition, webhooks
+from zingyconn.hosts import api, composition, tenant_api, webhooks
+from zingyconn.hosts.audit import AuditTrail
 from zingyconn.hosts.composition import LifespanHook
 from zingyconn.hosts.middleware import (
     DEFAULT_MAX_BODY_BYTES,
@@ -128,6 +129,7 @@ def create_app(
         catalog=Catalog(engine),
         replay=ReplayStore(engine),
         tokens=TokenStore(engine),
+        audit=AuditTrail(engine),
         public_url=PublicUrl(public_url, trusted_proxies),
         limiter=TenantLimiter(running=tenant_concurrency, waiting=tenant_backlog),
         admin_token=admin_token,
@@ -151,6 +153,7 @@ def create_app(
         Route("/healthz", healthz, name="healthz"),
         *webhooks.ROUTES,
         *api.ROUTES,
+        *tenant_api.ROUTES,
         *mounts,
     ]
     middleware = [Middleware(EdgeMiddleware, max_body_bytes=max_body_bytes)]

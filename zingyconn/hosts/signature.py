@@ -77,6 +77,15 @@ class PublicUrl:
             return False
         return any(address in network for network in self.trusted_proxies)
 
+    def client_address(self, request: Request) -> str:
+        """Return the client's address: the peer, or the address a trusted proxy says it forwarded for."""
+        peer = request.client.host if request.client else ""
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded and self.is_trusted(peer):
+            # The proxy appends the address it saw: the last entry; earlier ones are the client's own claims.
+            return forwarded.rsplit(",", 1)[-1].strip() or peer
+        return peer or "unknown"
+
     def url_for(self, request: Request) -> str:
         """Return the full URL (with query) that the sender of *request* requested."""
         raw_path = request.scope.get("raw_path") or request.url.path.encode()

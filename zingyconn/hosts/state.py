@@ -11,6 +11,7 @@ from anyio import CapacityLimiter
 from starlette.requests import Request
 
 from zingyconn.catalog import Catalog
+from zingyconn.hosts.audit import AuditTrail
 from zingyconn.hosts.middleware import DEFAULT_MAX_BODY_BYTES, TenantLimiter
 from zingyconn.hosts.replay import ReplayStore
 from zingyconn.hosts.signature import PublicUrl
@@ -39,6 +40,7 @@ class HostState:
         catalog: Hooks and scripts.
         replay: Webhook idempotency records.
         tokens: Tenant API tokens.
+        audit: The audit trail the admin API records its changes in.
         public_url: How to rebuild the URL Twilio signed.
         limiter: Per-tenant cap on requests in flight (per process).
         admin_token: Token of the admin API, or ``None`` to disable it.
@@ -51,6 +53,7 @@ class HostState:
     catalog: Catalog
     replay: ReplayStore
     tokens: TokenStore
+    audit: AuditTrail
     public_url: PublicUrl = field(default_factory=PublicUrl)
     limiter: TenantLimiter = field(default_factory=TenantLimiter)
     admin_token: str | None = None

@@ -75,12 +75,7 @@ def state_of(request: Request) -> ConsoleState:
 
 def client_address(request: Request) -> str:
     """Return the client's address: the peer, or the address a trusted proxy says it forwarded for."""
-    peer = request.client.host if request.client else ""
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded and state_of(request).public_url.is_trusted(peer):
-        # The proxy appends the address it saw: the last entry; earlier ones are the client's own claims.
-        return forwarded.rsplit(",", 1)[-1].strip() or peer
-    return peer or "unknown"
+    return state_of(request).public_url.client_address(request)
 
 
 async def audit(request: Request, action: str, *, tenant: str | None, target: str | None = None, **detail: Any) -> None:
