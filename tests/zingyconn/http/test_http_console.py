@@ -12,6 +12,7 @@ import pytest
 
 from tests.hosts.live_console import OPERATOR_TOKEN, Console, csrf_of, live_console, sign_in
 from tests.servers import uvicorn_in_thread
+from tests.zingyconn.http.test_http_oauth2 import CLIENT_SECRET, AuthServer
 from zingyconn.hosts.console.auth import CSRF_FIELD
 from zingyconn.http.echo import EchoRecorder, create_app
 from zingyconn.http.profile import HttpProfile
@@ -84,3 +85,39 @@ def test_a_runs_http_calls_are_listed_by_runs_show_and_the_run_page(console: Con
     assert "<code>/api/notes</code>" in page
     for text in (json.dumps(shown), page):
         assert all(form not in text for form in (SECRET, quote(SECRET, safe=""), quote(SECRET)))
+
+
+def test_an_oauth2_connection_is_added_and_tested_from_the_console(console: Console) -> None:
+    """The HTTP form takes OAuth 2 client credentials (token URL, client id, scope; the client secret write-only):
+    a missing client id is a 400 naming it; the saved connection is listed with its token URL and client id, and its
+    test fetches an access token with the client secret and calls the API with it; nothing shows the secret."""
+    auth = AuthServer()
+    with uvicorn_in_thread(auth.app(), name="oauth") as port, console.browser() as browser:
+        base = f"http://127.0.0.1:{port}"
+        form = {"name": "crm", "base_url": f"{base}/api", "auth": "oauth2", "token_url": f"{base}/oauth/token",
+                "client_id": auth.client_id, "scope": "notes.write", "prefixes": "/notes", "local_test_target": "1",
+                "secret": CLIENT_SECRET}  # fmt: skip
+        sign_in(browser, OPERATOR_TOKEN)
+        page = browser.get("/console/t/acme/connections")
+        assert '<option value="oauth2"' in page.text
+        csrf = {CSRF_FIELD: csrf_of(page.text)}
+        bad = browser.post("/console/t/acme/connections/http/save", data={**form, **csrf, "client_id": ""})
+        assert bad.status_code == 400
+        assert "client_id is required" in bad.text
+        saved = browser.post("/console/t/acme/connections/http/save", data={**form, **csrf})
+        assert saved.status_code == 303
+        listed = browser.get("/console/t/acme/connections").text
+        assert f"{base}/api (oauth2 from {base}/oauth/token as {auth.client_id}; GET," in listed
+        tested = browser.post("/console/t/acme/connections/crm/test", data=csrf)
+        assert tested.status_code == 303
+        shown = browser.get("/console/t/acme/connections").text
+        assert "works:" in shown
+        for text in (bad.text, listed, shown):
+            assert CLIENT_SECRET not in text
+
+    profile = console.runtime.store.get("acme", "crm")
+    assert isinstance(profile, HttpProfile)
+    assert (profile.token_url, profile.client_id, profile.scope) == (f"{base}/oauth/token", auth.client_id,
+                                                                     "notes.write")  # fmt: skip
+    assert auth.issued
+    assert auth.seen == [f"Bearer {auth.issued[-1]}"]

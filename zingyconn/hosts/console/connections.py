@@ -41,6 +41,9 @@ COMMAND_FIELDS: Final[Mapping[str, tuple[tuple[str, str, str, str], ...]]] = {
     "deleteMessage": (("sid", "text", "SM/MM + 32 hex", "SM…"),),
 }
 
+#: The HTTP connection form's fields besides the name and the secret (OAuth 2's last, blank for other schemes).
+HTTP_FORM_FIELDS: Final = ("base_url", "auth", "auth_name", "methods", "prefixes", "token_url", "client_id", "scope")
+
 #: Commands that change nothing (not audited); every other command is.
 READ_COMMANDS: Final = frozenset({"listMessages", "readMessage"})
 
@@ -96,9 +99,10 @@ def _details(store: Any, tenant: str, name: str) -> str:
         return ""
     masked = profile.masked()
     test_target = ", local test target" if profile.local_test_target else ""
+    oauth2 = f" from {masked['token_url']} as {masked['client_id']}" if profile.auth == "oauth2" else ""
     return (
-        f"{masked['base_url']} ({masked['auth']}; {masked['allowed_methods']} under {masked['allowed_prefixes']}"
-        f"{test_target})"
+        f"{masked['base_url']} ({masked['auth']}{oauth2}; {masked['allowed_methods']} under "
+        f"{masked['allowed_prefixes']}{test_target})"
     )
 
 
@@ -139,11 +143,13 @@ async def connection_save(request: Request, tenant: str, form: FormData) -> Resp
 
 @page(nav="connections")
 async def http_connection_save(request: Request, tenant: str, form: FormData) -> Response:
-    """Add an HTTP connection (base URL, auth scheme, allowed methods and prefixes, write-only secret)."""
+    """Add an HTTP connection (base URL, auth scheme, allowed methods and prefixes, write-only secret; for OAuth 2
+    client credentials the token URL, client id and scope, the secret being the client secret)."""
     store = state_of(request).runtime.store
     name = str(form.get("name") or "").strip()
-    values = {key: str(form.get(key) or "").strip() for key in ("base_url", "auth", "auth_name", "methods", "prefixes")}
-    scheme = values["auth"] if values["auth"] in ("bearer", "basic") else f"{values['auth']}:{values['auth_name']}"
+    values = {key: str(form.get(key) or "").strip() for key in HTTP_FORM_FIELDS}
+    named = values["auth"] in ("header", "query")  # the schemes whose header or query key the form names apart
+    scheme = f"{values['auth']}:{values['auth_name']}" if named else values["auth"]
     try:
         profile = HttpProfile.from_options(
             base_url=values["base_url"],
@@ -152,6 +158,9 @@ async def http_connection_save(request: Request, tenant: str, form: FormData) ->
             methods=[values["methods"]],
             prefixes=[values["prefixes"]],
             local_test_target=form.get("local_test_target") == "1",
+            token_url=values["token_url"],
+            client_id=values["client_id"],
+            scope=values["scope"],
         )
         await run_in_threadpool(store.put, tenant, name, profile)
     except ZingyConnError as exc:
