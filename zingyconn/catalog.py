@@ -21,6 +21,7 @@ from sandbox import compile_snippet
 from sandbox.errors import CompileError
 from sandbox.imports import STDLIB_MODULES, check_imports
 from sandbox.limits import Limits
+from zingyconn.changes import ChangeWatch, VersionedCache, bump
 from zingyconn.connection_types import snippet_modules
 from zingyconn.database import read_only
 from zingyconn.errors import NotFoundError, ValidationError
@@ -230,10 +231,14 @@ def check_source(source: str) -> None:
 class Catalog:
     """Create, read, update and delete hooks and scripts, per tenant, in the store's database."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, engine: Engine, *, clock: Callable[[], float] = time.time, changes: ChangeWatch | None = None
+    ) -> None:
         self._engine = engine
         self._reader = read_only(engine)
         self._clock = clock
+        self._changes = changes if changes is not None else ChangeWatch.of(engine)
+        self._hooks: VersionedCache[tuple[str, str], Hook | None] = VersionedCache()
 
     # --- hooks -------------------------------------------------------------------------------------------------
 
@@ -272,6 +277,38 @@ class Catalog:
         if row is None:
             raise NotFoundError(f"Tenant {tenant!r} has no hook named {name!r}.")
         return _hook(row._mapping)
+
+    def known_hook(self, tenant: str, name: str) -> Hook | None:
+        """Return hook *name* of *tenant* from this catalog's cache without a query, or None if it must be read.
+
+        The cache holds what :meth:`cached_hook` read while the change counter has not moved (see
+        :mod:`zingyconn.changes` for the staleness bound): cheap enough to call on an event loop.
+
+        Raises:
+            NotFoundError: The cache knows there is no such hook.
+        """
+        found, hook = self._hooks.get((tenant, name), self._changes.known())
+        if found and hook is None:
+            raise NotFoundError(f"Tenant {tenant!r} has no hook named {name!r}.")
+        return hook
+
+    def cached_hook(self, tenant: str, name: str) -> Hook:
+        """Return hook *name* of *tenant*, at most :data:`~zingyconn.changes.CHECK_SECONDS` stale (one query at most).
+
+        Raises:
+            NotFoundError: There is no such hook.
+        """
+        version = self._changes.current()
+        hook = self.known_hook(tenant, name)
+        if hook is not None:
+            return hook
+        try:
+            hook = self.get_hook(tenant, name)
+        except NotFoundError:
+            self._hooks.put((tenant, name), version, None)
+            raise
+        self._hooks.put((tenant, name), version, hook)
+        return hook
 
     def list_hooks(self, tenant: str) -> list[Hook]:
         """Return the hooks of *tenant*, by name."""
@@ -453,6 +490,9 @@ class Catalog:
                     else:
                         row = {"tenant": tenant, "name": name, "created_at": now, "updated_at": now}
                         conn.execute(table.insert().values(**row, **values, version=version))
+                    bump(conn)
+                self._changes.changed()
+                self._hooks.drop((tenant, name))
                 return
             except sa.exc.IntegrityError:
                 # PostgreSQL: a concurrent first save of the same name won the insert; save over it instead.
@@ -465,6 +505,9 @@ class Catalog:
             deleted = conn.execute(table.delete().where(table.c.tenant == tenant, table.c.name == name)).rowcount
             # Its versions go with it: a hook saved again under the same name starts a new history at version 1.
             conn.execute(snippet_versions.delete().where(*_version_key(kind, tenant, name)))
+            bump(conn)
+        self._changes.changed()
+        self._hooks.drop((tenant, name))
         if not deleted:
             raise NotFoundError(f"Tenant {tenant!r} has no {what} named {name!r}.")
 

@@ -49,10 +49,9 @@ from zingyconn.variables import TenantVariables
 #: The snippet environment every runtime sandbox is started with (``zingyConn``, the twilio façades).
 SNIPPET_ENVIRONMENT: Final = "zingyconn.snippet.environment:environment"
 
-#: How long a runtime reuses a tenant's decrypted connections between runs: reading and decrypting them costs about
-#: as much as a short run (a millisecond on a cold CPU). A change made through this runtime's store applies at once;
-#: one made elsewhere (the CLI, another server) reaches this process within this time. Threat bound: a connection
-#: deleted or given a new secret elsewhere stays usable by this process's runs for at most this long.
+#: Passed as ``max_age_seconds`` to the connection store: above 0, a runtime reuses a tenant's decrypted connections
+#: between runs while the store's change counter has not moved (reading and decrypting them costs about as much as a
+#: short run). A change made anywhere reaches this process within :data:`zingyconn.changes.CHECK_SECONDS`.
 PROFILES_MAX_AGE_SECONDS: Final = 1.0
 
 #: HTTP requests one connection command may make (listMessages with limit 1000 needs 10 pages of 100).

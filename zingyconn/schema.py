@@ -256,6 +256,17 @@ tenant_vars: Final = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
+#: The change counter (``zingyconn.changes``): one row whose ``version`` every hook, script and connection change
+#: bumps in its own transaction, so that another process's cache sees, in one read, that it may be stale.
+store_changes: Final = sa.Table(
+    "store_changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+#: The id of the counter's one row.
+CHANGE_COUNTER_ID: Final = 1
+
 
 def _create_v1(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
@@ -330,6 +341,13 @@ def _add_script_timezone(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE scripts ADD COLUMN timezone VARCHAR(64)"))
 
 
+def _add_change_counter(conn: Connection) -> None:
+    """``store_changes`` and its one row, at 0."""
+    store_changes.create(conn, checkfirst=True)
+    if conn.execute(sa.select(store_changes.c.id).where(store_changes.c.id == CHANGE_COUNTER_ID)).first() is None:
+        conn.execute(store_changes.insert().values(id=CHANGE_COUNTER_ID, version=0))
+
+
 #: Ordered migration steps; step ``i`` brings the schema to version ``i + 1``. Each must be idempotent.
 MIGRATIONS: Final[tuple[Callable[[Connection], None], ...]] = (
     _create_v1,
@@ -339,6 +357,7 @@ MIGRATIONS: Final[tuple[Callable[[Connection], None], ...]] = (
     _add_tenant_vars,
     _add_versions,
     _add_script_timezone,
+    _add_change_counter,
 )
 LATEST_VERSION: Final = len(MIGRATIONS)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -47,6 +48,7 @@ class HostState:
         max_body_bytes: Request body cap.
         run_threads: Cap on threads that run snippets and store calls.
         parse_threads: Cap on threads that parse bodies and check signatures.
+        parse_slots: The same cap, taken inside a worker thread that does more than parse (a webhook's one call).
     """
 
     runtime: Runtime
@@ -60,6 +62,9 @@ class HostState:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     run_threads: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(DEFAULT_RUN_THREADS))
     parse_threads: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(DEFAULT_PARSE_THREADS))
+    parse_slots: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(DEFAULT_PARSE_THREADS)
+    )
 
     async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
         """Call a blocking *function* (database, sandbox) in a worker thread, keeping the event loop free."""

@@ -31,7 +31,8 @@ from starlette.routing import Route
 from sandbox.errors import SandboxError, TimeLimitExceededError
 from sandbox.result import RunError
 from zingyconn.catalog import Hook
-from zingyconn.errors import ConnectionNotFoundError, ValidationError
+from zingyconn.changes import CHECK_SECONDS
+from zingyconn.errors import ConnectionNotFoundError, DecryptionError, ValidationError
 from zingyconn.history import FAILED, new_run_id
 from zingyconn.hosts.bodies import parse_json
 from zingyconn.hosts.content import media_type_of
@@ -79,7 +80,10 @@ async def handle_hook(request: Request) -> Response:
     if request.method == "HEAD":
         # Starlette answers HEAD wherever GET is routed; a link checker's HEAD must not run (and bill) the snippet.
         raise HTTPException(405, "HEAD does not run hooks; send GET or POST.", headers={"Allow": "GET, POST"})
-    hook = await state.in_thread(state.catalog.get_hook, tenant, name)
+    # From the catalog's cache on the loop (no query); a worker thread reads it when the cache cannot answer.
+    hook = state.catalog.known_hook(tenant, name)
+    if hook is None:
+        hook = await state.in_thread(state.catalog.cached_hook, tenant, name)
     max_bytes = state.max_body_bytes if hook.verify_with is None else min(state.max_body_bytes, SIGNED_MAX_BODY_BYTES)
     body = await read_body(request, max_bytes=max_bytes)
     token = request.headers.get(IDEMPOTENCY_HEADER)
@@ -87,17 +91,37 @@ async def handle_hook(request: Request) -> Response:
         message = f"The {IDEMPOTENCY_HEADER} header must be 1-{MAX_TOKEN_LENGTH} characters."
         raise ValidationError(message, field=IDEMPOTENCY_HEADER)
     url = state.public_url.url_for(request) if hook.verify_with is not None else ""
-    try:
-        event = await state.parse_in_thread(_prepare, state.runtime, hook, url, request, body)
-    except ValidationError as exc:
-        stored = await state.in_thread(_record_refusal, state.runtime, hook, request, exc)
-        request.state.run_id = stored.run_id
-        return _respond(stored, replayed=False)
     is_twilio = hook.verify_with is not None or "x-twilio-signature" in request.headers
     async with state.limiter.slot(tenant):
-        stored, replayed = await _run_once(state, hook, event, token=token, is_twilio=is_twilio)
+        # One worker-thread call does the rest (parse, verify, claim, run, store): one thread hop per request.
+        served = await state.in_thread(_serve, state, hook, url, request, body, token, is_twilio)
+        if isinstance(served, StoredResponse):
+            stored, replayed = served, False
+        else:  # another request holds the token: replay its response, or take the claim over once it is dead
+            assert token is not None
+            stored, replayed = await _run_once(state, hook, served, token=token, is_twilio=is_twilio)
     request.state.run_id, request.state.replayed = stored.run_id, replayed
     return _respond(stored, replayed=replayed)
+
+
+def _serve(
+    state: HostState, hook: Hook, url: str, request: Request, body: bytes, token: str | None, is_twilio: bool
+) -> StoredResponse | dict[str, Any]:
+    """Parse, verify, claim the token, run and store, in one worker thread; never on the event loop.
+
+    Returns the response to send, or the event when another request holds *token* (the caller then waits for it).
+
+    Raises:
+        SignatureError: The hook checks signatures and this request's does not hold (nothing runs).
+    """
+    try:
+        with state.parse_slots:
+            event = _prepare(state.runtime, hook, url, request, body)
+    except ValidationError as exc:
+        return _record_refusal(state.runtime, hook, request, exc)
+    if token is not None and not state.replay.claim(hook.tenant, hook.name, token):
+        return event
+    return _run_claimed(state, hook, event, token, is_twilio)
 
 
 def _prepare(runtime: Runtime, hook: Hook, url: str, request: Request, body: bytes) -> dict[str, Any]:
@@ -134,15 +158,13 @@ def _record_refusal(runtime: Runtime, hook: Hook, request: Request, error: Valid
 
 
 async def _run_once(
-    state: HostState, hook: Hook, event: dict[str, Any], *, token: str | None, is_twilio: bool
+    state: HostState, hook: Hook, event: dict[str, Any], *, token: str, is_twilio: bool
 ) -> tuple[StoredResponse, bool]:
-    """Run the hook, or replay the response of the first request with the same token; return (response, replayed)."""
-    if token is None:
-        stored, _transient = await state.in_thread(_run, state.runtime, hook, event, None, is_twilio)
-        return stored, False
+    """Wait for the request that holds *token*: replay its response, or run once its claim is ours; (response,
+    replayed)."""
     wall = hook.run_limits().wall_seconds
     give_up = time.monotonic() + wall + DUPLICATE_WAIT_SLACK_SECONDS
-    while not await state.in_thread(state.replay.claim, hook.tenant, hook.name, token):
+    while True:
         # Another request runs this token: replay its response, or take the claim over once its lease runs out
         # (its process died), so that this retry runs the hook instead of failing.
         remaining = give_up - time.monotonic()
@@ -152,18 +174,28 @@ async def _run_once(
         first = await state.replay.wait(hook.tenant, hook.name, token, timeout_seconds=wait_seconds)
         if first is not None:
             return first, True
+        if await state.in_thread(state.replay.claim, hook.tenant, hook.name, token):
+            return await state.in_thread(_run_claimed, state, hook, event, token, is_twilio), False
+
+
+def _run_claimed(
+    state: HostState, hook: Hook, event: dict[str, Any], token: str | None, is_twilio: bool
+) -> StoredResponse:
+    """Run the hook whose *token* (if any) this request claimed, then store its response for replay, or release."""
+    if token is None:
+        return _run(state.runtime, hook, event, None, is_twilio)[0]
     try:
-        stored, transient = await state.in_thread(_run, state.runtime, hook, event, token, is_twilio)
+        stored, transient = _run(state.runtime, hook, event, token, is_twilio)
     except BaseException:
-        await state.in_thread(state.replay.release, hook.tenant, hook.name, token)
+        state.replay.release(hook.tenant, hook.name, token)
         raise
     if transient:
         # Our failure or Twilio's, not the snippet's (a crashed sandbox child, the store or Twilio unreachable): let
         # Twilio's retry run the hook again instead of replaying the failure. Its sends are in the send ledger.
-        await state.in_thread(state.replay.release, hook.tenant, hook.name, token)
+        state.replay.release(hook.tenant, hook.name, token)
     else:
-        await state.in_thread(state.replay.store, hook.tenant, hook.name, token, stored)
-    return stored, False
+        state.replay.store(hook.tenant, hook.name, token, stored)
+    return stored
 
 
 def _respond(stored: StoredResponse, *, replayed: bool) -> Response:
@@ -187,9 +219,14 @@ def signing_secrets(runtime: Runtime, hook: Hook) -> tuple[str, ...]:
         SignatureError: The connection does not exist or holds no Auth Token (see :func:`auth_token_of`).
     """
     assert hook.verify_with is not None
+    # From the store's cache: a rotated Auth Token or a deleted connection applies within the change counter's
+    # staleness bound (zingyconn.changes), as for the runs themselves.
     try:
-        profile = runtime.store.get(hook.tenant, hook.verify_with)
-    except ConnectionNotFoundError:
+        try:
+            profile = runtime.store.profiles(hook.tenant, max_age_seconds=CHECK_SECONDS)[hook.verify_with]
+        except DecryptionError:  # another connection of the tenant does not open: read this one alone
+            profile = runtime.store.get(hook.tenant, hook.verify_with)
+    except (KeyError, ConnectionNotFoundError):
         raise SignatureError(
             f"Hook {hook.name!r} verifies signatures with connection {hook.verify_with!r}, which does not exist."
         ) from None

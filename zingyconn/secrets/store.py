@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from zingyconn.changes import ChangeWatch, VersionedCache, bump
 from zingyconn.config import Settings
 from zingyconn.connection_types import Profile, connection_type
 from zingyconn.database import create_engine, read_only, upsert_insert
@@ -97,14 +98,24 @@ PROFILES_CACHE_TENANTS = 1024
 class ConnectionStore:
     """Sealed connection profiles per tenant; safe for many threads and processes on one database."""
 
-    def __init__(self, engine: Engine, keyring: Keyring, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        keyring: Keyring,
+        *,
+        clock: Callable[[], float] = time.time,
+        changes: ChangeWatch | None = None,
+    ) -> None:
         self._engine = engine
         self._reader = read_only(engine)
         self._clock = clock
         self.keyring = keyring
-        # tenant -> (read at, profiles): see profiles(max_age_seconds=...). Decrypted secrets already live in this
-        # process for the runs that use them; the cache keeps them no longer than its callers' max age.
-        self._profiles_cache: dict[str, tuple[float, dict[str, Profile]]] = {}
+        self._changes = changes if changes is not None else ChangeWatch.of(engine)
+        # tenant -> profiles, valid while the change counter stays where it was when they were read (see
+        # profiles(max_age_seconds=...)). Decrypted secrets already live in this process for the runs that use them.
+        self._profiles_cache: VersionedCache[str, dict[str, Profile]] = VersionedCache(
+            max_entries=PROFILES_CACHE_TENANTS
+        )
 
     @property
     def engine(self) -> Engine:
@@ -131,7 +142,6 @@ class ConnectionStore:
         type_ = connection_type(profile.connection_type).name  # only a registered type is stored
         summary = {field: value for field, value in profile.masked().items() if field != "secret"}
         insert = upsert_insert(self._engine)
-        self._profiles_cache.pop(tenant, None)
         for _ in range(PUT_ATTEMPTS):
             with self._engine.begin() as conn:
                 current = conn.execute(
@@ -161,8 +171,11 @@ class ConnectionStore:
                         ).rowcount
                         == 1
                     )
+                if done:
+                    bump(conn)
             if done:
-                self._profiles_cache.pop(tenant, None)  # and again: a concurrent profiles() may have cached the old
+                self._changes.changed()
+                self._profiles_cache.drop(tenant)  # seen here at once, without waiting for the counter
                 return revision
         raise ZingyConnError(
             f"Connection {name!r} of tenant {tenant!r} is being written by other processes at the same moment; "
@@ -201,10 +214,11 @@ class ConnectionStore:
 
     def delete(self, tenant: str, name: str) -> None:
         """Delete connection *name* of *tenant* (ConnectionNotFoundError if there is none)."""
-        self._profiles_cache.pop(tenant, None)
         with self._engine.begin() as conn:
             deleted = conn.execute(sa.delete(connections).where(*self._key(tenant, name))).rowcount
-        self._profiles_cache.pop(tenant, None)
+            bump(conn)
+        self._changes.changed()
+        self._profiles_cache.drop(tenant)
         if deleted == 0:
             raise ConnectionNotFoundError(f"Tenant {tenant!r} has no connection named {name!r}.")
 
@@ -216,30 +230,33 @@ class ConnectionStore:
         """Return every connection of *tenant*, decrypted, by name (one query: a run's broker session and masking).
 
         Args:
-            max_age_seconds: Reuse what this store object read for *tenant* at most this long ago (0: read now).
-                Its own :meth:`put` and :meth:`delete` drop the tenant's entry at once (a rotation changes no
-                profile); a change made by another process or store object is seen once the entry is older.
+            max_age_seconds: Above 0: reuse what this store object read for *tenant* while the change counter has
+                not moved (:mod:`zingyconn.changes`: a change made anywhere is seen within
+                :data:`~zingyconn.changes.CHECK_SECONDS`); its own :meth:`put` and :meth:`delete` drop the entry at
+                once. 0: read now.
         """
         validate_name(tenant, field="tenant")
-        now = self._clock()
+        version = self._changes.current() if max_age_seconds > 0 else None
         cached = self.cached_profiles(tenant, max_age_seconds=max_age_seconds)
         if cached is not None:
             return cached
         with self._reader.connect() as conn:
             rows = conn.execute(sa.select(connections.c.name, *_SEALED).where(connections.c.tenant == tenant)).all()
         found = {row.name: self.open_row(tenant, row.name, row) for row in rows}
-        if max_age_seconds > 0:
-            if len(self._profiles_cache) >= PROFILES_CACHE_TENANTS:
-                self._profiles_cache.clear()  # simpler than LRU, and a cleared entry costs one read
-            self._profiles_cache[tenant] = (now, found)
+        if version is not None:
+            self._profiles_cache.put(tenant, version, found)
         return dict(found)
 
     def cached_profiles(self, tenant: str, *, max_age_seconds: float) -> dict[str, Profile] | None:
-        """Return what :meth:`profiles` read for *tenant* at most *max_age_seconds* ago, or None (no query)."""
-        cached = self._profiles_cache.get(tenant)
-        if cached is not None and 0 <= self._clock() - cached[0] < max_age_seconds:
-            return dict(cached[1])
-        return None
+        """Return what :meth:`profiles` read for *tenant* if still current, or None (no query).
+
+        Current: the change counter, read less than :data:`~zingyconn.changes.CHECK_SECONDS` ago, has not moved
+        since. *max_age_seconds* 0 never uses the cache.
+        """
+        if max_age_seconds <= 0:
+            return None
+        found, profiles = self._profiles_cache.get(tenant, self._changes.known())
+        return dict(profiles) if found and profiles is not None else None
 
     # Key rotation lives in zingyconn.secrets.rotation; these three keep the store's callers working.
     def key_usage(self) -> dict[str, int]:

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.zingyconn.twilio.test_profile import profiles
+from zingyconn.changes import CHECK_SECONDS, ChangeWatch
 from zingyconn.database import create_engine
 from zingyconn.errors import ConnectionNotFoundError, DecryptionError, KeyringError, ValidationError
 from zingyconn.schema import connections, schema_version
@@ -317,20 +318,20 @@ def test_concurrent_puts_from_several_processes_lose_no_update(store: Connection
         assert store.get("acme", f"own-{worker}").to_json()["secret"] == f"{worker:016x}{count - 1:016x}"
 
 
-def test_profiles_are_reused_for_their_max_age_and_dropped_by_own_writes(engine: sa.Engine) -> None:
-    """profiles(max_age_seconds=) reuses a recent read; another store's change shows once it is older than that."""
+def test_profiles_are_reused_until_the_change_counter_moves_and_dropped_by_own_writes(engine: sa.Engine) -> None:
+    """profiles(max_age_seconds=) reuses a read; another store's change shows once the counter is read again."""
     now = [1000.0]
-    store = ConnectionStore(engine, Keyring([("k1", KEY_1)]), clock=lambda: now[0])
+    store = ConnectionStore(engine, Keyring([("k1", KEY_1)]), changes=ChangeWatch(engine, clock=lambda: now[0]))
     elsewhere = ConnectionStore(engine, Keyring([("k1", KEY_1)]))  # another process, as far as caching goes
     store.put("acme", "main", _profile(TOKEN_A))
     assert store.profiles("acme", max_age_seconds=1.0)["main"].to_json()["secret"] == TOKEN_A
 
     elsewhere.put("acme", "main", _profile(TOKEN_B))
     elsewhere.put("acme", "second", _profile(TOKEN_B))
-    now[0] += 0.5
-    assert set(store.profiles("acme", max_age_seconds=1.0)) == {"main"}  # still the read of 0.5 s ago
+    now[0] += CHECK_SECONDS / 2
+    assert set(store.profiles("acme", max_age_seconds=1.0)) == {"main"}  # the counter is not read again yet
     assert store.profiles("acme")["main"].to_json()["secret"] == TOKEN_B  # max age 0: read now
-    now[0] += 1.0
+    now[0] += CHECK_SECONDS
     assert store.profiles("acme", max_age_seconds=1.0)["main"].to_json()["secret"] == TOKEN_B
 
     store.delete("acme", "second")  # its own write drops the entry at once
