@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.errors import EgressDeniedError
+from sandbox.supervisor import Sandbox
 from tests.zingyconn.capability import ACCOUNT_SID, MASTER_KEY, RECIPIENT, SENDER, World, twilio_world
 from zingyconn.egress.broker import EgressBroker
 from zingyconn.egress.protocol import OP_HTTP
@@ -101,7 +102,8 @@ def runtime(world: tuple[World, Listener]) -> Iterator[Runtime]:
     running, listener = world
     quotas = dict.fromkeys(PRODUCT_NAMES, (0.001, BURST))
     settings = dataclasses.replace(running.settings, twilio_base_url=listener.base_url, quotas=quotas)
-    with Runtime(settings, engine=running.engine, keyring=running.keyring) as started:
+    sandbox = Sandbox(environment="tests.zingyconn.egress.billing_environment:environment")
+    with sandbox, Runtime(settings, engine=running.engine, keyring=running.keyring, sandbox=sandbox) as started:
         yield started
 
 
