@@ -1,9 +1,10 @@
-"""The audit trail: who changed what through the console, for which tenant, and when.
+"""The audit trail: who changed what through the console or the admin API, for which tenant, and when.
 
 Every console action that changes something (a connection saved or deleted, a hook or script saved or deleted, a
-command or snippet run, a task enqueued, a sign-in or sign-out) writes one row to ``audit_events``. Rows name
-things (connection, hook, command, run id), never secrets: a connection's secret, a token, or a message body is
-never an argument here. The console shows a tenant's rows; ``zingyconn audit list`` prints them.
+command or snippet run, a task enqueued, a sign-in or sign-out) writes one row to ``audit_events``, and so does
+every connection or variable change through the admin API (actor ``admin-api``). Rows name things (connection,
+hook, command, run id), never secrets: a connection's secret, a token, or a message body is never an argument here.
+The console shows a tenant's rows; ``zingyconn audit list`` prints them.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class AuditEvent:
         id: Increasing number (the order of recording).
         at: Unix time.
         actor: ``"operator"`` or ``"token <id>"`` (the token id ``zingyconn tokens list`` shows); for a refused
-            sign-in, ``"anonymous"``.
+            sign-in, ``"anonymous"``; ``"admin-api"`` for a change through the admin API.
         client: The client's address.
         tenant: The tenant acted on (``None`` for sign-in/out of the operator).
         action: What was done, ``noun.verb`` (``hook.save``, ``connection.delete``, ``session.start``...).

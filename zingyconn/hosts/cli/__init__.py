@@ -34,7 +34,7 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "serve": ("zingyconn.hosts.cli.serve:serve", "Serve webhooks, the command API, the console and tasks."),
     "hooks": ("zingyconn.hosts.cli.hooks:hooks", "Add, list, show, version and delete webhook hooks."),
     "tokens": ("zingyconn.hosts.cli.tokens:tokens", "Create, list and revoke tenants' API tokens."),
-    "audit": ("zingyconn.hosts.cli.audit:audit", "Read the audit trail of changes made through the console."),
+    "audit": ("zingyconn.hosts.cli.audit:audit", "Read the audit trail of console and admin API changes."),
     "runs": ("zingyconn.hosts.cli.runs:runs", "List and show stored runs of every kind."),
     "purge": ("zingyconn.hosts.cli.purge:purge", "Delete history and records older than their retention."),
 }

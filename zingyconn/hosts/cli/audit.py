@@ -1,4 +1,5 @@
-"""``zingyconn audit list``: the console's audit trail (who changed what, for which tenant, when)."""
+"""``zingyconn audit list``: the audit trail of the console and the admin API (who changed what, for which tenant,
+when)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from zingyconn.hosts.cli.options import format_time
 
 @click.group()
 def audit() -> None:
-    """Read the audit trail of changes made through the console."""
+    """Read the audit trail of console and admin API changes."""
 
 
 @audit.command(name="list")
