@@ -5,6 +5,11 @@ and every other descriptor closed. The child waits for the host's run order, app
 snippet through :func:`sandbox.executor.execute`, serialises the result to JSON **here** (never a rich object
 across the boundary), sends one result frame and exits without running any finaliser. Nothing it did can
 survive: its threads, memory and descriptors end with the process.
+
+An order carrying ``instance_cpu_seconds`` makes the child an *instance* (:mod:`sandbox.instance`): after its
+result it waits for the next order on the same channel instead of exiting. Each of its runs gets a freshly built
+environment and fresh globals, and its own CPU budget (the ``RLIMIT_CPU`` soft limit moved to the CPU used so
+far plus the run's ``cpu_seconds``); the other rlimits, set by the first order, hold for the process's life.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -67,6 +73,10 @@ _OUT_OF_MEMORY: Final = encode_frame(
 )
 
 
+#: An instance's first frame: it is set up and waits for the host to read its state (see :mod:`sandbox.instance`).
+_INSTANCE_READY: Final = encode_frame({"t": "ready"})
+
+
 def open_statm() -> int:
     """Open this process's ``/proc/<pid>/statm`` and return the descriptor.
 
@@ -96,18 +106,33 @@ _RLIMITS: Final = (
 )
 
 
-def apply_rlimits(limits: Limits, *, address_space_bytes: int) -> None:
+def apply_rlimits(limits: Limits, *, address_space_bytes: int, cpu_hard_seconds: float | None = None) -> None:
     """Apply the run's limits to this process (the kernel enforces them from here on).
 
     ``RLIMIT_AS`` is counted above the zygote's own footprint (*address_space_bytes*). ``RLIMIT_CPU`` is whole
     seconds: SIGXCPU at the soft limit, SIGKILL one second later. ``RLIMIT_NPROC=0`` refuses threads and
-    processes, but only when the child is not root.
+    processes, but only when the child is not root. An instance passes *cpu_hard_seconds*, the CPU its whole life
+    may use: an unprivileged process can never raise a hard limit again, and each of its runs moves the soft limit
+    (:func:`set_run_cpu_limit`).
     """
     cpu = max(1, math.ceil(limits.cpu_seconds))
+    cpu_hard = cpu + 1 if cpu_hard_seconds is None else max(cpu + 1, math.ceil(cpu_hard_seconds))
     memory = address_space_bytes + limits.memory_bytes
-    values = ((0, 0), (cpu, cpu + 1), (memory, memory), (0, 0), (OPEN_FILES, OPEN_FILES), (0, 0))
+    values = ((0, 0), (cpu, cpu_hard), (memory, memory), (0, 0), (OPEN_FILES, OPEN_FILES), (0, 0))
     for limit, value in zip(_RLIMITS, values, strict=True):
         resource.setrlimit(limit, value)
+
+
+def set_run_cpu_limit(limits: Limits) -> None:
+    """Move the ``RLIMIT_CPU`` soft limit to the CPU this process used so far plus the run's ``cpu_seconds``.
+
+    An instance's runs share one process, so each run's budget starts where the last one left off. SIGXCPU comes
+    at the soft limit, which never passes the hard one set for the instance's life.
+    """
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = math.ceil(usage.ru_utime + usage.ru_stime + limits.cpu_seconds)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
 
 
 def _clip(text: str | None, limit: int) -> str | None:
@@ -250,18 +275,28 @@ class OrderContext(Mapping[str, Any]):
         return len(self._context())
 
 
+@dataclasses.dataclass
+class InstanceState:
+    """Whether this child became an instance (its first order said so), and so serves further orders."""
+
+    active: bool = False
+
+
 def serve_order(
     sock: socket.socket,
     factory: EnvironmentFactory,
     *,
     address_space_bytes: int,
     phase: PhaseMarker | None = None,
+    instance: InstanceState | None = None,
 ) -> bytes:
     """Build the run's environment, then wait for the order on *sock*, apply its rlimits, run it; return the frame.
 
     *address_space_bytes* is this process's footprint at its fork, before any warm-up (``RLIMIT_AS`` counts above it).
     No snippet code runs before the order's rlimits are applied. *phase* records whose code runs (the snippet's,
     or the platform's during requests to the host) for the zygote to read if the process dies of a fault.
+    *instance* is set active by a first order that makes this child an instance; a later order of an active
+    instance only moves the CPU limit (:func:`set_run_cpu_limit`).
     """
     pending = PendingOrder(sock)
     # No request can leave before the order sets the run's cap.
@@ -269,7 +304,21 @@ def serve_order(
     environment = prepare_environment(factory, RunContext(host=host, context=OrderContext(pending)))
     order = pending.get()
     limits = Limits(**order["limits"])
-    apply_rlimits(limits, address_space_bytes=address_space_bytes)
+    if instance is not None and instance.active:
+        set_run_cpu_limit(limits)
+    else:
+        lifetime_cpu = order.get("instance_cpu_seconds")
+        is_instance = instance is not None and type(lifetime_cpu) in (int, float)
+        apply_rlimits(
+            limits, address_space_bytes=address_space_bytes, cpu_hard_seconds=lifetime_cpu if is_instance else None
+        )
+        if is_instance and instance is not None:
+            instance.active = True
+            set_run_cpu_limit(limits)
+            # The host reads this process's state (threads, signals, descriptors, memory) now, before any snippet
+            # code ran in it, as what the instance must still look like after each run; it answers when done.
+            sock.sendall(_INSTANCE_READY)
+            recv_frame(sock, max_bytes=1024)
     host.allow_requests(limits.egress_requests)
     return execute_order(order, environment, limits, phase=phase)
 
@@ -283,7 +332,7 @@ def serve(
     warm: bool = True,
     phase: PhaseMarker | None = None,
 ) -> NoReturn:
-    """Serve exactly one run on *sock*, then exit. Called in the child right after ``fork()``.
+    """Serve one run on *sock* (or an instance's runs, one after another), then exit. Called right after ``fork()``.
 
     *address_space_bytes* is the zygote's address space, read just before the fork (``RLIMIT_AS`` counts above it).
 
@@ -292,8 +341,12 @@ def serve(
     busy is over, and the CPU is idle again). Either way it then builds the run's environment before it reads the
     order (:func:`serve_order`): a spare child that waits for its order has it ready, which takes the factory off
     the run's latency. *phase* is this child's phase byte, shared with the zygote (:mod:`sandbox.phase`).
+
+    An instance (see the module docstring) sends each result and waits for its next order; it exits when the host
+    closes the channel, or after the first run that failed outside the snippet (its state is then unknown).
     """
     frame = b""
+    instance = InstanceState()
     try:
         hardening.enter_child_identity()  # first: it resets the parent-death signal
         hardening.die_with_parent()
@@ -302,9 +355,14 @@ def serve(
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # RLIMIT_FSIZE=0: a write fails with EFBIG, no signal death
         if warm or not select.select([sock], [], [], DEFERRED_WARM_UP_SECONDS)[0]:
             warm_up(factory, order_waiting=lambda: bool(select.select([sock], [], [], 0)[0]))
-        frame = serve_order(sock, factory, address_space_bytes=address_space_bytes, phase=phase)
-    except ChannelClosedError:
-        os._exit(0)  # the host closed this spare child: nothing to run
+        frame = serve_order(sock, factory, address_space_bytes=address_space_bytes, phase=phase, instance=instance)
+        while instance.active:
+            sock.sendall(frame)
+            frame = b""
+            gc.collect()  # the last run's cyclic garbage (its globals, functions, classes) goes before the next order
+            frame = serve_order(sock, factory, address_space_bytes=address_space_bytes, phase=phase, instance=instance)
+    except (ChannelClosedError, BrokenPipeError, ConnectionResetError):
+        os._exit(0)  # the host closed this spare child (or recycled this instance): nothing to run
     except MemoryError:
         frame = _OUT_OF_MEMORY
     except BaseException as error:  # noqa: BLE001 - the child must answer whatever happened, then exit

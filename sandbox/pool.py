@@ -198,6 +198,15 @@ class ZygoteProcess:
             self._pending += forks
             self.order(kill_order(pid, forks, warm=self._idle()))
 
+    def keep(self) -> None:
+        """A run's child stays with the host as an instance (:mod:`sandbox.instance`): order its replacement spare.
+
+        Its process is ended later with :meth:`ChildProcess.kill`, which orders no fork.
+        """
+        with self._cond:
+            self._running -= 1
+            self._top_up()
+
     def _top_up(self) -> None:
         forks = self._forks_needed()
         self._pending += forks

@@ -5,6 +5,9 @@ The host never forks (it will hold keys): it starts ``python -I -m sandbox.zygot
 its requests, and enforces the wall-clock deadline by having the zygote SIGKILL it. How a child ended decides the
 error: SIGXCPU is the CPU limit, a kill we ordered is the wall limit, a fault signal while the child ran snippet
 code is the snippet's crash (:mod:`sandbox.phase`), anything else unexplained is ours (``WorkerCrashedError``).
+
+A run given an ``instance_key`` runs in a warm instance of that key instead (:mod:`sandbox.instance`): a child kept
+for the key's next runs, recycled on any failure that is not the snippet's own exception.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from types import TracebackType
 from typing import Any, Final
 
@@ -44,6 +48,7 @@ from sandbox.errors import (
     TimeLimitExceededError,
     WorkerCrashedError,
 )
+from sandbox.instance import Hold, Instance, InstancePolicy, InstancePool, changed_since, read_state
 from sandbox.limits import Limits
 from sandbox.output import MAX_RESULT_DEPTH
 from sandbox.phase import FAULT_SIGNALS
@@ -73,13 +78,26 @@ def _order_head(compiled: CompiledSnippet, limits: Limits) -> bytes:
     return encode_json(head).encode()[:-1] + b","
 
 
-def _order_frame(compiled: CompiledSnippet, limits: Limits, event: JSON, context: Mapping[str, JSON] | None) -> bytes:
+def _order_frame(
+    compiled: CompiledSnippet,
+    limits: Limits,
+    event: JSON,
+    context: Mapping[str, JSON] | None,
+    *,
+    instance_cpu_seconds: float | None = None,
+) -> bytes:
     """Return the run order frame; only *event* and *context* are serialised per run.
+
+    *instance_cpu_seconds* (an instance's first order) makes the child an instance whose whole life may use that
+    much CPU (see :mod:`sandbox.child`).
 
     Raises:
         TypeError: *event* or *context* is not JSON-serialisable.
     """
-    tail = encode_json({"event": event, "context": dict(context or {})})
+    tail_fields: dict[str, JSON] = {"event": event, "context": dict(context or {})}
+    if instance_cpu_seconds is not None:
+        tail_fields["instance_cpu_seconds"] = instance_cpu_seconds
+    tail = encode_json(tail_fields)
     return frame_body(_order_head(compiled, limits) + tail[1:].encode())
 
 
@@ -128,6 +146,15 @@ def _nested_deeper_than(value: object, limit: int) -> bool:
     return False
 
 
+#: Failures after which an instance still serves its key: the snippet's own exceptions and refused requests, which
+#: the language wall turned into data while the process stayed in a known state. Anything else recycles it.
+_INSTANCE_SURVIVES: Final = frozenset({"SnippetError", "EgressDeniedError", "InvalidResultTextError"})
+
+
+#: The host's answer to an instance's ``ready`` frame: its state was read, the run may start.
+_GO: Final = encode_frame({"t": "go"})
+
+
 def _failed(error_class: type[SandboxError], message: str, started: float, **details: Any) -> RunResult:
     error = RunError.of(error_class, message, **details)
     return RunResult(ok=False, error=error, duration_ms=(time.monotonic() - started) * 1000)
@@ -145,9 +172,17 @@ class Sandbox:
             replacement forked and warmed up while it runs, competing with it for the CPU (about 2 ms of latency
             on 2 cores). Raise it for bursts of concurrent runs; each spare costs a few MiB of unique memory.
         hardening: Apply the OS hardening steps of :mod:`sandbox.hardening` (reported in :attr:`hardening`).
+        instances: When the warm instances of runs given an ``instance_key`` are recycled, and how many may live.
     """
 
-    def __init__(self, *, environment: str | None = None, spare_children: int = 2, hardening: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        environment: str | None = None,
+        spare_children: int = 2,
+        hardening: bool = True,
+        instances: InstancePolicy | None = None,
+    ) -> None:
         if spare_children < 1:
             raise ValueError(f"spare_children must be at least 1, got {spare_children!r}.")
         self._environment = environment
@@ -155,6 +190,8 @@ class Sandbox:
         self._hardening = hardening
         self._zygote: ZygoteProcess | None = None
         self._lock = threading.Lock()
+        self._instance_policy = instances or InstancePolicy()
+        self._instances = InstancePool(self._instance_policy)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> Sandbox:
@@ -163,9 +200,11 @@ class Sandbox:
         return self
 
     def close(self) -> None:
-        """Stop the zygote; its children die with it. The sandbox may be started again."""
+        """Stop the zygote; its children (and every instance) die with it. The sandbox may be started again."""
         with self._lock:
             zygote, self._zygote = self._zygote, None
+            instances, self._instances = self._instances, InstancePool(self._instance_policy)
+        instances.close()
         if zygote is not None:
             zygote.close()
 
@@ -179,6 +218,11 @@ class Sandbox:
     def hardening(self) -> Mapping[str, str]:
         """Each OS hardening step of the running zygote: ``"active"`` or ``"unavailable: why"``."""
         return dict(self._live_zygote().hardening)
+
+    @property
+    def instances(self) -> InstancePool:
+        """The live warm instances (see :mod:`sandbox.instance`)."""
+        return self._instances
 
     @property
     def zygote_pid(self) -> int:
@@ -206,6 +250,8 @@ class Sandbox:
         context: Mapping[str, JSON] | None = None,
         on_request: RequestHandler | None = None,
         on_started: Callable[[], object] | None = None,
+        instance_key: Hashable | None = None,
+        instance_hold: Hold | None = None,
     ) -> RunResult:
         """Run *source* once in a fresh child and return what happened, failures included, as a RunResult.
 
@@ -219,6 +265,11 @@ class Sandbox:
             on_started: Called in this thread once the child has its order, while it runs: work the caller needs
                 anyway (reading what *on_request* will use) then overlaps with the run. The child's requests
                 wait until it returns; if it raises, the child is killed and the exception propagates.
+            instance_key: Run in a warm instance kept for this key (with these *limits*), reused by the key's later
+                runs and never by another key's (:mod:`sandbox.instance`); None runs in a fresh child.
+            instance_hold: Called each time an instance of *instance_key* becomes idle, to count what it holds
+                between runs against its owner (e.g. a tenant's memory); returns the function that releases the hold
+                (called when the instance's next run starts or it is recycled), or None to recycle it now.
 
         Raises:
             TypeError: *event* or *context* is not JSON-serialisable (checked before any process work).
@@ -232,15 +283,111 @@ class Sandbox:
             line = error.errors[0].partition(":")[0].removeprefix("Line ") if error.errors else ""
             line_number = int(line) if line.isdigit() else None
             return _failed(CompileError, str(error), started, line=line_number, errors=error.errors)
+        if instance_key is not None:
+            instance = self._instances.take((instance_key, limits))
+            if instance is not None:
+                order = _order_frame(compiled, limits, event, context)
+                return self._run_instance(instance, order, limits, on_request, on_started, started)
+            if self._instances.reserve():
+                key = (instance_key, limits)
+                return self._start_instance(
+                    key, compiled, limits, event, context, on_request, on_started, instance_hold
+                )
         order = _order_frame(compiled, limits, event, context)
+        return self._run_fresh(order, limits, on_request, on_started, started)
+
+    def _run_fresh(
+        self,
+        order: bytes,
+        limits: Limits,
+        on_request: RequestHandler | None,
+        on_started: Callable[[], object] | None,
+        started: float,
+    ) -> RunResult:
         child = self._take_child()
         if child is None:
             return _failed(WorkerCrashedError, "No sandbox child process could be started.", started)
         try:
-            return self._converse(child, order, limits, on_request, on_started, started)
+            return self._converse(child, order, limits, on_request, on_started, started)[0]
         finally:
             child.sock.close()
             child.finish()  # SIGKILL if still there (a wall-clock overrun, or an escape that kept it alive)
+
+    def _start_instance(
+        self,
+        key: Hashable,
+        compiled: CompiledSnippet,
+        limits: Limits,
+        event: JSON,
+        context: Mapping[str, JSON] | None,
+        on_request: RequestHandler | None,
+        on_started: Callable[[], object] | None,
+        hold: Hold | None,
+    ) -> RunResult:
+        """Run in a spare child that becomes an instance of *key* (a place in the pool is reserved)."""
+        started = time.monotonic()
+        # The CPU the instance's whole life may use: its rlimit's hard cap, which no later run can raise.
+        lifetime_cpu = self._instances.policy.max_runs * max(1, math.ceil(limits.cpu_seconds)) + 1
+        order = _order_frame(compiled, limits, event, context, instance_cpu_seconds=lifetime_cpu)
+        child = self._take_child()
+        if child is None:
+            self._instances.unreserve()
+            return _failed(WorkerCrashedError, "No sandbox child process could be started.", started)
+        instance = Instance(key=key, child=child, hold=hold)
+
+        def read_baseline() -> None:
+            instance.baseline = read_state(child.pid)
+
+        kept = False
+        try:
+            result, answered = self._converse(child, order, limits, on_request, on_started, started, read_baseline)
+            instance.runs = 1
+            kept = self._recycle_reason(instance, result, answered) is None
+        finally:
+            if not kept:
+                self._instances.unreserve()
+                child.sock.close()
+                child.finish()  # it was a spare until now: its replacement is ordered as for any run
+        if not kept:
+            return result
+        child.zygote.keep()
+        self._instances.put_back(instance)
+        return result
+
+    def _run_instance(
+        self,
+        instance: Instance,
+        order: bytes,
+        limits: Limits,
+        on_request: RequestHandler | None,
+        on_started: Callable[[], object] | None,
+        started: float,
+    ) -> RunResult:
+        """Run the order in an idle instance taken from the pool; put it back or recycle it."""
+        try:
+            result, answered = self._converse(instance.child, order, limits, on_request, on_started, started)
+        except BaseException:
+            self._instances.discard(instance, "the run was interrupted")
+            raise
+        instance.runs += 1
+        why = self._recycle_reason(instance, result, answered)
+        if why is None:
+            self._instances.put_back(instance)
+        else:
+            self._instances.discard(instance, why)
+        return result
+
+    def _recycle_reason(self, instance: Instance, result: RunResult, answered: bool) -> str | None:
+        """Return why *instance* must not serve another run after *result* (None when it may)."""
+        if not answered:
+            return "the run ended without a result from it"
+        if instance.baseline is None:
+            return "its state could not be read before its first run"
+        if result.error is not None and result.error.type not in _INSTANCE_SURVIVES:
+            return f"the run failed with {result.error.type}"
+        if instance.runs >= self._instances.policy.max_runs:
+            return f"it served {instance.runs} runs"
+        return changed_since(instance.baseline, read_state(instance.pid), self._instances.policy)
 
     async def run_async(
         self,
@@ -279,13 +426,18 @@ class Sandbox:
         on_request: RequestHandler | None,
         on_started: Callable[[], object] | None,
         started: float,
-    ) -> RunResult:
+        on_ready: Callable[[], object] | None = None,
+    ) -> tuple[RunResult, bool]:
+        """Carry out one run's conversation with *child*; return its result and whether the child sent it.
+
+        *on_ready* is called when a child becoming an instance reports it is set up, before its first snippet runs.
+        """
         deadline = time.monotonic() + limits.wall_seconds
         requests = 0
         try:
             child.sock.sendall(order)
         except OSError:
-            return self._death(child, limits, started)
+            return self._death(child, limits, started), False
         if on_started is not None:
             on_started()  # outside the try below: its exceptions are the caller's, not a child's failure
         try:
@@ -295,11 +447,15 @@ class Sandbox:
                 if not isinstance(frame, dict):
                     raise ValueError("a frame must be a JSON object")
                 if frame.get("t") == "result":
-                    return self._result(frame.get("result"), started)
+                    return self._result(frame.get("result"), started), True
+                if frame.get("t") == "ready" and on_ready is not None:  # an instance's, before any snippet code ran
+                    on_ready()
+                    on_ready = None
+                    child.sock.sendall(_GO)
+                    continue
                 if frame.get("t") != "request" or len(body) > REQUEST_BYTES:
-                    return _failed(
-                        EgressDeniedError, "The sandbox child process sent a request that is not allowed.", started
-                    )
+                    message = "The sandbox child process sent a request that is not allowed."
+                    return _failed(EgressDeniedError, message, started), False
                 requests += 1
                 if requests > limits.egress_requests:
                     # The child counts its own requests and never sends one over the cap: this one is lying.
@@ -308,20 +464,17 @@ class Sandbox:
                         f"The sandbox child process made more than {limits.egress_requests} requests; the run was "
                         "stopped."
                     )
-                    return _failed(QuotaExceededError, message, started)
+                    return _failed(QuotaExceededError, message, started), False
                 child.sock.sendall(self._answer(frame, requests, limits, on_request))
         except TimeoutError:
-            return _failed(
-                TimeLimitExceededError,
-                f"The snippet ran longer than its wall-clock limit of {limits.wall_seconds:g} s.",
-                started,
-            )
+            message = f"The snippet ran longer than its wall-clock limit of {limits.wall_seconds:g} s."
+            return _failed(TimeLimitExceededError, message, started), False
         except FrameTooLargeError:
-            return _failed(OutputLimitExceededError, "The run's output and result are over their caps.", started)
+            return _failed(OutputLimitExceededError, "The run's output and result are over their caps.", started), False
         except (ChannelClosedError, OSError):
-            return self._death(child, limits, started)
+            return self._death(child, limits, started), False
         except ValueError:
-            return _failed(WorkerCrashedError, "The sandbox child process sent a malformed frame.", started)
+            return _failed(WorkerCrashedError, "The sandbox child process sent a malformed frame.", started), False
 
     def _answer(self, frame: dict[str, Any], requests: int, limits: Limits, on_request: RequestHandler | None) -> bytes:
         """Return the answer frame to one request (the handler runs here, in the caller's thread)."""

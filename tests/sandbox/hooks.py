@@ -11,6 +11,7 @@ import ctypes
 import errno
 import importlib
 import os
+import signal
 import socket
 import threading
 import time
@@ -254,6 +255,41 @@ def setup_crash_environment(run: RunContext) -> Environment:
     return Environment()
 
 
+def instance_environment(run: RunContext) -> Environment:
+    """For warm instances: ``pid()``; ``box``, a dict built afresh for each run; and what an escaped snippet could
+    leave behind in its process: ``ignore_signal(name)``, ``keep_file()`` (an open descriptor), ``hog(mib)``
+    (resident memory kept in this module), ``stash(value)`` and ``stashed()`` (data kept in this module).
+    """
+    del run
+
+    def ignore_signal(name: str) -> None:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+    def keep_file() -> int:
+        return os.dup(0)  # a new descriptor (Landlock and the child's own uid leave little to open)
+
+    def hog(mib: int) -> None:
+        _HOARD.append(bytearray(b"x" * (mib << 20)))
+
+    return Environment(
+        names={
+            "pid": os.getpid,
+            "box": {},
+            "ignore_signal": ignore_signal,
+            "keep_file": keep_file,
+            "hog": hog,
+            "stash": _STASH.append,
+            "stashed": lambda: list(_STASH),
+        }
+    )
+
+
+#: Memory ``hog()`` keeps for the life of its process (an escape that survives the run's globals).
+_HOARD: list[bytearray] = []
+#: What ``stash()`` keeps for the life of its process.
+_STASH: list[object] = []
+
+
 def environment(run: RunContext) -> Environment:
     """Every hook above in one environment (one zygote serves a whole test module)."""
     names: dict[str, object] = {}
@@ -266,6 +302,7 @@ def environment(run: RunContext) -> Environment:
         probe_environment,
         syscall_environment,
         file_environment,
+        instance_environment,
     ):
         names.update(factory(run).names)
     return Environment(names=names)

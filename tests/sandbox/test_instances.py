@@ -1,0 +1,231 @@
+"""Warm instances: reuse for one key, fresh globals per run, per-run limits, and every reason to recycle one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import psutil
+import pytest
+
+from sandbox import Limits, Sandbox
+from sandbox.instance import InstancePolicy
+from tests.sandbox.hooks import ENVIRONMENT
+from tests.sandbox.instance_checks import LIMITS, gone, run_pid
+
+POLICY = InstancePolicy(max_runs=3, idle_seconds=1.0, max_instances=4)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    """One sandbox (with the test hooks) whose instances serve at most 3 runs and live 1 s idle."""
+    with Sandbox(environment=ENVIRONMENT, instances=POLICY) as sandbox:
+        yield sandbox
+
+
+def test_consecutive_runs_of_one_key_share_a_process(sandbox: Sandbox) -> None:
+    """Runs of one key reuse its instance; runs without a key still get a fresh process each."""
+    key = ("tenant-a", "reuse", 1)
+
+    first, second = run_pid(sandbox, key), run_pid(sandbox, key)
+    plain = [sandbox.run("return pid()", limits=LIMITS).value for _ in range(2)]
+
+    assert first == second
+    assert plain[0] != plain[1]
+    assert first not in plain
+
+
+def test_each_run_gets_fresh_globals_and_environment(sandbox: Sandbox) -> None:
+    """A global set and an environment object mutated by one run are not seen by the instance's next run."""
+    key = ("tenant-a", "fresh", 1)
+    setter = "global counter\ncounter = 41\nbox['seen'] = True\nreturn pid()"
+    reader = (
+        "try:\n    found = counter\nexcept NameError:\n    found = None\nreturn {'pid': pid(), 'counter': found, "
+        "'box': dict(box)}"
+    )
+
+    pid = sandbox.run(setter, instance_key=key, limits=LIMITS).value
+    second = sandbox.run(reader, instance_key=key, limits=LIMITS).value
+
+    assert second == {"pid": pid, "counter": None, "box": {}}
+
+
+@pytest.mark.parametrize(
+    "other",
+    [("tenant-b", "script", 1), ("tenant-a", "other-script", 1), ("tenant-a", "script", 2)],
+    ids=["tenant", "script", "version"],
+)
+def test_instances_are_never_shared_across_keys(sandbox: Sandbox, other: tuple[str, str, int]) -> None:
+    """Another tenant, script or source version gets a process of its own."""
+    mine = ("tenant-a", "script", 1, repr(other))  # the last item keeps each case's instances apart
+    mine_pid = run_pid(sandbox, mine)
+
+    assert run_pid(sandbox, (*other, repr(other))) != mine_pid
+    assert run_pid(sandbox, mine) == mine_pid
+
+
+def test_other_limits_get_another_instance(sandbox: Sandbox) -> None:
+    """The first order's rlimits hold for an instance's life, so other limits never reuse it."""
+    key = ("tenant-a", "limits", 1)
+
+    assert run_pid(sandbox, key) != run_pid(sandbox, key, LIMITS.replace(memory_bytes=128 << 20))
+
+
+def test_recycled_after_max_runs(sandbox: Sandbox) -> None:
+    """An instance serves max_runs runs, then a new process takes over and the old one is killed."""
+    key = ("tenant-a", "max-runs", 1)
+
+    pids = [run_pid(sandbox, key) for _ in range(POLICY.max_runs + 1)]
+
+    assert len(set(pids[: POLICY.max_runs])) == 1
+    assert pids[-1] != pids[0]
+    assert gone(pids[0])
+
+
+def test_recycled_when_idle(sandbox: Sandbox) -> None:
+    """An instance without a run for idle_seconds is killed; the key's next run starts a new one."""
+    key = ("tenant-a", "idle", 1)
+    pid = run_pid(sandbox, key)
+
+    assert gone(pid, POLICY.idle_seconds + 3)
+    assert run_pid(sandbox, key) != pid
+
+
+def test_recycled_after_a_crash(sandbox: Sandbox) -> None:
+    """A run that kills its process is reported as usual, and the key's next run gets a new process."""
+    key = ("tenant-a", "crash", 1)
+    pid = run_pid(sandbox, key)
+
+    crashed = sandbox.run("crash()", instance_key=key, limits=LIMITS)
+
+    assert crashed.error is not None
+    assert crashed.error.type == "SnippetCrashedError"
+    assert run_pid(sandbox, key) != pid
+
+
+def test_snippet_exception_keeps_the_instance(sandbox: Sandbox) -> None:
+    """The snippet's own exception is data: the instance serves the next run."""
+    key = ("tenant-a", "raises", 1)
+    pid = run_pid(sandbox, key)
+
+    failed = sandbox.run("raise ValueError('no')", instance_key=key, limits=LIMITS)
+
+    assert failed.error is not None
+    assert failed.error.type == "SnippetError"
+    assert run_pid(sandbox, key) == pid
+
+
+def test_cpu_limit_is_per_run_and_a_breach_recycles(sandbox: Sandbox) -> None:
+    """Runs that each stay under the CPU limit pass even when together they exceed it; one over it is stopped."""
+    limits = Limits(wall_seconds=20, cpu_seconds=2)
+    key = ("tenant-a", "cpu", 1)
+    burn = "deadline = 0\nfor i in range(600000):\n    deadline += i\nreturn pid()"
+    pids = [sandbox.run(burn, instance_key=key, limits=limits) for _ in range(3)]
+    used = psutil.Process(pids[0].value).cpu_times()
+
+    assert used.user + used.system > limits.cpu_seconds  # together over the limit, each run under it
+    assert all(result.ok for result in pids), [result.error for result in pids]
+    assert len({result.value for result in pids}) == 1
+
+    over = sandbox.run("while True:\n    pass", instance_key=key, limits=limits)
+
+    assert over.error is not None
+    assert over.error.type == "TimeLimitExceededError"
+    assert "CPU" in over.error.message
+    assert run_pid(sandbox, key, limits) != pids[0].value
+
+
+def test_wall_limit_kills_and_recycles(sandbox: Sandbox) -> None:
+    """A run over its wall-clock limit is stopped, and its instance is killed."""
+    limits = Limits(wall_seconds=0.5, cpu_seconds=5)
+    key = ("tenant-a", "wall", 1)
+    pid = run_pid(sandbox, key, limits)
+
+    over = sandbox.run("while True:\n    pass", instance_key=key, limits=limits)
+
+    assert over.error is not None
+    assert over.error.type == "TimeLimitExceededError"
+    assert "wall-clock" in over.error.message
+    assert gone(pid)
+    assert run_pid(sandbox, key, limits) != pid
+
+
+def test_output_limit_holds_and_recycles(sandbox: Sandbox) -> None:
+    """An instance's run over its output cap fails as in a fresh child, and the instance is recycled."""
+    limits = LIMITS.replace(output_bytes=1000)
+    key = ("tenant-a", "output", 1)
+    pid = run_pid(sandbox, key, limits)
+
+    over = sandbox.run("print('x' * 5000)\nreturn pid()", instance_key=key, limits=limits)
+
+    assert over.error is not None
+    assert over.error.type == "OutputLimitExceededError"
+    assert run_pid(sandbox, key, limits) != pid
+
+
+def test_memory_high_water_recycles() -> None:
+    """An instance whose resident memory grew past the high-water mark is recycled after its run."""
+    policy = InstancePolicy(memory_high_water_bytes=16 << 20)
+    with Sandbox(environment=ENVIRONMENT, instances=policy) as sandbox:
+        key = ("tenant-a", "memory", 1)
+        pid = run_pid(sandbox, key)
+
+        grown = sandbox.run("hog(32)\nreturn pid()", instance_key=key, limits=LIMITS)
+
+        assert (grown.ok, grown.value) == (True, pid)
+        assert gone(pid)
+        assert run_pid(sandbox, key) != pid
+
+
+def test_live_instances_are_bounded_least_recently_used_first() -> None:
+    """With max_instances live, a new key evicts the least recently used idle instance."""
+    with Sandbox(environment=ENVIRONMENT, instances=InstancePolicy(max_instances=2)) as sandbox:
+        first, second = run_pid(sandbox, "first"), run_pid(sandbox, "second")
+        assert run_pid(sandbox, "first") == first  # "second" is now the least recently used
+
+        third = run_pid(sandbox, "third")
+
+        assert sandbox.instances.live == 2
+        assert gone(second)
+        assert run_pid(sandbox, "first") == first
+        assert third not in (first, second)
+
+
+def test_closing_the_sandbox_kills_its_instances() -> None:
+    """close() ends every instance with the zygote."""
+    sandbox = Sandbox(environment=ENVIRONMENT).start()
+    pid = run_pid(sandbox, "key")
+    sandbox.close()
+
+    assert gone(pid)
+
+
+def test_the_host_holds_what_an_idle_instance_keeps(sandbox: Sandbox) -> None:
+    """The host's hold is taken while an instance is idle and released while it runs or once it is recycled."""
+    held: list[str] = []
+
+    def hold() -> Callable[[], object]:
+        held.append("memory")
+        return held.pop
+
+    key = ("tenant-a", "hold", 1)
+    first = sandbox.run("return pid()", instance_key=key, limits=LIMITS, instance_hold=hold)
+    assert held == ["memory"]
+
+    second = sandbox.run("return pid()", instance_key=key, limits=LIMITS, instance_hold=hold)
+
+    assert held == ["memory"]
+    assert second.value == first.value
+    sandbox.run("crash()", instance_key=key, limits=LIMITS, instance_hold=hold)
+    assert held == []
+
+
+def test_an_instance_the_host_cannot_hold_is_recycled(sandbox: Sandbox) -> None:
+    """A host with no room to hold an idle instance (its hold returns None) gets a fresh process per run."""
+    key = ("tenant-a", "no-room", 1)
+
+    pids = [
+        sandbox.run("return pid()", instance_key=key, limits=LIMITS, instance_hold=lambda: None).value for _ in "ab"
+    ]
+
+    assert pids[0] != pids[1]
+    assert gone(pids[0])
