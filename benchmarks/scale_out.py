@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from http_load import AUTO_REPLY, HOOK_PATH, form_post, percentile, read_response  # noqa: E402
+from process_cpu import postgres_processes  # noqa: E402
 
 from tests.e2e.cluster import Process, running_cluster  # noqa: E402  # after the path set-up above
 from tests.servers import postgres_server, redis_server  # noqa: E402
@@ -114,26 +115,17 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
 def _measure(name: str, servers: list[Process], args: argparse.Namespace, *, db_port: int) -> Stats:
     base_urls = [str(server.base_url) for server in servers]
     asyncio.run(_load(name, base_urls, seconds=args.warmup_seconds, concurrency=args.concurrency))
-    server_before, postgres_before = _cpu_seconds(_serving(servers)), _cpu_seconds(_postgres(db_port))
+    server_before, postgres_before = _cpu_seconds(_serving(servers)), _cpu_seconds(postgres_processes(db_port))
     stats = asyncio.run(_load(name, base_urls, seconds=args.seconds, concurrency=args.concurrency))
     # Listed again: a database backend or sandbox process started during the run counts with all its CPU.
     stats.server_cpu_seconds = _cpu_seconds(_serving(servers)) - server_before
-    stats.postgres_cpu_seconds = _cpu_seconds(_postgres(db_port)) - postgres_before
+    stats.postgres_cpu_seconds = _cpu_seconds(postgres_processes(db_port)) - postgres_before
     return stats
 
 
 def _serving(servers: list[Process]) -> list[psutil.Process]:
     roots = [psutil.Process(server.popen.pid) for server in servers]
     return [process for root in roots for process in (root, *root.children(recursive=True))]
-
-
-def _postgres(port: int) -> list[psutil.Process]:
-    """The postmaster listening on *port* and its backends (not other PostgreSQL servers on the machine)."""
-    for process in psutil.process_iter(["name", "cmdline"]):
-        arguments = " ".join(["", *(process.info["cmdline"] or ()), ""])
-        if process.info["name"] == "postgres" and f" -p {port} " in arguments:
-            return [process, *process.children(recursive=True)]
-    return []
 
 
 def _run(args: argparse.Namespace, root: Path) -> list[list[Stats]]:
