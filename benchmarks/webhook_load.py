@@ -423,23 +423,24 @@ def render(report: dict[str, Any]) -> str:
         f"load average {' '.join(map(str, report['load_average']['start']))} at the start, "
         f"{' '.join(map(str, report['load_average']['end']))} at the end",
         f"bare Starlette baseline {report['baseline_req_per_s']:g} req/s "
-        f"(mean of {len(report['bare'])} runs, spread {report['bare_drift']:.0%})",
-        f"{'backend':<9}{'row':<32}{'signed':<8}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}{'ratio':>8}"
-        f"  {'CPU ms/request: host zygote child db | client':<47}targets",
+        f"(mean of {len(report['bare'])} runs, spread {report['bare_drift']:.0%}); CPU in ms per request",
+        f"{'backend':<15}{'row':<18}{'signed':<7}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}{'ratio':>7}"
+        f"{'host':>7}{'zygote':>7}{'child':>7}{'db':>7} | {'client':<7}targets",
     ]
     for row in report["bare"] + report["rows"]:
-        title = row["title"] + (f" ({row['when']})" if "when" in row else "")
-        head = f"{row['backend']:<9}{title:<32}{'yes' if row['signed'] else 'no':<8}"
+        where = row.get("when", row["backend"])  # bare Starlette's rows say when they ran instead
+        head = f"{where:<15}{row['title']:<18}{'yes' if row['signed'] else 'no':<7}"
         if "req_per_s" not in row:
             lines.append(head + row.get("note", ""))
             continue
         cpu = row["cpu_ms_per_request"]
-        split = " ".join(f"{cpu[part]:>5.2f}" for part in ("host", "zygote", "child", "database"))
-        split += f" | {cpu['client']:.2f}"
+        split = "".join(f"{cpu[part]:>7.2f}" for part in ("host", "zygote", "child", "database"))
+        split += f" | {cpu['client']:<7.2f}"
         verdict = "" if "missed" not in row else ("pass" if not row["missed"] else "MISS: " + ", ".join(row["missed"]))
         lines.append(
-            head + f"{row['req_per_s']:>8.1f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{row['errors']:>7}"
-            f"{row['ratio']:>8.1%}  {split:<47}{verdict}"
+            head
+            + f"{row['req_per_s']:>8.1f}{row['p50_ms']:>8.1f}{row['p99_ms']:>8.1f}{row['errors']:>7}"
+            f"{row['ratio']:>7.1%}{split}{verdict}".rstrip()
         )
         lines += [f"    error: {error}" for error in row["first_errors"]]
     lines.append(
