@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ from sandbox import compile_snippet
 from sandbox.compiler import CompiledSnippet
 from sandbox.environment import JSON, RunContext, load_environment_factory
 from sandbox.executor import execute
+from sandbox.instance import Hold
 from sandbox.limits import Limits
 from sandbox.result import RunResult
 from sandbox.supervisor import Sandbox
@@ -67,8 +68,10 @@ class InProcessSandbox(Sandbox):
         context: Mapping[str, JSON] | None = None,
         on_request: RequestHandler | None = None,
         on_started: Callable[[], object] | None = None,
+        instance_key: Hashable | None = None,
+        instance_hold: Hold | None = None,
     ) -> RunResult:
-        """Run *source* here and now (see the module docstring: unsafe, a gauge)."""
+        """Run *source* here and now (see the module docstring: unsafe, a gauge); no instance is kept for a key."""
         if on_started is not None:
             on_started()
         environment = self._factory(RunContext(host=_Channel(on_request), context=dict(context or {})))
