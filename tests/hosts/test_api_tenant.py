@@ -209,7 +209,9 @@ def test_testing_an_unreachable_api_is_a_502_error_shape(server: LiveServer) -> 
     assert tested.status_code == 502, tested.text
     assert tested.json()["ok"] is False
     assert tested.json()["error"]["type"] == "RequestFailedError"
-    assert "Connection refused" in tested.json()["error"]["message"]
+    message = tested.json()["error"]["message"]
+    assert message.startswith(f"GET {body['base_url']}/ for 'down' got no answer: The request failed: ConnectError")
+    assert message.endswith("Check that the API is up and that the base URL is right.")
     assert "Traceback" not in tested.text
     assert not _secret_in(tested.text)
     assert (missing.status_code, missing.json()["error"]["type"]) == (404, "ConnectionNotFoundError")

@@ -416,14 +416,22 @@ def check_connection(profile: HttpProfile, *, base_url: str | None = None, what:
     *base_url* (the Twilio emulator's) does not apply to HTTP connections and is ignored.
 
     Raises:
-        EgressDeniedError: The request was refused or got no answer (the message names why, never the secret).
+        EgressDeniedError: The request was refused, or got no answer (RequestFailedError, naming the URL); the
+            message names why, never the secret.
     """
     del base_url
     path = profile.allowed_prefixes[0] if profile.allowed_prefixes else "/"
-    answer = send(profile, HttpRequest(method="GET", path=path))
+    url = f"{profile.base_url.rstrip('/')}{path}"
+    try:
+        answer = send(profile, HttpRequest(method="GET", path=path))
+    except RequestFailedError as exc:
+        raise RequestFailedError(
+            f"GET {url} for {what} got no answer: {exc} Check that the API is up and that the base URL is right.",
+            outcome=exc.outcome,
+        ) from None
     if answer.status >= 400:
         raise EgressDeniedError(
-            f"{profile.base_url.rstrip('/')}{path} answered HTTP {answer.status} to {what}; check the secret and the "
-            "base URL (re-add the connection with --replace)."
+            f"{url} answered HTTP {answer.status} to {what}; check the secret and the base URL (re-add the "
+            "connection with --replace)."
         )
-    return f"{profile.base_url.rstrip('/')}{path} (HTTP {answer.status}, {profile.auth})"
+    return f"{url} (HTTP {answer.status}, {profile.auth})"
