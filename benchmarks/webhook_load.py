@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/webhook_load.py [--seconds 10] [--concurrency 16] [--backends sqlite,postgres]
                                       [--modes ceiling,run,instance] [--signing unsigned,signed] [--workers 1]
-                                      [--profile DIR] [--json]
+                                      [--profile DIR [--profile-modes ceiling,run,instance]] [--json]
 
 Every row loads the same snippet (the TwiML auto-reply of ``http_load.AUTO_REPLY``) with the same client: an
 asyncio loop of keep-alive HTTP/1.1 connections (one per concurrent client) in this process. Every response is
@@ -59,7 +59,7 @@ from tests.servers import free_port, postgres_server, wait_for_port  # noqa: E40
 
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "0123456789abcdef" * 2
-TENANT = "bench"
+HOOK = "reply"
 BENCHMARKS = Path(__file__).resolve().parent
 
 BARE_APP = """
@@ -86,12 +86,14 @@ MODES = ("ceiling", "run", "instance")
 BACKENDS = ("sqlite", "postgres")
 SIGNINGS = ("unsigned", "signed")
 MODE_TITLES = {"bare": "bare Starlette", "ceiling": "host ceiling", "run": "default isolation", "instance": "warm"}
-#: The hook each (isolation, signed) pair is saved as; the ceiling runs the default-isolation hooks in-process.
-HOOK_NAMES = {
-    ("run", False): "reply",
-    ("run", True): "reply-signed",
-    ("instance", False): "warm",
-    ("instance", True): "warm-signed",
+#: The tenant whose hook ``reply`` each (isolation, signed) row loads; the ceiling loads the default-isolation ones.
+#: One tenant per row: a tenant's idle warm instances hold its memory allowance, which would stand in the way of
+#: the next row's runs if they shared a tenant.
+TENANTS = {
+    ("run", False): "bench",
+    ("run", True): "bench-signed",
+    ("instance", False): "bench-warm",
+    ("instance", True): "bench-warm-signed",
 }
 
 
@@ -251,20 +253,20 @@ def _prepare(env: dict[str, str], *, signed: bool, warm: bool) -> None:
     from zingyconn.secrets.store import ConnectionStore
     from zingyconn.twilio.profile import TwilioProfile
 
-    if signed:
-        store = ConnectionStore.from_settings(Settings.from_env(env))
-        store.put(TENANT, "main", TwilioProfile(ACCOUNT_SID, secret=AUTH_TOKEN))
-        store.engine.dispose()
+    store = ConnectionStore.from_settings(Settings.from_env(env))
     with tempfile.NamedTemporaryFile("w", suffix=".py") as snippet:
         snippet.write(AUTO_REPLY)
         snippet.flush()
-        for (isolation, is_signed), name in HOOK_NAMES.items():
+        for (isolation, is_signed), tenant in TENANTS.items():
             if (is_signed and not signed) or (isolation == "instance" and not warm):
                 continue
-            argv = ["hooks", "add", name, "--tenant", TENANT, "--file", snippet.name]
+            if is_signed:
+                store.put(tenant, "main", TwilioProfile(ACCOUNT_SID, secret=AUTH_TOKEN))
+            argv = ["hooks", "add", HOOK, "--tenant", tenant, "--file", snippet.name]
             argv += ["--verify-with", "main"] if is_signed else []
             argv += ["--isolation", "instance"] if isolation == "instance" else []
             subprocess.run(_cli(*argv), env=env, capture_output=True, check=True)
+    store.engine.dispose()
 
 
 @contextlib.contextmanager
@@ -296,8 +298,13 @@ def _measure(server: Server, path: str, args: argparse.Namespace, *, signed: boo
 
 
 def _profile(server: Server, path: str, args: argparse.Namespace, *, signed: bool, output: Path) -> str:
-    """Load *path* once more with py-spy recording the server; return the summary of where its time went."""
-    command = [_py_spy(), "record", "--pid", str(server.pid), "--subprocesses", "--format", "speedscope"]
+    """Load *path* once more with py-spy recording the server; return the summary of where its time went.
+
+    With one worker only the server process is recorded (not the zygote and the runs' processes); with
+    ``--workers N`` py-spy follows the supervisor's subprocesses, and those include the zygotes.
+    """
+    command = [_py_spy(), "record", "--pid", str(server.pid), "--format", "speedscope"]
+    command += ["--subprocesses"] if args.workers > 1 else []
     command += ["--output", str(output), "--duration", str(max(1, round(args.seconds))), "--rate", "200"]
     # Only the thread holding the GIL (the host's Python time; C code that releases the GIL, such as SQLite's
     # statements, is left out) and no pause per sample, so the load runs at nearly its own speed.
@@ -347,12 +354,9 @@ def _zingyconn_rows(
         argv = [sys.executable, str(BENCHMARKS / "in_process_host.py"), str(port), workers]
         with _process(argv, env, port, database_port) as server:
             for signed in signings:
-                path = f"/hooks/{TENANT}/{HOOK_NAMES[('run', signed)]}"
+                path = f"/hooks/{TENANTS[('run', signed)]}/{HOOK}"
                 rows.append(_row(backend, "ceiling", signed, _measure(server, path, args, signed=signed)))
-                if args.profile is not None:
-                    output = args.profile / f"host-ceiling-{backend}-{'signed' if signed else 'unsigned'}.json"
-                    rows[-1]["profile"] = {"file": str(output)}
-                    rows[-1]["profile"]["summary"] = _profile(server, path, args, signed=signed, output=output)
+                _maybe_profile(rows[-1], server, path, args)
     isolated = [mode for mode in ("run", "instance") if mode in args.modes]
     if not isolated:
         return rows
@@ -364,9 +368,18 @@ def _zingyconn_rows(
                 if mode == "instance" and not has_instance:
                     rows.append(_row(backend, mode, signed, None, note="not available in this build"))
                     continue
-                path = f"/hooks/{TENANT}/{HOOK_NAMES[(mode, signed)]}"
+                path = f"/hooks/{TENANTS[(mode, signed)]}/{HOOK}"
                 rows.append(_row(backend, mode, signed, _measure(server, path, args, signed=signed)))
+                _maybe_profile(rows[-1], server, path, args)
     return rows
+
+
+def _maybe_profile(row: dict[str, Any], server: Server, path: str, args: argparse.Namespace) -> None:
+    """Profile the server under *row*'s load when ``--profile`` asks for its mode."""
+    if args.profile is None or row["mode"] not in args.profile_modes:
+        return
+    output = args.profile / f"{row['mode']}-{row['backend']}-{'signed' if row['signed'] else 'unsigned'}.json"
+    row["profile"] = {"file": str(output), "summary": _profile(server, path, args, signed=row["signed"], output=output)}
 
 
 def _judge(rows: list[dict[str, Any]], baseline_req_per_s: float) -> None:
@@ -450,7 +463,8 @@ def render(report: dict[str, Any]) -> str:
     for row in report["rows"]:
         if "profile" in row:
             signed = "signed" if row["signed"] else "unsigned"
-            lines += [f"profile of the host ceiling ({row['backend']}, {signed}): {row['profile']['file']}"]
+            where = f"{row['title']}, {row['backend']}, {signed}"
+            lines += [f"profile of the server process ({where}): {row['profile']['file']}"]
             lines += [f"  {line}" for line in row["profile"]["summary"].splitlines()]
     return "\n".join(lines)
 
@@ -476,7 +490,10 @@ def main() -> int:
     parser.add_argument("--modes", type=_names(MODES), default=list(MODES), help="ceiling,run,instance")
     parser.add_argument("--signing", type=_names(SIGNINGS), default=list(SIGNINGS), help="unsigned,signed")
     parser.add_argument("--workers", type=int, default=1, help="Server processes (serve --workers N).")
-    parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="py-spy the host ceiling into DIR.")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="py-spy the server into DIR.")
+    parser.add_argument(
+        "--profile-modes", type=_names(MODES), default=["ceiling"], help="The rows --profile records (ceiling)."
+    )
     parser.add_argument("--profile-top", type=int, default=12, help="Frames and packages the profile summary lists.")
     parser.add_argument("--json", action="store_true", help="Print one JSON object.")
     args = parser.parse_args()
