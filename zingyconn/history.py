@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 
 from zingyconn.database import read_only, upsert_insert
 from zingyconn.errors import NotFoundError
+from zingyconn.group_commit import GroupWriter
 from zingyconn.schema import runs
 
 #: Status of a run that returned normally / failed (webhook and task hosts may add "running", "retrying").
@@ -195,9 +196,15 @@ class RunHistory:
     """The ``runs`` table."""
 
     def __init__(
-        self, engine: Engine, *, clock: Callable[[], float] = time.time, quota_bytes: int = DEFAULT_QUOTA_BYTES
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], float] = time.time,
+        quota_bytes: int = DEFAULT_QUOTA_BYTES,
+        writer: GroupWriter | None = None,
     ) -> None:
         self._engine = engine
+        self._writer = writer
         self._reader = read_only(engine)
         self._clock = clock
         self.quota_bytes = quota_bytes
@@ -241,6 +248,8 @@ class RunHistory:
         """Store one run (insert, or replace the row of the same id: one upsert). Callers pass masked values.
 
         Every field is capped (see the module docstring); past the tenant's quota only the run's outline is kept.
+        With a *writer*, the row is written in its next batch (:mod:`zingyconn.group_commit`), and this returns once
+        that batch committed.
         """
         values: dict[str, Any] = {
             "tenant": tenant,
@@ -265,8 +274,12 @@ class RunHistory:
         if self._usage_of(tenant) + size > self.quota_bytes:
             values.update(self._outline(tenant, values))
             size = self._bound(values)
-        with self._engine.begin() as conn:
-            conn.execute(self._upsert, {"id": run_id, **values, "stored_bytes": size})
+        row = {"id": run_id, **values, "stored_bytes": size}
+        if self._writer is not None:
+            self._writer.write((self._upsert, row))
+        else:
+            with self._engine.begin() as conn:
+                conn.execute(self._upsert, row)
         with self._usage_lock:
             measured_at, used = self._usage.get(tenant, (self._clock(), 0))
             self._usage[tenant] = (measured_at, used + size)

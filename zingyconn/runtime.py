@@ -37,6 +37,7 @@ from zingyconn.egress.ledger import SendLedger
 from zingyconn.egress.protocol import CHANNEL_TYPE, OPERATIONS, VARIABLES_CONTEXT_KEY, Handler
 from zingyconn.egress.ratelimit import Rate, RateLimiter, rate_limiter_for
 from zingyconn.errors import ConfigurationError, ValidationError, ZingyConnError
+from zingyconn.group_commit import GroupWriter
 from zingyconn.history import FAILED, OK, RunHistory, new_run_id
 from zingyconn.kinds import limits_for
 from zingyconn.names import validate_name
@@ -118,7 +119,9 @@ class Runtime:
         self.keyring = keyring if keyring is not None else Keyring.from_settings(settings)
         self.store = ConnectionStore(self.engine, self.keyring)
         self.variables = TenantVariables(self.engine)
-        self.history = RunHistory(self.engine, quota_bytes=settings.retention.history_quota_bytes)
+        #: Writes run history (and the webhook host's replay records) in batches (:mod:`zingyconn.group_commit`).
+        self.writer = GroupWriter(self.engine)
+        self.history = RunHistory(self.engine, quota_bytes=settings.retention.history_quota_bytes, writer=self.writer)
         self.ledger = SendLedger(self.engine)
         channel_type = connection_type(CHANNEL_TYPE)
         self.broker = EgressBroker(
@@ -421,7 +424,8 @@ class Runtime:
         )
 
     def close(self) -> None:
-        """Stop the sandbox (if this runtime started it) and close pooled connections."""
+        """Write what the history writer holds, stop the sandbox (if this runtime started it), close connections."""
+        self.writer.close()
         with self._lock:
             if self._sandbox is not None and self._owns_sandbox:
                 self._sandbox.close()

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
 
-from zingyconn.database import create_engine
 from zingyconn.errors import NotFoundError
 from zingyconn.history import RunHistory, new_run_id
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+@pytest.fixture
+def engine(store_engine: sa.Engine) -> sa.Engine:
     """A migrated store: a SQLite file or a fresh PostgreSQL database."""
-    url = (
-        f"sqlite:///{tmp_path / 'h.db'}" if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
-    )
-    engine = create_engine(url)
-    yield engine
-    engine.dispose()
+    return store_engine
 
 
 def test_record_then_get_round_trips_every_field(engine: sa.Engine) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,15 +28,10 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+@pytest.fixture
+def engine(store_engine: sa.Engine) -> sa.Engine:
     """A migrated store: a SQLite file or a fresh PostgreSQL database."""
-    url = (
-        f"sqlite:///{tmp_path / 'v.db'}" if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
-    )
-    engine = create_engine(url)
-    yield engine
-    engine.dispose()
+    return store_engine
 
 
 @pytest.fixture

@@ -3,9 +3,11 @@
 Twilio retries a webhook (timeouts, 5xx, connection errors) with the same idempotency token. The first request
 *claims* the token with an ``INSERT`` into ``webhook_responses``; the primary key makes that atomic across threads,
 processes and machines sharing the database, so two concurrent duplicates never both run. The winner stores its
-response; a duplicate waits for it (up to the hook's wall limit) and replays it byte for byte. The claim carries a
-lease its process renews while the run goes on (:mod:`zingyconn.leases`): when the process dies, the lease runs
-out within seconds and the next retry (Twilio's first comes after about 15 s) takes the claim over and runs.
+response (in the same transaction as its run's history row when the host writes through a
+:class:`~zingyconn.group_commit.GroupWriter`); a duplicate waits for it (up to the hook's wall limit) and replays
+it byte for byte. The claim carries a lease its process renews while the run goes on (:mod:`zingyconn.leases`):
+when the process dies, the lease runs out within seconds and the next retry (Twilio's first comes after about
+15 s) takes the claim over and runs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from zingyconn.group_commit import GroupWriter
 from zingyconn.leases import LeaseKeeper, process_owner, shared_keeper
 from zingyconn.schema import webhook_responses
 
@@ -51,9 +54,15 @@ class ReplayStore:
     """Claims idempotency tokens and stores the responses to replay."""
 
     def __init__(
-        self, engine: Engine, *, clock: Callable[[], float] = time.time, keeper: LeaseKeeper | None = None
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], float] = time.time,
+        keeper: LeaseKeeper | None = None,
+        writer: GroupWriter | None = None,
     ) -> None:
         self._engine = engine
+        self._writer = writer
         self._clock = clock
         self._keeper = keeper if keeper is not None else shared_keeper()
         self._held: set[tuple[str, str, str]] = set()  # claims of this store still running: their leases renew
@@ -90,20 +99,24 @@ class ReplayStore:
         return True
 
     def store(self, tenant: str, hook: str, token: str, response: StoredResponse) -> None:
-        """Store the claimed token's response for replay."""
+        """Store the claimed token's response for replay (with a *writer*: in its next batch, waiting for it)."""
         self._drop(tenant, hook, token)
-        with self._engine.begin() as conn:
-            conn.execute(
-                webhook_responses.update()
-                .where(_key(tenant, hook, token))
-                .values(
-                    state="done",
-                    status_code=response.status_code,
-                    media_type=response.media_type,
-                    body=response.body,
-                    run_id=response.run_id,
-                )
+        statement = (
+            webhook_responses.update()
+            .where(_key(tenant, hook, token))
+            .values(
+                state="done",
+                status_code=response.status_code,
+                media_type=response.media_type,
+                body=response.body,
+                run_id=response.run_id,
             )
+        )
+        if self._writer is not None:
+            self._writer.write((statement, {}))
+            return
+        with self._engine.begin() as conn:
+            conn.execute(statement)
 
     def release(self, tenant: str, hook: str, token: str) -> None:
         """Give up a claim without a response (our failure, not the snippet's), so Twilio's retry runs again."""

@@ -127,7 +127,7 @@ def create_app(
     state = HostState(
         runtime=runtime,
         catalog=Catalog(engine),
-        replay=ReplayStore(engine),
+        replay=ReplayStore(engine, writer=runtime.writer),
         tokens=TokenStore(engine),
         audit=AuditTrail(engine),
         public_url=PublicUrl(public_url, trusted_proxies),

@@ -185,7 +185,11 @@ def _run_claimed(
     if token is None:
         return _run(state.runtime, hook, event, None, is_twilio)[0]
     try:
-        stored, transient = _run(state.runtime, hook, event, token, is_twilio)
+        # The run's history row and its replay record commit in one transaction: never one without the other.
+        with state.runtime.writer.together():
+            stored, transient = _run(state.runtime, hook, event, token, is_twilio)
+            if not transient:
+                state.replay.store(hook.tenant, hook.name, token, stored)
     except BaseException:
         state.replay.release(hook.tenant, hook.name, token)
         raise
@@ -193,8 +197,6 @@ def _run_claimed(
         # Our failure or Twilio's, not the snippet's (a crashed sandbox child, the store or Twilio unreachable): let
         # Twilio's retry run the hook again instead of replaying the failure. Its sends are in the send ledger.
         state.replay.release(hook.tenant, hook.name, token)
-    else:
-        state.replay.store(hook.tenant, hook.name, token, stored)
     return stored
 
 

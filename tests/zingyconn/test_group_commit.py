@@ -1,0 +1,91 @@
+"""Group commit on SQLite and PostgreSQL: writes commit in shared transactions, each caller gets its own error, a
+``together`` block commits whole or not at all, and close writes what is queued."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import sqlalchemy as sa
+
+from zingyconn.group_commit import GroupWriter
+from zingyconn.schema import webhook_responses
+
+
+@pytest.fixture
+def engine(store_engine: sa.Engine) -> sa.Engine:
+    """A migrated store: a SQLite file or a fresh PostgreSQL database."""
+    return store_engine
+
+
+def _claim(token: str) -> tuple[sa.Executable, dict[str, object]]:
+    row = {"tenant": "acme", "hook": "sms", "token": token, "state": "running", "created_at": 0.0}
+    return webhook_responses.insert().values(row), {}
+
+
+def _tokens(engine: sa.Engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(conn.execute(sa.select(webhook_responses.c.token)).scalars())
+
+
+def test_concurrent_writes_commit_in_fewer_transactions_than_writes(engine: sa.Engine) -> None:
+    """64 writers at once: every write is committed when it returns, in batches."""
+    commits = []
+    sa.event.listen(engine, "commit", lambda conn: commits.append(1))
+    writer = GroupWriter(engine)
+    tokens = [f"t{n:03d}" for n in range(64)]
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda token: writer.write(_claim(token)), tokens))
+    writer.close()
+
+    assert _tokens(engine) == tokens
+    assert len(commits) < len(tokens)
+
+
+def test_a_failing_write_fails_alone_and_the_others_commit(engine: sa.Engine) -> None:
+    """A duplicate key among concurrent writes raises IntegrityError in its own caller only."""
+    writer = GroupWriter(engine)
+    writer.write(_claim("taken"))
+    tokens = ["taken", *(f"t{n:03d}" for n in range(31))]
+
+    def write(token: str) -> str:
+        try:
+            writer.write(_claim(token))
+        except sa.exc.IntegrityError:
+            return "refused"
+        return "written"
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = dict(zip(tokens, pool.map(write, tokens), strict=True))
+    writer.close()
+
+    assert outcomes == {"taken": "refused"} | dict.fromkeys(tokens[1:], "written")
+    assert _tokens(engine) == sorted(tokens)
+
+
+def test_a_together_block_commits_whole_or_not_at_all(engine: sa.Engine) -> None:
+    """Two writes in one block share a transaction: when the second fails, the first is not stored either."""
+    writer = GroupWriter(engine)
+    writer.write(_claim("taken"))
+    with writer.together():
+        writer.write(_claim("first"))
+        writer.write(_claim("second"))
+    block = writer.together()
+    block.__enter__()
+    writer.write(_claim("third"))
+    writer.write(_claim("taken"))
+    with pytest.raises(sa.exc.IntegrityError):
+        block.__exit__(None, None, None)
+    writer.close()
+
+    assert _tokens(engine) == ["first", "second", "taken"]
+
+
+def test_writes_after_close_use_their_own_transaction(engine: sa.Engine) -> None:
+    """A closed writer still writes (directly), so a late caller at shutdown loses nothing."""
+    writer = GroupWriter(engine)
+    writer.write(_claim("before"))
+    writer.close()
+    writer.write(_claim("after"))
+
+    assert _tokens(engine) == ["after", "before"]

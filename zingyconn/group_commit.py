@@ -1,0 +1,175 @@
+"""Group commit: one writer thread writes run history and replay records in small batches, one transaction each.
+
+Every webhook run writes a history row and, with an idempotency token, its response for replay. Written by each
+request in its own transaction, they queue for the store's write lock (SQLite has one; PostgreSQL serialises the
+commits' WAL flushes) and the lock hand-over, not the writing, is what a request waits for. Here one thread takes
+what the requests hand it from a bounded queue and writes up to :data:`MAX_BATCH` of them in one transaction.
+
+What it guarantees:
+
+- **Durable before the answer.** :meth:`GroupWriter.write` returns only once the transaction holding its statements
+  has committed, so a server killed (``kill -9``) after it answered a request loses none of that request's records.
+- **Together or not at all.** The statements of one :meth:`~GroupWriter.write`, or of one :meth:`~GroupWriter.together`
+  block, commit in the same transaction: a webhook's history row and its replay record never exist one without the
+  other.
+- **The same errors.** A write fails with the error its statements would have raised in a transaction of their
+  own: a store fault (down, locked, disk full) fails the whole batch, and each of its callers gets it; any other
+  error (a constraint) fails only the write that caused it (the batch is written again one write at a time).
+- **Bounded memory.** At most :data:`MAX_QUEUED` writes wait; a caller beyond that waits for room (back-pressure).
+- **Flushed on close.** :meth:`~GroupWriter.close` writes what is queued, then stops the thread; writes after it, or
+  from inside the writer thread, use a transaction of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.sql import Executable
+
+from zingyconn.database import is_storage_fault
+
+#: Writes one transaction takes at most: small enough that a batch commits in a few milliseconds.
+MAX_BATCH: Final = 64
+#: Writes waiting at most; beyond this a caller waits for room (memory stays bounded under any load).
+MAX_QUEUED: Final = 1024
+
+Statement = tuple[Executable, Mapping[str, Any]]
+
+
+@dataclass(slots=True)
+class _Write:
+    statements: list[Statement]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+_STOP: Final = _Write([])
+
+
+class GroupWriter:
+    """One writer thread for *engine* (started on the first write); thread-safe.
+
+    Args:
+        engine: The store the statements write to.
+        max_batch: Writes per transaction at most.
+        max_queued: Writes waiting at most (back-pressure beyond).
+    """
+
+    def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH, max_queued: int = MAX_QUEUED) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._queue: queue.Queue[_Write] = queue.Queue(maxsize=max_queued)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._collecting = threading.local()  # this thread's together() block, if any
+
+    def write(self, *statements: Statement) -> None:
+        """Execute *statements* in one transaction with other callers' and return once it committed.
+
+        Inside a :meth:`together` block of this thread, they are kept for the block's transaction instead.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: What the statements' own transaction would have raised.
+        """
+        collected: list[Statement] | None = getattr(self._collecting, "statements", None)
+        if collected is not None:
+            collected.extend(statements)
+            return
+        self._submit(list(statements))
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """Keep this thread's writes of the block, and write them in one transaction when it ends (also when it
+        raises: what was done is recorded), waiting for the commit.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: The block's writes could not be committed (when the block itself did
+                not raise).
+        """
+        if getattr(self._collecting, "statements", None) is not None:  # nested: the outer block writes
+            yield
+            return
+        statements: list[Statement] = []
+        self._collecting.statements = statements
+        try:
+            yield
+        finally:
+            self._collecting.statements = None
+            if statements:
+                self._submit(statements)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread."""
+        with self._lock:
+            self._closed, thread = True, self._thread
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join()
+
+    def _submit(self, statements: list[Statement]) -> None:
+        write = _Write(statements)
+        with self._lock:
+            direct = self._closed or threading.current_thread() is self._thread
+            if not direct and self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="zingyconn-group-commit", daemon=True)
+                self._thread.start()
+        if direct:
+            self._commit([write])
+        else:
+            self._queue.put(write)  # blocks while the queue is full: back-pressure
+            write.done.wait()
+        if write.error is not None:
+            raise write.error
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = _STOP in batch
+            self._commit([write for write in batch if write is not _STOP])
+            if stop:
+                self._commit(self._drain())
+                return
+
+    def _drain(self) -> list[_Write]:
+        left: list[_Write] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                left.append(self._queue.get_nowait())
+        return [write for write in left if write is not _STOP]
+
+    def _commit(self, batch: list[_Write]) -> None:
+        """Write *batch* in one transaction; on an error that is not a store fault, each write in its own."""
+        if not batch:
+            return
+        try:
+            self._transaction(batch)
+        except Exception as exc:  # noqa: BLE001  # handed to each caller, who raises it in its own thread
+            if len(batch) == 1 or is_storage_fault(exc):
+                for write in batch:
+                    write.error = exc
+            else:
+                for write in batch:
+                    try:
+                        self._transaction([write])
+                    except Exception as alone:  # noqa: BLE001  # as above
+                        write.error = alone
+        for write in batch:
+            write.done.set()
+
+    def _transaction(self, batch: list[_Write]) -> None:
+        with self._engine.begin() as conn:
+            for write in batch:
+                for statement, parameters in write.statements:
+                    conn.execute(statement, parameters)
