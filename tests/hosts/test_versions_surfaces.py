@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from tests.emulator import Emulator
 from tests.hosts.live_server import LiveServer, live_server
+from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.hosts.cli import main
 from zingyconn.runtime import Runtime
@@ -100,3 +101,35 @@ def test_version_routes_need_the_admin_token(server: LiveServer) -> None:
 
     assert httpx.get(f"{base}/versions").status_code == 401
     assert httpx.post(f"{base}/rollback", json={"to": 1}).status_code == 401
+
+
+def test_admin_api_hook_and_script_changes_are_in_the_audit_trail(env: dict[str, str], server: LiveServer) -> None:
+    """A hook PUT, a rollback of a hook and of a script, and a hook DELETE through the admin API are each one audit
+    row with actor admin-api and the client's address, as ``zingyconn audit list`` prints them; a refused PUT is
+    not recorded, and no row holds a source."""
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    base = server.url("/api/v1/admin/tenants/acme")
+    Catalog(server.runtime.engine).put_script("acme", "nightly", "return 'first-source'")
+    Catalog(server.runtime.engine).put_script("acme", "nightly", "return 'second-source'")
+    httpx.put(f"{base}/hooks/ping", json={"source": "return 'one-source'"}, headers=auth).raise_for_status()
+    httpx.put(f"{base}/hooks/ping", json={"source": "return 'two-source'"}, headers=auth).raise_for_status()
+    refused = httpx.put(f"{base}/hooks/bad", json={"source": "return ().__class__.__base__"}, headers=auth)
+    httpx.post(f"{base}/hooks/ping/rollback", json={"to": 1}, headers=auth).raise_for_status()
+    httpx.post(f"{base}/scripts/nightly/rollback", json={"to": 1}, headers=auth).raise_for_status()
+    httpx.delete(f"{base}/hooks/ping", headers=auth).raise_for_status()
+
+    code, out, _ = _cli(env, "audit", "list", "--tenant", "acme", "--json")
+    events = list(reversed(json.loads(out)))
+    lines = _cli(env, "audit", "list", "--tenant", "acme")[1].splitlines()
+
+    assert refused.status_code == 400
+    assert code == 0
+    assert [(e["actor"], e["client"], e["action"], e["target"], e["detail"]) for e in events] == [
+        ("admin-api", "127.0.0.1", "hook.save", "ping", {"version": 1}),
+        ("admin-api", "127.0.0.1", "hook.save", "ping", {"version": 2}),
+        ("admin-api", "127.0.0.1", "hook.rollback", "ping", {"to": 1, "version": 3}),
+        ("admin-api", "127.0.0.1", "script.rollback", "nightly", {"to": 1, "version": 3}),
+        ("admin-api", "127.0.0.1", "hook.delete", "ping", {}),
+    ]
+    assert "admin-api  127.0.0.1  acme  hook.delete  ping" in lines[0]
+    assert "-source" not in out

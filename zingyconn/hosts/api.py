@@ -15,6 +15,9 @@
   ``GET .../FAMILY/{name}/versions/{version}`` (with its source), ``GET .../FAMILY/{name}/diff?from=N&to=M``
   (``{"diff": "<unified diff>"}``) and ``POST .../FAMILY/{name}/rollback`` with ``{"to": N}`` (saves version N again
   as the newest; answers ``{"version": <new number>}``).
+
+Every change of a hook or script here (a PUT, a DELETE, a rollback) is recorded in the audit trail as the console's
+are: actor ``admin-api``, the client's address, the name and version numbers; never a source.
 """
 
 from __future__ import annotations
@@ -98,6 +101,17 @@ async def run_command(request: Request) -> Response:
     return JSONResponse({"ok": True, "result": result})
 
 
+async def audit_admin(request: Request, action: str, *, tenant: str, target: str, **detail: Any) -> None:
+    """Record a change made through the admin API as actor ``admin-api`` (names only, never a secret or a value)."""
+    state = host_state(request)
+    client = state.public_url.client_address(request)
+    await state.in_thread(
+        lambda: state.audit.record(
+            actor=ADMIN_AUTHOR, action=action, tenant=tenant, target=target, client=client, detail=detail
+        )
+    )
+
+
 def check_admin(request: Request) -> None:
     """Refuse (UnauthorizedError, 401) a request without the admin token, or any request when none is set."""
     expected = host_state(request).admin_token
@@ -126,6 +140,7 @@ async def hook_item(request: Request) -> Response:
         return JSONResponse({"ok": True, "hook": hook.to_json()})
     if request.method == "DELETE":
         await state.in_thread(state.catalog.delete_hook, tenant, name)
+        await audit_admin(request, "hook.delete", tenant=tenant, target=name)
         return JSONResponse({"ok": True})
     data = await json_object(request)
     source, verify_with, limits = data.get("source"), data.get("verify_with"), data.get("limits") or {}
@@ -145,6 +160,7 @@ async def hook_item(request: Request) -> Response:
             tenant, name, source, verify_with=verify_with, limits=limits, author=ADMIN_AUTHOR, message=message
         )
     )
+    await audit_admin(request, "hook.save", tenant=tenant, target=name, version=hook.version)
     return JSONResponse({"ok": True, "hook": hook.to_json()})
 
 
@@ -206,6 +222,7 @@ async def rollback(request: Request) -> Response:
     to = _version_number((await json_object(request)).get("to"), field="to")
     state = host_state(request)
     version = await state.in_thread(lambda: state.catalog.rollback(kind, tenant, name, to=to, author=ADMIN_AUTHOR))
+    await audit_admin(request, f"{kind}.rollback", tenant=tenant, target=name, to=to, version=version)
     return JSONResponse({"ok": True, "version": version})
 
 

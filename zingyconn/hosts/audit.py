@@ -2,7 +2,8 @@
 
 Every console action that changes something (a connection saved or deleted, a hook or script saved or deleted, a
 command or snippet run, a task enqueued, a sign-in or sign-out) writes one row to ``audit_events``, and so does
-every connection or variable change through the admin API (actor ``admin-api``). Rows name things (connection,
+every change through the admin API (actor ``admin-api``): a connection or variable, a hook saved or deleted, a hook
+or script rolled back. Rows name things (connection,
 hook, command, run id), never secrets: a connection's secret, a token, or a message body is never an argument here.
 The console shows a tenant's rows; ``zingyconn audit list`` prints them.
 """

@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from zingyconn.connection_types import Profile
 from zingyconn.errors import ValidationError
-from zingyconn.hosts.api import ADMIN_AUTHOR, check_admin, json_object
+from zingyconn.hosts.api import audit_admin, check_admin, json_object
 from zingyconn.hosts.state import HostState, host_state
 from zingyconn.http.profile import HttpProfile
 from zingyconn.twilio.profile import TwilioProfile
@@ -62,17 +62,6 @@ def _admin(request: Request) -> tuple[HostState, str]:
     """Check the admin token; return the host state and the tenant the path names."""
     check_admin(request)
     return host_state(request), request.path_params["tenant"]
-
-
-async def _audit(request: Request, action: str, *, tenant: str, target: str, **detail: Any) -> None:
-    """Record a change made through the admin API (names only, never a secret or a value)."""
-    state = host_state(request)
-    client = state.public_url.client_address(request)
-    await state.in_thread(
-        lambda: state.audit.record(
-            actor=ADMIN_AUTHOR, action=action, tenant=tenant, target=target, client=client, detail=detail
-        )
-    )
 
 
 def _checked_fields(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -146,11 +135,11 @@ async def connection_item(request: Request) -> Response:
         return JSONResponse({"ok": True, "connection": await state.in_thread(_shown, state, tenant, name)})
     if request.method == "DELETE":
         await state.in_thread(state.runtime.store.delete, tenant, name)
-        await _audit(request, "connection.delete", tenant=tenant, target=name)
+        await audit_admin(request, "connection.delete", tenant=tenant, target=name)
         return JSONResponse({"ok": True})
     type_, fields = _checked_fields(await json_object(request))
     revision = await state.in_thread(state.runtime.store.put, tenant, name, _profile(type_, fields))
-    await _audit(request, "connection.save", tenant=tenant, target=name, type=type_, edited=revision > 1)
+    await audit_admin(request, "connection.save", tenant=tenant, target=name, type=type_, edited=revision > 1)
     return JSONResponse({"ok": True, "connection": await state.in_thread(_shown, state, tenant, name)})
 
 
@@ -174,13 +163,13 @@ async def variable_item(request: Request) -> Response:
     name, variables = request.path_params["name"], state.runtime.variables
     if request.method == "DELETE":
         await state.in_thread(variables.unset, tenant, name)
-        await _audit(request, "variable.unset", tenant=tenant, target=name)
+        await audit_admin(request, "variable.unset", tenant=tenant, target=name)
         return JSONResponse({"ok": True})
     data = await json_object(request)
     if "value" not in data:
         raise ValidationError('Send the variable\'s value as {"value": "..."}.', field="value")
     variable = await state.in_thread(variables.set, tenant, name, data["value"])
-    await _audit(request, "variable.set", tenant=tenant, target=name)
+    await audit_admin(request, "variable.set", tenant=tenant, target=name)
     return JSONResponse({"ok": True, "variable": variable.to_json()})
 
 
