@@ -1,5 +1,5 @@
-"""The console's connections page adds, lists and deletes HTTP connections, with CSRF and the audit trail, and
-never shows the secret back; a run's HTTP calls are on its run page."""
+"""The console's connections page adds, lists, edits and deletes HTTP connections, with CSRF and the audit trail,
+and never shows the secret back; a run's HTTP calls are on its run page."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.hosts.live_console import OPERATOR_TOKEN, Console, csrf_of, live_console, sign_in
+from tests.hosts.live_console import ACCOUNT_SID, AUTH_TOKEN, OPERATOR_TOKEN, Console, csrf_of, live_console, sign_in
 from tests.servers import uvicorn_in_thread
 from tests.zingyconn.http.test_http_oauth2 import CLIENT_SECRET, AuthServer
 from zingyconn.hosts.console.auth import CSRF_FIELD
 from zingyconn.http.echo import EchoRecorder, create_app
 from zingyconn.http.profile import HttpProfile
+from zingyconn.twilio.profile import TwilioProfile
 
 SECRET = "console-s3cret/token+1"
+NEW_SECRET = "rotated-s3cret/token+2"
 
 
 @pytest.fixture
@@ -121,3 +123,76 @@ def test_an_oauth2_connection_is_added_and_tested_from_the_console(console: Cons
                                                                      "notes.write")  # fmt: skip
     assert auth.issued
     assert auth.seen == [f"Bearer {auth.issued[-1]}"]
+
+
+def test_an_http_connection_is_edited_from_the_console(console: Console) -> None:
+    """Edit pre-fills the HTTP form with the non-secret fields and an empty secret; saving without the secret is a
+    400 naming it and changes nothing; a saved edit replaces the prefixes, is audited as an edit, and the Test button
+    then calls the new prefix with the new secret."""
+    recorder = EchoRecorder()
+    with uvicorn_in_thread(create_app(recorder), name="echo") as port, console.browser() as browser:
+        base = f"http://127.0.0.1:{port}/api"
+        profile = HttpProfile(base_url=base, auth="header:X-Api-Key", secret=SECRET, allowed_methods=("GET",),
+                              allowed_prefixes=("/old",), local_test_target=True)  # fmt: skip
+        console.runtime.store.put("acme", "crm", profile)
+        sign_in(browser, OPERATOR_TOKEN)
+        listed = browser.get("/console/t/acme/connections").text
+        assert ">Edit</a>" in listed
+        assert "?edit=crm" in listed
+        page = browser.get("/console/t/acme/connections", params={"edit": "crm"}).text
+        assert "Edit HTTP connection crm" in page
+        assert "Add a Twilio connection" not in page
+        for prefilled in (f'value="{base}"', 'value="X-Api-Key"', 'value="GET"', 'value="/old"',
+                          '<option value="header" selected>', 'value="1" checked'):  # fmt: skip
+            assert prefilled in page
+        assert SECRET not in page
+        csrf = {CSRF_FIELD: csrf_of(page)}
+        form = {"name": "crm", "existing": "1", "base_url": base, "auth": "header", "auth_name": "X-Api-Key",
+                "methods": "GET", "prefixes": "/notes", "local_test_target": "1", **csrf}  # fmt: skip
+
+        refused = browser.post("/console/t/acme/connections/http/save", data=form)
+        assert refused.status_code == 400
+        assert "secret is required to save connection &#39;crm&#39;" in refused.text
+        assert 'value="/notes"' in refused.text
+        assert "Edit HTTP connection crm" in refused.text
+        unchanged = console.runtime.store.get("acme", "crm")
+        assert isinstance(unchanged, HttpProfile)
+        assert unchanged.allowed_prefixes == ("/old",)
+
+        saved = browser.post("/console/t/acme/connections/http/save", data={**form, "secret": NEW_SECRET})
+        assert saved.status_code == 303
+        edited = console.runtime.store.get("acme", "crm")
+        assert isinstance(edited, HttpProfile)
+        assert (edited.allowed_prefixes, edited.secret) == (("/notes",), NEW_SECRET)
+        assert "under /notes" in browser.get(saved.headers["location"]).text  # the redirect a browser follows
+        tested = browser.post("/console/t/acme/connections/crm/test", data=csrf)
+        assert tested.status_code == 303
+        shown = browser.get("/console/t/acme/connections").text
+        assert f"works: {base}/notes (HTTP 200" in shown
+        for text in (page, refused.text, shown):
+            assert SECRET not in text
+            assert NEW_SECRET not in text
+
+    assert [(r.path, r.headers["x-api-key"]) for r in recorder.requests] == [("/api/notes", NEW_SECRET)]
+    events = json.loads(console.cli("audit", "list", "--tenant", "acme", "--json"))
+    assert [(e["action"], e["target"], e["detail"]) for e in events if e["action"] == "connection.save"] == [
+        ("connection.save", "crm", {"type": "http", "edited": True})]  # fmt: skip
+
+
+def test_a_twilio_connection_keeps_its_own_edit_form(console: Console) -> None:
+    """Editing a Twilio connection shows the Twilio form with its SID and no secret (not the HTTP form), and a blank
+    secret there keeps the stored one: its calls only ever go to Twilio."""
+    console.runtime.store.put("acme", "main", TwilioProfile(account_sid=ACCOUNT_SID, secret=AUTH_TOKEN))
+    with console.browser() as browser:
+        sign_in(browser, OPERATOR_TOKEN)
+        page = browser.get("/console/t/acme/connections", params={"edit": "main"}).text
+        assert "Edit main" in page
+        assert f'value="{ACCOUNT_SID}"' in page
+        assert "HTTP connection" not in page
+        assert AUTH_TOKEN not in page
+        form = {"name": "main", "existing": "1", "account_sid": ACCOUNT_SID, CSRF_FIELD: csrf_of(page)}
+        saved = browser.post("/console/t/acme/connections/save", data=form)
+    assert saved.status_code == 303
+    kept = console.runtime.store.get("acme", "main")
+    assert isinstance(kept, TwilioProfile)
+    assert kept.secret == AUTH_TOKEN

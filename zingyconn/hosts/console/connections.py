@@ -1,4 +1,10 @@
-"""Console pages for connections (write-only secrets) and the connection-command runner."""
+"""Console pages for connections (write-only secrets) and the connection-command runner.
+
+Editing a connection pre-fills its form with the non-secret fields only; a stored secret is never sent back to the
+browser. An HTTP connection's edit must carry the secret again (as a PUT of the admin API must): keeping the stored
+one while the base URL changes would let whoever edits send it to a host of their choosing. A Twilio connection's
+edit may keep it, since its calls only ever go to Twilio.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from sandbox.errors import SandboxError
+from zingyconn.connection_types import Profile
 from zingyconn.errors import ValidationError, ZingyConnError
 from zingyconn.hosts.bodies import parse_json
 from zingyconn.hosts.console import auth
@@ -73,12 +80,10 @@ async def _connections_page(request: Request, tenant: str, values: Mapping[str, 
     editing = None
     edit_name = request.query_params.get("edit") or values.get("existing_name")
     if edit_name:
-        editing = {"name": edit_name}
-        # Only the non-secret identifiers are pre-filled; they are shown in the list anyway, unmasked here
-        # because the editor needs them to save the record again.
         profile = await run_in_threadpool(_get_profile, store, tenant, edit_name)
+        editing = {"name": edit_name, "type": "http" if isinstance(profile, HttpProfile) else "twilio"}
         if profile is not None and not values:
-            values = {"account_sid": profile.account_sid, "api_key": profile.api_key or ""}
+            values = _prefilled(profile)
     context = {
         "tenant": tenant,
         "nav": "connections",
@@ -106,12 +111,34 @@ def _details(store: Any, tenant: str, name: str) -> str:
     )
 
 
-def _get_profile(store: Any, tenant: str, name: str) -> TwilioProfile | None:
+def _get_profile(store: Any, tenant: str, name: str) -> Profile | None:
     try:
-        profile: TwilioProfile = store.get(tenant, name)
+        profile: Profile = store.get(tenant, name)
     except ZingyConnError:
         return None
     return profile
+
+
+def _prefilled(profile: Profile) -> dict[str, str]:
+    """The edit form's values of *profile*: its non-secret fields only (shown in the list anyway, unmasked here
+    because the editor needs them to save the record again); never the secret."""
+    if isinstance(profile, HttpProfile):
+        scheme, _, auth_name = profile.auth.partition(":")
+        fields = {
+            "base_url": profile.base_url,
+            "auth": scheme,
+            "auth_name": auth_name,
+            "methods": ", ".join(profile.allowed_methods),
+            "prefixes": ", ".join(profile.allowed_prefixes),
+            "token_url": profile.token_url or "",
+            "client_id": profile.client_id or "",
+            "scope": profile.scope or "",
+            "local_test_target": "1" if profile.local_test_target else "",
+        }
+        return {f"http_{key}": value for key, value in fields.items()}
+    if isinstance(profile, TwilioProfile):
+        return {"account_sid": profile.account_sid, "api_key": profile.api_key or ""}
+    return {}
 
 
 @page(nav="connections")
@@ -143,32 +170,43 @@ async def connection_save(request: Request, tenant: str, form: FormData) -> Resp
 
 @page(nav="connections")
 async def http_connection_save(request: Request, tenant: str, form: FormData) -> Response:
-    """Add an HTTP connection (base URL, auth scheme, allowed methods and prefixes, write-only secret; for OAuth 2
-    client credentials the token URL, client id and scope, the secret being the client secret)."""
+    """Add or edit an HTTP connection (base URL, auth scheme, allowed methods and prefixes, write-only secret; for
+    OAuth 2 client credentials the token URL, client id and scope, the secret being the client secret). An edit
+    must carry the secret again: the stored one is never kept (see the module's docstring)."""
     store = state_of(request).runtime.store
     name = str(form.get("name") or "").strip()
     values = {key: str(form.get(key) or "").strip() for key in HTTP_FORM_FIELDS}
+    values["local_test_target"] = "1" if form.get("local_test_target") == "1" else ""
     named = values["auth"] in ("header", "query")  # the schemes whose header or query key the form names apart
     scheme = f"{values['auth']}:{values['auth_name']}" if named else values["auth"]
+    secret = str(form.get("secret") or "")
+    editing = bool(form.get("existing"))
     try:
+        if editing and not secret:
+            raise ValidationError(
+                f"secret is required to save connection {name!r}: the stored one is not kept when an HTTP "
+                "connection is edited (it could be sent to a changed base URL); enter it again.",
+                field="secret",
+            )
         profile = HttpProfile.from_options(
             base_url=values["base_url"],
             auth=scheme,
-            secret=str(form.get("secret") or ""),
+            secret=secret,
             methods=[values["methods"]],
             prefixes=[values["prefixes"]],
-            local_test_target=form.get("local_test_target") == "1",
+            local_test_target=values["local_test_target"] == "1",
             token_url=values["token_url"],
             client_id=values["client_id"],
             scope=values["scope"],
         )
-        await run_in_threadpool(store.put, tenant, name, profile)
+        revision = await run_in_threadpool(store.put, tenant, name, profile)
     except ZingyConnError as exc:
         flash(request, "error", str(exc))
         status = 400 if isinstance(exc, ValidationError) else 500
-        return await _connections_page(request, tenant, {f"http_{key}": value for key, value in values.items()},
-                                       status=status)  # fmt: skip
-    await audit(request, "connection.save", tenant=tenant, target=name, type="http")
+        shown = {f"http_{key}": value for key, value in values.items()}
+        return await _connections_page(request, tenant, {**shown, "http_name": name,
+                                       "existing_name": name if editing else ""}, status=status)  # fmt: skip
+    await audit(request, "connection.save", tenant=tenant, target=name, type="http", edited=revision > 1)
     flash(request, "ok", f"Saved HTTP connection {name!r}.")
     return RedirectResponse(str(request.url_for("console_connections", tenant=tenant)), 303)
 
