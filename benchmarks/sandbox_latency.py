@@ -9,7 +9,10 @@ Measures, in one process on one machine:
 
 - isolated warm runs (a spare child forked ahead of demand) of ``return 1`` and of a TwiML reply built from
   ``event``: p50/p99 paced (a short pause between runs, as requests arrive) and back to back;
-- throughput with 2 concurrent callers;
+- the same TwiML reply in a warm *instance* (``isolation=instance``: one process kept for the snippet and reused,
+  fresh globals per run), against the fresh child measured in the same run: p50/p99 paced and back to back, and
+  the ratio of each;
+- throughput with 2 concurrent callers (fresh children, and instances);
 - baselines: spawn-per-run (``python -I -c`` that imports twilio and runs the snippet) and in-process restricted exec;
 - zygote RSS and per-child USS (unique memory of a warmed spare child);
 - precision of the wall-clock limit: ``while True: pass`` with ``wall_seconds=1``.
@@ -70,11 +73,12 @@ def timed(call: Callable[[], object], runs: int, *, pause: float = 0.0) -> list[
     return samples
 
 
-def isolated(sandbox: Sandbox, source: str) -> Callable[[], object]:
-    """A call that runs *source* in the sandbox and checks it succeeded."""
+def isolated(sandbox: Sandbox, source: str, *, instance: bool = False) -> Callable[[], object]:
+    """A call that runs *source* in the sandbox (in a fresh child, or in its warm instance) and checks it succeeded."""
+    key = ("benchmark", source) if instance else None
 
     def call() -> object:
-        result = sandbox.run(source, event=EVENT)
+        result = sandbox.run(source, event=EVENT, instance_key=key)
         if not result.ok:
             raise RuntimeError(f"benchmark snippet failed: {result.error}")
         return result.value
@@ -83,19 +87,27 @@ def isolated(sandbox: Sandbox, source: str) -> Callable[[], object]:
 
 
 def cpu_milliseconds(sandbox: Sandbox) -> float:
-    """CPU time used so far by this process, the zygote and the zygote's reaped children, in ms."""
+    """CPU time used so far by this process, the zygote and the zygote's children (reaped and live), in ms."""
     host, zygote = psutil.Process().cpu_times(), psutil.Process(sandbox.zygote_pid).cpu_times()
-    parts = (host.user, host.system, zygote.user, zygote.system, zygote.children_user, zygote.children_system)
+    parts = [host.user, host.system, zygote.user, zygote.system, zygote.children_user, zygote.children_system]
+    for child in psutil.Process(sandbox.zygote_pid).children():  # live ones: warm instances, spares
+        try:
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        parts.extend((times.user, times.system))
     return sum(parts) * 1000
 
 
-def throughput(sandbox: Sandbox, source: str, *, callers: int, seconds: float) -> tuple[float, float]:
+def throughput(
+    sandbox: Sandbox, source: str, *, callers: int, seconds: float, instance: bool = False
+) -> tuple[float, float]:
     """Return (runs per second, CPU ms per run) with *callers* threads running *source* back to back."""
     counts = [0] * callers
     stop = time.monotonic() + seconds
 
     def caller(index: int) -> None:
-        call = isolated(sandbox, source)
+        call = isolated(sandbox, source, instance=instance)
         while time.monotonic() < stop:
             call()
             counts[index] += 1
@@ -185,8 +197,13 @@ def main() -> None:
         paced_twiml = timed(isolated(sandbox, TWIML), args.runs, pause=args.pause)
         burst_trivial = timed(isolated(sandbox, TRIVIAL), args.runs)
         burst_twiml = timed(isolated(sandbox, TWIML), args.runs)
+        timed(isolated(sandbox, TWIML, instance=True), 100, pause=args.pause)
+        paced_warm = timed(isolated(sandbox, TWIML, instance=True), args.runs, pause=args.pause)
+        paced_fresh = timed(isolated(sandbox, TWIML), args.runs, pause=args.pause)  # the baseline, measured alongside
+        burst_warm = timed(isolated(sandbox, TWIML, instance=True), args.runs)
         rate_trivial, cpu_trivial = throughput(sandbox, TRIVIAL, callers=2, seconds=args.seconds)
         rate_twiml, cpu_twiml = throughput(sandbox, TWIML, callers=2, seconds=args.seconds)
+        rate_warm, cpu_warm = throughput(sandbox, TWIML, callers=2, seconds=args.seconds, instance=True)
         zygote_rss, child_uss = memory(sandbox)
         precision = limit_precision(sandbox, 3)
     local_trivial, local_twiml = in_process(TRIVIAL, args.runs), in_process(TWIML, args.runs)
@@ -199,6 +216,9 @@ def main() -> None:
     print(row(f"isolated warm, TwiML reply ({gap})", paced_twiml, "p50 <= 1, p99 <= 5"))
     print(row("isolated, `return 1` back to back", burst_trivial))
     print(row("isolated, TwiML reply back to back", burst_twiml))
+    print(row(f"warm instance, TwiML reply ({gap})", paced_warm))
+    print(row(f"fresh child, TwiML ({gap}, alongside)", paced_fresh))
+    print(row("warm instance, TwiML reply back to back", burst_warm))
     print(row("in-process restricted exec, `return 1`", local_trivial))
     print(row("in-process restricted exec, TwiML reply", local_twiml))
     print(row("spawn per run (python -I -c), TwiML reply", spawn_twiml))
@@ -207,9 +227,16 @@ def main() -> None:
     local_ratio = percentile(paced_twiml, 0.5) / percentile(local_twiml, 0.5)
     print(f"spawn-per-run / isolated (TwiML, p50):     {spawn_ratio:8.0f}x   target >= 100x")
     print(f"isolated / in-process (TwiML, p50):        {local_ratio:8.1f}x")
+    for name, fraction in (("p50", 0.5), ("p99", 0.99)):
+        fresh, warm = percentile(paced_fresh, fraction), percentile(paced_warm, fraction)
+        print(f"fresh child / warm instance (TwiML, {name}):  {fresh / warm:8.2f}x   ({fresh:.3f} ms / {warm:.3f} ms)")
+    burst_ratio = percentile(burst_twiml, 0.5) / percentile(burst_warm, 0.5)
+    print(f"fresh child / warm instance (back to back): {burst_ratio:7.2f}x   p50")
     print(f"throughput, 2 callers, `return 1`:         {rate_trivial:8.0f} runs/s   target >= 500")
     print(f"throughput, 2 callers, TwiML reply:        {rate_twiml:8.0f} runs/s")
+    print(f"throughput, 2 callers, TwiML, instances:   {rate_warm:8.0f} runs/s   ({rate_warm / rate_twiml:.2f}x)")
     print(f"CPU per run (host + zygote + child):       {cpu_trivial:8.2f} ms `return 1`, {cpu_twiml:.2f} ms TwiML")
+    print(f"CPU per run, TwiML in warm instances:      {cpu_warm:8.2f} ms")
     print(f"zygote RSS:                                {zygote_rss:8.1f} MiB")
     print(f"per-child USS (warmed spare):              {child_uss:8.1f} MiB")
     print(f"wall_seconds=1 busy loop reported after:   {max(precision):8.3f} s (worst of 3)   target <= 1.2 s")

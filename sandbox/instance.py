@@ -36,10 +36,9 @@ from sandbox.pool import ChildProcess
 
 _LOGGER: Final = logging.getLogger(__name__)
 
-#: A host's hold on what an idle instance keeps (e.g. its tenant's memory): called when the instance becomes idle,
-#: it returns the function that releases the hold (called when its next run starts or it is recycled), or None when
-#: the host has no room for it (the instance is then recycled).
-Hold = Callable[[], Callable[[], object] | None]
+#: A host's hold on what a process serving a key keeps (e.g. its tenant's memory): called when the process starts,
+#: it returns the function that releases the hold, called when the process ends.
+Hold = Callable[[], Callable[[], object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +116,7 @@ class Instance:
     key: Hashable
     child: ChildProcess
     baseline: ProcessState | None = None  # read when it reports ready, before its first snippet code runs
-    hold: Hold | None = None
-    release: Callable[[], object] | None = None  # the host's hold while it is idle
+    release: Callable[[], object] | None = None  # ends the host's hold for it (see Hold)
     runs: int = 0
     last_used: float = field(default_factory=time.monotonic)
 
@@ -132,31 +130,16 @@ class Instance:
         """False once the child exited or its zygote died (it then cannot serve another run)."""
         return not self.child.exited.is_set() and self.child.zygote.alive
 
-    def take_hold(self) -> bool:
-        """Ask the host to hold what this instance keeps while idle; False when it has no room (or failed)."""
-        if self.hold is None:
-            return True
-        try:
-            self.release = self.hold()
-        except Exception:
-            _LOGGER.exception("The host's hold for sandbox instance %d failed; it is recycled.", self.pid)
-            return False
-        return self.release is not None
-
-    def drop_hold(self) -> None:
-        """Release the host's hold (the instance runs, or ends)."""
+    def close(self) -> None:
+        """Kill the instance's process (through its zygote) and release the host's hold for it."""
+        self.child.sock.close()
+        self.child.kill()
         release, self.release = self.release, None
         if release is not None:
             try:
                 release()
             except Exception:
                 _LOGGER.exception("Releasing the host's hold of sandbox instance %d failed.", self.pid)
-
-    def close(self) -> None:
-        """Kill the instance's process (through its zygote) and release the host's hold for it."""
-        self.child.sock.close()
-        self.child.kill()
-        self.drop_hold()
 
 
 class InstancePool:
@@ -200,8 +183,6 @@ class InstancePool:
                     doomed.append(instance)
         for instance in doomed:
             instance.close()
-        if found is not None:
-            found.drop_hold()  # the run's own admission counts it while it runs
         return found
 
     def reserve(self) -> bool:
@@ -230,11 +211,8 @@ class InstancePool:
             self._live -= 1
 
     def put_back(self, instance: Instance) -> None:
-        """Make *instance* idle again, ready for its key's next run (recycled if the host has no room to hold it)."""
+        """Make *instance* idle again, ready for its key's next run."""
         instance.last_used = time.monotonic()
-        if not instance.take_hold():
-            self.discard(instance, "the host has no room to hold it while idle")
-            return
         with self._lock:
             if not self._closed:
                 self._idle[instance] = None

@@ -267,9 +267,10 @@ class Sandbox:
                 wait until it returns; if it raises, the child is killed and the exception propagates.
             instance_key: Run in a warm instance kept for this key (with these *limits*), reused by the key's later
                 runs and never by another key's (:mod:`sandbox.instance`); None runs in a fresh child.
-            instance_hold: Called each time an instance of *instance_key* becomes idle, to count what it holds
-                between runs against its owner (e.g. a tenant's memory); returns the function that releases the hold
-                (called when the instance's next run starts or it is recycled), or None to recycle it now.
+            instance_hold: Called when a process starts serving *instance_key* (a new instance, or a fresh child
+                when the pool is full), so that the host counts what it holds against its owner (e.g. a tenant's
+                memory) for as long as it lives; returns the function that releases the hold. What it raises
+                propagates, and nothing runs.
 
         Raises:
             TypeError: *event* or *context* is not JSON-serialisable (checked before any process work).
@@ -284,15 +285,25 @@ class Sandbox:
             line_number = int(line) if line.isdigit() else None
             return _failed(CompileError, str(error), started, line=line_number, errors=error.errors)
         if instance_key is not None:
-            instance = self._instances.take((instance_key, limits))
+            key = (instance_key, limits)
+            instance = self._instances.take(key)
             if instance is not None:
                 order = _order_frame(compiled, limits, event, context)
                 return self._run_instance(instance, order, limits, on_request, on_started, started)
-            if self._instances.reserve():
-                key = (instance_key, limits)
-                return self._start_instance(
-                    key, compiled, limits, event, context, on_request, on_started, instance_hold
+            release = instance_hold() if instance_hold is not None else None  # may raise: then nothing runs
+            kept = False
+            try:
+                if self._instances.reserve():
+                    result, kept = self._start_instance(
+                        key, compiled, limits, event, context, on_request, on_started, release
+                    )
+                    return result
+                return self._run_fresh(
+                    _order_frame(compiled, limits, event, context), limits, on_request, on_started, started
                 )
+            finally:
+                if not kept and release is not None:
+                    release()
         order = _order_frame(compiled, limits, event, context)
         return self._run_fresh(order, limits, on_request, on_started, started)
 
@@ -322,9 +333,12 @@ class Sandbox:
         context: Mapping[str, JSON] | None,
         on_request: RequestHandler | None,
         on_started: Callable[[], object] | None,
-        hold: Hold | None,
-    ) -> RunResult:
-        """Run in a spare child that becomes an instance of *key* (a place in the pool is reserved)."""
+        release: Callable[[], object] | None,
+    ) -> tuple[RunResult, bool]:
+        """Run in a spare child that becomes an instance of *key* (a place in the pool is reserved).
+
+        Returns the result and whether the instance was kept; a kept instance owns *release* from then on.
+        """
         started = time.monotonic()
         # The CPU the instance's whole life may use: its rlimit's hard cap, which no later run can raise.
         lifetime_cpu = self._instances.policy.max_runs * max(1, math.ceil(limits.cpu_seconds)) + 1
@@ -332,8 +346,8 @@ class Sandbox:
         child = self._take_child()
         if child is None:
             self._instances.unreserve()
-            return _failed(WorkerCrashedError, "No sandbox child process could be started.", started)
-        instance = Instance(key=key, child=child, hold=hold)
+            return _failed(WorkerCrashedError, "No sandbox child process could be started.", started), False
+        instance = Instance(key=key, child=child)
 
         def read_baseline() -> None:
             instance.baseline = read_state(child.pid)
@@ -348,11 +362,11 @@ class Sandbox:
                 self._instances.unreserve()
                 child.sock.close()
                 child.finish()  # it was a spare until now: its replacement is ordered as for any run
-        if not kept:
-            return result
-        child.zygote.keep()
-        self._instances.put_back(instance)
-        return result
+        if kept:
+            instance.release = release
+            child.zygote.keep()
+            self._instances.put_back(instance)
+        return result, kept
 
     def _run_instance(
         self,

@@ -7,6 +7,11 @@ the holder dies (``kill -9`` frees its slots at once; nothing is leased, nothing
 records the memory limit of its run; a short per-tenant lock around admission makes "count the busy slots, add
 their memory, take a free one" one step.
 
+A warm instance (a sandbox process kept for one hook's or script's next runs) holds its memory between runs too:
+it takes a *memory hold* (:meth:`TenantSlots.hold_memory`) for its life, a slot file of its own that counts
+towards the tenant's memory but not towards its runs at once; its runs are then admitted with no memory of their
+own.
+
 Threat: one tenant's flood of webhooks, tasks and console runs holding every sandbox child, and gigabytes of memory,
 so that other tenants' runs wait or the machine swaps. Limit: the count is per machine (per data directory); with
 several machines on one database, each enforces its own.
@@ -16,11 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -31,6 +37,9 @@ from zingyconn.errors import ConfigurationError, TenantBusyError, ValidationErro
 MIB: Final = 1024 * 1024
 #: Width of the memory stamp in a slot file (decimal digits, zero-padded).
 STAMP_BYTES: Final = 20
+#: Memory holds one tenant may have at once. The tenant's memory limit bounds them first (each holds a run's memory
+#: limit); this only bounds the slot files scanned.
+MAX_MEMORY_HOLDS: Final = 256
 #: How often a waiting caller looks for room (each look opens the tenant's slot files once).
 POLL_SECONDS: Final = 0.02
 
@@ -80,6 +89,14 @@ class TenantSlots:
             ValidationError: *memory_bytes* alone is over the tenant's total (it could never run).
             ConfigurationError: The data directory cannot hold the slot files.
         """
+        self._check_fits(tenant, memory_bytes)
+        slot = self._poll(functools.partial(self._take, tenant, memory_bytes), wait=wait)
+        try:
+            yield
+        finally:
+            os.close(slot)  # closing the file drops its lock
+
+    def _check_fits(self, tenant: str, memory_bytes: int) -> None:
         limits = self.limits
         if memory_bytes > limits.max_memory_bytes:
             raise ValidationError(
@@ -88,23 +105,32 @@ class TenantSlots:
                 "ZINGYCONN_TENANT_MAX_MEMORY_MB.",
                 field="memory_bytes",
             )
-        give_up = time.monotonic() + (limits.wait_seconds if wait else 0.0)
+
+    def hold_memory(self, tenant: str, *, memory_bytes: int, wait: bool = True) -> Callable[[], None]:
+        """Hold *memory_bytes* of *tenant*'s memory until the returned function is called (a warm instance's life).
+
+        A hold counts towards the tenant's memory like a run's, but not towards its runs at once. Waits and raises
+        as :meth:`admit` does (TenantBusyError when the tenant's memory, or :data:`MAX_MEMORY_HOLDS`, is taken).
+        """
+        self._check_fits(tenant, memory_bytes)
+        slot = self._poll(functools.partial(self._take, tenant, memory_bytes, hold=True), wait=wait)
+        return functools.partial(os.close, slot)  # closing the file drops its lock
+
+    def _poll(self, take: Callable[[], int], *, wait: bool) -> int:
+        """Return what *take* returns, retrying a TenantBusyError for up to ``limits.wait_seconds`` if *wait*."""
+        give_up = time.monotonic() + (self.limits.wait_seconds if wait else 0.0)
         while True:
             try:
-                slot = self._take(tenant, memory_bytes)
-                break
+                return take()
             except TenantBusyError:
                 if time.monotonic() + POLL_SECONDS > give_up:
                     raise
                 # Jitter (not security): waiters do not poll in step.
                 time.sleep(POLL_SECONDS * random.uniform(0.5, 1.5))  # noqa: S311
-        try:
-            yield
-        finally:
-            os.close(slot)  # closing the file drops its lock
 
-    def _take(self, tenant: str, memory_bytes: int) -> int:
-        """Return the descriptor of a free slot of *tenant*, locked and stamped with *memory_bytes*."""
+    def _take(self, tenant: str, memory_bytes: int, *, hold: bool = False) -> int:
+        """Return the descriptor of a free slot of *tenant* (a memory hold's with *hold*), locked and stamped with
+        *memory_bytes*."""
         stem = self._stem(tenant)
         mutex = self._open(stem.with_suffix(".lock"))
         try:
@@ -121,12 +147,18 @@ class TenantSlots:
                         held_bytes += _stamped_bytes(slot)
                         os.close(slot)
                         continue
-                    if free is None:
+                    if free is None and not hold:
                         free = slot
                     else:
                         os.close(slot)
+                holds, hold_bytes, free_hold = self._held(stem, create=hold)
+                held_bytes += hold_bytes
+                if hold:
+                    free, busy = free_hold, holds
+                elif free_hold is not None:
+                    os.close(free_hold)
                 if free is None or held_bytes + memory_bytes > self.limits.max_memory_bytes:
-                    raise TenantBusyError(self._refusal(tenant, busy, held_bytes, memory_bytes))
+                    raise TenantBusyError(self._refusal(tenant, busy, held_bytes, memory_bytes, hold=hold))
                 # Fixed width, written in place: truncating first cost 1.6 ms a run on ext4 (freeing the block).
                 os.pwrite(free, b"%0*d" % (STAMP_BYTES, memory_bytes), 0)
             except BaseException:
@@ -139,14 +171,53 @@ class TenantSlots:
         finally:
             os.close(mutex)
 
-    def _refusal(self, tenant: str, busy: int, held_bytes: int, memory_bytes: int) -> str:
+    def _held(self, stem: Path, *, create: bool) -> tuple[int, int, int | None]:
+        """Return the memory holds of the tenant at *stem*: how many are held, their bytes, and a free one, locked.
+
+        Hold files are taken lowest first and never removed, so the scan stops at the first missing one unless
+        *create* (a new hold is being taken): a tenant without warm instances costs one failed ``open``.
+        """
+        held, held_bytes, free = 0, 0, None
+        for index in range(MAX_MEMORY_HOLDS):
+            path = stem.with_suffix(f".hold{index}")
+            if create:
+                slot = self._open(path)
+            else:
+                try:
+                    slot = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    raise self._unusable(exc) from None
+            try:
+                fcntl.flock(slot, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held += 1
+                held_bytes += _stamped_bytes(slot)
+                os.close(slot)
+                continue
+            if free is None and create:
+                free = slot
+            else:
+                os.close(slot)
+        return held, held_bytes, free
+
+    def _refusal(self, tenant: str, busy: int, held_bytes: int, memory_bytes: int, *, hold: bool = False) -> str:
         limits = self.limits
-        if busy >= limits.max_runs:
+        over = f"over its limit (ZINGYCONN_TENANT_MAX_MEMORY_MB={limits.max_memory_bytes // MIB})"
+        if hold and busy >= MAX_MEMORY_HOLDS:
+            why = f"it already keeps {busy} warm sandbox processes, the most one tenant may keep"
+        elif hold:
+            why = (
+                f"its runs and warm sandbox processes hold {held_bytes // MIB} MiB and a new warm process for this "
+                f"one needs {memory_bytes // MIB} MiB more, {over}"
+            )
+        elif busy >= limits.max_runs:
             why = f"it already has {busy} runs going, its limit (ZINGYCONN_TENANT_MAX_RUNS={limits.max_runs})"
         else:
             why = (
-                f"its {busy} runs going hold {held_bytes // MIB} MiB and this one needs {memory_bytes // MIB} MiB "
-                f"more, over its limit (ZINGYCONN_TENANT_MAX_MEMORY_MB={limits.max_memory_bytes // MIB})"
+                f"its {busy} runs going (and warm sandbox processes) hold {held_bytes // MIB} MiB and this one needs "
+                f"{memory_bytes // MIB} MiB more, {over}"
             )
         return (
             f"Tenant {tenant!r} cannot start another run now: {why}. Retry in a moment, or ask the platform admin "

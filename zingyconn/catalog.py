@@ -42,6 +42,13 @@ MAX_AUTHOR_LENGTH: Final = 100
 #: Who saved a version when the caller does not say (rows saved before versions existed, library calls).
 UNKNOWN_AUTHOR: Final = "unknown"
 
+#: How a hook's or script's runs are isolated from each other: ``"run"``, a fresh sandbox process per run (the
+#: default), or ``"instance"``, a warm process kept for the hook's or script's current version and reused by its
+#: next runs (fresh globals each run; see ``docs/security.md``).
+Isolation = Literal["run", "instance"]
+ISOLATIONS: Final[tuple[Isolation, ...]] = ("run", "instance")
+DEFAULT_ISOLATION: Final[Isolation] = "run"
+
 #: What is versioned: a hook or a script.
 SnippetKind = Literal["hook", "script"]
 SNIPPET_KINDS: Final[tuple[SnippetKind, ...]] = ("hook", "script")
@@ -60,6 +67,7 @@ class Hook:
         created_at: Unix time of the first save.
         updated_at: Unix time of the last save.
         version: The saved version this is (:meth:`Catalog.versions`); runs record it.
+        isolation: ``"run"`` (a fresh process per run) or ``"instance"`` (a warm process per version).
     """
 
     tenant: str
@@ -70,6 +78,7 @@ class Hook:
     created_at: float = 0.0
     updated_at: float = 0.0
     version: int = 1
+    isolation: Isolation = DEFAULT_ISOLATION
 
     def run_limits(self) -> Limits:
         """Return the limits a run of this hook gets: the webhook defaults with this hook's overrides."""
@@ -83,6 +92,7 @@ class Hook:
             "source": self.source,
             "verify_with": self.verify_with,
             "limits": dict(self.limits),
+            "isolation": self.isolation,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "version": self.version,
@@ -103,6 +113,7 @@ class Script:
         created_at: Unix time of the first save.
         updated_at: Unix time of the last save.
         version: The saved version this is (:meth:`Catalog.versions`); runs record it.
+        isolation: ``"run"`` (a fresh process per run) or ``"instance"`` (a warm process per version).
     """
 
     tenant: str
@@ -114,6 +125,7 @@ class Script:
     created_at: float = 0.0
     updated_at: float = 0.0
     version: int = 1
+    isolation: Isolation = DEFAULT_ISOLATION
 
     def schedule(self) -> CronSchedule | None:
         """Return the script's cron schedule, or ``None`` when it runs on demand only.
@@ -136,6 +148,7 @@ class Script:
             "cron": self.cron,
             "timezone": self.timezone,
             "limits": dict(self.limits),
+            "isolation": self.isolation,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "version": self.version,
@@ -152,8 +165,8 @@ class SnippetVersion:
         name: Hook or script name.
         version: Its number, from 1 per hook or script.
         source: The snippet saved.
-        settings: The rest of the definition: ``verify_with`` and ``limits`` of a hook, ``cron`` and ``limits`` of
-            a script.
+        settings: The rest of the definition: ``verify_with``, ``limits`` and ``isolation`` of a hook; ``cron``,
+            ``timezone``, ``limits`` and ``isolation`` of a script.
         author: Who saved it (``console:operator``, ``token:<id>``, ``cli:<user>``, ``unknown``).
         message: Why, if they said (a rollback says which version it restored).
         created_at: Unix time of the save.
@@ -213,6 +226,24 @@ def parse_limits(overrides: Mapping[str, object] | None, *, kind: Kind) -> dict[
     return {str(name): getattr(limits, str(name)) for name in overrides}
 
 
+def parse_isolation(value: str | None) -> Isolation:
+    """Return *value* as an :data:`Isolation` (``None`` is the default, ``"run"``).
+
+    Raises:
+        ValidationError: Neither ``"run"`` nor ``"instance"`` (``field="isolation"``).
+    """
+    if value is None:
+        return DEFAULT_ISOLATION
+    for isolation in ISOLATIONS:
+        if value == isolation:
+            return isolation
+    raise ValidationError(
+        f"Isolation {value!r} is not known; use 'run' (a fresh process per run) or 'instance' (a warm process kept "
+        "for the snippet's version).",
+        field="isolation",
+    )
+
+
 def check_source(source: str) -> None:
     """Compile *source* with the production policy and check its imports; raise CompileError (every ``Line N:``).
 
@@ -252,20 +283,27 @@ class Catalog:
         limits: Mapping[str, object] | None = None,
         author: str = UNKNOWN_AUTHOR,
         message: str | None = None,
+        isolation: str | None = None,
     ) -> Hook:
         """Create or replace hook *name*, as its next version; compiled first, so nothing is saved if it cannot run.
 
-        *author* (who saves) and *message* (why) are kept with the version (:meth:`versions`).
+        *author* (who saves) and *message* (why) are kept with the version (:meth:`versions`). *isolation* is
+        ``"run"`` (the default when ``None``) or ``"instance"``.
 
         Raises:
-            ValidationError: A bad tenant, name, connection name or limit (named by ``field``).
+            ValidationError: A bad tenant, name, connection name, limit or isolation (named by ``field``).
             CompileError: The policy rejected the snippet.
         """
         validate_name(tenant, field="tenant")
         validate_name(name, field="name")
         if verify_with is not None:
             validate_name(verify_with, field="verify_with")
-        values = {"source": source, "verify_with": verify_with, "limits": parse_limits(limits, kind="webhook")}
+        values = {
+            "source": source,
+            "verify_with": verify_with,
+            "limits": parse_limits(limits, kind="webhook"),
+            "isolation": parse_isolation(isolation),
+        }
         check_source(source)
         self._save("hook", tenant, name, values, author=author, message=message)
         return self.get_hook(tenant, name)
@@ -333,14 +371,16 @@ class Catalog:
         author: str = UNKNOWN_AUTHOR,
         message: str | None = None,
         timezone: str | None = None,
+        isolation: str | None = None,
     ) -> Script:
         """Create or replace script *name*, as its next version; compiled first, the cron syntax checked.
 
         *timezone* is the IANA zone the cron is read in (UTC when ``None``). *author* (who saves) and *message*
-        (why) are kept with the version (:meth:`versions`).
+        (why) are kept with the version (:meth:`versions`). *isolation* is ``"run"`` (the default when ``None``)
+        or ``"instance"``.
 
         Raises:
-            ValidationError: A bad tenant, name, cron or limit (named by ``field``).
+            ValidationError: A bad tenant, name, cron, limit or isolation (named by ``field``).
             CompileError: The policy rejected the snippet.
         """
         validate_name(tenant, field="tenant")
@@ -350,7 +390,13 @@ class Catalog:
             raise ValidationError(f"The cron expression is longer than {MAX_CRON_LENGTH} characters.", field="cron")
         zone = parse_cron(cron, timezone).timezone if cron is not None else parse_timezone(timezone)
         # A schedule the task host cannot run is never saved (the error names the cron or timezone field).
-        values = {"source": source, "cron": cron, "timezone": zone, "limits": parse_limits(limits, kind="task")}
+        values = {
+            "source": source,
+            "cron": cron,
+            "timezone": zone,
+            "limits": parse_limits(limits, kind="task"),
+            "isolation": parse_isolation(isolation),
+        }
         check_source(source)
         self._save("script", tenant, name, values, author=author, message=message)
         return self.get_script(tenant, name)
@@ -446,12 +492,12 @@ class Catalog:
         if kind == "hook":
             hook = self.put_hook(
                 tenant, name, target.source, verify_with=settings.get("verify_with"), limits=limits,
-                author=author, message=message,
+                author=author, message=message, isolation=settings.get("isolation"),
             )  # fmt: skip
             return hook.version
         script = self.put_script(
             tenant, name, target.source, cron=settings.get("cron"), timezone=settings.get("timezone"), limits=limits,
-            author=author, message=message,
+            author=author, message=message, isolation=settings.get("isolation"),
         )  # fmt: skip
         return script.version
 
@@ -544,6 +590,7 @@ def _hook(row: sa.RowMapping) -> Hook:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         version=row["version"],
+        isolation=parse_isolation(row["isolation"] or None),
     )
 
 
@@ -558,4 +605,5 @@ def _script(row: sa.RowMapping) -> Script:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         version=row["version"],
+        isolation=parse_isolation(row["isolation"] or None),
     )

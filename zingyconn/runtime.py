@@ -3,7 +3,8 @@
 Every host (CLI, webhooks, task worker, console) runs snippets through :meth:`Runtime.run`, which:
 
 1. opens an egress session for the run's tenant (the tenant comes from the caller, never from the snippet);
-2. runs the snippet in a fresh sandbox child whose Twilio requests the session answers, with the tenant's
+2. runs the snippet in a fresh sandbox child (or, for a hook or script saved with isolation ``instance``, in a warm
+   instance kept for that tenant, name and version) whose Twilio requests the session answers, with the tenant's
    variables (:mod:`zingyconn.variables`) in its context;
 3. masks every secret of the tenant (and any the snippet passed to ``twilio.Client``) in result, stdout, logs,
    errors and egress records;
@@ -195,6 +196,7 @@ class Runtime:
         replay_of: str | None = None,
         stored_event: JSON = None,
         version: int | None = None,
+        isolation: str = "run",
     ) -> MaskedRunResult:
         """Run *source* for *tenant* and return its masked result (also stored in the history when *record*).
 
@@ -214,6 +216,10 @@ class Runtime:
             stored_event: What the history keeps as the event, when not *event* itself (a webhook keeps its
                 parsed form or its raw body, not both).
             version: The version of hook or script *name* that runs, for the history.
+            isolation: ``"run"`` (a fresh sandbox process) or ``"instance"``: a warm process kept for (*tenant*,
+                *kind*, *name*, *version*) and reused by its next runs; without a *name* and *version* it runs as
+                ``"run"``. Each such process's memory limit counts against the tenant's memory for its whole life
+                (:meth:`TenantSlots.hold_memory`), idle or not.
 
         Raises:
             ValidationError: Bad tenant name or kind (nothing ran).
@@ -221,8 +227,10 @@ class Runtime:
         """
         limits = _limits_of(kind, limits)
         validate_name(tenant, field="tenant")
+        # A warm instance holds its memory for its whole life (TenantSlots.hold_memory): its runs hold none.
+        warm = isolation == "instance" and name is not None and version is not None
         # A task is not made to wait here: its worker puts it back and takes other tenants' tasks meanwhile.
-        with self.slots.admit(tenant, memory_bytes=limits.memory_bytes, wait=kind != "task"):
+        with self.slots.admit(tenant, memory_bytes=0 if warm else limits.memory_bytes, wait=kind != "task"):
             return self._run(
                 tenant,
                 source,
@@ -237,6 +245,7 @@ class Runtime:
                 replay_of=replay_of,
                 stored_event=stored_event,
                 version=version,
+                isolation=isolation,
             )
 
     def _run(
@@ -255,8 +264,10 @@ class Runtime:
         replay_of: str | None,
         stored_event: JSON,
         version: int | None,
+        isolation: str,
     ) -> MaskedRunResult:
         run_id, started_at = new_run_id(), time.time()
+        warm = isolation == "instance" and name is not None and version is not None
         session = self.broker.session(
             tenant,
             max_requests=limits.egress_requests,
@@ -278,6 +289,13 @@ class Runtime:
             },
             on_request=self._request_handler(tenant, connections.request, idempotency_key),
             on_started=None if connections.loaded else connections.load,
+            # Never shared across tenants, hooks and scripts (the kind tells them apart) or versions.
+            instance_key=(tenant, kind, name, version) if warm else None,
+            instance_hold=functools.partial(
+                self.slots.hold_memory, tenant, memory_bytes=limits.memory_bytes, wait=kind != "task"
+            )
+            if warm
+            else None,
         )
         if not connections.loaded:  # no child started (a compile error, say): the error text is masked all the same
             connections.load()

@@ -57,6 +57,8 @@ hooks: Final = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),  # the current row of ``snippet_versions``
+    # How its runs are isolated: "run" (a fresh process each) or "instance" (a warm process kept per version).
+    sa.Column("isolation", sa.String(16), nullable=False, server_default="run"),
 )
 
 #: Background-task scripts, optionally on a cron schedule.
@@ -72,6 +74,7 @@ scripts: Final = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),  # the current row of ``snippet_versions``
+    sa.Column("isolation", sa.String(16), nullable=False, server_default="run"),  # as for hooks
 )
 
 #: Every saved version of every hook and script (a save, a rollback): who, when, why, and what was saved. Versions
@@ -317,7 +320,10 @@ def _add_versions(conn: Connection) -> None:
     for kind, table, settings in (("hook", hooks, ("verify_with", "limits")), ("script", scripts, ("cron", "limits"))):
         kept = sa.select(snippet_versions.c.tenant, snippet_versions.c.name).where(snippet_versions.c.kind == kind)
         versioned = {(row.tenant, row.name) for row in conn.execute(kept)}
-        for row in conn.execute(sa.select(table)).all():
+        # Only the columns this step knows: later steps add more (scripts.timezone, isolation) that a store
+        # migrated from before this step does not have yet.
+        columns = (table.c.tenant, table.c.name, table.c.source, table.c.updated_at, *(table.c[n] for n in settings))
+        for row in conn.execute(sa.select(*columns)).all():
             if (row.tenant, row.name) in versioned:
                 continue
             conn.execute(
@@ -348,6 +354,13 @@ def _add_change_counter(conn: Connection) -> None:
         conn.execute(store_changes.insert().values(id=CHANGE_COUNTER_ID, version=0))
 
 
+def _add_isolation(conn: Connection) -> None:
+    """``hooks.isolation`` and ``scripts.isolation``: every existing hook and script keeps a fresh process per run."""
+    for table_name in ("hooks", "scripts"):
+        if "isolation" not in {column["name"] for column in sa.inspect(conn).get_columns(table_name)}:
+            conn.execute(sa.text(f"ALTER TABLE {table_name} ADD COLUMN isolation VARCHAR(16) NOT NULL DEFAULT 'run'"))
+
+
 #: Ordered migration steps; step ``i`` brings the schema to version ``i + 1``. Each must be idempotent.
 MIGRATIONS: Final[tuple[Callable[[Connection], None], ...]] = (
     _create_v1,
@@ -358,6 +371,7 @@ MIGRATIONS: Final[tuple[Callable[[Connection], None], ...]] = (
     _add_versions,
     _add_script_timezone,
     _add_change_counter,
+    _add_isolation,
 )
 LATEST_VERSION: Final = len(MIGRATIONS)
 

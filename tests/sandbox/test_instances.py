@@ -199,8 +199,8 @@ def test_closing_the_sandbox_kills_its_instances() -> None:
     assert gone(pid)
 
 
-def test_the_host_holds_what_an_idle_instance_keeps(sandbox: Sandbox) -> None:
-    """The host's hold is taken while an instance is idle and released while it runs or once it is recycled."""
+def test_the_host_holds_each_process_serving_a_key_for_its_life(sandbox: Sandbox) -> None:
+    """The host's hold is taken once when an instance starts and released when it is recycled."""
     held: list[str] = []
 
     def hold() -> Callable[[], object]:
@@ -209,8 +209,6 @@ def test_the_host_holds_what_an_idle_instance_keeps(sandbox: Sandbox) -> None:
 
     key = ("tenant-a", "hold", 1)
     first = sandbox.run("return pid()", instance_key=key, limits=LIMITS, instance_hold=hold)
-    assert held == ["memory"]
-
     second = sandbox.run("return pid()", instance_key=key, limits=LIMITS, instance_hold=hold)
 
     assert held == ["memory"]
@@ -219,13 +217,31 @@ def test_the_host_holds_what_an_idle_instance_keeps(sandbox: Sandbox) -> None:
     assert held == []
 
 
-def test_an_instance_the_host_cannot_hold_is_recycled(sandbox: Sandbox) -> None:
-    """A host with no room to hold an idle instance (its hold returns None) gets a fresh process per run."""
-    key = ("tenant-a", "no-room", 1)
+def test_a_refused_hold_runs_nothing(sandbox: Sandbox) -> None:
+    """What the host's hold raises (no room for the key's memory, say) propagates before any process runs."""
 
-    pids = [
-        sandbox.run("return pid()", instance_key=key, limits=LIMITS, instance_hold=lambda: None).value for _ in "ab"
-    ]
+    def refuse() -> Callable[[], object]:
+        raise LookupError("no room")
 
-    assert pids[0] != pids[1]
-    assert gone(pids[0])
+    with pytest.raises(LookupError, match="no room"):
+        sandbox.run("return pid()", instance_key=("tenant-a", "refused", 1), limits=LIMITS, instance_hold=refuse)
+    assert sandbox.instances.idle_pids((("tenant-a", "refused", 1), LIMITS)) == []
+
+
+def test_a_full_pool_runs_the_key_in_a_fresh_child_under_a_hold() -> None:
+    """With every instance busy, a key's run goes to a fresh child, held for that run only."""
+    held: list[str] = []
+
+    def hold() -> Callable[[], object]:
+        held.append("memory")
+        return held.pop
+
+    with Sandbox(environment=ENVIRONMENT, instances=InstancePolicy(max_instances=1)) as sandbox:
+        run_pid(sandbox, "first")
+        sandbox.instances.take(("first", LIMITS))  # now busy: the pool is full and has nothing idle to evict
+
+        result = sandbox.run("return pid()", instance_key="second", limits=LIMITS, instance_hold=hold)
+
+        assert result.ok
+        assert held == []
+        assert sandbox.instances.idle_pids(("second", LIMITS)) == []

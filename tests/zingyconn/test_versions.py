@@ -56,7 +56,7 @@ def test_every_save_is_a_numbered_version_with_author_time_and_message(catalog: 
         (2, "console:operator", None, 2000.0, "return 2"),
         (1, "cli:ann", "first cut", 1000.0, "return 1"),
     ]
-    assert found[0].settings == {"verify_with": "main", "limits": {}}
+    assert found[0].settings == {"verify_with": "main", "limits": {}, "isolation": "run"}
     assert catalog.version("hook", "acme", "sms", 1).source == "return 1"
 
 

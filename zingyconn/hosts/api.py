@@ -150,14 +150,23 @@ async def hook_item(request: Request) -> Response:
         raise ValidationError("'verify_with' must be a connection name or null.", field="verify_with")
     if not isinstance(limits, dict):
         raise ValidationError("'limits' must be an object of limit names to numbers.", field="limits")
-    message = data.get("message")
+    message, isolation = data.get("message"), data.get("isolation")
     if message is not None and not isinstance(message, str):
         raise ValidationError("'message' must be a string or null.", field="message")
+    if isolation is not None and not isinstance(isolation, str):
+        raise ValidationError('\'isolation\' must be "run", "instance" or null (run).', field="isolation")
     if verify_with is not None:
         await state.in_thread(check_verifier, state.runtime.store, tenant, verify_with)
     hook = await state.in_thread(
         lambda: state.catalog.put_hook(
-            tenant, name, source, verify_with=verify_with, limits=limits, author=ADMIN_AUTHOR, message=message
+            tenant,
+            name,
+            source,
+            verify_with=verify_with,
+            limits=limits,
+            author=ADMIN_AUTHOR,
+            message=message,
+            isolation=isolation,
         )
     )
     await audit_admin(request, "hook.save", tenant=tenant, target=name, version=hook.version)

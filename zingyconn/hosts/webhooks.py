@@ -330,6 +330,7 @@ def _run(
         idempotency_key=key,
         stored_event=stored_event(event),
         version=hook.version,
+        isolation=hook.isolation,
     )
     error = None if result.error is None else result.error.to_json()
     rendered = render(result.ok, result.value, result.error, run_id=result.run_id, is_twilio=is_twilio)

@@ -83,6 +83,7 @@ class TaskRunner(Protocol):
         attempt: int = 1,
         task_id: str | None = None,
         version: int | None = None,
+        isolation: str = "run",
     ) -> Any:
         """Run *source* for *tenant*; return the run result (``ok``, ``error``, ``egress``, ``run_id``)."""
 
@@ -377,6 +378,7 @@ class TaskQueue:
                 task_id=record.id,
                 attempt=record.attempts,
                 version=script.version,
+                isolation=script.isolation,
             )
         except TenantBusyError:
             raise

@@ -13,6 +13,7 @@ from zingyconn.hosts.cli.options import (
     echo_created,
     echo_json,
     format_time,
+    isolation_option,
     json_option,
     parse_limit_pairs,
     tenant_option,
@@ -34,6 +35,7 @@ def hooks() -> None:
     "--limit", "limits", multiple=True, metavar="NAME=VALUE", help="Override a webhook limit (wall_seconds=2)."
 )
 @click.option("--message", "-m", default=None, help="Why: kept with the version (see history).")
+@isolation_option
 @json_option
 def add(
     name: str,
@@ -42,6 +44,7 @@ def add(
     verify_with: str | None,
     limits: tuple[str, ...],
     message: str | None,
+    isolation: str,
     as_json: bool,
 ) -> None:
     """Save hook NAME (replacing one of the same name); the snippet is compiled before it is saved.
@@ -51,6 +54,7 @@ def add(
     \b
     Example:
       zingyconn hooks add sms --file examples/auto_reply.py --verify-with main
+      zingyconn hooks add sms --file examples/auto_reply.py --verify-with main --isolation instance
     """
     from zingyconn.config import Settings
     from zingyconn.hosts.webhooks import check_verifier
@@ -60,8 +64,9 @@ def add(
         check_verifier(ConnectionStore.from_settings(Settings.from_env()), tenant, verify_with)
     overrides = parse_limit_pairs(limits)
     hook = catalog_from_settings().put_hook(
-        tenant, name, file.read(), verify_with=verify_with, limits=overrides, author=cli_actor(), message=message
-    )
+        tenant, name, file.read(), verify_with=verify_with, limits=overrides, author=cli_actor(), message=message,
+        isolation=isolation,
+    )  # fmt: skip
     check = f"signatures checked with {verify_with!r}" if verify_with else "NO signature check"
     said = f"Saved hook {name!r} in tenant {tenant!r} as version {hook.version} ({check}); "
     echo_created(name, f"{said}it answers at /hooks/{tenant}/{name}.", document=hook.to_json(), as_json=as_json)
@@ -97,6 +102,7 @@ def show(name: str, tenant: str, as_json: bool) -> None:
     click.echo(f"hook:        /hooks/{hook.tenant}/{hook.name}")
     click.echo(f"verify with: {hook.verify_with or '- (no signature check)'}")
     click.echo(f"limits:      {json.dumps(dict(hook.limits)) if hook.limits else 'webhook defaults'}")
+    click.echo(f"isolation:   {hook.isolation}")
     click.echo(f"version:     {hook.version} (zingyconn hooks history {hook.name} --tenant {hook.tenant})")
     click.echo(f"updated:     {format_time(hook.updated_at)}\n")
     click.echo(hook.source.rstrip("\n"))

@@ -28,6 +28,15 @@ tenant_option: Final = click.option(
 
 
 #: ``--json``: print the command's data as one JSON document instead of text.
+isolation_option: Final = click.option(
+    "--isolation",
+    type=click.Choice(["run", "instance"]),
+    default="run",
+    show_default=True,
+    help="run: a fresh sandbox process per run; instance: a warm process kept for this version and reused by its "
+    "next runs (fresh globals each run; see docs/security.md).",
+)
+
 json_option: Final = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document (an object; an array for lists)."
 )

@@ -17,6 +17,7 @@ from zingyconn.hosts.cli.options import (
     echo_created,
     echo_json,
     format_time,
+    isolation_option,
     json_option,
     parse_limit_pairs,
     tenant_option,
@@ -37,6 +38,7 @@ def scripts() -> None:
 @click.option("--tz", "timezone", default=None, metavar="ZONE", help="Read --cron in this IANA zone (default UTC).")
 @click.option("--limit", "limits", multiple=True, metavar="NAME=VALUE", help="Override a task limit (wall_seconds=60).")
 @click.option("--message", "-m", default=None, help="Why: kept with the version (see history).")
+@isolation_option
 @json_option
 def add(
     name: str,
@@ -46,6 +48,7 @@ def add(
     timezone: str | None,
     limits: tuple[str, ...],
     message: str | None,
+    isolation: str,
     as_json: bool,
 ) -> None:
     """Save script NAME (replacing one of the same name); the snippet is compiled before it is saved.
@@ -58,8 +61,9 @@ def add(
     """
     overrides = parse_limit_pairs(limits)
     script = catalog_from_settings().put_script(
-        tenant, name, file.read(), cron=cron, timezone=timezone, limits=overrides, author=cli_actor(), message=message
-    )
+        tenant, name, file.read(), cron=cron, timezone=timezone, limits=overrides, author=cli_actor(), message=message,
+        isolation=isolation,
+    )  # fmt: skip
     enqueue = f"zingyconn tasks enqueue {name} --tenant {tenant}"
     schedule = f"on cron {script.cron!r} ({script.timezone})" if script.cron else f"on demand: {enqueue}"
     said = f"Saved script {name!r} in tenant {tenant!r} as version {script.version}; it runs {schedule}."
@@ -99,6 +103,7 @@ def show(name: str, tenant: str, as_json: bool) -> None:
     if schedule is not None:
         click.echo(f"next:    {schedule.next_runs(datetime.now(UTC), 1)[0].isoformat()}")
     click.echo(f"limits:  {json.dumps(dict(script.limits)) if script.limits else 'task defaults'}")
+    click.echo(f"isolation: {script.isolation}")
     click.echo(f"version: {script.version} (zingyconn scripts history {script.name} --tenant {script.tenant})")
     click.echo(f"updated: {format_time(script.updated_at)}\n")
     click.echo(script.source.rstrip("\n"))

@@ -89,6 +89,7 @@ def _form_values(request: Request, form: FormData) -> dict[str, str]:
         "verify_with": "",
         "cron": "",
         "timezone": "",
+        "isolation": "run",
         "wall_seconds": "",
         "replay_of": "",
         "message": "",
@@ -198,8 +199,9 @@ def _load_into_runner(state: ConsoleState, tenant: str, query: Mapping[str, str]
         if name := query.get("hook"):
             hook = state.catalog.get_hook(tenant, name)
             values.update(
-                source=hook.source, kind="webhook", save_kind="hook", save_name=name, verify_with=hook.verify_with or ""
-            )
+                source=hook.source, kind="webhook", save_kind="hook", save_name=name,
+                verify_with=hook.verify_with or "", isolation=hook.isolation,
+            )  # fmt: skip
             return f"hook {name!r}"
         if name := query.get("script"):
             script = state.catalog.get_script(tenant, name)
@@ -210,6 +212,7 @@ def _load_into_runner(state: ConsoleState, tenant: str, query: Mapping[str, str]
                 save_name=name,
                 cron=script.cron or "",
                 timezone=script.timezone,
+                isolation=script.isolation,
             )
             return f"script {name!r}"
         if run_id := query.get("replay"):
@@ -236,13 +239,14 @@ def _save_from_runner(state: ConsoleState, tenant: str, values: Mapping[str, str
     if values["save_kind"] == "script":
         script = state.catalog.put_script(
             tenant, name, values["source"], cron=values["cron"] or None, timezone=values["timezone"] or None,
-            author=author, message=values["message"],
+            author=author, message=values["message"], isolation=values["isolation"] or None,
         )  # fmt: skip
         return f"Saved script {name!r} as version {script.version}."
     verify_with = values["verify_with"].strip() or None
     hook = state.catalog.put_hook(
-        tenant, name, values["source"], verify_with=verify_with, author=author, message=values["message"]
-    )
+        tenant, name, values["source"], verify_with=verify_with, author=author, message=values["message"],
+        isolation=values["isolation"] or None,
+    )  # fmt: skip
     return f"Saved hook {name!r} as version {hook.version}: POST /hooks/{tenant}/{name}."
 
 

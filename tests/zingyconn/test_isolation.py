@@ -1,0 +1,141 @@
+"""Isolation per hook and script: stored by the catalog, migrated, and honoured by the runtime and its admission."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from sandbox.limits import MIB
+from zingyconn.catalog import Catalog
+from zingyconn.config import Settings
+from zingyconn.database import create_engine
+from zingyconn.errors import TenantBusyError, ValidationError
+from zingyconn.kinds import limits_for
+from zingyconn.runtime import Runtime
+from zingyconn.schema import MIGRATIONS, _add_isolation, _add_versions, schema_version
+
+ISOLATION_STEP = MIGRATIONS.index(_add_isolation) + 1
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Iterator[Catalog]:
+    """A catalog on a fresh SQLite store."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    yield Catalog(engine)
+    engine.dispose()
+
+
+def test_isolation_is_run_unless_saved_as_instance(catalog: Catalog) -> None:
+    """Hooks and scripts default to a fresh process per run; 'instance' is kept, shown and versioned."""
+    assert catalog.put_hook("acme", "plain", "return 1").isolation == "run"
+    hook = catalog.put_hook("acme", "warm", "return 1", isolation="instance")
+    script = catalog.put_script("acme", "warm", "return 1", isolation="instance")
+
+    assert (hook.isolation, hook.to_json()["isolation"]) == ("instance", "instance")
+    assert catalog.get_script("acme", "warm").isolation == "instance"
+    assert script.to_json()["isolation"] == "instance"
+    assert catalog.version("hook", "acme", "warm", 1).settings["isolation"] == "instance"
+
+
+def test_rollback_restores_the_isolation(catalog: Catalog) -> None:
+    """Rolling back brings a version's isolation back with its source."""
+    catalog.put_hook("acme", "h", "return 1", isolation="instance")
+    catalog.put_hook("acme", "h", "return 2")
+
+    catalog.rollback("hook", "acme", "h", to=1)
+
+    assert catalog.get_hook("acme", "h").isolation == "instance"
+
+
+def test_an_unknown_isolation_is_refused_by_field(catalog: Catalog) -> None:
+    """Anything but run or instance is a ValidationError naming the field; nothing is saved."""
+    with pytest.raises(ValidationError, match="'shared' is not known") as refused:
+        catalog.put_script("acme", "s", "return 1", isolation="shared")
+
+    assert refused.value.field == "isolation"
+    assert catalog.list_scripts("acme") == []
+
+
+@pytest.mark.parametrize("before", ["isolation", "versions"])
+def test_a_store_made_before_isolation_runs_everything_in_fresh_processes(tmp_path: Path, before: str) -> None:
+    """The migration adds the column to an older store (also one from before versions, whose step must not read
+    columns added after it); its hooks and scripts read as 'run'."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    Catalog(engine).put_hook("acme", "sms", "return 1")
+    Catalog(engine).put_script("acme", "digest", "return 1")
+    with engine.begin() as conn:
+        for table in ("hooks", "scripts"):
+            conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN isolation"))
+        step = ISOLATION_STEP
+        if before == "versions":
+            step = MIGRATIONS.index(_add_versions) + 1
+            conn.execute(sa.text("DROP TABLE snippet_versions"))
+            conn.execute(sa.text("ALTER TABLE scripts DROP COLUMN timezone"))
+            for table in ("hooks", "scripts", "runs"):
+                conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN version"))
+        conn.execute(sa.delete(schema_version).where(schema_version.c.version >= step))
+    engine.dispose()
+
+    migrated = create_engine(url)
+    try:
+        catalog = Catalog(migrated)
+        assert catalog.get_hook("acme", "sms").isolation == "run"
+        assert catalog.get_script("acme", "digest").isolation == "run"
+        assert catalog.put_hook("acme", "sms", "return 2", isolation="instance").isolation == "instance"
+    finally:
+        migrated.dispose()
+
+
+@pytest.fixture(params=["4096"])
+def runtime(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    """A runtime whose tenants may hold the fixture's parameter in MiB at once, and never wait."""
+    env = {
+        "ZINGYCONN_DATA_DIR": str(tmp_path / "data"),
+        "ZINGYCONN_TENANT_MAX_MEMORY_MB": request.param,
+        "ZINGYCONN_TENANT_WAIT_SECONDS": "0",
+    }
+    with Runtime(Settings.from_env(env)) as runtime:
+        yield runtime
+
+
+def _idle_pids(runtime: Runtime, tenant: str, name: str, version: int) -> list[int]:
+    return runtime.sandbox.instances.idle_pids(((tenant, "webhook", name, version), limits_for("webhook")))
+
+
+def test_instance_runs_reuse_one_process_per_tenant_name_and_version(runtime: Runtime) -> None:
+    """Runs of one hook version share a warm process; another version, tenant or a 'run' hook does not."""
+
+    def run(tenant: str, version: int, isolation: str = "instance") -> None:
+        result = runtime.run(tenant, "return 1", kind="webhook", name="h", version=version, isolation=isolation)
+        assert result.ok, result.error
+
+    run("acme", 1)
+    first = _idle_pids(runtime, "acme", "h", 1)
+    run("acme", 1)
+    run("acme", 2)
+    run("globex", 1)
+    run("acme", 3, "run")
+
+    assert len(first) == 1
+    assert _idle_pids(runtime, "acme", "h", 1) == first
+    assert _idle_pids(runtime, "acme", "h", 2) not in ([], first)
+    assert _idle_pids(runtime, "globex", "h", 1) not in ([], first)
+    assert _idle_pids(runtime, "acme", "h", 3) == []
+    assert runtime.sandbox.instances.live == 3
+
+
+@pytest.mark.parametrize("runtime", ["400"], indirect=True)  # a webhook run's memory limit is 256 MiB
+def test_an_idle_instance_counts_against_its_tenants_memory(runtime: Runtime) -> None:
+    """An idle warm process keeps its 256 MiB counted: another 256 MiB run of its tenant is refused, another
+    tenant's is not, and the warm hook's own next run reuses the memory it holds."""
+    assert runtime.run("acme", "return 1", kind="webhook", name="h", version=1, isolation="instance").ok
+
+    with pytest.raises(TenantBusyError, match="MiB"):
+        runtime.run("acme", "return 2", kind="webhook", name="other", version=1)
+    assert runtime.run("globex", "return 2", kind="webhook", name="other", version=1).ok
+    assert runtime.run("acme", "return 3", kind="webhook", name="h", version=1, isolation="instance").value == 3
+    assert runtime.slots.limits.max_memory_bytes == 400 * MIB
