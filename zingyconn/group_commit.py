@@ -9,6 +9,9 @@ What it guarantees:
 
 - **Durable before the answer.** :meth:`GroupWriter.write` returns only once the transaction holding its statements
   has committed, so a server killed (``kill -9``) after it answered a request loses none of that request's records.
+- **One statement, many rows.** The writes of a batch are grouped by statement object and each group runs as one
+  ``executemany``: callers that pass the same statement with bound parameters (as the history and the replay store
+  do) share its compiled SQL. The writes of one batch must not depend on each other's order.
 - **Together or not at all.** The statements of one :meth:`~GroupWriter.write`, or of one :meth:`~GroupWriter.together`
   block, commit in the same transaction: a webhook's history row and its replay record never exist one without the
   other.
@@ -169,7 +172,13 @@ class GroupWriter:
             write.done.set()
 
     def _transaction(self, batch: list[_Write]) -> None:
+        # One executemany per statement object (a history upsert built once serves every run), in the order each
+        # first appears: cheaper than a statement at a time, and writes of one batch never depend on each other's
+        # order (the rows of one statement keep theirs).
+        grouped: dict[int, tuple[Executable, list[Mapping[str, Any]]]] = {}
+        for write in batch:
+            for statement, parameters in write.statements:
+                grouped.setdefault(id(statement), (statement, []))[1].append(parameters)
         with self._engine.begin() as conn:
-            for write in batch:
-                for statement, parameters in write.statements:
-                    conn.execute(statement, parameters)
+            for statement, rows in grouped.values():
+                conn.execute(statement, rows if len(rows) > 1 else rows[0])

@@ -68,6 +68,22 @@ class ReplayStore:
         self._held: set[tuple[str, str, str]] = set()  # claims of this store still running: their leases renew
         self._held_lock = threading.Lock()
         self._keeper.register(self._renew)
+        # Built once with bound parameters: the group writer runs the stores of one batch as one executemany.
+        self._store_response = (
+            webhook_responses.update()
+            .where(
+                webhook_responses.c.tenant == sa.bindparam("key_tenant"),
+                webhook_responses.c.hook == sa.bindparam("key_hook"),
+                webhook_responses.c.token == sa.bindparam("key_token"),
+            )
+            .values(
+                state="done",
+                status_code=sa.bindparam("status_code"),
+                media_type=sa.bindparam("media_type"),
+                body=sa.bindparam("body"),
+                run_id=sa.bindparam("run_id"),
+            )
+        )
 
     def claim(self, tenant: str, hook: str, token: str) -> bool:
         """Try to become the one request that runs for *token*; return False if a live request already has.
@@ -101,22 +117,20 @@ class ReplayStore:
     def store(self, tenant: str, hook: str, token: str, response: StoredResponse) -> None:
         """Store the claimed token's response for replay (with a *writer*: in its next batch, waiting for it)."""
         self._drop(tenant, hook, token)
-        statement = (
-            webhook_responses.update()
-            .where(_key(tenant, hook, token))
-            .values(
-                state="done",
-                status_code=response.status_code,
-                media_type=response.media_type,
-                body=response.body,
-                run_id=response.run_id,
-            )
-        )
+        row = {
+            "key_tenant": tenant,
+            "key_hook": hook,
+            "key_token": token,
+            "status_code": response.status_code,
+            "media_type": response.media_type,
+            "body": response.body,
+            "run_id": response.run_id,
+        }
         if self._writer is not None:
-            self._writer.write((statement, {}))
+            self._writer.write((self._store_response, row))
             return
         with self._engine.begin() as conn:
-            conn.execute(statement)
+            conn.execute(self._store_response, row)
 
     def release(self, tenant: str, hook: str, token: str) -> None:
         """Give up a claim without a response (our failure, not the snippet's), so Twilio's retry runs again."""
