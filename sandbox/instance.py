@@ -31,10 +31,13 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Final
 
-from sandbox.limits import MIB
+from sandbox.limits import MIB, Limits
 from sandbox.pool import ChildProcess
 
 _LOGGER: Final = logging.getLogger(__name__)
+
+#: What the pool keys instances by: the host's key and the limits the instance's first order set for its life.
+PoolKey = tuple[Hashable, Limits]
 
 #: A host's hold on what a process serving a key keeps (e.g. its tenant's memory): called when the process starts,
 #: it returns the function that releases the hold, called when the process ends.
@@ -113,7 +116,7 @@ def changed_since(before: ProcessState, after: ProcessState | None, policy: Inst
 class Instance:
     """One live instance: its child process, its key, and what it looked like before its first run."""
 
-    key: Hashable
+    key: PoolKey
     child: ChildProcess
     baseline: ProcessState | None = None  # read when it reports ready, before its first snippet code runs
     release: Callable[[], object] | None = None  # ends the host's hold for it (see Hold)
@@ -163,12 +166,12 @@ class InstancePool:
         with self._lock:
             return self._live
 
-    def idle_pids(self, key: Hashable) -> list[int]:
+    def idle_pids(self, key: PoolKey) -> list[int]:
         """Process ids of *key*'s idle instances (for monitoring and tests)."""
         with self._lock:
             return [instance.pid for instance in self._idle if instance.key == key]
 
-    def take(self, key: Hashable) -> Instance | None:
+    def take(self, key: PoolKey) -> Instance | None:
         """Return the most recently used idle instance of *key*, or None when it has none."""
         doomed: list[Instance] = []
         found: Instance | None = None
@@ -226,6 +229,18 @@ class InstancePool:
         with self._lock:
             self._live -= 1
         instance.close()
+
+    def end_idle(self, match: Callable[[Hashable], bool]) -> int:
+        """Recycle the idle instances whose host key *match* accepts (a host reclaiming what they hold); return how
+        many."""
+        with self._lock:
+            doomed = [instance for instance in self._idle if match(instance.key[0])]
+            for instance in doomed:
+                del self._idle[instance]
+            self._live -= len(doomed)
+        for instance in doomed:
+            instance.close()
+        return len(doomed)
 
     def close(self) -> None:
         """Recycle every idle instance and stop the reaper; running ones are recycled when their run ends."""

@@ -48,7 +48,7 @@ from sandbox.errors import (
     TimeLimitExceededError,
     WorkerCrashedError,
 )
-from sandbox.instance import Hold, Instance, InstancePolicy, InstancePool, changed_since, read_state
+from sandbox.instance import Hold, Instance, InstancePolicy, InstancePool, PoolKey, changed_since, read_state
 from sandbox.limits import Limits
 from sandbox.output import MAX_RESULT_DEPTH
 from sandbox.phase import FAULT_SIGNALS
@@ -326,7 +326,7 @@ class Sandbox:
 
     def _start_instance(
         self,
-        key: Hashable,
+        key: PoolKey,
         compiled: CompiledSnippet,
         limits: Limits,
         event: JSON,

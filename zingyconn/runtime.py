@@ -13,12 +13,13 @@ Every host (CLI, webhooks, task worker, console) runs snippets through :meth:`Ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, Final
@@ -37,7 +38,7 @@ from zingyconn.egress.broker import EgressBroker, EgressSession
 from zingyconn.egress.ledger import SendLedger
 from zingyconn.egress.protocol import CHANNEL_TYPE, OPERATIONS, VARIABLES_CONTEXT_KEY, Handler
 from zingyconn.egress.ratelimit import Rate, RateLimiter, rate_limiter_for
-from zingyconn.errors import ConfigurationError, ValidationError, ZingyConnError
+from zingyconn.errors import ConfigurationError, TenantBusyError, ValidationError, ZingyConnError
 from zingyconn.group_commit import GroupWriter
 from zingyconn.history import FAILED, OK, RunHistory, new_run_id
 from zingyconn.kinds import limits_for
@@ -219,7 +220,8 @@ class Runtime:
             isolation: ``"run"`` (a fresh sandbox process) or ``"instance"``: a warm process kept for (*tenant*,
                 *kind*, *name*, *version*) and reused by its next runs; without a *name* and *version* it runs as
                 ``"run"``. Each such process's memory limit counts against the tenant's memory for its whole life
-                (:meth:`TenantSlots.hold_memory`), idle or not.
+                (:meth:`TenantSlots.hold_memory`), idle or not; the tenant's idle instances are ended when a run of
+                the tenant finds no room.
 
         Raises:
             ValidationError: Bad tenant name or kind (nothing ran).
@@ -230,7 +232,7 @@ class Runtime:
         # A warm instance holds its memory for its whole life (TenantSlots.hold_memory): its runs hold none.
         warm = isolation == "instance" and name is not None and version is not None
         # A task is not made to wait here: its worker puts it back and takes other tenants' tasks meanwhile.
-        with self.slots.admit(tenant, memory_bytes=0 if warm else limits.memory_bytes, wait=kind != "task"):
+        with self._admit(tenant, memory_bytes=0 if warm else limits.memory_bytes, wait=kind != "task"):
             return self._run(
                 tenant,
                 source,
@@ -291,9 +293,7 @@ class Runtime:
             on_started=None if connections.loaded else connections.load,
             # Never shared across tenants, hooks and scripts (the kind tells them apart) or versions.
             instance_key=(tenant, kind, name, version) if warm else None,
-            instance_hold=functools.partial(
-                self.slots.hold_memory, tenant, memory_bytes=limits.memory_bytes, wait=kind != "task"
-            )
+            instance_hold=functools.partial(self._hold_memory, tenant, limits.memory_bytes, wait=kind != "task")
             if warm
             else None,
         )
@@ -323,6 +323,37 @@ class Runtime:
                 version=version,
             )
         return result
+
+    @contextlib.contextmanager
+    def _admit(self, tenant: str, *, memory_bytes: int, wait: bool) -> Iterator[None]:
+        """Hold one of *tenant*'s run slots for the block (:meth:`TenantSlots.admit`), ending the tenant's idle warm
+        instances first when their memory is what leaves no room."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self.slots.admit(tenant, memory_bytes=memory_bytes, wait=False))
+            except TenantBusyError:
+                self._end_idle_instances(tenant)
+                stack.enter_context(self.slots.admit(tenant, memory_bytes=memory_bytes, wait=wait))
+            yield
+
+    def _hold_memory(self, tenant: str, memory_bytes: int, *, wait: bool) -> Callable[[], None]:
+        """Hold *memory_bytes* of *tenant*'s memory for a warm instance's life, as :meth:`_admit` admits a run."""
+        try:
+            return self.slots.hold_memory(tenant, memory_bytes=memory_bytes, wait=False)
+        except TenantBusyError:
+            self._end_idle_instances(tenant)
+            return self.slots.hold_memory(tenant, memory_bytes=memory_bytes, wait=wait)
+
+    def _end_idle_instances(self, tenant: str) -> int:
+        """End *tenant*'s idle warm instances (their memory holds go with them); return how many there were.
+
+        An idle instance saves its next run a fork; it must not keep the tenant's new work out.
+        """
+        with self._lock:
+            sandbox = self._sandbox
+        if sandbox is None:
+            return 0
+        return sandbox.instances.end_idle(lambda key: isinstance(key, tuple) and key[:1] == (tenant,))
 
     def command(
         self,

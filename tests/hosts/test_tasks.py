@@ -115,6 +115,22 @@ def test_sqlite_queue_runs_a_task_that_sends_one_message(runtime: Runtime, emula
     assert _runs_of(runtime, task.id) == [(1, "ok")]
 
 
+def test_a_script_saved_as_instance_runs_its_tasks_in_one_warm_process(runtime: Runtime) -> None:
+    """Two tasks of a script with isolation 'instance' both succeed and leave one warm process for its version."""
+    queue = _queue(runtime)
+    script = queue.catalog.put_script("acme", "tally", "return event['n'] * 2", isolation="instance")
+    tasks = [queue.enqueue("acme", "tally", {"n": n}) for n in (1, 2)]
+    queue.start(workers=1)
+    try:
+        done = [_wait_for(_finished(queue, task.id), what="a task") for task in tasks]
+    finally:
+        queue.stop()
+
+    assert [record.state for record in done] == ["succeeded", "succeeded"]
+    key = (("acme", "task", "tally", script.version), script.run_limits())
+    assert len(runtime.sandbox.instances.idle_pids(key)) == 1
+
+
 def test_transient_429_is_retried_and_the_message_is_sent_once(
     tmp_path: Path, emulator: Emulator, runtime: Runtime
 ) -> None:
