@@ -7,6 +7,13 @@ the holder dies (``kill -9`` frees its slots at once; nothing is leased, nothing
 records the memory limit of its run; a short per-tenant lock around admission makes "count the busy slots, add
 their memory, take a free one" one step.
 
+Admission is on every run's path, so each process keeps the slot files of the tenants it admitted last open between
+runs (:data:`CACHED_TENANTS`): a run costs a ``flock`` per slot, not an ``open`` and a ``close``. Because a lock
+belongs to the open file, two threads locking one kept descriptor would both "get" it: a process-local lock per
+tenant comes first, and the slots the process holds itself are counted from its own memory, without a ``flock`` or a
+read. A forked child closes what it inherited and forgets the parent's slots (releasing one would unlock the
+parent's open file).
+
 A warm instance (a sandbox process kept for one hook's or script's next runs) holds its memory between runs too:
 it takes a *memory hold* (:meth:`TenantSlots.hold_memory`) for its life, a slot file of its own that counts
 towards the tenant's memory but not towards its runs at once; its runs are then admitted with no memory of their
@@ -25,7 +32,9 @@ import functools
 import hashlib
 import os
 import random
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +49,10 @@ STAMP_BYTES: Final = 20
 #: Memory holds one tenant may have at once. The tenant's memory limit bounds them first (each holds a run's memory
 #: limit); this only bounds the slot files scanned.
 MAX_MEMORY_HOLDS: Final = 256
+#: Tenants whose slot files one process keeps open between runs (the most recently admitted). Each costs
+#: ``max_runs`` + 1 descriptors plus its memory holds; 8 at the default 16 runs is 136, well inside the soft
+#: ``RLIMIT_NOFILE`` of 1024 that the server's sockets share.
+CACHED_TENANTS: Final = 8
 #: How often a waiting caller looks for room (each look opens the tenant's slot files once).
 POLL_SECONDS: Final = 0.02
 
@@ -69,12 +82,64 @@ class TenantLimits:
         )
 
 
+class _TenantFiles:
+    """One tenant's slot files as this process keeps them open between runs, and which of them it holds.
+
+    Every field but ``users`` is guarded by ``lock``, taken before the tenant's ``flock``ed mutex: a ``flock``
+    belongs to the open file, so two threads locking one kept descriptor would both "get" it. ``users`` (admissions
+    under way, slots and holds held) is guarded by the cache lock of the :class:`TenantSlots`; the files of a tenant
+    with users are never closed.
+    """
+
+    def __init__(self, tenant: str, stem: Path) -> None:
+        self.tenant = tenant
+        self.stem = stem
+        self.lock = threading.Lock()
+        self.mutex: int | None = None
+        #: Descriptors of the slot files ``.0``, ``.1``, ... and of the memory holds ``.hold0``, ... opened so far.
+        self.runs: list[int] = []
+        self.holds: list[int] = []
+        #: What this process holds (index: descriptor and memory): scanned without a ``flock`` or a read.
+        self.taken: dict[int, tuple[int, int]] = {}
+        self.held: dict[int, tuple[int, int]] = {}
+        self.users = 0
+
+    def kept(self) -> list[int]:
+        """Return the descriptors kept open (not those of slots held, once dropped from the cache)."""
+        return [fd for fd in (self.mutex, *self.runs, *self.holds) if fd is not None]
+
+    def drop(self) -> None:
+        """Close the kept descriptors that hold nothing (a held slot keeps its own until it is released)."""
+        holding = {fd for fd, _ in (*self.taken.values(), *self.held.values())}
+        for fd in self.kept():
+            if fd not in holding:
+                os.close(fd)
+        self.mutex, self.runs, self.holds = None, [], []
+
+
 class TenantSlots:
-    """Admit runs under each tenant's :class:`TenantLimits`, with ``flock`` slot files in *directory*."""
+    """Admit runs under each tenant's :class:`TenantLimits`, with ``flock`` slot files in *directory*.
+
+    Each process keeps the slot files of its :data:`CACHED_TENANTS` most recently admitted tenants open between
+    runs: an admission costs a ``flock`` per slot and no ``open``.
+    """
 
     def __init__(self, directory: Path, limits: TenantLimits) -> None:
         self.directory = directory
         self.limits = limits
+        self._cache_lock = threading.Lock()
+        self._keep_tenants = CACHED_TENANTS
+        self._cache: dict[str, _TenantFiles] = {}  # least recently admitted first
+        _LIVE.add(self)
+        # Descriptors are plain ints: without this, dropping a TenantSlots unclosed would leak them.
+        self._finalizer = weakref.finalize(self, _drop_all, self._cache)
+
+    def close(self) -> None:
+        """Close the slot files kept open, and keep none from now on (a tenant admitting or holding a slot right now
+        keeps its files until it is done)."""
+        with self._cache_lock:
+            self._keep_tenants = 0
+            self._evict()
 
     @contextlib.contextmanager
     def admit(self, tenant: str, *, memory_bytes: int, wait: bool = True) -> Iterator[None]:
@@ -89,12 +154,11 @@ class TenantSlots:
             ValidationError: *memory_bytes* alone is over the tenant's total (it could never run).
             ConfigurationError: The data directory cannot hold the slot files.
         """
-        self._check_fits(tenant, memory_bytes)
-        slot = self._poll(functools.partial(self._take, tenant, memory_bytes), wait=wait)
+        release = self._hold(tenant, memory_bytes, wait=wait, hold=False)
         try:
             yield
         finally:
-            os.close(slot)  # closing the file drops its lock
+            release()
 
     def _check_fits(self, tenant: str, memory_bytes: int) -> None:
         limits = self.limits
@@ -112,9 +176,74 @@ class TenantSlots:
         A hold counts towards the tenant's memory like a run's, but not towards its runs at once. Waits and raises
         as :meth:`admit` does (TenantBusyError when the tenant's memory, or :data:`MAX_MEMORY_HOLDS`, is taken).
         """
+        return self._hold(tenant, memory_bytes, wait=wait, hold=True)
+
+    def _hold(self, tenant: str, memory_bytes: int, *, wait: bool, hold: bool) -> Callable[[], None]:
+        """Take a run slot (a memory hold with *hold*) of *tenant*; return the function that gives it back."""
         self._check_fits(tenant, memory_bytes)
-        slot = self._poll(functools.partial(self._take, tenant, memory_bytes, hold=True), wait=wait)
-        return functools.partial(os.close, slot)  # closing the file drops its lock
+        files = self._files(tenant)
+        try:
+            index = self._poll(functools.partial(self._take, files, memory_bytes, hold=hold), wait=wait)
+        except BaseException:
+            self._done(files)
+            raise
+        table = files.held if hold else files.taken
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            with files.lock:
+                taken = table.pop(index, None)
+                if taken is None:
+                    return  # forgotten in a forked child: the lock is the parent's to release
+                fd, _ = taken
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                if fd not in files.runs and fd not in files.holds:
+                    os.close(fd)  # its file left the cache while it was held
+            self._done(files)
+
+        return release
+
+    def _files(self, tenant: str) -> _TenantFiles:
+        """Return *tenant*'s kept files, counted as in use until :meth:`_done`."""
+        with self._cache_lock:
+            files = self._cache.pop(tenant, None) or _TenantFiles(tenant, self._stem(tenant))
+            self._cache[tenant] = files  # most recently admitted last
+            files.users += 1
+            self._evict()
+        return files
+
+    def _done(self, files: _TenantFiles) -> None:
+        with self._cache_lock:
+            files.users -= 1
+            self._evict()
+
+    def _evict(self) -> None:
+        """Close the files of the least recently admitted tenants beyond :data:`CACHED_TENANTS` that are not in use."""
+        excess = len(self._cache) - self._keep_tenants
+        for tenant, files in list(self._cache.items()):
+            if excess <= 0:
+                return
+            if files.users == 0:
+                del self._cache[tenant]
+                files.drop()
+                excess -= 1
+
+    def _forget(self) -> None:
+        """In a forked child: close the inherited descriptors and forget the parent's slots (they stay its own)."""
+        for files in self._cache.values():
+            for fd in {*files.kept(), *(fd for fd, _ in (*files.taken.values(), *files.held.values()))}:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            files.mutex, files.runs, files.holds = None, [], []
+            files.taken.clear()
+            files.held.clear()
+            files.lock = threading.Lock()  # a parent thread may have held it at the fork
+        self._cache.clear()  # in place: the finalizer holds this dict
+        self._cache_lock = threading.Lock()
 
     def _poll(self, take: Callable[[], int], *, wait: bool) -> int:
         """Return what *take* returns, retrying a TenantBusyError for up to ``limits.wait_seconds`` if *wait*."""
@@ -128,79 +257,71 @@ class TenantSlots:
                 # Jitter (not security): waiters do not poll in step.
                 time.sleep(POLL_SECONDS * random.uniform(0.5, 1.5))  # noqa: S311
 
-    def _take(self, tenant: str, memory_bytes: int, *, hold: bool = False) -> int:
-        """Return the descriptor of a free slot of *tenant* (a memory hold's with *hold*), locked and stamped with
-        *memory_bytes*."""
-        stem = self._stem(tenant)
-        mutex = self._open(stem.with_suffix(".lock"))
-        try:
+    def _take(self, files: _TenantFiles, memory_bytes: int, *, hold: bool) -> int:
+        """Return the index of a free slot (a memory hold's with *hold*) of the tenant of *files*, now locked,
+        stamped with *memory_bytes* and recorded as this process's."""
+        with files.lock:
+            mutex = self._opened(files)
             fcntl.flock(mutex, fcntl.LOCK_EX)  # held for microseconds; dropped by the kernel if we die holding it
-            free: int | None = None
             try:
-                busy, held_bytes = 0, 0
-                for index in range(self.limits.max_runs):
-                    slot = self._open(stem.with_suffix(f".{index}"))
-                    try:
-                        fcntl.flock(slot, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        busy += 1
-                        held_bytes += _stamped_bytes(slot)
-                        os.close(slot)
-                        continue
-                    if free is None and not hold:
-                        free = slot
-                    else:
-                        os.close(slot)
-                holds, hold_bytes, free_hold = self._held(stem, create=hold)
-                held_bytes += hold_bytes
-                if hold:
-                    free, busy = free_hold, holds
-                elif free_hold is not None:
-                    os.close(free_hold)
-                if free is None or held_bytes + memory_bytes > self.limits.max_memory_bytes:
-                    raise TenantBusyError(self._refusal(tenant, busy, held_bytes, memory_bytes, hold=hold))
-                # Fixed width, written in place: truncating first cost 1.6 ms a run on ext4 (freeing the block).
-                os.pwrite(free, b"%0*d" % (STAMP_BYTES, memory_bytes), 0)
-            except BaseException:
-                # The slot found free stays locked while its descriptor is open: a later slot file that cannot be
-                # opened (EMFILE, a full or read-only disk) must not leave it held for the life of the process.
-                if free is not None:
-                    os.close(free)
-                raise
-            return free
-        finally:
-            os.close(mutex)
+                return self._take_locked(files, memory_bytes, hold=hold)
+            finally:
+                fcntl.flock(mutex, fcntl.LOCK_UN)
 
-    def _held(self, stem: Path, *, create: bool) -> tuple[int, int, int | None]:
-        """Return the memory holds of the tenant at *stem*: how many are held, their bytes, and a free one, locked.
+    def _take_locked(self, files: _TenantFiles, memory_bytes: int, *, hold: bool) -> int:
+        self._open_holds(files)  # under the mutex: a hold file another process adds is added under it too
+        runs, held_bytes, free_run = _scan(files.runs, files.taken, take=not hold)
+        holds, hold_bytes, free = _scan(files.holds, files.held, take=hold)
+        held_bytes += hold_bytes
+        if hold:
+            fds, busy = files.holds, holds
+        else:
+            fds, busy, free = files.runs, runs, free_run
+        try:
+            if hold and free is None and len(fds) < MAX_MEMORY_HOLDS:
+                # Every hold file is held: add one (they are taken lowest first and never removed).
+                fds.append(self._open(files.stem.with_suffix(f".hold{len(fds)}")))
+                if _scan(fds[-1:], {}, take=True)[2] is not None:
+                    free = len(fds) - 1
+            if free is None or held_bytes + memory_bytes > self.limits.max_memory_bytes:
+                raise TenantBusyError(self._refusal(files.tenant, busy, held_bytes, memory_bytes, hold=hold))
+            # Fixed width, written in place: truncating first cost 1.6 ms a run on ext4 (freeing the block).
+            os.pwrite(fds[free], b"%0*d" % (STAMP_BYTES, memory_bytes), 0)
+        except BaseException:
+            # The slot found free is locked, and its file stays open in the cache: unlock it, or it stays held.
+            if free is not None:
+                fcntl.flock(fds[free], fcntl.LOCK_UN)
+            raise
+        (files.held if hold else files.taken)[free] = (fds[free], memory_bytes)
+        return free
 
-        Hold files are taken lowest first and never removed, so the scan stops at the first missing one unless
-        *create* (a new hold is being taken): a tenant without warm instances costs one failed ``open``.
+    def _opened(self, files: _TenantFiles) -> int:
+        """Return the tenant's mutex, with its run slot files open (again, if they were deleted since)."""
+        if files.mutex is not None and os.fstat(files.mutex).st_nlink == 0:
+            # The data directory was emptied under us: other processes lock the new files, so must we.
+            files.drop()
+        if files.mutex is None:
+            files.mutex = self._open(files.stem.with_suffix(".lock"))
+        # Every file is opened before any is locked: a file that cannot be opened (EMFILE, a full or read-only disk)
+        # leaves no slot locked.
+        while len(files.runs) < self.limits.max_runs:
+            files.runs.append(self._open(files.stem.with_suffix(f".{len(files.runs)}")))
+        return files.mutex
+
+    def _open_holds(self, files: _TenantFiles) -> None:
+        """Open the tenant's memory hold files not open yet.
+
+        Hold files are taken lowest first and never removed, so the look stops at the first missing one: a tenant
+        without warm instances costs one failed ``open``.
         """
-        held, held_bytes, free = 0, 0, None
-        for index in range(MAX_MEMORY_HOLDS):
-            path = stem.with_suffix(f".hold{index}")
-            if create:
-                slot = self._open(path)
-            else:
-                try:
-                    slot = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    raise self._unusable(exc) from None
+        while len(files.holds) < MAX_MEMORY_HOLDS:
             try:
-                fcntl.flock(slot, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                held += 1
-                held_bytes += _stamped_bytes(slot)
-                os.close(slot)
-                continue
-            if free is None and create:
-                free = slot
-            else:
-                os.close(slot)
-        return held, held_bytes, free
+                fd = os.open(files.stem.with_suffix(f".hold{len(files.holds)}"), os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise self._unusable(exc) from None
+            files.holds.append(fd)
 
     def _refusal(self, tenant: str, busy: int, held_bytes: int, memory_bytes: int, *, hold: bool = False) -> str:
         limits = self.limits
@@ -248,6 +369,46 @@ class TenantSlots:
             f"Cannot keep run slots in {self.directory} ({exc.strerror or exc}); make ZINGYCONN_DATA_DIR a writable "
             "directory."
         )
+
+
+def _scan(fds: list[int], mine: dict[int, tuple[int, int]], *, take: bool) -> tuple[int, int, int | None]:
+    """Return how many of the slots *fds* are held, their memory, and (with *take*) the index of a free one, locked.
+
+    The slots this process holds (*mine*) are counted from memory: no ``flock``, no read.
+    """
+    busy, held_bytes, free = 0, 0, None
+    for index, fd in enumerate(fds):
+        if index in mine:
+            busy += 1
+            held_bytes += mine[index][1]
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            busy += 1
+            held_bytes += _stamped_bytes(fd)
+            continue
+        if free is None and take:
+            free = index
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    return busy, held_bytes, free
+
+
+def _drop_all(cache: dict[str, _TenantFiles]) -> None:
+    """Close the kept files of every tenant in *cache* and empty it (held slots are closed on release)."""
+    for files in cache.values():
+        files.drop()
+    cache.clear()
+
+
+def _forget_in_child() -> None:
+    for slots in list(_LIVE):
+        slots._forget()
+
+
+_LIVE: weakref.WeakSet[TenantSlots] = weakref.WeakSet()
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _stamped_bytes(slot: int) -> int:

@@ -473,13 +473,15 @@ class Runtime:
         )
 
     def close(self) -> None:
-        """Write what the history writer holds, stop the sandbox (if this runtime started it), close connections."""
+        """Write what the history writer holds, stop the sandbox (if this runtime started it), close connections and
+        the run slot files kept open."""
         self.writer.close()
         with self._lock:
             if self._sandbox is not None and self._owns_sandbox:
                 self._sandbox.close()
                 self._sandbox = None
         self.broker.close()
+        self.slots.close()
         close_limiter = getattr(self.broker.rate_limiter, "close", None)
         if close_limiter is not None:
             close_limiter()
