@@ -98,6 +98,8 @@ def main() -> None:
     """Serve :func:`create_app` on 127.0.0.1:PORT with WORKERS processes (``argv[1:3]``)."""
     import uvicorn
 
+    from zingyconn.hosts.cli.serve import UVICORN_SETTINGS
+
     port, workers = int(sys.argv[1]), int(sys.argv[2])
     uvicorn.run(
         "in_process_host:create_app",
@@ -106,11 +108,7 @@ def main() -> None:
         host="127.0.0.1",
         port=port,
         workers=workers,
-        proxy_headers=False,
-        server_header=False,
-        access_log=False,
-        log_level="warning",
-        log_config=None,
+        **UVICORN_SETTINGS,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
@@ -13,6 +13,18 @@ from zingyconn.hosts.server import ENV_CONSOLE_PORT, ENV_PUBLIC_URL, ENV_TRUSTED
 
 if TYPE_CHECKING:
     import socket
+
+
+#: The uvicorn settings of every ``zingyconn serve`` server (benchmarks serve their variants with the same ones).
+UVICORN_SETTINGS: Final[dict[str, Any]] = {
+    # We read X-Forwarded-* ourselves, and only from --trusted-proxy peers; uvicorn's own handling would otherwise
+    # believe them from 127.0.0.1 by default.
+    "proxy_headers": False,
+    "server_header": False,
+    "access_log": False,
+    "log_level": "warning",
+    "log_config": None,  # uvicorn's records join our one log stream instead of its own handlers
+}
 
 
 @click.command()
@@ -78,13 +90,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        # We read X-Forwarded-* ourselves, and only from --trusted-proxy peers; uvicorn's own handling would
-        # otherwise believe them from 127.0.0.1 by default.
-        proxy_headers=False,
-        server_header=False,
-        access_log=False,
-        log_level="warning",
-        log_config=None,  # uvicorn's records join our one log stream instead of its own handlers
+        **UVICORN_SETTINGS,
     )
     try:
         if workers > 1:
