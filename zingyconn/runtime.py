@@ -52,10 +52,10 @@ from zingyconn.variables import TenantVariables
 #: The snippet environment every runtime sandbox is started with (``zingyConn``, the twilio façades).
 SNIPPET_ENVIRONMENT: Final = "zingyconn.snippet.environment:environment"
 
-#: Passed as ``max_age_seconds`` to the connection store: above 0, a runtime reuses a tenant's decrypted connections
-#: between runs while the store's change counter has not moved (reading and decrypting them costs about as much as a
-#: short run). A change made anywhere reaches this process within :data:`zingyconn.changes.CHECK_SECONDS`.
-PROFILES_MAX_AGE_SECONDS: Final = 1.0
+#: How long a runtime reuses a tenant's variables between runs. A change made elsewhere (the CLI, another server)
+#: reaches this process's runs within this time. (Its decrypted connections are reused while the store's change
+#: counter has not moved, :mod:`zingyconn.changes`: reading and decrypting them costs about as much as a short run.)
+VARIABLES_MAX_AGE_SECONDS: Final = 1.0
 
 #: HTTP requests one connection command may make (listMessages with limit 1000 needs 10 pages of 100).
 COMMAND_MAX_REQUESTS: Final = 20
@@ -247,7 +247,7 @@ class Runtime:
                 replay_of=replay_of,
                 stored_event=stored_event,
                 version=version,
-                isolation=isolation,
+                warm=warm,
             )
 
     def _run(
@@ -266,10 +266,9 @@ class Runtime:
         replay_of: str | None,
         stored_event: JSON,
         version: int | None,
-        isolation: str,
+        warm: bool,
     ) -> MaskedRunResult:
         run_id, started_at = new_run_id(), time.time()
-        warm = isolation == "instance" and name is not None and version is not None
         session = self.broker.session(
             tenant,
             max_requests=limits.egress_requests,
@@ -277,7 +276,7 @@ class Runtime:
             idempotency_key=idempotency_key,
         )
         connections = _RunConnections(
-            self.store.cached_profiles(tenant, max_age_seconds=PROFILES_MAX_AGE_SECONDS),
+            self.store.cached_profiles(tenant),
             functools.partial(self._tenant_profiles, tenant),
             session,
         )
@@ -287,7 +286,7 @@ class Runtime:
             limits=limits,
             context={
                 **connections.context(kind),
-                VARIABLES_CONTEXT_KEY: self.variables.cached(tenant, max_age_seconds=PROFILES_MAX_AGE_SECONDS),
+                VARIABLES_CONTEXT_KEY: self.variables.cached(tenant, max_age_seconds=VARIABLES_MAX_AGE_SECONDS),
             },
             on_request=self._request_handler(tenant, connections.request, idempotency_key),
             on_started=None if connections.loaded else connections.load,
@@ -511,7 +510,7 @@ class Runtime:
     def _tenant_profiles(self, tenant: str) -> dict[str, Profile] | None:
         """Read every connection of *tenant* once per run: for the broker's lookups and for masking."""
         try:
-            return self.store.profiles(tenant, max_age_seconds=PROFILES_MAX_AGE_SECONDS)
+            return self.store.profiles(tenant, cached=True)
         except ValidationError:
             raise
         except ZingyConnError as exc:  # an undecryptable record: the session then reads connections one by one

@@ -31,7 +31,6 @@ from starlette.routing import Route
 from sandbox.errors import SandboxError, TimeLimitExceededError
 from sandbox.result import RunError
 from zingyconn.catalog import Hook
-from zingyconn.changes import CHECK_SECONDS
 from zingyconn.errors import ConnectionNotFoundError, DecryptionError, ValidationError
 from zingyconn.history import FAILED, new_run_id
 from zingyconn.hosts.bodies import parse_json
@@ -225,7 +224,7 @@ def signing_secrets(runtime: Runtime, hook: Hook) -> tuple[str, ...]:
     # staleness bound (zingyconn.changes), as for the runs themselves.
     try:
         try:
-            profile = runtime.store.profiles(hook.tenant, max_age_seconds=CHECK_SECONDS)[hook.verify_with]
+            profile = runtime.store.profiles(hook.tenant, cached=True)[hook.verify_with]
         except DecryptionError:  # another connection of the tenant does not open: read this one alone
             profile = runtime.store.get(hook.tenant, hook.verify_with)
     except (KeyError, ConnectionNotFoundError):

@@ -112,7 +112,7 @@ class ConnectionStore:
         self.keyring = keyring
         self._changes = changes if changes is not None else ChangeWatch.of(engine)
         # tenant -> profiles, valid while the change counter stays where it was when they were read (see
-        # profiles(max_age_seconds=...)). Decrypted secrets already live in this process for the runs that use them.
+        # profiles(cached=True)). Decrypted secrets already live in this process for the runs that use them.
         self._profiles_cache: VersionedCache[str, dict[str, Profile]] = VersionedCache(
             max_entries=PROFILES_CACHE_TENANTS
         )
@@ -226,20 +226,21 @@ class ConnectionStore:
         """Return every secret of every connection of *tenant*, for masking run output."""
         return [secret for profile in self.profiles(tenant).values() for secret in profile.secrets()]
 
-    def profiles(self, tenant: str, *, max_age_seconds: float = 0.0) -> dict[str, Profile]:
+    def profiles(self, tenant: str, *, cached: bool = False) -> dict[str, Profile]:
         """Return every connection of *tenant*, decrypted, by name (one query: a run's broker session and masking).
 
         Args:
-            max_age_seconds: Above 0: reuse what this store object read for *tenant* while the change counter has
-                not moved (:mod:`zingyconn.changes`: a change made anywhere is seen within
+            cached: Reuse what this store object read for *tenant* while the change counter has not moved
+                (:mod:`zingyconn.changes`: a change made anywhere is seen within
                 :data:`~zingyconn.changes.CHECK_SECONDS`); its own :meth:`put` and :meth:`delete` drop the entry at
-                once. 0: read now.
+                once. False: read now.
         """
         validate_name(tenant, field="tenant")
-        version = self._changes.current() if max_age_seconds > 0 else None
-        cached = self.cached_profiles(tenant, max_age_seconds=max_age_seconds)
-        if cached is not None:
-            return cached
+        version = self._changes.current() if cached else None
+        if cached:
+            current = self.cached_profiles(tenant)
+            if current is not None:
+                return current
         with self._reader.connect() as conn:
             rows = conn.execute(sa.select(connections.c.name, *_SEALED).where(connections.c.tenant == tenant)).all()
         found = {row.name: self.open_row(tenant, row.name, row) for row in rows}
@@ -247,14 +248,12 @@ class ConnectionStore:
             self._profiles_cache.put(tenant, version, found)
         return dict(found)
 
-    def cached_profiles(self, tenant: str, *, max_age_seconds: float) -> dict[str, Profile] | None:
+    def cached_profiles(self, tenant: str) -> dict[str, Profile] | None:
         """Return what :meth:`profiles` read for *tenant* if still current, or None (no query).
 
         Current: the change counter, read less than :data:`~zingyconn.changes.CHECK_SECONDS` ago, has not moved
-        since. *max_age_seconds* 0 never uses the cache.
+        since.
         """
-        if max_age_seconds <= 0:
-            return None
         found, profiles = self._profiles_cache.get(tenant, self._changes.known())
         return dict(profiles) if found and profiles is not None else None
 

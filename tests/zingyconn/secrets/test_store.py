@@ -319,32 +319,32 @@ def test_concurrent_puts_from_several_processes_lose_no_update(store: Connection
 
 
 def test_profiles_are_reused_until_the_change_counter_moves_and_dropped_by_own_writes(engine: sa.Engine) -> None:
-    """profiles(max_age_seconds=) reuses a read; another store's change shows once the counter is read again."""
+    """profiles(cached=True) reuses a read; another store's change shows once the counter is read again."""
     now = [1000.0]
     store = ConnectionStore(engine, Keyring([("k1", KEY_1)]), changes=ChangeWatch(engine, clock=lambda: now[0]))
     elsewhere = ConnectionStore(engine, Keyring([("k1", KEY_1)]))  # another process, as far as caching goes
     store.put("acme", "main", _profile(TOKEN_A))
-    assert store.profiles("acme", max_age_seconds=1.0)["main"].to_json()["secret"] == TOKEN_A
+    assert store.profiles("acme", cached=True)["main"].to_json()["secret"] == TOKEN_A
 
     elsewhere.put("acme", "main", _profile(TOKEN_B))
     elsewhere.put("acme", "second", _profile(TOKEN_B))
     now[0] += CHECK_SECONDS / 2
-    assert set(store.profiles("acme", max_age_seconds=1.0)) == {"main"}  # the counter is not read again yet
+    assert set(store.profiles("acme", cached=True)) == {"main"}  # the counter is not read again yet
     assert store.profiles("acme")["main"].to_json()["secret"] == TOKEN_B  # max age 0: read now
     now[0] += CHECK_SECONDS
-    assert store.profiles("acme", max_age_seconds=1.0)["main"].to_json()["secret"] == TOKEN_B
+    assert store.profiles("acme", cached=True)["main"].to_json()["secret"] == TOKEN_B
 
     store.delete("acme", "second")  # its own write drops the entry at once
-    assert set(store.profiles("acme", max_age_seconds=1.0)) == {"main"}
+    assert set(store.profiles("acme", cached=True)) == {"main"}
     store.put("acme", "main", _profile(TOKEN_A))
-    assert store.profiles("acme", max_age_seconds=1.0)["main"].to_json()["secret"] == TOKEN_A
+    assert store.profiles("acme", cached=True)["main"].to_json()["secret"] == TOKEN_A
 
 
 def test_cached_profiles_are_copies(store: ConnectionStore) -> None:
     """A caller changing the returned dict does not change what the next caller gets."""
     store.put("acme", "main", _profile())
-    store.profiles("acme", max_age_seconds=60).clear()
-    assert set(store.profiles("acme", max_age_seconds=60)) == {"main"}
+    store.profiles("acme", cached=True).clear()
+    assert set(store.profiles("acme", cached=True)) == {"main"}
 
 
 # -- sealed records bind their revision ------------------------------------------------------------------------
