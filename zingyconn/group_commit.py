@@ -118,15 +118,23 @@ class GroupWriter:
 
     def _submit(self, statements: list[Statement]) -> None:
         write = _Write(statements)
-        with self._lock:
-            direct = self._closed or threading.current_thread() is self._thread
-            if not direct and self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="zingyconn-group-commit", daemon=True)
-                self._thread.start()
+        # The writer thread itself never queues (it would wait for itself), and never takes the lock, which a caller
+        # may hold while the queue is full.
+        direct = threading.current_thread() is self._thread
+        if not direct:
+            with self._lock:
+                direct = self._closed
+                if not direct:
+                    if self._thread is None:
+                        self._thread = threading.Thread(target=self._run, name="zingyconn-group-commit", daemon=True)
+                        self._thread.start()
+                    # Queued under the lock, so that close() puts its stop after every write it did not refuse:
+                    # a write queued behind the stop would wait for ever. Blocks while the queue is full
+                    # (back-pressure); the writer thread drains it without the lock.
+                    self._queue.put(write)
         if direct:
             self._commit([write])
         else:
-            self._queue.put(write)  # blocks while the queue is full: back-pressure
             write.done.wait()
         if write.error is not None:
             raise write.error
