@@ -41,10 +41,12 @@ from sandbox.environment import JSON
 from sandbox.errors import (
     CompileError,
     EgressDeniedError,
+    InvalidResultTextError,
     OutputLimitExceededError,
     QuotaExceededError,
     SandboxError,
     SnippetCrashedError,
+    SnippetError,
     TimeLimitExceededError,
     WorkerCrashedError,
 )
@@ -148,7 +150,7 @@ def _nested_deeper_than(value: object, limit: int) -> bool:
 
 #: Failures after which an instance still serves its key: the snippet's own exceptions and refused requests, which
 #: the language wall turned into data while the process stayed in a known state. Anything else recycles it.
-_INSTANCE_SURVIVES: Final = frozenset({"SnippetError", "EgressDeniedError", "InvalidResultTextError"})
+_INSTANCE_SURVIVES: Final = (SnippetError, EgressDeniedError, InvalidResultTextError)
 
 
 #: The host's answer to an instance's ``ready`` frame: its state was read, the run may start.
@@ -397,7 +399,7 @@ class Sandbox:
             return "the run ended without a result from it"
         if instance.baseline is None:
             return "its state could not be read before its first run"
-        if result.error is not None and result.error.type not in _INSTANCE_SURVIVES:
+        if result.error is not None and not any(result.error.is_a(survives) for survives in _INSTANCE_SURVIVES):
             return f"the run failed with {result.error.type}"
         if instance.runs >= self._instances.policy.max_runs:
             return f"it served {instance.runs} runs"
