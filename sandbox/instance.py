@@ -13,7 +13,8 @@ from ``/proc`` (never from what the untrusted child says): its threads, its sign
 descriptors must be those it had before its first run, and its resident memory must not have grown past
 :attr:`InstancePolicy.memory_high_water_bytes`. An instance is recycled (killed) when any check fails, after any
 failure that was not the snippet's own exception, after ``max_runs`` runs, after ``idle_seconds`` without a run,
-or when the pool needs room for another key (least recently used first).
+or when the pool needs room for another key (least recently used first). A key has at most ``max_per_key``
+instances: its further concurrent runs wait, in line, for one of them.
 
 Threat bound: a snippet that escaped the language wall inside an instance can leave state in that process for
 the same key's later runs (the same tenant's same script and version) until the instance is recycled; it never
@@ -23,6 +24,7 @@ reaches another key's runs, and secrets never enter the process (the host answer
 from __future__ import annotations
 
 import collections
+import enum
 import logging
 import os
 import threading
@@ -44,6 +46,19 @@ PoolKey = tuple[Hashable, Limits]
 Hold = Callable[[], Callable[[], object]]
 
 
+def default_max_per_key() -> int:
+    """Return the default :attr:`InstancePolicy.max_per_key`: the CPUs this process may use, at least 2.
+
+    More instances of one key than CPUs cannot run at once; each only holds memory (and its owner's allowance)
+    while the runs it would serve wait for a CPU anyway. Two let a run start while another waits on the host.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on this platform
+        cpus = os.cpu_count() or 1
+    return max(2, cpus)
+
+
 @dataclass(frozen=True, slots=True)
 class InstancePolicy:
     """When instances are recycled, and how many may live at once.
@@ -55,15 +70,19 @@ class InstancePolicy:
             new one, and a run that finds every instance busy runs in a fresh child instead.
         memory_high_water_bytes: Growth of an instance's resident memory, over what it had before its first run,
             that recycles it. With ``max_instances``, this bounds what the instances hold between runs.
+        max_per_key: Instances alive at once for one key. A run of a key whose instances are all running waits
+            for one (within its wall-clock limit) instead of starting another: concurrent runs of one key then
+            share a few processes instead of holding one each (default: :func:`default_max_per_key`).
     """
 
     max_runs: int = 1000
     idle_seconds: float = 60.0
     max_instances: int = 16
     memory_high_water_bytes: int = 64 * MIB
+    max_per_key: int = field(default_factory=default_max_per_key)
 
     def __post_init__(self) -> None:
-        for name in ("max_runs", "idle_seconds", "max_instances", "memory_high_water_bytes"):
+        for name in ("max_runs", "idle_seconds", "max_instances", "memory_high_water_bytes", "max_per_key"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"Instance policy {name!r} must be a positive number, got {value!r}.")
@@ -157,11 +176,35 @@ class Instance:
                 _LOGGER.exception("Releasing the host's hold of sandbox instance %d failed.", self.pid)
 
 
-class InstancePool:
-    """The live instances, idle ones by key, with LRU eviction and an idle reaper thread.
+class Placement(enum.Enum):
+    """What :meth:`InstancePool.acquire` tells a run that gets no idle instance."""
 
-    Thread-safe. A run :meth:`take`\\ s an idle instance of its key (or learns it must start one, after
-    :meth:`reserve` made room), and hands it back with :meth:`put_back` or ends it with :meth:`discard`.
+    #: A place for a new instance of the key is counted: start one (or give the place back with
+    #: :meth:`InstancePool.unreserve`).
+    START = "start"
+    #: Every instance of the pool is running and it is full: run in a fresh child instead.
+    FRESH = "fresh"
+    #: The key's instances stayed busy until the caller's deadline.
+    TIMED_OUT = "timed out"
+
+
+class _Waiter:
+    """A run waiting for an instance of its key: the pool hands it one (or a place to start one) directly."""
+
+    __slots__ = ("grant", "wake")
+
+    def __init__(self) -> None:
+        self.grant: Instance | Placement | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()  # released by whoever grants; the waiter blocks acquiring it again
+
+
+class InstancePool:
+    """The live instances, idle ones by key, with a cap per key, LRU eviction and an idle reaper thread.
+
+    Thread-safe. A run :meth:`acquire`\\ s an idle instance of its key, a place to start one, or waits (in line
+    with the key's other waiting runs) while the key has ``max_per_key`` instances running; it hands an instance
+    back with :meth:`put_back` (to the first waiting run, if any) or ends it with :meth:`discard`.
     """
 
     def __init__(self, policy: InstancePolicy) -> None:
@@ -169,6 +212,8 @@ class InstancePool:
         self._lock = threading.Condition()
         self._idle: collections.OrderedDict[Instance, None] = collections.OrderedDict()  # least recently used first
         self._live = 0
+        self._per_key: dict[PoolKey, int] = {}  # live instances (idle, running or starting) of each key
+        self._waiters: dict[PoolKey, collections.deque[_Waiter]] = {}
         self._closed = False
         self._reaper: threading.Thread | None = None
 
@@ -178,68 +223,85 @@ class InstancePool:
         with self._lock:
             return self._live
 
+    def live_of(self, key: PoolKey) -> int:
+        """Instances of *key* alive now, idle, running or starting (for monitoring and tests)."""
+        with self._lock:
+            return self._per_key.get(key, 0)
+
     def idle_pids(self, key: PoolKey) -> list[int]:
         """Process ids of *key*'s idle instances (for monitoring and tests)."""
         with self._lock:
             return [instance.pid for instance in self._idle if instance.key == key]
 
     def take(self, key: PoolKey) -> Instance | None:
-        """Return the most recently used idle instance of *key*, or None when it has none."""
-        doomed: list[Instance] = []
-        found: Instance | None = None
+        """Return the most recently used idle instance of *key*, or None when it has none (never waits)."""
         with self._lock:
-            for instance in reversed(self._idle):
-                if instance.key == key:
-                    del self._idle[instance]
-                    if instance.usable:
-                        found = instance
-                        break
-                    self._live -= 1
-                    doomed.append(instance)
+            found, doomed = self._take_idle(key)
         for instance in doomed:
             instance.close()
         return found
 
-    def reserve(self) -> bool:
-        """Count one more live instance, evicting the least recently used idle one if the pool is full.
+    def acquire(self, key: PoolKey, *, deadline: float) -> Instance | Placement:
+        """Return an idle instance of *key*, or the :class:`Placement` that says what the run does instead.
 
-        Returns False (nothing counted) when every instance is running: the caller then runs in a fresh child.
+        A key with ``max_per_key`` instances, all running, makes the run wait until one is handed back (or ended,
+        which gives the waiting run its place), first come first served, until *deadline* (``time.monotonic()``).
         """
         evicted: Instance | None = None
         with self._lock:
-            if self._closed:
-                return False
-            if self._live >= self.policy.max_instances:
-                if not self._idle:
-                    return False
-                evicted, _ = self._idle.popitem(last=False)
-                self._live -= 1
-            self._live += 1
-            self._start_reaper()
-        if evicted is not None:
-            evicted.close()
-        return True
+            found, doomed = self._take_idle(key)
+            if found is not None or self._closed:
+                grant: Instance | Placement = found if found is not None else Placement.FRESH
+            elif self._per_key.get(key, 0) < self.policy.max_per_key:
+                grant, evicted = self._reserve(key)
+            else:
+                waiter = _Waiter()
+                self._waiters.setdefault(key, collections.deque()).append(waiter)
+                grant = Placement.TIMED_OUT
+        for instance in [*doomed, *([evicted] if evicted is not None else [])]:
+            instance.close()
+        if grant is not Placement.TIMED_OUT:
+            return grant
+        return self._wait(key, waiter, deadline)
 
-    def unreserve(self) -> None:
-        """Give back a :meth:`reserve` that did not become an instance."""
+    def _wait(self, key: PoolKey, waiter: _Waiter, deadline: float) -> Instance | Placement:
+        waiter.wake.acquire(timeout=max(0.0, deadline - time.monotonic()))
         with self._lock:
-            self._live -= 1
+            grant = waiter.grant
+            if grant is None:  # timed out, never granted: leave the line
+                line = self._waiters.get(key)
+                if line is not None and waiter in line:
+                    line.remove(waiter)
+                    if not line:
+                        del self._waiters[key]
+                return Placement.TIMED_OUT
+        return grant
+
+    def unreserve(self, key: PoolKey) -> None:
+        """Give back a :data:`Placement.START` that did not become an instance (to the first waiting run, if any)."""
+        with self._lock:
+            self._free_place(key)
 
     def put_back(self, instance: Instance) -> None:
-        """Make *instance* idle again, ready for its key's next run."""
+        """Make *instance* ready for its key's next run: the first waiting run gets it, or it goes idle."""
         instance.last_used = time.monotonic()
         with self._lock:
             if not self._closed:
-                self._idle[instance] = None
+                waiter = self._next_waiter(instance.key)
+                if waiter is not None:
+                    waiter.grant = instance
+                    waiter.wake.release()
+                else:
+                    self._idle[instance] = None
                 return
-            self._live -= 1
+            self._forget(instance.key, 1)
         instance.close()
 
     def discard(self, instance: Instance, why: str) -> None:
-        """Recycle *instance*: kill its process and free its place."""
+        """Recycle *instance*: kill its process and free its place (the first waiting run of its key gets it)."""
         _LOGGER.debug("Sandbox instance %d recycled after %d runs: %s.", instance.pid, instance.runs, why)
         with self._lock:
-            self._live -= 1
+            self._free_place(instance.key)
         instance.close()
 
     def end_idle(self, match: Callable[[Hashable], bool]) -> int:
@@ -247,23 +309,83 @@ class InstancePool:
         many."""
         with self._lock:
             doomed = [instance for instance in self._idle if match(instance.key[0])]
-            for instance in doomed:
-                del self._idle[instance]
-            self._live -= len(doomed)
+            self._drop_idle(doomed)
         for instance in doomed:
             instance.close()
         return len(doomed)
 
     def close(self) -> None:
-        """Recycle every idle instance and stop the reaper; running ones are recycled when their run ends."""
+        """Recycle every idle instance and stop the reaper; running ones are recycled when their run ends, and
+        waiting runs run in fresh children."""
         with self._lock:
             self._closed = True
             idle = list(self._idle)
-            self._idle.clear()
-            self._live -= len(idle)
+            self._drop_idle(idle)
+            for line in self._waiters.values():
+                for waiter in line:
+                    waiter.grant = Placement.FRESH
+                    waiter.wake.release()
+            self._waiters.clear()
             self._lock.notify_all()
         for instance in idle:
             instance.close()
+
+    # -- under self._lock ---------------------------------------------------------------------------------------
+    def _take_idle(self, key: PoolKey) -> tuple[Instance | None, list[Instance]]:
+        """Pop the most recently used usable idle instance of *key*; also return the unusable ones met (to close)."""
+        doomed: list[Instance] = []
+        for instance in reversed(self._idle):
+            if instance.key == key:
+                del self._idle[instance]
+                if instance.usable:
+                    return instance, doomed
+                self._forget(key, 1)
+                doomed.append(instance)
+        return None, doomed
+
+    def _reserve(self, key: PoolKey) -> tuple[Placement, Instance | None]:
+        """Count a new instance of *key*, evicting the least recently used idle one if the pool is full."""
+        evicted: Instance | None = None
+        if self._live >= self.policy.max_instances:
+            if not self._idle:
+                return Placement.FRESH, None
+            evicted, _ = self._idle.popitem(last=False)
+            self._forget(evicted.key, 1)
+        self._live += 1
+        self._per_key[key] = self._per_key.get(key, 0) + 1
+        self._start_reaper()
+        return Placement.START, evicted
+
+    def _next_waiter(self, key: PoolKey) -> _Waiter | None:
+        line = self._waiters.get(key)
+        if not line:
+            return None
+        waiter = line.popleft()
+        if not line:
+            del self._waiters[key]
+        return waiter
+
+    def _free_place(self, key: PoolKey) -> None:
+        """A place of *key* came free: the first waiting run starts an instance in it, or it is forgotten."""
+        waiter = None if self._closed else self._next_waiter(key)
+        if waiter is not None:
+            waiter.grant = Placement.START  # the place (counted in _live and _per_key) passes to the waiter
+            waiter.wake.release()
+        else:
+            self._forget(key, 1)
+
+    def _forget(self, key: PoolKey, count: int) -> None:
+        self._live -= count
+        left = self._per_key.get(key, 0) - count
+        if left > 0:
+            self._per_key[key] = left
+        else:
+            self._per_key.pop(key, None)
+
+    def _drop_idle(self, doomed: list[Instance]) -> None:
+        for instance in doomed:
+            del self._idle[instance]
+            self._forget(instance.key, 1)
 
     def _start_reaper(self) -> None:
         if self._reaper is None:
@@ -281,8 +403,6 @@ class InstancePool:
                 self._lock.wait(period)
                 oldest = time.monotonic() - self.policy.idle_seconds
                 stale = [instance for instance in self._idle if instance.last_used < oldest or not instance.usable]
-                for instance in stale:
-                    del self._idle[instance]
-                self._live -= len(stale)
+                self._drop_idle(stale)
             for instance in stale:
                 instance.close()

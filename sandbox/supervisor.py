@@ -50,7 +50,16 @@ from sandbox.errors import (
     TimeLimitExceededError,
     WorkerCrashedError,
 )
-from sandbox.instance import Hold, Instance, InstancePolicy, InstancePool, PoolKey, changed_since, read_state
+from sandbox.instance import (
+    Hold,
+    Instance,
+    InstancePolicy,
+    InstancePool,
+    Placement,
+    PoolKey,
+    changed_since,
+    read_state,
+)
 from sandbox.limits import Limits
 from sandbox.output import MAX_RESULT_DEPTH
 from sandbox.phase import FAULT_SIGNALS
@@ -101,6 +110,25 @@ def _order_frame(
         tail_fields["instance_cpu_seconds"] = instance_cpu_seconds
     tail = encode_json(tail_fields)
     return frame_body(_order_head(compiled, limits) + tail[1:].encode())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Run:
+    """One keyed run's inputs, as :meth:`Sandbox.run` hands them to the instance paths."""
+
+    compiled: CompiledSnippet
+    limits: Limits
+    event: JSON
+    context: Mapping[str, JSON] | None
+    on_request: RequestHandler | None
+    on_started: Callable[[], object] | None
+    started: float
+
+    def order(self, *, instance_cpu_seconds: float | None = None) -> bytes:
+        """Return the run's order frame (see :func:`_order_frame`)."""
+        return _order_frame(
+            self.compiled, self.limits, self.event, self.context, instance_cpu_seconds=instance_cpu_seconds
+        )
 
 
 #: Deepest JSON a well-behaved child sends: a result or log fields nested MAX_RESULT_DEPTH deep, plus the frame.
@@ -287,27 +315,42 @@ class Sandbox:
             line_number = int(line) if line.isdigit() else None
             return _failed(CompileError, str(error), started, line=line_number, errors=error.errors)
         if instance_key is not None:
-            key = (instance_key, limits)
-            instance = self._instances.take(key)
-            if instance is not None:
-                order = _order_frame(compiled, limits, event, context)
-                return self._run_instance(instance, order, limits, on_request, on_started, started)
-            release = instance_hold() if instance_hold is not None else None  # may raise: then nothing runs
-            kept = False
-            try:
-                if self._instances.reserve():
-                    result, kept = self._start_instance(
-                        key, compiled, limits, event, context, on_request, on_started, release
-                    )
-                    return result
-                return self._run_fresh(
-                    _order_frame(compiled, limits, event, context), limits, on_request, on_started, started
-                )
-            finally:
-                if not kept and release is not None:
-                    release()
+            run = _Run(compiled, limits, event, context, on_request, on_started, started)
+            return self._run_keyed((instance_key, limits), run, instance_hold)
         order = _order_frame(compiled, limits, event, context)
         return self._run_fresh(order, limits, on_request, on_started, started)
+
+    def _run_keyed(self, key: PoolKey, run: _Run, instance_hold: Hold | None) -> RunResult:
+        """Run in an instance of *key*: an idle one, a new one, or (waiting for one within the wall-clock limit)
+        the next one its other runs hand back; a fresh child when the pool is full of running instances."""
+        limits = run.limits
+        # The wait for an instance counts against the run's wall-clock limit: the caller waits no longer in all.
+        deadline = time.monotonic() + limits.wall_seconds
+        placement = self._instances.acquire(key, deadline=deadline)
+        if isinstance(placement, Instance):
+            return self._run_instance(placement, run, deadline)
+        if placement is Placement.TIMED_OUT:
+            message = (
+                f"No warm instance of this script came free within the run's wall-clock limit of "
+                f"{limits.wall_seconds:g} s ({self._instance_policy.max_per_key} run at once per process); "
+                "nothing ran. Raise the limit or the instances per script, or run it in fresh processes."
+            )
+            return _failed(TimeLimitExceededError, message, run.started)
+        try:
+            release = instance_hold() if instance_hold is not None else None  # may raise: then nothing runs
+        except BaseException:
+            if placement is Placement.START:
+                self._instances.unreserve(key)
+            raise
+        kept = False
+        try:
+            if placement is Placement.START:
+                result, kept = self._start_instance(key, run, release, deadline)
+                return result
+            return self._run_fresh(run.order(), limits, run.on_request, run.on_started, run.started)
+        finally:
+            if not kept and release is not None:
+                release()
 
     def _run_fresh(
         self,
@@ -327,27 +370,19 @@ class Sandbox:
             child.finish()  # SIGKILL if still there (a wall-clock overrun, or an escape that kept it alive)
 
     def _start_instance(
-        self,
-        key: PoolKey,
-        compiled: CompiledSnippet,
-        limits: Limits,
-        event: JSON,
-        context: Mapping[str, JSON] | None,
-        on_request: RequestHandler | None,
-        on_started: Callable[[], object] | None,
-        release: Callable[[], object] | None,
+        self, key: PoolKey, run: _Run, release: Callable[[], object] | None, deadline: float
     ) -> tuple[RunResult, bool]:
-        """Run in a spare child that becomes an instance of *key* (a place in the pool is reserved).
+        """Run in a spare child that becomes an instance of *key* (a place in the pool is reserved), by *deadline*.
 
         Returns the result and whether the instance was kept; a kept instance owns *release* from then on.
         """
         started = time.monotonic()
         # The CPU the instance's whole life may use: its rlimit's hard cap, which no later run can raise.
-        lifetime_cpu = self._instances.policy.max_runs * max(1, math.ceil(limits.cpu_seconds)) + 1
-        order = _order_frame(compiled, limits, event, context, instance_cpu_seconds=lifetime_cpu)
+        lifetime_cpu = self._instances.policy.max_runs * max(1, math.ceil(run.limits.cpu_seconds)) + 1
+        order = run.order(instance_cpu_seconds=lifetime_cpu)
         child = self._take_child()
         if child is None:
-            self._instances.unreserve()
+            self._instances.unreserve(key)
             return _failed(WorkerCrashedError, "No sandbox child process could be started.", started), False
         instance = Instance(key=key, child=child)
 
@@ -356,12 +391,14 @@ class Sandbox:
 
         kept = False
         try:
-            result, answered = self._converse(child, order, limits, on_request, on_started, started, read_baseline)
+            result, answered = self._converse(
+                child, order, run.limits, run.on_request, run.on_started, started, read_baseline, deadline=deadline
+            )
             instance.runs = 1
             kept = self._recycle_reason(instance, result, answered) is None
         finally:
             if not kept:
-                self._instances.unreserve()
+                self._instances.unreserve(key)
                 child.sock.close()
                 child.finish()  # it was a spare until now: its replacement is ordered as for any run
         if kept:
@@ -370,18 +407,12 @@ class Sandbox:
             self._instances.put_back(instance)
         return result, kept
 
-    def _run_instance(
-        self,
-        instance: Instance,
-        order: bytes,
-        limits: Limits,
-        on_request: RequestHandler | None,
-        on_started: Callable[[], object] | None,
-        started: float,
-    ) -> RunResult:
-        """Run the order in an idle instance taken from the pool; put it back or recycle it."""
+    def _run_instance(self, instance: Instance, run: _Run, deadline: float) -> RunResult:
+        """Run in an idle instance taken from the pool, by *deadline*; put it back or recycle it."""
         try:
-            result, answered = self._converse(instance.child, order, limits, on_request, on_started, started)
+            result, answered = self._converse(
+                instance.child, run.order(), run.limits, run.on_request, run.on_started, run.started, deadline=deadline
+            )
         except BaseException:
             self._instances.discard(instance, "the run was interrupted")
             raise
@@ -443,12 +474,16 @@ class Sandbox:
         on_started: Callable[[], object] | None,
         started: float,
         on_ready: Callable[[], object] | None = None,
+        *,
+        deadline: float | None = None,
     ) -> tuple[RunResult, bool]:
         """Carry out one run's conversation with *child*; return its result and whether the child sent it.
 
         *on_ready* is called when a child becoming an instance reports it is set up, before its first snippet runs.
+        *deadline* (``time.monotonic()``) is when the wall-clock limit passes (default: its length from now).
         """
-        deadline = time.monotonic() + limits.wall_seconds
+        if deadline is None:
+            deadline = time.monotonic() + limits.wall_seconds
         requests = 0
         try:
             child.sock.sendall(order)

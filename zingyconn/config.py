@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandbox.instance import InstancePolicy, default_max_per_key
+from sandbox.limits import MIB
 from zingyconn.errors import ConfigurationError
 from zingyconn.retention import RetentionPolicy
 
@@ -41,6 +43,10 @@ class Settings:
             of the tenant's quota before it is refused (``0``: refused at once); also bounded by the run's time.
         retention: ``ZINGYCONN_RETAIN_*``, ``ZINGYCONN_HISTORY_QUOTA_MB``, ``ZINGYCONN_PURGE_EVERY``: how long
             records are kept (:class:`~zingyconn.retention.RetentionPolicy`).
+        instances: ``ZINGYCONN_INSTANCE_MAX_RUNS``, ``ZINGYCONN_INSTANCE_IDLE_SECONDS``,
+            ``ZINGYCONN_INSTANCES_PER_PROCESS``, ``ZINGYCONN_INSTANCES_PER_VERSION``,
+            ``ZINGYCONN_INSTANCE_MEMORY_GROWTH_MB``: when the warm instances of one process are recycled and how many
+            it keeps (:class:`~sandbox.instance.InstancePolicy`).
     """
 
     data_dir: Path
@@ -59,6 +65,7 @@ class Settings:
     tenant_wait_seconds: float = 1.0
     max_rate_wait_seconds: float = 10.0
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    instances: InstancePolicy = field(default_factory=InstancePolicy)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -98,7 +105,25 @@ class Settings:
             tenant_wait_seconds=_positive(env, "ZINGYCONN_TENANT_WAIT_SECONDS", 1.0, zero=True),
             max_rate_wait_seconds=_positive(env, "ZINGYCONN_MAX_RATE_WAIT_SECONDS", 10.0, zero=True),
             retention=RetentionPolicy.from_env(env),
+            instances=_instance_policy(env),
         )
+
+
+def _instance_policy(env: Mapping[str, str]) -> InstancePolicy:
+    """Return the warm instances' :class:`InstancePolicy` from the ``ZINGYCONN_INSTANCE*`` variables of *env*."""
+    default = InstancePolicy()
+
+    def whole(name: str, value: int) -> int:
+        return int(_positive(env, name, value, whole=True))
+
+    return InstancePolicy(
+        max_runs=whole("ZINGYCONN_INSTANCE_MAX_RUNS", default.max_runs),
+        idle_seconds=_positive(env, "ZINGYCONN_INSTANCE_IDLE_SECONDS", default.idle_seconds),
+        max_instances=whole("ZINGYCONN_INSTANCES_PER_PROCESS", default.max_instances),
+        max_per_key=whole("ZINGYCONN_INSTANCES_PER_VERSION", default_max_per_key()),
+        memory_high_water_bytes=MIB
+        * whole("ZINGYCONN_INSTANCE_MEMORY_GROWTH_MB", default.memory_high_water_bytes // MIB),
+    )
 
 
 #: ``ZINGYCONN_QUOTA_<PRODUCT>``: which product (checked against the connection types' buckets when the broker is

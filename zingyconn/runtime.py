@@ -178,7 +178,7 @@ class Runtime:
         """The sandbox, started on first use."""
         with self._lock:
             if self._sandbox is None:
-                self._sandbox = Sandbox(environment=SNIPPET_ENVIRONMENT).start()
+                self._sandbox = Sandbox(environment=SNIPPET_ENVIRONMENT, instances=self.settings.instances).start()
             return self._sandbox
 
     def run(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import time
 from collections.abc import Callable, Iterator
 
 import psutil
@@ -9,6 +11,7 @@ import pytest
 
 from sandbox import Limits, Sandbox
 from sandbox.instance import InstancePolicy
+from sandbox.result import RunResult
 from tests.sandbox.hooks import ENVIRONMENT
 from tests.sandbox.instance_checks import LIMITS, gone, run_pid
 
@@ -246,3 +249,51 @@ def test_a_full_pool_runs_the_key_in_a_fresh_child_under_a_hold() -> None:
         assert result.ok
         assert held == []
         assert sandbox.instances.idle_pids(("second", LIMITS)) == []
+
+
+def _concurrently(sandbox: Sandbox, sources: list[str], key: object, limits: Limits = LIMITS) -> list[RunResult]:
+    """Run each of *sources* in *key*'s instances, all at once from threads of their own; return their results."""
+    with concurrent.futures.ThreadPoolExecutor(len(sources)) as pool:
+        futures = [pool.submit(sandbox.run, source, instance_key=key, limits=limits) for source in sources]
+        return [future.result() for future in futures]
+
+
+def test_concurrent_runs_of_one_key_share_at_most_max_per_key_instances() -> None:
+    """Six runs of one key at once start two instances; the others wait for one of them instead of a third."""
+    with Sandbox(environment=ENVIRONMENT, instances=InstancePolicy(max_per_key=2)) as sandbox:
+        results = _concurrently(sandbox, ["import time\ntime.sleep(0.3)\nreturn pid()"] * 6, "busy")
+
+        assert [result.error for result in results] == [None] * 6
+        assert len({result.value for result in results}) == 2
+        assert sandbox.instances.live_of(("busy", LIMITS)) == 2
+        assert len(sandbox.instances.idle_pids(("busy", LIMITS))) == 2
+
+
+def test_a_recycled_instance_gives_its_place_to_a_waiting_run() -> None:
+    """A run waiting for the key's only instance gets a new one when that instance is recycled (a crash here)."""
+    with Sandbox(environment=ENVIRONMENT, instances=InstancePolicy(max_per_key=1)) as sandbox:
+        crashed, waited = _concurrently(sandbox, ["import time\ntime.sleep(0.3)\ncrash()", "return pid()"], "one")
+
+        assert crashed.error is not None
+        assert waited.ok, waited.error
+        assert sandbox.instances.idle_pids(("one", LIMITS)) == [waited.value]
+
+
+def test_a_waiting_run_waits_no_longer_than_its_wall_clock_limit() -> None:
+    """While the key's instances stay busy, a waiting run ends at its wall-clock limit, having run nothing."""
+    short = LIMITS.replace(wall_seconds=0.5)
+    with Sandbox(environment=ENVIRONMENT, instances=InstancePolicy(max_per_key=1)) as sandbox:
+        pid = run_pid(sandbox, "held", short)
+        held = sandbox.instances.take(("held", short))  # busy now, as if it ran: the key has no place left
+        assert held is not None
+
+        started = time.monotonic()
+        waited = sandbox.run("return pid()", instance_key="held", limits=short)
+        waited_seconds = time.monotonic() - started
+        sandbox.instances.put_back(held)
+
+        assert waited.error is not None
+        assert waited.error.type == "TimeLimitExceededError"
+        assert "came free" in waited.error.message
+        assert 0.45 < waited_seconds < 1.5
+        assert run_pid(sandbox, "held", short) == pid

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from sandbox.instance import InstancePolicy
 from sandbox.limits import MIB
 from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
-from zingyconn.errors import TenantBusyError, ValidationError
+from zingyconn.errors import ConfigurationError, TenantBusyError, ValidationError
 from zingyconn.kinds import limits_for
 from zingyconn.runtime import Runtime
 from zingyconn.schema import MIGRATIONS, _add_isolation, _add_versions, schema_version
@@ -153,3 +155,59 @@ def test_an_idle_instance_counts_against_its_tenants_memory_until_the_tenant_nee
     assert len(_idle_pids(runtime, "acme", "second-warm", 1)) == 1
     with pytest.raises(TenantBusyError, match="MiB"), runtime.slots.admit("acme", memory_bytes=200 * MIB, wait=False):
         pass  # the warm process's 256 MiB still count: 200 more would pass 400
+
+
+def test_the_instance_settings_shape_the_runtimes_instances(tmp_path: Path) -> None:
+    """ZINGYCONN_INSTANCES_PER_VERSION=1: six runs of one hook version at once share one warm process."""
+    env = {"ZINGYCONN_DATA_DIR": str(tmp_path / "data"), "ZINGYCONN_INSTANCES_PER_VERSION": "1"}
+    sleepy = "import time\ntime.sleep(0.2)\nreturn 1"
+    with Runtime(Settings.from_env(env)) as runtime, concurrent.futures.ThreadPoolExecutor(6) as pool:
+        runs = [
+            pool.submit(runtime.run, "acme", sleepy, kind="webhook", name="h", version=1, isolation="instance")
+            for _ in range(6)
+        ]
+        assert [run.result().error for run in runs] == [None] * 6
+
+        assert runtime.sandbox.instances.live_of((("acme", "webhook", "h", 1), limits_for("webhook"))) == 1
+        assert len(_idle_pids(runtime, "acme", "h", 1)) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ZINGYCONN_INSTANCES_PER_VERSION", "0"),
+        ("ZINGYCONN_INSTANCES_PER_PROCESS", "many"),
+        ("ZINGYCONN_INSTANCE_MAX_RUNS", "1.5"),
+        ("ZINGYCONN_INSTANCE_IDLE_SECONDS", "-1"),
+        ("ZINGYCONN_INSTANCE_MEMORY_GROWTH_MB", "inf"),
+    ],
+)
+def test_a_bad_instance_setting_is_one_line_naming_it(name: str, value: str) -> None:
+    """A bad value of an instance setting is a ConfigurationError that names the variable, the value and the
+    default."""
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_env({name: value})
+
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"{name} must be")
+    assert repr(value) in message
+    assert "unset it for the default" in message
+
+
+def test_the_instance_settings_are_read_with_their_units() -> None:
+    """Each variable lands in the instance policy, MiB turned into bytes; unset ones keep the defaults."""
+    env = {
+        "ZINGYCONN_INSTANCE_MAX_RUNS": "50",
+        "ZINGYCONN_INSTANCE_IDLE_SECONDS": "2.5",
+        "ZINGYCONN_INSTANCES_PER_PROCESS": "8",
+        "ZINGYCONN_INSTANCES_PER_VERSION": "3",
+        "ZINGYCONN_INSTANCE_MEMORY_GROWTH_MB": "32",
+    }
+
+    policy = Settings.from_env(env).instances
+
+    assert policy == InstancePolicy(
+        max_runs=50, idle_seconds=2.5, max_instances=8, max_per_key=3, memory_high_water_bytes=32 * MIB
+    )
+    assert Settings.from_env({}).instances == InstancePolicy()
