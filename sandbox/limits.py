@@ -31,14 +31,16 @@ class Limits:
     egress_requests: int = 50
 
     def replace(self, **changes: float | int) -> Limits:
-        """Return a copy with *changes* applied (validated like the constructor)."""
+        """Return a copy with *changes* applied (validated like the constructor); *self* when there are none."""
+        if not changes:
+            return self  # frozen: nothing to copy (a hook without overrides asks this on every run)
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]  # checked in __post_init__
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
+        for name in _FIELD_NAMES:  # not dataclasses.fields(): it cost most of a construction
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ValueError(f"Limit {field.name!r} must be a positive number, got {value!r}.")
+                raise ValueError(f"Limit {name!r} must be a positive number, got {value!r}.")
 
     def with_overrides(self, overrides: Mapping[str, str]) -> Limits:
         """Apply ``NAME=VALUE`` overrides given as strings (from the CLI or a form), naming a bad field."""
@@ -52,3 +54,7 @@ class Limits:
             except ValueError:
                 raise ValueError(f"Limit {name!r} must be a number, got {text!r}.") from None
         return self.replace(**changes)
+
+
+#: The fields of :class:`Limits`, in order (the class is fixed once defined).
+_FIELD_NAMES: Final = tuple(field.name for field in dataclasses.fields(Limits))

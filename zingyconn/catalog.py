@@ -79,10 +79,11 @@ class Hook:
     updated_at: float = 0.0
     version: int = 1
     isolation: Isolation = DEFAULT_ISOLATION
+    _run_limits: Limits | None = field(default=None, init=False, repr=False, compare=False)
 
     def run_limits(self) -> Limits:
         """Return the limits a run of this hook gets: the webhook defaults with this hook's overrides."""
-        return limits_for("webhook").replace(**self.limits)
+        return _memo_limits(self, "webhook")
 
     def to_json(self) -> dict[str, Any]:
         """Return the hook as a JSON object (admin API, ``hooks show --json``)."""
@@ -126,6 +127,7 @@ class Script:
     updated_at: float = 0.0
     version: int = 1
     isolation: Isolation = DEFAULT_ISOLATION
+    _run_limits: Limits | None = field(default=None, init=False, repr=False, compare=False)
 
     def schedule(self) -> CronSchedule | None:
         """Return the script's cron schedule, or ``None`` when it runs on demand only.
@@ -137,7 +139,7 @@ class Script:
 
     def run_limits(self) -> Limits:
         """Return the limits a run of this script gets: the task defaults with this script's overrides."""
-        return limits_for("task").replace(**self.limits)
+        return _memo_limits(self, "task")
 
     def to_json(self) -> dict[str, Any]:
         """Return the script as a JSON object."""
@@ -203,6 +205,19 @@ class SnippetVersion:
         header = [f"# {key}: {_setting_text(value)}" for key, value in sorted(self.settings.items())]
         body = self.source if self.source.endswith("\n") else self.source + "\n"
         return "\n".join(header) + "\n" + body
+
+
+def _memo_limits(saved: Hook | Script, kind: Kind) -> Limits:
+    """Return the limits of a run of *saved*, built on its first run and kept on the object.
+
+    Safe to keep: a hook or script object is one saved version, immutable, and the catalog's cache hands the same
+    object to every run of that version until a change is seen; a save (or the cache's refresh) makes a new object.
+    """
+    limits = saved._run_limits
+    if limits is None:
+        limits = limits_for(kind).replace(**saved.limits)
+        object.__setattr__(saved, "_run_limits", limits)  # frozen: a memo, not a change of the value
+    return limits
 
 
 def _setting_text(value: Any) -> str:
