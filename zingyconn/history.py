@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -89,14 +89,19 @@ def cap_value(value: Any) -> Any:
     return _bounded(value)[0]
 
 
+#: The JSON text a stored field is measured (and capped) by. One encoder for every run: ``json.dumps`` with options
+#: builds a new one per call, and a run measures up to six fields. (An encoder keeps no state between calls.)
+_MEASURE: Final = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
 def _bounded(value: Any) -> tuple[Any, int]:
     """Return :func:`cap_value` of *value* and the length of its JSON text (what it takes in the store)."""
     try:
-        text = json.dumps(value, ensure_ascii=False, default=str)
+        text = _MEASURE.encode(value)
         if len(text) <= MAX_STRING_CHARS:  # no string inside can be longer: nothing to cap (the common case)
             return value, len(text)
         capped = _cap_strings(value)
-        text = json.dumps(capped, ensure_ascii=False, default=str)
+        text = _MEASURE.encode(capped)
     except RecursionError:  # nested deeper than Python's stack: the run is still recorded, without this field
         return {"truncated": TOO_DEEP_MARKER}, len(TOO_DEEP_MARKER) + 20
     if len(text) <= MAX_FIELD_CHARS:
@@ -117,7 +122,7 @@ def _cap_strings(value: Any) -> Any:
 
 def new_run_id() -> str:
     """Return a new, unguessable run id (``run_`` + 32 hex digits)."""
-    return f"run_{uuid.uuid4().hex}"
+    return "run_" + secrets.token_hex(16)  # 128 random bits, as uuid4 has 122 (without its object: one per run)
 
 
 @dataclass(frozen=True, slots=True)
