@@ -8,11 +8,19 @@ records the memory limit of its run; a short per-tenant lock around admission ma
 their memory, take a free one" one step.
 
 Admission is on every run's path, so each process keeps the slot files of the tenants it admitted last open between
-runs (:data:`CACHED_TENANTS`): a run costs a ``flock`` per slot, not an ``open`` and a ``close``. Because a lock
-belongs to the open file, two threads locking one kept descriptor would both "get" it: a process-local lock per
+runs (:data:`CACHED_TENANTS`): a run costs a ``flock`` per slot in use, not an ``open`` and a ``close``. Because a
+lock belongs to the open file, two threads locking one kept descriptor would both "get" it: a process-local lock per
 tenant comes first, and the slots the process holds itself are counted from its own memory, without a ``flock`` or a
 read. A forked child closes what it inherited and forgets the parent's slots (releasing one would unlock the
 parent's open file).
+
+Slots are taken lowest first, and the tenant's mutex file keeps a header (:func:`_header`, written under the mutex):
+a *bound* below which every held slot lies, and how many memory hold files exist. Every taker raises the bound to
+cover the slot it takes and lowers it to just above the highest slot it found held, both under the mutex, and a
+release only frees a slot, so the bound never leaves a held slot out: admission looks at the slots below it (a
+``flock`` each) and at most one above, not at every slot, and opens no hold file that does not exist. A header that
+is missing or unreadable (a new file, a write cut by ``kill -9``) makes the next taker look at every slot and every
+hold file, as without one.
 
 A warm instance (a sandbox process kept for one hook's or script's next runs) holds its memory between runs too:
 it takes a *memory hold* (:meth:`TenantSlots.hold_memory`) for its life, a slot file of its own that counts
@@ -55,6 +63,9 @@ MAX_MEMORY_HOLDS: Final = 256
 CACHED_TENANTS: Final = 8
 #: How often a waiting caller looks for room (each look opens the tenant's slot files once).
 POLL_SECONDS: Final = 0.02
+#: Width of each of the two numbers of the mutex file's header (decimal digits, zero-padded, a space after each).
+HEADER_DIGITS: Final = 7
+HEADER_BYTES: Final = 2 * (HEADER_DIGITS + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +104,7 @@ class _TenantFiles:
 
     def __init__(self, tenant: str, stem: Path) -> None:
         self.tenant = tenant
-        self.stem = stem
+        self.stem = str(stem)  # file names are this plus a suffix (joined as text: no Path per run)
         self.lock = threading.Lock()
         self.mutex: int | None = None
         #: Descriptors of the slot files ``.0``, ``.1``, ... and of the memory holds ``.hold0``, ... opened so far.
@@ -154,11 +165,19 @@ class TenantSlots:
             ValidationError: *memory_bytes* alone is over the tenant's total (it could never run).
             ConfigurationError: The data directory cannot hold the slot files.
         """
-        release = self._hold(tenant, memory_bytes, wait=wait, hold=False)
+        release = self.hold_run(tenant, memory_bytes=memory_bytes, wait=wait)
         try:
             yield
         finally:
             release()
+
+    def hold_run(self, tenant: str, *, memory_bytes: int, wait: bool = True) -> Callable[[], None]:
+        """Hold one of *tenant*'s run slots, reserving *memory_bytes*, until the returned function is called.
+
+        :meth:`admit` without the block (the runtime's path: no context manager per run). Waits and raises as
+        :meth:`admit` does.
+        """
+        return self._hold(tenant, memory_bytes, wait=wait, hold=False)
 
     def _check_fits(self, tenant: str, memory_bytes: int) -> None:
         limits = self.limits
@@ -264,14 +283,16 @@ class TenantSlots:
             mutex = self._opened(files)
             fcntl.flock(mutex, fcntl.LOCK_EX)  # held for microseconds; dropped by the kernel if we die holding it
             try:
-                return self._take_locked(files, memory_bytes, hold=hold)
+                return self._take_locked(files, mutex, memory_bytes, hold=hold)
             finally:
                 fcntl.flock(mutex, fcntl.LOCK_UN)
 
-    def _take_locked(self, files: _TenantFiles, memory_bytes: int, *, hold: bool) -> int:
-        self._open_holds(files)  # under the mutex: a hold file another process adds is added under it too
-        runs, held_bytes, free_run = _scan(files.runs, files.taken, take=not hold)
-        holds, hold_bytes, free = _scan(files.holds, files.held, take=hold)
+    def _take_locked(self, files: _TenantFiles, mutex: int, memory_bytes: int, *, hold: bool) -> int:
+        bound, hold_files = _read_header(mutex)
+        self._open_holds(files, hold_files)  # under the mutex: a hold file another process adds is added under it too
+        known = len(files.runs) if bound is None else min(bound, len(files.runs))
+        runs, held_bytes, free_run, top = _scan(files.runs, files.taken, take=not hold, known=known)
+        holds, hold_bytes, free, _ = _scan(files.holds, files.held, take=hold)
         held_bytes += hold_bytes
         if hold:
             fds, busy = files.holds, holds
@@ -280,11 +301,17 @@ class TenantSlots:
         try:
             if hold and free is None and len(fds) < MAX_MEMORY_HOLDS:
                 # Every hold file is held: add one (they are taken lowest first and never removed).
-                fds.append(self._open(files.stem.with_suffix(f".hold{len(fds)}")))
+                fds.append(self._open(f"{files.stem}.hold{len(fds)}"))
                 if _scan(fds[-1:], {}, take=True)[2] is not None:
                     free = len(fds) - 1
             if free is None or held_bytes + memory_bytes > self.limits.max_memory_bytes:
                 raise TenantBusyError(self._refusal(files.tenant, busy, held_bytes, memory_bytes, hold=hold))
+            if not hold:
+                top = max(top, free + 1)
+            if bound is not None and bound > known:
+                top = max(top, bound)  # held slots beyond this process's max_runs were not looked at: keep them in
+            if (top, len(files.holds)) != (bound, hold_files):
+                self._write_header(mutex, top, len(files.holds))
             # Fixed width, written in place: truncating first cost 1.6 ms a run on ext4 (freeing the block).
             os.pwrite(fds[free], b"%0*d" % (STAMP_BYTES, memory_bytes), 0)
         except BaseException:
@@ -295,28 +322,35 @@ class TenantSlots:
         (files.held if hold else files.taken)[free] = (fds[free], memory_bytes)
         return free
 
+    def _write_header(self, mutex: int, bound: int, hold_files: int) -> None:
+        try:
+            os.pwrite(mutex, _header(bound, hold_files), 0)
+        except OSError as exc:
+            raise self._unusable(exc) from None
+
     def _opened(self, files: _TenantFiles) -> int:
         """Return the tenant's mutex, with its run slot files open (again, if they were deleted since)."""
         if files.mutex is not None and os.fstat(files.mutex).st_nlink == 0:
             # The data directory was emptied under us: other processes lock the new files, so must we.
             files.drop()
         if files.mutex is None:
-            files.mutex = self._open(files.stem.with_suffix(".lock"))
+            files.mutex = self._open(f"{files.stem}.lock")
         # Every file is opened before any is locked: a file that cannot be opened (EMFILE, a full or read-only disk)
         # leaves no slot locked.
         while len(files.runs) < self.limits.max_runs:
-            files.runs.append(self._open(files.stem.with_suffix(f".{len(files.runs)}")))
+            files.runs.append(self._open(f"{files.stem}.{len(files.runs)}"))
         return files.mutex
 
-    def _open_holds(self, files: _TenantFiles) -> None:
-        """Open the tenant's memory hold files not open yet.
+    def _open_holds(self, files: _TenantFiles, count: int | None) -> None:
+        """Open the tenant's memory hold files not open yet: the header's *count* of them, or (``None``: no header)
+        every one there is.
 
-        Hold files are taken lowest first and never removed, so the look stops at the first missing one: a tenant
-        without warm instances costs one failed ``open``.
+        Hold files are taken lowest first and never removed, so a look stops at the first missing one.
         """
-        while len(files.holds) < MAX_MEMORY_HOLDS:
+        wanted = MAX_MEMORY_HOLDS if count is None else min(count, MAX_MEMORY_HOLDS)
+        while len(files.holds) < wanted:
             try:
-                fd = os.open(files.stem.with_suffix(f".hold{len(files.holds)}"), os.O_RDWR | os.O_CLOEXEC)
+                fd = os.open(f"{files.stem}.hold{len(files.holds)}", os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
                 return
             except OSError as exc:
@@ -349,7 +383,7 @@ class TenantSlots:
         # Hashed: a file name that is the same for every spelling the file system might fold (case, Unicode).
         return self.directory / hashlib.sha256(tenant.encode()).hexdigest()[:32]
 
-    def _open(self, path: Path) -> int:
+    def _open(self, path: str) -> int:
         try:
             return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except FileNotFoundError:
@@ -371,28 +405,54 @@ class TenantSlots:
         )
 
 
-def _scan(fds: list[int], mine: dict[int, tuple[int, int]], *, take: bool) -> tuple[int, int, int | None]:
-    """Return how many of the slots *fds* are held, their memory, and (with *take*) the index of a free one, locked.
+def _scan(
+    fds: list[int], mine: dict[int, tuple[int, int]], *, take: bool, known: int | None = None
+) -> tuple[int, int, int | None, int]:
+    """Return how many of the slots *fds* are held, their memory, (with *take*) the index of a free one, locked, and
+    one more than the index of the highest held.
 
-    The slots this process holds (*mine*) are counted from memory: no ``flock``, no read.
+    The slots this process holds (*mine*) are counted from memory: no ``flock``, no read. Only the first *known*
+    (all by default) are all looked at: the bound of the header says none after them is held, so after them a
+    taker looks only until it finds a free one (normally the first), and a caller that takes none not at all.
     """
-    busy, held_bytes, free = 0, 0, None
+    busy, held_bytes, free, top = 0, 0, None, 0
+    end = len(fds) if known is None else known
     for index, fd in enumerate(fds):
+        if index >= end and (free is not None or not take):
+            break
         if index in mine:
             busy += 1
             held_bytes += mine[index][1]
+            top = index + 1
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             busy += 1
             held_bytes += _stamped_bytes(fd)
+            top = index + 1
             continue
         if free is None and take:
             free = index
         else:
             fcntl.flock(fd, fcntl.LOCK_UN)
-    return busy, held_bytes, free
+    return busy, held_bytes, free, top
+
+
+def _header(bound: int, hold_files: int) -> bytes:
+    """Return the mutex file's header: the bound of the held run slots and the count of memory hold files."""
+    return b"%0*d %0*d\n" % (HEADER_DIGITS, bound, HEADER_DIGITS, hold_files)
+
+
+def _read_header(mutex: int) -> tuple[int | None, int | None]:
+    """Return the bound and hold file count of the mutex file's header, or ``(None, None)`` without a readable one."""
+    try:
+        data = os.pread(mutex, HEADER_BYTES, 0)
+        if len(data) == HEADER_BYTES:
+            return int(data[:HEADER_DIGITS]), int(data[HEADER_DIGITS + 1 : 2 * HEADER_DIGITS + 1])
+    except (OSError, ValueError):
+        pass
+    return None, None
 
 
 def _drop_all(cache: dict[str, _TenantFiles]) -> None:

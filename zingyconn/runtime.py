@@ -13,13 +13,12 @@ Every host (CLI, webhooks, task worker, console) runs snippets through :meth:`Ru
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, Final
@@ -232,7 +231,8 @@ class Runtime:
         # A warm instance holds its memory for its whole life (TenantSlots.hold_memory): its runs hold none.
         warm = isolation == "instance" and name is not None and version is not None
         # A task is not made to wait here: its worker puts it back and takes other tenants' tasks meanwhile.
-        with self._admit(tenant, memory_bytes=0 if warm else limits.memory_bytes, wait=kind != "task"):
+        release = self._admit(tenant, memory_bytes=0 if warm else limits.memory_bytes, wait=kind != "task")
+        try:
             return self._run(
                 tenant,
                 source,
@@ -249,6 +249,8 @@ class Runtime:
                 version=version,
                 warm=warm,
             )
+        finally:
+            release()
 
     def _run(
         self,
@@ -323,17 +325,14 @@ class Runtime:
             )
         return result
 
-    @contextlib.contextmanager
-    def _admit(self, tenant: str, *, memory_bytes: int, wait: bool) -> Iterator[None]:
-        """Hold one of *tenant*'s run slots for the block (:meth:`TenantSlots.admit`), ending the tenant's idle warm
-        instances first when their memory is what leaves no room."""
-        with contextlib.ExitStack() as stack:
-            try:
-                stack.enter_context(self.slots.admit(tenant, memory_bytes=memory_bytes, wait=False))
-            except TenantBusyError:
-                self._end_idle_instances(tenant)
-                stack.enter_context(self.slots.admit(tenant, memory_bytes=memory_bytes, wait=wait))
-            yield
+    def _admit(self, tenant: str, *, memory_bytes: int, wait: bool) -> Callable[[], None]:
+        """Hold one of *tenant*'s run slots (:meth:`TenantSlots.hold_run`) until the returned function is called,
+        ending the tenant's idle warm instances first when their memory is what leaves no room."""
+        try:
+            return self.slots.hold_run(tenant, memory_bytes=memory_bytes, wait=False)
+        except TenantBusyError:
+            self._end_idle_instances(tenant)
+            return self.slots.hold_run(tenant, memory_bytes=memory_bytes, wait=wait)
 
     def _hold_memory(self, tenant: str, memory_bytes: int, *, wait: bool) -> Callable[[], None]:
         """Hold *memory_bytes* of *tenant*'s memory for a warm instance's life, as :meth:`_admit` admits a run."""

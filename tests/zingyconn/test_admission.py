@@ -172,6 +172,45 @@ def test_memory_holds_count_in_a_process_that_kept_its_files_open_before_they_ex
         pass
 
 
+def test_a_slot_held_above_released_ones_still_counts_for_every_process(tmp_path: Path) -> None:
+    """Another process holds acme's slots 0-2 and releases 0 and 1: runs taken and ended here since (each moving the
+    slots' bound) still count the memory of slot 2 until it is released too."""
+    limits = TenantLimits(max_runs=4, max_memory_bytes=4 * MIB)
+    here, there = TenantSlots(tmp_path, limits), TenantSlots(tmp_path, limits)
+    releases = [there.hold_run("acme", memory_bytes=MIB, wait=False) for _ in range(3)]
+    releases[0]()
+    releases[1]()
+    for _ in range(2):
+        with here.admit("acme", memory_bytes=MIB, wait=False):
+            pass
+    with pytest.raises(TenantBusyError, match="hold 1 MiB"), here.admit("acme", memory_bytes=4 * MIB, wait=False):
+        pass
+    releases[2]()
+    with here.admit("acme", memory_bytes=4 * MIB, wait=False):
+        pass
+
+
+def test_a_process_with_fewer_slots_keeps_the_others_held_slots_counted(tmp_path: Path) -> None:
+    """A process configured with 2 runs at once admits while one with 4 holds slot 3: a third process with 4 still
+    counts slot 3 (the first did not look beyond its own two slots, so it cannot know slot 3 is free)."""
+    wide = TenantLimits(max_runs=4, max_memory_bytes=5 * MIB)
+    holder, narrow, third = (
+        TenantSlots(tmp_path, wide),
+        TenantSlots(tmp_path, TenantLimits(max_runs=2, max_memory_bytes=5 * MIB)),
+        TenantSlots(tmp_path, wide),
+    )
+    releases = [holder.hold_run("acme", memory_bytes=MIB, wait=False) for _ in range(4)]
+    for release in releases[:3]:
+        release()
+    with narrow.admit("acme", memory_bytes=MIB, wait=False):
+        pass
+    with pytest.raises(TenantBusyError, match="hold 1 MiB"), third.admit("acme", memory_bytes=5 * MIB, wait=False):
+        pass
+    releases[3]()
+    with third.admit("acme", memory_bytes=5 * MIB, wait=False):
+        pass
+
+
 def _open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
