@@ -19,6 +19,9 @@ What it guarantees:
   own: a store fault (down, locked, disk full) fails the whole batch, and each of its callers gets it; any other
   error (a constraint) fails only the write that caused it (the batch is written again one write at a time).
 - **Bounded memory.** At most :data:`MAX_QUEUED` writes wait; a caller beyond that waits for room (back-pressure).
+- **Reads that must commit.** :meth:`~GroupWriter.call` runs a function on the batch's connection and returns its
+  result once the batch committed: a compare-and-set whose answer the caller acts on (the idempotency claim) costs
+  a statement in a shared transaction instead of a transaction, and a wait for the write lock, of its own.
 - **Flushed on close.** :meth:`~GroupWriter.close` writes what is queued, then stops the thread; writes after it, or
   from inside the writer thread, use a transaction of their own.
 """
@@ -28,11 +31,11 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Executable
 
 from zingyconn.database import is_storage_fault
@@ -43,13 +46,24 @@ MAX_BATCH: Final = 64
 MAX_QUEUED: Final = 1024
 
 Statement = tuple[Executable, Mapping[str, Any]]
+_Result = TypeVar("_Result")
 
 
-@dataclass(slots=True)
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
+@dataclass(slots=True, eq=False)  # compared by identity (the stop marker), never field by field
 class _Write:
     statements: list[Statement]
-    done: threading.Event = field(default_factory=threading.Event)
+    action: Callable[[Connection], Any] | None = None
+    result: Any = None
     error: BaseException | None = None
+    #: Held until the write's transaction has ended; its caller waits by acquiring it (a lock costs a tenth of an
+    #: Event, whose condition variable is built and waited on in Python).
+    pending: threading.Lock = field(default_factory=_held_lock)
 
 
 _STOP: Final = _Write([])
@@ -67,7 +81,10 @@ class GroupWriter:
     def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH, max_queued: int = MAX_QUEUED) -> None:
         self._engine = engine
         self._max_batch = max_batch
-        self._queue: queue.Queue[_Write] = queue.Queue(maxsize=max_queued)
+        # A C queue with a semaphore for its bound: queue.Queue does the same with three condition variables in
+        # Python, a few microseconds per write.
+        self._queue: queue.SimpleQueue[_Write] = queue.SimpleQueue()
+        self._room = threading.Semaphore(max_queued)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -85,7 +102,21 @@ class GroupWriter:
         if collected is not None:
             collected.extend(statements)
             return
-        self._submit(list(statements))
+        self._submit(_Write(list(statements)))
+
+    def call(self, action: Callable[[Connection], _Result]) -> _Result:
+        """Run *action* with the connection of the next batch's transaction; return its result once that committed.
+
+        Never kept for a :meth:`together` block: the caller acts on the result, so it must be committed now. Run
+        again from the start when its batch is written again one write at a time (see the module docstring), so it
+        must only use *conn*.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: What *action* or the transaction's commit raised.
+        """
+        write = _Write([], action)
+        self._submit(write)
+        return write.result  # type: ignore[no-any-return]  # what action returned, typed by call's signature
 
     @contextlib.contextmanager
     def together(self) -> Iterator[None]:
@@ -106,7 +137,7 @@ class GroupWriter:
         finally:
             self._collecting.statements = None
             if statements:
-                self._submit(statements)
+                self._submit(_Write(statements))
 
     def close(self) -> None:
         """Write what is queued, then stop the writer thread."""
@@ -116,8 +147,7 @@ class GroupWriter:
             self._queue.put(_STOP)
             thread.join()
 
-    def _submit(self, statements: list[Statement]) -> None:
-        write = _Write(statements)
+    def _submit(self, write: _Write) -> None:
         # The writer thread itself never queues (it would wait for itself), and never takes the lock, which a caller
         # may hold while the queue is full.
         direct = threading.current_thread() is self._thread
@@ -129,13 +159,14 @@ class GroupWriter:
                         self._thread = threading.Thread(target=self._run, name="zingyconn-group-commit", daemon=True)
                         self._thread.start()
                     # Queued under the lock, so that close() puts its stop after every write it did not refuse:
-                    # a write queued behind the stop would wait for ever. Blocks while the queue is full
+                    # a write queued behind the stop would wait for ever. Waits while the queue is full
                     # (back-pressure); the writer thread drains it without the lock.
+                    self._room.acquire()
                     self._queue.put(write)
         if direct:
             self._commit([write])
         else:
-            write.done.wait()
+            write.pending.acquire()
         if write.error is not None:
             raise write.error
 
@@ -147,9 +178,11 @@ class GroupWriter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            stop = _STOP in batch
-            self._commit([write for write in batch if write is not _STOP])
-            if stop:
+            writes = [write for write in batch if write is not _STOP]
+            if writes:
+                self._room.release(len(writes))
+            self._commit(writes)
+            if len(writes) < len(batch):
                 self._commit(self._drain())
                 return
 
@@ -177,7 +210,7 @@ class GroupWriter:
                     except Exception as alone:  # noqa: BLE001  # as above
                         write.error = alone
         for write in batch:
-            write.done.set()
+            write.pending.release()
 
     def _transaction(self, batch: list[_Write]) -> None:
         # One executemany per statement object (a history upsert built once serves every run), in the order each
@@ -188,5 +221,8 @@ class GroupWriter:
             for statement, parameters in write.statements:
                 grouped.setdefault(id(statement), (statement, []))[1].append(parameters)
         with self._engine.begin() as conn:
+            for write in batch:
+                if write.action is not None:
+                    write.result = write.action(conn)
             for statement, rows in grouped.values():
                 conn.execute(statement, rows if len(rows) > 1 else rows[0])

@@ -33,6 +33,7 @@ from tests.servers import free_port, wait_for_port
 from zingyconn.catalog import Catalog
 from zingyconn.config import Settings
 from zingyconn.database import create_engine
+from zingyconn.group_commit import GroupWriter
 from zingyconn.hosts.logs import record_fields
 from zingyconn.hosts.replay import ReplayStore, StoredResponse
 from zingyconn.leases import LEASE_SECONDS, LeaseKeeper
@@ -423,13 +424,23 @@ def test_access_log_is_one_json_line_with_the_run_id(
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("writers", ["none", "one per engine", "one shared"])
 def test_idempotency_claim_is_exclusive_across_engines(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    backend: str, writers: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """Sixteen engines (as if sixteen processes) race to claim one token: exactly one wins; all see its response."""
+    """Sixteen engines (as if sixteen processes) race to claim one token: exactly one wins; all see its response.
+
+    Also when the claims go through group writers: each its own transaction per engine, or all of them statements
+    of one writer's shared transactions.
+    """
     url = f"sqlite:///{tmp_path / 'race.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
     engines = [create_engine(url) for _ in range(16)]
-    stores = [ReplayStore(engine) for engine in engines]
+    group_writers: list[GroupWriter | None] = [None] * len(engines)
+    if writers == "one per engine":
+        group_writers = [GroupWriter(engine) for engine in engines]
+    elif writers == "one shared":
+        group_writers = [GroupWriter(engines[0])] * len(engines)
+    stores = [ReplayStore(engine, writer=writer) for engine, writer in zip(engines, group_writers, strict=True)]
     barrier = threading.Barrier(len(stores))
 
     def claim(store: ReplayStore) -> bool:
@@ -445,16 +456,22 @@ def test_idempotency_claim_is_exclusive_across_engines(
     assert {store.fetch("acme", "sms", "tok") for store in stores} == {
         StoredResponse(200, "text/xml", b"<Response/>", "run_1")
     }
+    for writer in group_writers:
+        if writer is not None:
+            writer.close()
     for engine in engines:
         engine.dispose()
 
 
-def test_a_dead_claim_is_taken_over_once_and_a_live_one_never(tmp_path: Path) -> None:
+@pytest.mark.parametrize("through_writer", [False, True])
+def test_a_dead_claim_is_taken_over_once_and_a_live_one_never(tmp_path: Path, through_writer: bool) -> None:
     """A claim whose process stopped renewing its lease is taken over by exactly one retry; a renewed one is not."""
     now = [1000.0]
     keeper = LeaseKeeper(clock=lambda: now[0], every_seconds=24 * 3600)
     engine = create_engine(f"sqlite:///{tmp_path / 'stale.db'}")
-    running, retry = ReplayStore(engine, clock=lambda: now[0], keeper=keeper), ReplayStore(engine, clock=lambda: now[0])
+    writer = GroupWriter(engine) if through_writer else None
+    running = ReplayStore(engine, clock=lambda: now[0], keeper=keeper, writer=writer)
+    retry = ReplayStore(engine, clock=lambda: now[0], writer=writer)
 
     assert running.claim("acme", "sms", "tok")
     for _ in range(4):  # a run four leases long, renewed while its process lives
@@ -463,7 +480,9 @@ def test_a_dead_claim_is_taken_over_once_and_a_live_one_never(tmp_path: Path) ->
         assert not retry.claim("acme", "sms", "tok")
     now[0] += LEASE_SECONDS + 1  # the process died: seconds later, not the hook's wall limit plus a grace
     assert retry.claim("acme", "sms", "tok")
-    assert not ReplayStore(engine, clock=lambda: now[0]).claim("acme", "sms", "tok")
+    assert not ReplayStore(engine, clock=lambda: now[0], writer=writer).claim("acme", "sms", "tok")
+    if writer is not None:
+        writer.close()
 
 
 def test_zingyconn_serve_answers_hooks_and_logs_json(tmp_path: Path) -> None:

@@ -89,3 +89,37 @@ def test_writes_after_close_use_their_own_transaction(engine: sa.Engine) -> None
     writer.write(_claim("after"))
 
     assert _tokens(engine) == ["after", "before"]
+
+
+def test_a_call_returns_its_own_result_once_its_shared_transaction_committed(engine: sa.Engine) -> None:
+    """Calls and writes at once share transactions; each call gets what its function returned, committed, and a
+    call that raises fails alone."""
+    commits = []
+    sa.event.listen(engine, "commit", lambda conn: commits.append(1))
+    writer = GroupWriter(engine)
+
+    def call(n: int) -> object:
+        token = f"t{n:03d}"
+        if n % 3 == 0:
+            writer.write(_claim(token))
+            return token
+        statement, _ = _claim(token)
+
+        def insert(conn: sa.Connection) -> object:
+            if n == 7:
+                raise LookupError("refused")
+            return (conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount, token)
+
+        try:
+            return writer.call(insert)
+        except LookupError:
+            return "refused"
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(call, range(64)))
+    writer.close()
+
+    stored = [f"t{n:03d}" for n in range(64) if n != 7]
+    assert results == ["refused" if n == 7 else f"t{n:03d}" if n % 3 == 0 else (1, f"t{n:03d}") for n in range(64)]
+    assert _tokens(engine) == stored
+    assert len(commits) < len(stored)

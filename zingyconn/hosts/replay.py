@@ -13,6 +13,7 @@ when the process dies, the lease runs out within seconds and the next retry (Twi
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from zingyconn.database import upsert_insert
 from zingyconn.group_commit import GroupWriter
 from zingyconn.leases import LeaseKeeper, process_owner, shared_keeper
 from zingyconn.schema import webhook_responses
@@ -68,14 +70,39 @@ class ReplayStore:
         self._held: set[tuple[str, str, str]] = set()  # claims of this store still running: their leases renew
         self._held_lock = threading.Lock()
         self._keeper.register(self._renew)
-        # Built once with bound parameters: the group writer runs the stores of one batch as one executemany.
-        self._store_response = (
+        # Built once with bound parameters: SQLAlchemy reuses their compiled SQL, and the group writer runs the stores
+        # of one batch as one executemany. A taken token is no error (ON CONFLICT DO NOTHING inserts no row): in a
+        # batch's transaction an error would undo the other requests' writes too (and abort the whole transaction on
+        # PostgreSQL).
+        self._insert_claim = (
+            upsert_insert(engine)(webhook_responses)
+            .values(
+                tenant=sa.bindparam("key_tenant"),
+                hook=sa.bindparam("key_hook"),
+                token=sa.bindparam("key_token"),
+                state="running",
+                created_at=sa.bindparam("now"),
+                owner=sa.bindparam("owner"),
+                lease_until=sa.bindparam("lease_until"),
+            )
+            .on_conflict_do_nothing(
+                index_elements=[webhook_responses.c.tenant, webhook_responses.c.hook, webhook_responses.c.token]
+            )
+            # Whether it inserted is its row count, which SQLAlchemy reads for an INSERT only when asked to.
+            .execution_options(preserve_rowcount=True)
+        )
+        self._take_over = (
             webhook_responses.update()
             .where(
-                webhook_responses.c.tenant == sa.bindparam("key_tenant"),
-                webhook_responses.c.hook == sa.bindparam("key_hook"),
-                webhook_responses.c.token == sa.bindparam("key_token"),
+                _bound_key(),
+                webhook_responses.c.state == "running",
+                webhook_responses.c.lease_until < sa.bindparam("now"),
             )
+            .values(owner=sa.bindparam("owner"), lease_until=sa.bindparam("lease_until"))
+        )
+        self._store_response = (
+            webhook_responses.update()
+            .where(_bound_key())
             .values(
                 state="done",
                 status_code=sa.bindparam("status_code"),
@@ -88,31 +115,33 @@ class ReplayStore:
     def claim(self, tenant: str, hook: str, token: str) -> bool:
         """Try to become the one request that runs for *token*; return False if a live request already has.
 
-        A claim whose lease ran out without a response (its process died mid-run) is taken over.
+        A claim whose lease ran out without a response (its process died mid-run) is taken over. Committed when
+        this returns (with a *writer*: in its next batch, a statement in a shared transaction).
         """
-        key = _key(tenant, hook, token)
+        if self._writer is not None:
+            claimed = self._writer.call(functools.partial(self._claim, tenant=tenant, hook=hook, token=token))
+        else:
+            with self._engine.begin() as conn:
+                claimed = self._claim(conn, tenant=tenant, hook=hook, token=token)
+        if claimed:
+            with self._held_lock:
+                self._held.add((tenant, hook, token))
+        return claimed
+
+    def _claim(self, conn: sa.Connection, *, tenant: str, hook: str, token: str) -> bool:
         now = self._clock()
-        lease = {"owner": process_owner(), "lease_until": now + self._keeper.lease_seconds}
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(
-                    webhook_responses.insert().values(
-                        tenant=tenant, hook=hook, token=token, state="running", created_at=now, **lease
-                    )
-                )
-        except sa.exc.IntegrityError:
-            with self._engine.begin() as conn:
-                # Compare-and-set: of several requests that find the same stale claim, exactly one updates it.
-                taken = conn.execute(
-                    webhook_responses.update()
-                    .where(key, webhook_responses.c.state == "running", webhook_responses.c.lease_until < now)
-                    .values(**lease)
-                ).rowcount
-            if not taken:
-                return False
-        with self._held_lock:
-            self._held.add((tenant, hook, token))
-        return True
+        row = {
+            "key_tenant": tenant,
+            "key_hook": hook,
+            "key_token": token,
+            "owner": process_owner(),
+            "lease_until": now + self._keeper.lease_seconds,
+            "now": now,
+        }
+        if conn.execute(self._insert_claim, row).rowcount:
+            return True
+        # Compare-and-set: of several requests that find the same stale claim, exactly one updates it.
+        return bool(conn.execute(self._take_over, row).rowcount)
 
     def store(self, tenant: str, hook: str, token: str, response: StoredResponse) -> None:
         """Store the claimed token's response for replay (with a *writer*: in its next batch, waiting for it)."""
@@ -182,6 +211,15 @@ class ReplayStore:
                     )
                     .values(lease_until=lease_until)
                 )
+
+
+def _bound_key() -> sa.ColumnElement[bool]:
+    """The row of one token, by the bound parameters ``key_tenant``, ``key_hook`` and ``key_token``."""
+    return sa.and_(
+        webhook_responses.c.tenant == sa.bindparam("key_tenant"),
+        webhook_responses.c.hook == sa.bindparam("key_hook"),
+        webhook_responses.c.token == sa.bindparam("key_token"),
+    )
 
 
 def _key(tenant: str, hook: str, token: str) -> sa.ColumnElement[bool]:
