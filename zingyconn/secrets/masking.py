@@ -58,16 +58,18 @@ class Masker:
     """Replace every known secret (and its encodings) with :data:`MASK` in strings and JSON structures.
 
     Build one per run from the tenant's secrets plus any credentials the snippet passed; one compiled regular
-    expression does the work, so masking a large output costs one scan.
+    expression does the work, so masking a large output costs one scan. A structure is first written as JSON text and
+    searched once: one without any secret form (nearly every run's event and output) is returned as it is, without
+    walking it in Python.
 
     >>> Masker(["0123456789abcdef"]).mask({"out": "token=0123456789abcdef"})
     {'out': 'token=****'}
     """
 
-    __slots__ = ("_pattern",)
+    __slots__ = ("_json_safe", "_pattern")
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._pattern = _compile(frozenset(secret for secret in secrets if secret))
+        self._pattern, self._json_safe = _compile(frozenset(secret for secret in secrets if secret))
 
     def __bool__(self) -> bool:
         return self._pattern is not None
@@ -79,11 +81,15 @@ class Masker:
         return self._pattern.sub(MASK, text)
 
     def mask(self, value: Any) -> Any:
-        """Return a copy of the JSON-like *value* (dicts, lists, tuples, strings) with every secret masked.
+        """Return the JSON-like *value* (dicts, lists, tuples, strings) with every secret masked: a copy, or *value*
+        itself when it holds no secret.
 
         Dictionary keys are masked too; other values (numbers, ``None``, booleans) pass through unchanged.
         """
-        if self._pattern is None:
+        pattern = self._pattern
+        if pattern is None:
+            return value
+        if self._json_safe and isinstance(value, dict | list | tuple) and _no_form_in_json(pattern, value):
             return value
         return self._mask(value)
 
@@ -147,15 +153,34 @@ class _Frame:
         return self.built if self.kind is list else tuple(self.built)
 
 
+#: Writes a structure as the text :meth:`Masker.mask` searches first (non-ASCII kept as it is, as the forms have it).
+_JSON: Final = json.JSONEncoder(ensure_ascii=False)
+
+
+def _no_form_in_json(pattern: re.Pattern[str], value: dict[Any, Any] | list[Any] | tuple[Any, ...]) -> bool:
+    """Whether *value* certainly holds no secret form in any string or key: one search of its JSON text.
+
+    Only for a *pattern* whose forms have no character JSON escapes (``"``, a backslash, control characters): each
+    string is then written with every form in it unchanged, so a form in a string is a form in the text. A value JSON
+    cannot write (other objects, cycles, nesting deeper than the stack) is walked instead.
+    """
+    try:
+        text = _JSON.encode(value)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return pattern.search(text) is None
+
+
 @lru_cache(maxsize=256)
-def _compile(secrets: frozenset[str]) -> re.Pattern[str] | None:
+def _compile(secrets: frozenset[str]) -> tuple[re.Pattern[str] | None, bool]:
+    """Return the pattern of every form of *secrets*, and whether JSON writes each form unchanged (no escapes)."""
     # Cached by the set of secrets: a tenant's runs reuse one compiled pattern instead of rebuilding it per run.
     forms: set[str] = set()
     for secret in secrets:
         forms |= secret_forms(secret)
     if not forms:
-        return None
-    return re.compile(_trie_pattern(forms))
+        return None, False
+    return re.compile(_trie_pattern(forms)), all(_JSON.encode(form)[1:-1] == form for form in forms)
 
 
 def _trie_pattern(words: set[str]) -> str:

@@ -45,6 +45,55 @@ def test_mask_walks_json_structures_including_keys() -> None:
     assert masker.mask(value) == {"out": [MASK, (f"x{MASK}", 1)], MASK: None, "n": 3, "ok": True}
 
 
+def _strings(value: object) -> list[str]:
+    """Every string in the JSON-like *value*, keys included."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for key, item in value.items() for text in (*_strings(key), *_strings(item))]
+    if isinstance(value, list | tuple):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
+_SECRETS = st.text(min_size=8, max_size=24).filter(lambda s: "*" not in s)
+
+
+# Secrets with quotes, backslashes and control characters (JSON escapes them) among plain ones, each put in the
+# structure as it is and in its JSON-escaped form; no per-example deadline (the forms take a while on a busy machine).
+@settings(deadline=None)
+@given(
+    st.lists(st.one_of(_SECRETS, _SECRETS.map(lambda s: s[:4] + '"\\\x01' + s[4:])), min_size=1, max_size=3),
+    st.data(),
+)
+def test_no_secret_survives_in_any_string_of_a_structure(secrets: list[str], data: st.DataObject) -> None:
+    """Whatever structure holds them (nested dicts, lists, tuples, keys), no secret, plain or JSON-escaped, is left in
+    any of the masked structure's strings; a structure holding none comes back equal."""
+    copies = [*secrets, *(json.dumps(secret)[1:-1] for secret in secrets)]
+    texts = st.one_of(
+        st.text(max_size=10),
+        st.sampled_from(copies),
+        st.builds(str.__add__, st.text(max_size=5), st.sampled_from(copies)),
+    )
+    leaves = st.one_of(st.none(), st.integers(), texts)
+    value = data.draw(
+        st.recursive(
+            leaves,
+            lambda children: st.one_of(
+                st.lists(children, max_size=4),
+                st.tuples(children, children),
+                st.dictionaries(texts, children, max_size=4),
+            ),
+            max_leaves=12,
+        )
+    )
+    masked = Masker(secrets).mask(value)
+    found = [text for text in _strings(masked) for secret in copies if secret in text and secret not in MASK]
+    assert found == []
+    if not any(secret in text for text in _strings(value) for secret in copies):
+        assert masked == value
+
+
 def test_masker_without_secrets_changes_nothing() -> None:
     """With no secrets (or only empty ones) the masker is falsy and returns values as they are."""
     masker = Masker(["", ""])
