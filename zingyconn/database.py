@@ -10,11 +10,14 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from zingyconn.errors import ConfigurationError, StorageUnavailableError
 from zingyconn.extras import require_extra
@@ -77,6 +80,62 @@ def upsert_insert(engine: Engine) -> Any:
 
         return sqlite.insert
     raise ValueError(f"zingyconn stores data in SQLite or PostgreSQL, not {engine.dialect.name!r}.")
+
+
+class DriverStatement:
+    """A statement built once with bound parameters, compiled once for *engine*'s dialect and run by its driver.
+
+    ``conn.execute(statement, rows)`` looks the statement up in SQLAlchemy's compiled cache and builds each row's
+    parameters in general-purpose code: for a group-commit batch of history rows on SQLite, half of the writer's time
+    per row (about 27 of 53 µs; storing the row and its JSON take the rest). Here the SQL text, the order of the
+    parameters and their types' conversions (JSON to text, ...) are worked out once; a row costs one pass over them,
+    and ``exec_driver_sql`` runs them as one ``executemany``. What is stored is what ``conn.execute`` would store (the
+    same conversions), and a failure raises the same ``sqlalchemy.exc`` error (``exec_driver_sql`` wraps the driver's).
+
+    Every parameter without a value in the statement (``sa.bindparam("name")``) must be in each row; a row's other
+    keys are ignored. The row count (``rowcount``) of every execution is kept, an INSERT's too.
+
+    Raises:
+        ValueError: The statement has parameters SQLAlchemy renders per execution (an expanding ``IN``), which a
+            statement compiled once cannot hold.
+    """
+
+    def __init__(self, engine: Engine, statement: ClauseElement) -> None:
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)  # a statement (not DDL) compiles to SQL
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            raise ValueError(f"{statement} has parameters rendered per execution; execute it with conn.execute().")
+        #: The statement's SQL in the driver's parameter style.
+        self.sql: str = compiled.string
+        values = compiled.params  # the statement's own values (None for each parameter a row gives)
+        names = list(compiled.positiontup) if compiled.positional and compiled.positiontup else list(values)
+        binds = compiled.binds  # by the name in the SQL
+        self._names = tuple(names)
+        self._positional = compiled.positional
+        self._defaults = {name: values[name] for name in names if not binds[name].required}
+        self._plan = tuple((name, binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names)
+
+    def parameters(self, row: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        """Return *row* as the driver takes it: in the statement's order (or by name), each value converted.
+
+        Raises:
+            KeyError: *row* lacks a parameter the statement has no value for.
+        """
+        given = {**self._defaults, **row} if self._defaults else row
+        values = [given[name] if process is None else process(given[name]) for name, process in self._plan]
+        return tuple(values) if self._positional else dict(zip(self._names, values, strict=True))
+
+    def execute(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> CursorResult[Any]:
+        """Execute the statement once per row of *rows* on *conn* (one ``executemany`` for several)."""
+        parameters = [self.parameters(row) for row in rows]
+        return conn.exec_driver_sql(
+            self.sql, parameters if len(parameters) > 1 else parameters[0], execution_options=_KEEP_ROWCOUNT
+        )
+
+
+#: SQLAlchemy reads an INSERT's row count only when asked to (whether ON CONFLICT DO NOTHING inserted is one).
+_KEEP_ROWCOUNT: Final = {"preserve_rowcount": True}
 
 
 def create_engine(url: str, *, migrate_schema: bool = True, wait_seconds: float = 0.0) -> Engine:

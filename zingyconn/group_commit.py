@@ -11,7 +11,8 @@ What it guarantees:
   has committed, so a server killed (``kill -9``) after it answered a request loses none of that request's records.
 - **One statement, many rows.** The writes of a batch are grouped by statement object and each group runs as one
   ``executemany``: callers that pass the same statement with bound parameters (as the history and the replay store
-  do) share its compiled SQL. The writes of one batch must not depend on each other's order.
+  do, compiled once as a :class:`~zingyconn.database.DriverStatement`) share its compiled SQL. The writes of one
+  batch must not depend on each other's order.
 - **Together or not at all.** The statements of one :meth:`~GroupWriter.write`, or of one :meth:`~GroupWriter.together`
   block, commit in the same transaction: a webhook's history row and its replay record never exist one without the
   other.
@@ -38,14 +39,16 @@ from typing import Any, Final, TypeVar
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Executable
 
-from zingyconn.database import is_storage_fault
+from zingyconn.database import DriverStatement, is_storage_fault
 
 #: Writes one transaction takes at most: small enough that a batch commits in a few milliseconds.
 MAX_BATCH: Final = 64
 #: Writes waiting at most; beyond this a caller waits for room (memory stays bounded under any load).
 MAX_QUEUED: Final = 1024
 
-Statement = tuple[Executable, Mapping[str, Any]]
+#: A statement and one row of its parameters; a :class:`~zingyconn.database.DriverStatement` skips SQLAlchemy's
+#: per-row work.
+Statement = tuple[Executable | DriverStatement, Mapping[str, Any]]
 _Result = TypeVar("_Result")
 
 
@@ -216,7 +219,7 @@ class GroupWriter:
         # One executemany per statement object (a history upsert built once serves every run), in the order each
         # first appears: cheaper than a statement at a time, and writes of one batch never depend on each other's
         # order (the rows of one statement keep theirs).
-        grouped: dict[int, tuple[Executable, list[Mapping[str, Any]]]] = {}
+        grouped: dict[int, tuple[Executable | DriverStatement, list[Mapping[str, Any]]]] = {}
         for write in batch:
             for statement, parameters in write.statements:
                 grouped.setdefault(id(statement), (statement, []))[1].append(parameters)
@@ -225,4 +228,7 @@ class GroupWriter:
                 if write.action is not None:
                     write.result = write.action(conn)
             for statement, rows in grouped.values():
-                conn.execute(statement, rows if len(rows) > 1 else rows[0])
+                if isinstance(statement, DriverStatement):
+                    statement.execute(conn, rows)
+                else:
+                    conn.execute(statement, rows if len(rows) > 1 else rows[0])

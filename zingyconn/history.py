@@ -25,7 +25,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from zingyconn.database import read_only, upsert_insert
+from zingyconn.database import DriverStatement, read_only, upsert_insert
 from zingyconn.errors import NotFoundError
 from zingyconn.group_commit import GroupWriter
 from zingyconn.schema import runs
@@ -216,16 +216,19 @@ class RunHistory:
         self._usage: dict[str, tuple[float, int]] = {}  # tenant -> (measured at, stored bytes)
         self._usage_lock = threading.Lock()
         self._quota_warned: dict[str, float] = {}  # tenant -> when the log last said it is over its quota
-        # One upsert, built once with bound parameters so SQLAlchemy reuses its compiled SQL (building the
-        # statement per run cost more than running it).
+        # One upsert, built and compiled once (building the statement per run cost more than running it, and
+        # SQLAlchemy's per-row work as much as SQLite's).
         insert = upsert_insert(engine)
         columns = [runs.c[name] for name in _RECORDED_COLUMNS]  # not runs.c: later columns keep their defaults
         statement = insert(runs).values(
             {column.name: sa.bindparam(column.name, type_=column.type) for column in columns}
         )
-        self._upsert = statement.on_conflict_do_update(
-            index_elements=[runs.c.id],
-            set_={column.name: statement.excluded[column.name] for column in columns if column.name != "id"},
+        self._upsert = DriverStatement(
+            engine,
+            statement.on_conflict_do_update(
+                index_elements=[runs.c.id],
+                set_={column.name: statement.excluded[column.name] for column in columns if column.name != "id"},
+            ),
         )
 
     def record(
@@ -284,7 +287,7 @@ class RunHistory:
             self._writer.write((self._upsert, row))
         else:
             with self._engine.begin() as conn:
-                conn.execute(self._upsert, row)
+                self._upsert.execute(conn, [row])
         with self._usage_lock:
             measured_at, used = self._usage.get(tenant, (self._clock(), 0))
             self._usage[tenant] = (measured_at, used + size)

@@ -23,7 +23,7 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from zingyconn.database import upsert_insert
+from zingyconn.database import DriverStatement, upsert_insert
 from zingyconn.group_commit import GroupWriter
 from zingyconn.leases import LeaseKeeper, process_owner, shared_keeper
 from zingyconn.schema import webhook_responses
@@ -70,11 +70,12 @@ class ReplayStore:
         self._held: set[tuple[str, str, str]] = set()  # claims of this store still running: their leases renew
         self._held_lock = threading.Lock()
         self._keeper.register(self._renew)
-        # Built once with bound parameters: SQLAlchemy reuses their compiled SQL, and the group writer runs the stores
-        # of one batch as one executemany. A taken token is no error (ON CONFLICT DO NOTHING inserts no row): in a
+        # Built and compiled once, with bound parameters: the group writer runs the stores of one batch as one
+        # executemany. A taken token is no error (ON CONFLICT DO NOTHING inserts no row): in a
         # batch's transaction an error would undo the other requests' writes too (and abort the whole transaction on
         # PostgreSQL).
-        self._insert_claim = (
+        self._insert_claim = DriverStatement(
+            engine,
             upsert_insert(engine)(webhook_responses)
             .values(
                 tenant=sa.bindparam("key_tenant"),
@@ -87,20 +88,20 @@ class ReplayStore:
             )
             .on_conflict_do_nothing(
                 index_elements=[webhook_responses.c.tenant, webhook_responses.c.hook, webhook_responses.c.token]
-            )
-            # Whether it inserted is its row count, which SQLAlchemy reads for an INSERT only when asked to.
-            .execution_options(preserve_rowcount=True)
+            ),
         )
-        self._take_over = (
+        self._take_over = DriverStatement(
+            engine,
             webhook_responses.update()
             .where(
                 _bound_key(),
                 webhook_responses.c.state == "running",
                 webhook_responses.c.lease_until < sa.bindparam("now"),
             )
-            .values(owner=sa.bindparam("owner"), lease_until=sa.bindparam("lease_until"))
+            .values(owner=sa.bindparam("owner"), lease_until=sa.bindparam("lease_until")),
         )
-        self._store_response = (
+        self._store_response = DriverStatement(
+            engine,
             webhook_responses.update()
             .where(_bound_key())
             .values(
@@ -109,7 +110,7 @@ class ReplayStore:
                 media_type=sa.bindparam("media_type"),
                 body=sa.bindparam("body"),
                 run_id=sa.bindparam("run_id"),
-            )
+            ),
         )
 
     def claim(self, tenant: str, hook: str, token: str) -> bool:
@@ -138,10 +139,10 @@ class ReplayStore:
             "lease_until": now + self._keeper.lease_seconds,
             "now": now,
         }
-        if conn.execute(self._insert_claim, row).rowcount:
+        if self._insert_claim.execute(conn, [row]).rowcount:
             return True
         # Compare-and-set: of several requests that find the same stale claim, exactly one updates it.
-        return bool(conn.execute(self._take_over, row).rowcount)
+        return bool(self._take_over.execute(conn, [row]).rowcount)
 
     def store(self, tenant: str, hook: str, token: str, response: StoredResponse) -> None:
         """Store the claimed token's response for replay (with a *writer*: in its next batch, waiting for it)."""
@@ -159,7 +160,7 @@ class ReplayStore:
             self._writer.write((self._store_response, row))
             return
         with self._engine.begin() as conn:
-            conn.execute(self._store_response, row)
+            self._store_response.execute(conn, [row])
 
     def release(self, tenant: str, hook: str, token: str) -> None:
         """Give up a claim without a response (our failure, not the snippet's), so Twilio's retry runs again."""
