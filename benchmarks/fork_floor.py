@@ -9,7 +9,8 @@ Each line forks *--forks* children from a parent in a given state and waits for 
 
 - ``bare``: a ``python -I`` that imported nothing (the floor for any CPython fork server);
 - ``zygote``: a parent that preloaded what the sandbox zygote preloads (``sandbox.zygote.preload`` with the twilio
-  environment), child exits at once;
+  environment), its heap laid out and collapsed into huge pages as the zygote's (:mod:`sandbox.huge_pages`), child
+  exits at once;
 - ``zygote + warm-up``: the same, the child making the environment's warm-up runs before it exits (what a spare
   child does ahead of demand);
 
@@ -42,10 +43,15 @@ PROBE = """
 import gc, json, os, resource, sys, time
 forks, mode = int(sys.argv[1]), sys.argv[2]
 factory = None
+heap = []
 if mode != "bare":
-    from sandbox import child, zygote
+    from sandbox import child, huge_pages, zygote
+    object_memory = huge_pages.reserve_object_memory()  # as the zygote lays out its heap
     factory = zygote.preload("zingyconn.snippet.environment:environment")
+    heap = list(huge_pages.collapsible_ranges(open("/proc/self/maps").read()))
 gc.collect(); gc.freeze()
+if heap:
+    huge_pages.collapse(heap)
 read_end, write_end = os.pipe()
 before = os.times()
 for _ in range(forks):
@@ -83,12 +89,15 @@ control = [socket.socketpair() for _ in range(callers)]
 runs = [socket.socketpair() for _ in range(callers)]
 server = os.fork()
 if server == 0:
-    from sandbox import child, hardening, zygote
+    from sandbox import child, hardening, huge_pages, zygote
+    object_memory = huge_pages.reserve_object_memory()  # as the zygote lays out its heap
     factory = zygote.preload("zingyconn.snippet.environment:environment")
     statm = child.open_statm()
+    heap = list(huge_pages.collapsible_ranges(open("/proc/self/maps").read()))
     hardening.harden(enabled=True)
     server_pid = os.getpid()
     gc.collect(); gc.freeze()
+    huge_pages.collapse(heap)
     requests = [server_end for _, server_end in control]
     for caller_end, _ in control:
         caller_end.close()  # so that the callers closing theirs ends this loop

@@ -7,8 +7,9 @@ empty environment, an empty temporary working directory and only the control soc
 2. import RestrictedPython, the sandbox runtime, the allowed stdlib modules and the host's environment module, so
    that no child pays for an import;
 3. open its own ``/proc/self/statm`` (read before each fork: a child's ``RLIMIT_AS`` counts above the zygote's size;
-   Landlock closes ``/proc`` after the next step), harden itself (:mod:`sandbox.hardening`), point stdio at
-   ``/dev/null``, ``gc.freeze()`` and report ``ready``;
+   Landlock closes ``/proc`` after the next step) and read its memory map, harden itself (:mod:`sandbox.hardening`),
+   point stdio at ``/dev/null``, ``gc.freeze()``, collapse its heap into huge pages (:mod:`sandbox.huge_pages`; the
+   arenas it fills were reserved in one mapping before step 2) and report ``ready``;
 4. serve orders: ``{"t": "fork", "warm"}`` forks a child (that makes the warm-up runs if ``warm``) and passes the
    host its end of a fresh socket pair (``SCM_RIGHTS``); ``{"t": "kill", "pid", "forks", "warm"}`` SIGKILLs a live
    child (a finished run's), then forks ``forks`` replacements (one message instead of 1 + n); every child's exit is
@@ -35,10 +36,14 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from sandbox import huge_pages
 from sandbox.environment import EnvironmentFactory, load_environment_factory, load_warm_up_runs
 from sandbox.hardening import harden
 from sandbox.phase import PhaseMarker
 from sandbox.protocol import CONTROL_BYTES, send_control
+
+#: The objects that keep the arenas reserved before the imports mapped (see :mod:`sandbox.huge_pages`).
+_reserved_objects: list[bytes] = []
 
 
 def preload(environment: str | None) -> EnvironmentFactory:
@@ -177,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser = argparse.ArgumentParser(prog="python -I -m sandbox.zygote")
     parser.add_argument("--fd", type=int, required=True, help="control socket inherited from the host")
     args = parser.parse_args(argv)
+    _reserved_objects.extend(huge_pages.reserve_object_memory())  # before the imports, which fill the arenas
     control = socket.socket(fileno=args.fd)
     init = json.loads(control.recv(CONTROL_BYTES))
     sys.dont_write_bytecode = True  # children have RLIMIT_FSIZE=0; a .pyc write must not be attempted
@@ -184,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     try:
         factory = preload(init.get("environment"))
         statm_fd = importlib.import_module("sandbox.child").open_statm()
+        with open("/proc/self/maps") as maps:  # read before the hardening: Landlock leaves /proc unreadable after it
+            heap = list(huge_pages.collapsible_ranges(maps.read()))
         report = harden(enabled=bool(init.get("hardening", True)))
     except BaseException as error:  # noqa: BLE001 - reported to the host, which raises it there
         send_control(control, {"t": "error", "message": f"{type(error).__name__}: {error}"})
@@ -195,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.collect()
     gc.freeze()  # keep the pre-imported heap out of later collections so children share its pages (no COW)
+    huge_pages.collapse(heap)  # after the collection: it frees memory that would otherwise be collapsed for nothing
     zygote = Zygote(control, factory, statm_fd=statm_fd)
     send_control(control, {"t": "ready", "pid": os.getpid(), "hardening": report})
     zygote.serve()
