@@ -77,3 +77,15 @@ def test_webhook_load_quick_run_reports_rows_with_a_cpu_split(tmp_path: Path) ->
     assert isolated["child"] > 0  # the children the zygote reaped
     assert rows[("ceiling", True)]["cpu_ms_per_request"]["child"] == 0  # nothing forked
     assert "missed" in rows[("run", True)]
+
+
+def test_runtime_host_quick_run_prints_every_row() -> None:
+    """One quick run of the host's part of a run: the baseline and both runtime rows, these with a CPU figure."""
+    argv = [sys.executable, str(ROOT / "benchmarks" / "runtime_host.py"), "--runs", "64", "--rounds", "1"]
+    result = subprocess.run([*argv, "--threads", "4"], capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    rows = {line[:20].strip(): line[20:].split() for line in result.stdout.splitlines()[2:]}
+    assert set(rows) == {"sandbox alone", "run, not recorded", "run, recorded"}
+    assert float(rows["run, not recorded"][0]) > 0
+    assert float(rows["run, recorded"][0]) > 0
