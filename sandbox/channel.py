@@ -118,6 +118,89 @@ def _recv_exactly(sock: socket.socket, size: int, deadline: float | None) -> byt
     return bytes(buffer)
 
 
+#: ``struct timeval``, as ``SO_RCVTIMEO`` and ``SO_SNDTIMEO`` take it.
+_TIMEVAL: Final = struct.Struct("@ll")
+
+#: What :class:`PeerReader` asks the kernel for at once: most frames, header and body, in one ``recv``.
+_READ_BYTES: Final = 16 * 1024
+
+
+class PeerReader:
+    """The host's end of one child's channel, read and written by a deadline with as few system calls as possible.
+
+    Every system call that may block releases the GIL, and a server's other threads wait for it: each release
+    hands the GIL to one of them and back, two context switches on a loaded host. So the socket stays in blocking
+    mode and the kernel enforces the deadline (``SO_RCVTIMEO``/``SO_SNDTIMEO``, set without releasing the GIL):
+    a frame is one ``recv`` where :func:`recv_body` with a timeout makes six calls (``ioctl``, ``poll`` and ``recv``
+    for the header, again for the body).
+
+    The child sends one frame and then waits for the host, so one read never holds the start of a next frame: a
+    read that does is the child breaking the protocol (``ValueError``, as for a malformed frame).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        if sock.gettimeout() is not None:  # a Python-level timeout would poll() before every call again
+            sock.settimeout(None)
+
+    def send(self, data: bytes, *, deadline: float) -> None:
+        """Send *data* whole by *deadline* (``time.monotonic()``).
+
+        Raises:
+            TimeoutError: The deadline passed before the child took it all.
+            OSError: The channel is broken (the child died).
+        """
+        view, sent = memoryview(data), 0
+        while sent < len(data):  # not sendall(): each send() may wait the whole timeout, so it is set again each time
+            self._set_timeout(socket.SO_SNDTIMEO, deadline)
+            try:
+                sent += self._sock.send(view[sent:])
+            except BlockingIOError:  # SO_SNDTIMEO passed: the deadline did, unless the clocks disagree slightly
+                continue
+
+    def recv_body(self, *, max_bytes: int, deadline: float) -> bytes:
+        """Read one frame by *deadline* and return its body (same errors as :func:`recv_body`).
+
+        Raises:
+            ValueError: The child sent more than one frame at once.
+        """
+        buffer = bytearray(_READ_BYTES)
+        received = self._recv_into(memoryview(buffer), deadline)
+        while received < _HEADER.size:
+            received += self._recv_into(memoryview(buffer)[received:], deadline)
+        (size,) = _HEADER.unpack_from(buffer)
+        if size > max_bytes:
+            raise FrameTooLargeError(f"A frame of {size} bytes is over the cap of {max_bytes} bytes.")
+        end = _HEADER.size + size
+        if received > end:
+            raise ValueError("The child sent more than one frame before the host answered.")
+        if end > len(buffer):
+            buffer.extend(bytes(end - len(buffer)))
+        view = memoryview(buffer)
+        while received < end:
+            received += self._recv_into(view[received:end], deadline)
+        return bytes(view[_HEADER.size : end])
+
+    def _recv_into(self, view: memoryview, deadline: float) -> int:
+        while True:
+            self._set_timeout(socket.SO_RCVTIMEO, deadline)
+            try:
+                count = self._sock.recv_into(view)
+            except BlockingIOError:  # SO_RCVTIMEO passed: the deadline did, unless the clocks disagree slightly
+                continue
+            if count == 0:
+                raise ChannelClosedError("The other end closed the channel.")
+            return count
+
+    def _set_timeout(self, option: int, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("The deadline passed while sending or waiting for a frame.")
+        seconds = int(remaining)
+        micros = max(1, int((remaining - seconds) * 1_000_000))  # never 0: a zero timeval means no timeout at all
+        self._sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(seconds, micros))
+
+
 class HostRequests:
     """The child's side of the channel: the :class:`~sandbox.environment.HostChannel` a run's environment uses.
 

@@ -98,33 +98,81 @@ class ProcessState:
     descriptors: int | None  # None when /proc/<pid>/fd is not readable (a non-root host, a non-dumpable child)
 
 
-def read_state(pid: int) -> ProcessState | None:
-    """Return *pid*'s :class:`ProcessState`, or None when it is gone or ``/proc`` cannot be read.
+class StateReader:
+    """Reads one process's :class:`ProcessState` through descriptors of its ``/proc`` files, opened once.
 
-    Read on every run of an instance, on its caller's latency: raw ``os`` calls and byte searches take about 30 µs
-    where a file object and a dict of every line take 70.
+    Read on every run of an instance, on its caller's latency: a ``pread`` of the kept ``status`` descriptor and an
+    ``fstat`` of the kept ``fd`` directory are two system calls where opening, reading and listing both by path took
+    a dozen, each releasing the GIL to the server's other threads and waiting to get it back. A kept descriptor also
+    names the process itself, never a later one given its pid: once it has exited every read fails.
     """
-    try:
-        fd = os.open(b"/proc/%d/status" % pid, os.O_RDONLY | os.O_CLOEXEC)
+
+    def __init__(self, pid: int) -> None:
+        """Open *pid*'s ``/proc`` files (raises OSError when it is gone or ``/proc`` cannot be read)."""
+        self._status = os.open(b"/proc/%d/status" % pid, os.O_RDONLY | os.O_CLOEXEC)
+        self._fds: int | None = None
+        self._sized_listing = False
         try:
-            status = os.read(fd, 16384)
-        finally:
-            os.close(fd)
+            fds = os.open(b"/proc/%d/fd" % pid, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:  # not readable: a non-root host, a non-dumpable child
+            return
+        try:
+            listed, size = len(os.listdir(fds)), os.fstat(fds).st_size
+        except OSError:
+            os.close(fds)
+            return
+        self._fds = fds
+        # Linux 6.2 and later give the count as the directory's size (older kernels 0): compared at the baseline,
+        # when the child waits for the host and its descriptors stay as they are.
+        self._sized_listing = listed > 0 and size == listed
 
-        def field(name: bytes) -> bytes:
-            start = status.index(name) + len(name)
-            return status[start : status.index(b"\n", start)].strip()
+    def read(self) -> ProcessState | None:
+        """Return the process's state now, or None when it is gone or its state cannot be read."""
+        try:
+            status = os.pread(self._status, 16384, 0)
 
-        threads = int(field(b"\nThreads:"))
-        resident_bytes = int(field(b"\nVmRSS:").split()[0]) * 1024
-        signals = (field(b"\nSigBlk:"), field(b"\nSigIgn:"), field(b"\nSigCgt:"))
-    except (OSError, ValueError, IndexError):
-        return None
+            def field(name: bytes) -> bytes:
+                start = status.index(name) + len(name)
+                return status[start : status.index(b"\n", start)].strip()
+
+            threads = int(field(b"\nThreads:"))
+            resident_bytes = int(field(b"\nVmRSS:").split()[0]) * 1024
+            signals = (field(b"\nSigBlk:"), field(b"\nSigIgn:"), field(b"\nSigCgt:"))
+        except (OSError, ValueError, IndexError):
+            return None
+        descriptors: int | None = None
+        if self._fds is not None:
+            try:
+                descriptors = self._count_descriptors(self._fds)
+            except OSError:
+                return None  # readable before its first run: an unreadable listing now is a changed process
+        return ProcessState(threads, resident_bytes, signals, descriptors)
+
+    def _count_descriptors(self, fds: int) -> int:
+        # One fstat() where it gives the count, instead of a listing whose every readdir() releases the GIL.
+        if self._sized_listing:
+            return os.fstat(fds).st_size
+        return len(os.listdir(fds))
+
+    def close(self) -> None:
+        """Close the kept descriptors."""
+        for fd in (self._status, self._fds):
+            if fd is not None:
+                os.close(fd)
+        self._fds = None
+
+
+def read_state(pid: int) -> tuple[StateReader, ProcessState] | None:
+    """Open a :class:`StateReader` of *pid* and read its state; None when it is gone or ``/proc`` cannot be read."""
     try:
-        descriptors: int | None = len(os.listdir(b"/proc/%d/fd" % pid))
+        reader = StateReader(pid)
     except OSError:
-        descriptors = None
-    return ProcessState(threads, resident_bytes, signals, descriptors)
+        return None
+    state = reader.read()
+    if state is None:
+        reader.close()
+        return None
+    return reader, state
 
 
 def changed_since(before: ProcessState, after: ProcessState | None, policy: InstancePolicy) -> str | None:
@@ -150,6 +198,7 @@ class Instance:
     key: PoolKey
     child: ChildProcess
     baseline: ProcessState | None = None  # read when it reports ready, before its first snippet code runs
+    reader: StateReader | None = None  # reads its state after each run (opened with the baseline's read)
     release: Callable[[], object] | None = None  # ends the host's hold for it (see Hold)
     runs: int = 0
     last_used: float = field(default_factory=time.monotonic)
@@ -159,15 +208,29 @@ class Instance:
         """Process id of the instance's child."""
         return self.child.pid
 
+    def read_baseline(self) -> None:
+        """Read the state the instance must keep (when it reports ready, before any snippet code ran in it)."""
+        found = read_state(self.pid)
+        if found is not None:
+            self.reader, self.baseline = found
+
+    def close_reader(self) -> None:
+        """Close the descriptors that read its state (when it ends, or is not kept after its first run)."""
+        reader, self.reader = self.reader, None
+        if reader is not None:
+            reader.close()
+
     @property
     def usable(self) -> bool:
         """False once the child exited or its zygote died (it then cannot serve another run)."""
-        return not self.child.exited.is_set() and self.child.zygote.alive
+        # Checked on every run, under the pool's lock: no system call (which would release the GIL while holding it).
+        return not self.child.exited.is_set() and self.child.zygote.reported_alive
 
     def close(self) -> None:
         """Kill the instance's process (through its zygote) and release the host's hold for it."""
         self.child.sock.close()
         self.child.kill()
+        self.close_reader()
         release, self.release = self.release, None
         if release is not None:
             try:
@@ -188,13 +251,19 @@ class Placement(enum.Enum):
     TIMED_OUT = "timed out"
 
 
+#: What a waiting run leaves for the run that hands it an instance: a call that starts the waiting run on that
+#: instance at once (sends its order), returning False when it could not (the instance is then recycled).
+Starter = Callable[[Instance], bool]
+
+
 class _Waiter:
     """A run waiting for an instance of its key: the pool hands it one (or a place to start one) directly."""
 
-    __slots__ = ("grant", "wake")
+    __slots__ = ("grant", "start", "wake")
 
-    def __init__(self) -> None:
+    def __init__(self, start: Starter | None) -> None:
         self.grant: Instance | Placement | None = None
+        self.start = start
         self.wake = threading.Lock()
         self.wake.acquire()  # released by whoever grants; the waiter blocks acquiring it again
 
@@ -241,13 +310,17 @@ class InstancePool:
             instance.close()
         return found
 
-    def acquire(self, key: PoolKey, *, deadline: float) -> Instance | Placement:
+    def acquire(self, key: PoolKey, *, deadline: float, start: Starter | None = None) -> Instance | Placement:
         """Return an idle instance of *key*, or the :class:`Placement` that says what the run does instead.
 
         A key with ``max_per_key`` instances, all running, makes the run wait until one is handed back (or ended,
         which gives the waiting run its place), first come first served, until *deadline* (``time.monotonic()``).
+        An instance handed back to a waiting run is first given to *start*, in the thread that hands it back: the
+        instance then works on the waiting run while its thread wakes up (which can take a while on a busy host),
+        and the instance this returns has started the run.
         """
         evicted: Instance | None = None
+        waiter: _Waiter | None = None
         with self._lock:
             found, doomed = self._take_idle(key)
             if found is not None or self._closed:
@@ -255,27 +328,23 @@ class InstancePool:
             elif self._per_key.get(key, 0) < self.policy.max_per_key:
                 grant, evicted = self._reserve(key)
             else:
-                waiter = _Waiter()
+                waiter = _Waiter(start)
                 self._waiters.setdefault(key, collections.deque()).append(waiter)
-                grant = Placement.TIMED_OUT
         for instance in [*doomed, *([evicted] if evicted is not None else [])]:
             instance.close()
-        if grant is not Placement.TIMED_OUT:
+        if waiter is None:
             return grant
-        return self._wait(key, waiter, deadline)
-
-    def _wait(self, key: PoolKey, waiter: _Waiter, deadline: float) -> Instance | Placement:
-        waiter.wake.acquire(timeout=max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            grant = waiter.grant
-            if grant is None:  # timed out, never granted: leave the line
+        if not waiter.wake.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            with self._lock:
                 line = self._waiters.get(key)
-                if line is not None and waiter in line:
+                if line is not None and waiter in line:  # never granted: leave the line
                     line.remove(waiter)
                     if not line:
                         del self._waiters[key]
-                return Placement.TIMED_OUT
-        return grant
+                    return Placement.TIMED_OUT
+            waiter.wake.acquire()  # taken from the line by a run handing an instance back: its grant comes at once
+        assert waiter.grant is not None  # set before wake was released
+        return waiter.grant
 
     def unreserve(self, key: PoolKey) -> None:
         """Give back a :data:`Placement.START` that did not become an instance (to the first waiting run, if any)."""
@@ -283,19 +352,28 @@ class InstancePool:
             self._free_place(key)
 
     def put_back(self, instance: Instance) -> None:
-        """Make *instance* ready for its key's next run: the first waiting run gets it, or it goes idle."""
+        """Make *instance* ready for its key's next run: the first waiting run gets it (started), or it goes idle."""
         instance.last_used = time.monotonic()
         with self._lock:
-            if not self._closed:
+            if self._closed:
+                self._forget(instance.key, 1)
+                waiter = None
+            else:
                 waiter = self._next_waiter(instance.key)
-                if waiter is not None:
-                    waiter.grant = instance
-                    waiter.wake.release()
-                else:
+                if waiter is None:
                     self._idle[instance] = None
-                return
-            self._forget(instance.key, 1)
-        instance.close()
+                    return
+        if waiter is None:
+            instance.close()
+            return
+        # Outside the lock: starting the waiting run is a system call.
+        if waiter.start is None or waiter.start(instance):
+            waiter.grant = instance
+        else:  # it did not take the order: recycled, and its place goes to the waiting run
+            _LOGGER.debug("Sandbox instance %d recycled: it did not take a run's order.", instance.pid)
+            instance.close()
+            waiter.grant = Placement.START
+        waiter.wake.release()
 
     def discard(self, instance: Instance, why: str) -> None:
         """Recycle *instance*: kill its process and free its place (the first waiting run of its key gets it)."""

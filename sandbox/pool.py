@@ -155,6 +155,12 @@ class ZygoteProcess:
         """False once the zygote died or was closed (checked on the process too, ahead of the reader thread)."""
         return self._alive and self.process.poll() is None
 
+    @property
+    def reported_alive(self) -> bool:
+        """False once the reader thread saw the zygote's control socket close (no system call, unlike :attr:`alive`:
+        for checks made on every run, whose children die with the zygote and fail their run anyway)."""
+        return self._alive
+
     def order(self, message: dict[str, Any] | bytes) -> None:
         """Send one order (a message, or one already encoded); a dead zygote is noticed by the reader thread."""
         try:

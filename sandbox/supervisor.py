@@ -31,10 +31,10 @@ from sandbox.channel import (
     REQUEST_BYTES,
     ChannelClosedError,
     FrameTooLargeError,
+    PeerReader,
     encode_frame,
     encode_json,
     frame_body,
-    recv_body,
 )
 from sandbox.compiler import CompiledSnippet, compile_snippet
 from sandbox.environment import JSON
@@ -58,7 +58,6 @@ from sandbox.instance import (
     Placement,
     PoolKey,
     changed_since,
-    read_state,
 )
 from sandbox.limits import Limits
 from sandbox.output import MAX_RESULT_DEPTH
@@ -326,9 +325,21 @@ class Sandbox:
         limits = run.limits
         # The wait for an instance counts against the run's wall-clock limit: the caller waits no longer in all.
         deadline = time.monotonic() + limits.wall_seconds
-        placement = self._instances.acquire(key, deadline=deadline)
+        order = run.order()
+        started_on: list[Instance] = []
+
+        def start(instance: Instance) -> bool:
+            """Send this run's order to *instance* (called by the run handing it back, when this one waits)."""
+            try:
+                PeerReader(instance.child.sock).send(order, deadline=deadline)
+            except OSError:  # TimeoutError too: a child that does not take its order is not kept
+                return False
+            started_on.append(instance)
+            return True
+
+        placement = self._instances.acquire(key, deadline=deadline, start=start)
         if isinstance(placement, Instance):
-            return self._run_instance(placement, run, deadline)
+            return self._run_instance(placement, run, deadline, None if placement in started_on else order)
         if placement is Placement.TIMED_OUT:
             message = (
                 f"No warm instance of this script came free within the run's wall-clock limit of "
@@ -347,7 +358,7 @@ class Sandbox:
             if placement is Placement.START:
                 result, kept = self._start_instance(key, run, release, deadline)
                 return result
-            return self._run_fresh(run.order(), limits, run.on_request, run.on_started, run.started)
+            return self._run_fresh(order, limits, run.on_request, run.on_started, run.started)
         finally:
             if not kept and release is not None:
                 release()
@@ -385,20 +396,24 @@ class Sandbox:
             self._instances.unreserve(key)
             return _failed(WorkerCrashedError, "No sandbox child process could be started.", started), False
         instance = Instance(key=key, child=child)
-
-        def read_baseline() -> None:
-            instance.baseline = read_state(child.pid)
-
         kept = False
         try:
             result, answered = self._converse(
-                child, order, run.limits, run.on_request, run.on_started, started, read_baseline, deadline=deadline
+                child,
+                order,
+                run.limits,
+                run.on_request,
+                run.on_started,
+                started,
+                instance.read_baseline,
+                deadline=deadline,
             )
             instance.runs = 1
             kept = self._recycle_reason(instance, result, answered) is None
         finally:
             if not kept:
                 self._instances.unreserve(key)
+                instance.close_reader()
                 child.sock.close()
                 child.finish()  # it was a spare until now: its replacement is ordered as for any run
         if kept:
@@ -407,11 +422,12 @@ class Sandbox:
             self._instances.put_back(instance)
         return result, kept
 
-    def _run_instance(self, instance: Instance, run: _Run, deadline: float) -> RunResult:
-        """Run in an idle instance taken from the pool, by *deadline*; put it back or recycle it."""
+    def _run_instance(self, instance: Instance, run: _Run, deadline: float, order: bytes | None) -> RunResult:
+        """Run *order* (None: already sent) in an instance taken from the pool, by *deadline*; put it back or
+        recycle it."""
         try:
             result, answered = self._converse(
-                instance.child, run.order(), run.limits, run.on_request, run.on_started, run.started, deadline=deadline
+                instance.child, order, run.limits, run.on_request, run.on_started, run.started, deadline=deadline
             )
         except BaseException:
             self._instances.discard(instance, "the run was interrupted")
@@ -428,13 +444,13 @@ class Sandbox:
         """Return why *instance* must not serve another run after *result* (None when it may)."""
         if not answered:
             return "the run ended without a result from it"
-        if instance.baseline is None:
+        if instance.baseline is None or instance.reader is None:
             return "its state could not be read before its first run"
         if result.error is not None and not any(result.error.is_a(survives) for survives in _INSTANCE_SURVIVES):
             return f"the run failed with {result.error.type}"
         if instance.runs >= self._instances.policy.max_runs:
             return f"it served {instance.runs} runs"
-        return changed_since(instance.baseline, read_state(instance.pid), self._instances.policy)
+        return changed_since(instance.baseline, instance.reader.read(), self._instances.policy)
 
     async def run_async(
         self,
@@ -468,7 +484,7 @@ class Sandbox:
     def _converse(
         self,
         child: ChildProcess,
-        order: bytes,
+        order: bytes | None,
         limits: Limits,
         on_request: RequestHandler | None,
         on_started: Callable[[], object] | None,
@@ -479,21 +495,28 @@ class Sandbox:
     ) -> tuple[RunResult, bool]:
         """Carry out one run's conversation with *child*; return its result and whether the child sent it.
 
+        *order* is None when it was sent already (an instance handed from one run to the next, see
+        :meth:`InstancePool.acquire`).
+
         *on_ready* is called when a child becoming an instance reports it is set up, before its first snippet runs.
         *deadline* (``time.monotonic()``) is when the wall-clock limit passes (default: its length from now).
         """
         if deadline is None:
             deadline = time.monotonic() + limits.wall_seconds
         requests = 0
+        peer = PeerReader(child.sock)
         try:
-            child.sock.sendall(order)
+            if order is not None:
+                peer.send(order, deadline=deadline)
+        except TimeoutError:
+            return self._timed_out(limits, started), False
         except OSError:
             return self._death(child, limits, started), False
         if on_started is not None:
             on_started()  # outside the try below: its exceptions are the caller's, not a child's failure
         try:
             while True:
-                body = recv_body(child.sock, max_bytes=result_frame_bytes(limits), deadline=deadline)
+                body = peer.recv_body(max_bytes=result_frame_bytes(limits), deadline=deadline)
                 frame = _parse_frame(body)
                 if not isinstance(frame, dict):
                     raise ValueError("a frame must be a JSON object")
@@ -502,7 +525,7 @@ class Sandbox:
                 if frame.get("t") == "ready" and on_ready is not None:  # an instance's, before any snippet code ran
                     on_ready()
                     on_ready = None
-                    child.sock.sendall(_GO)
+                    peer.send(_GO, deadline=deadline)
                     continue
                 if frame.get("t") != "request" or len(body) > REQUEST_BYTES:
                     message = "The sandbox child process sent a request that is not allowed."
@@ -516,16 +539,19 @@ class Sandbox:
                         "stopped."
                     )
                     return _failed(QuotaExceededError, message, started), False
-                child.sock.sendall(self._answer(frame, requests, limits, on_request))
+                peer.send(self._answer(frame, requests, limits, on_request), deadline=deadline)
         except TimeoutError:
-            message = f"The snippet ran longer than its wall-clock limit of {limits.wall_seconds:g} s."
-            return _failed(TimeLimitExceededError, message, started), False
+            return self._timed_out(limits, started), False
         except FrameTooLargeError:
             return _failed(OutputLimitExceededError, "The run's output and result are over their caps.", started), False
         except (ChannelClosedError, OSError):
             return self._death(child, limits, started), False
         except ValueError:
             return _failed(WorkerCrashedError, "The sandbox child process sent a malformed frame.", started), False
+
+    def _timed_out(self, limits: Limits, started: float) -> RunResult:
+        message = f"The snippet ran longer than its wall-clock limit of {limits.wall_seconds:g} s."
+        return _failed(TimeLimitExceededError, message, started)
 
     def _answer(self, frame: dict[str, Any], requests: int, limits: Limits, on_request: RequestHandler | None) -> bytes:
         """Return the answer frame to one request (the handler runs here, in the caller's thread)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +17,7 @@ from sandbox.channel import (
     ChannelClosedError,
     FrameTooLargeError,
     HostRequests,
+    PeerReader,
     encode_frame,
     recv_frame,
     send_frame,
@@ -66,6 +69,76 @@ def test_closed_peer_is_reported(pair: tuple[socket.socket, socket.socket]) -> N
 
     with pytest.raises(ChannelClosedError):
         recv_frame(pair[1], max_bytes=1024)
+
+
+@pytest.mark.parametrize("size", [10, 100_000], ids=["one-read", "many-reads"])
+def test_the_host_reads_a_frame_of_any_size(pair: tuple[socket.socket, socket.socket], size: int) -> None:
+    """PeerReader returns the body of a small frame (one read) and of one larger than a read (several)."""
+    message = {"t": "result", "text": "x" * size}
+    pair[0].sendall(encode_frame(message))
+
+    body = PeerReader(pair[1]).recv_body(max_bytes=1 << 20, deadline=time.monotonic() + 5)
+
+    assert json.loads(body) == message
+
+
+def test_the_host_reads_a_frame_sent_in_pieces(pair: tuple[socket.socket, socket.socket]) -> None:
+    """A frame whose header and body arrive apart is still read whole."""
+    frame = encode_frame({"t": "result"})
+
+    def send_slowly() -> None:
+        for piece in (frame[:2], frame[2:7], frame[7:]):
+            time.sleep(0.05)
+            pair[0].sendall(piece)
+
+    sender = threading.Thread(target=send_slowly)
+    sender.start()
+    body = PeerReader(pair[1]).recv_body(max_bytes=1024, deadline=time.monotonic() + 5)
+    sender.join()
+
+    assert json.loads(body) == {"t": "result"}
+
+
+def test_the_host_gives_up_at_the_deadline(pair: tuple[socket.socket, socket.socket]) -> None:
+    """With no frame (or half of one) by the deadline, PeerReader raises TimeoutError about then."""
+    pair[0].sendall(encode_frame({"t": "result"})[:6])
+    started = time.monotonic()
+
+    with pytest.raises(TimeoutError):
+        PeerReader(pair[1]).recv_body(max_bytes=1024, deadline=started + 0.2)
+
+    assert 0.15 < time.monotonic() - started < 1.0
+
+
+def test_the_host_refuses_a_second_frame_sent_without_waiting(pair: tuple[socket.socket, socket.socket]) -> None:
+    """A child that sends two frames at once breaks the protocol: ValueError (a malformed frame)."""
+    pair[0].sendall(encode_frame({"t": "request"}) + encode_frame({"t": "result"}))
+
+    with pytest.raises(ValueError, match="more than one frame"):
+        PeerReader(pair[1]).recv_body(max_bytes=1024, deadline=time.monotonic() + 5)
+
+
+def test_the_host_sees_a_closed_child_and_a_frame_over_its_cap(pair: tuple[socket.socket, socket.socket]) -> None:
+    """PeerReader raises FrameTooLargeError for a frame over the cap and ChannelClosedError once the child hung
+    up."""
+    reader = PeerReader(pair[1])
+    pair[0].sendall(encode_frame("x" * 100))
+    with pytest.raises(FrameTooLargeError):
+        reader.recv_body(max_bytes=50, deadline=time.monotonic() + 5)
+
+    pair[0].close()
+    with pytest.raises(ChannelClosedError):
+        PeerReader(pair[1]).recv_body(max_bytes=1024, deadline=time.monotonic() + 5)
+
+
+def test_the_host_stops_sending_at_the_deadline(pair: tuple[socket.socket, socket.socket]) -> None:
+    """A child that does not read its order makes PeerReader.send raise TimeoutError at the deadline, not hang."""
+    started = time.monotonic()
+
+    with pytest.raises(TimeoutError):
+        PeerReader(pair[1]).send(b"x" * (64 << 20), deadline=started + 0.2)
+
+    assert time.monotonic() - started < 2.0
 
 
 def test_child_channel_refuses_requests_until_the_order_sets_the_cap(
