@@ -10,7 +10,8 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -93,7 +94,8 @@ class DriverStatement:
     same conversions), and a failure raises the same ``sqlalchemy.exc`` error (``exec_driver_sql`` wraps the driver's).
 
     Every parameter without a value in the statement (``sa.bindparam("name")``) must be in each row; a row's other
-    keys are ignored. The row count (``rowcount``) of every execution is kept, an INSERT's too.
+    keys are ignored. A JSON parameter may be given as :class:`EncodedJSON` (its text is written as it is). The row
+    count (``rowcount``) of every execution is kept, an INSERT's too.
 
     Raises:
         ValueError: The statement has parameters SQLAlchemy renders per execution (an expanding ``IN``), which a
@@ -114,7 +116,7 @@ class DriverStatement:
         self._names = tuple(names)
         self._positional = compiled.positional
         self._defaults = {name: values[name] for name in names if not binds[name].required}
-        self._plan = tuple((name, binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names)
+        self._plan = tuple((name, _bind_processor(binds[name].type, dialect)) for name in names)
 
     def parameters(self, row: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         """Return *row* as the driver takes it: in the statement's order (or by name), each value converted.
@@ -132,6 +134,32 @@ class DriverStatement:
         return conn.exec_driver_sql(
             self.sql, parameters if len(parameters) > 1 else parameters[0], execution_options=_KEEP_ROWCOUNT
         )
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedJSON:
+    """A JSON column's value already encoded, as SQLAlchemy would encode it (``json.dumps``): a
+    :class:`DriverStatement` writes the text as it is instead of encoding the value a second time.
+
+    Attributes:
+        text: The JSON text.
+    """
+
+    text: str
+
+
+def _bind_processor(type_: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> Callable[[Any], Any] | None:
+    """What SQLAlchemy converts a value of *type_* with for *dialect*'s driver; a JSON type's passes
+    :class:`EncodedJSON` through as its text."""
+    process = type_.dialect_impl(dialect).bind_processor(dialect)
+    if process is None or not isinstance(type_, sa.JSON):
+        return process
+    encode = process
+
+    def encoded_or_encode(value: Any) -> Any:
+        return value.text if isinstance(value, EncodedJSON) else encode(value)
+
+    return encoded_or_encode
 
 
 #: SQLAlchemy reads an INSERT's row count only when asked to (whether ON CONFLICT DO NOTHING inserted is one).

@@ -25,7 +25,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from zingyconn.database import DriverStatement, read_only, upsert_insert
+from zingyconn.database import DriverStatement, EncodedJSON, read_only, upsert_insert
 from zingyconn.errors import NotFoundError
 from zingyconn.group_commit import GroupWriter
 from zingyconn.schema import runs
@@ -96,18 +96,24 @@ _MEASURE: Final = json.JSONEncoder(ensure_ascii=False, default=str)
 
 def _bounded(value: Any) -> tuple[Any, int]:
     """Return :func:`cap_value` of *value* and the length of its JSON text (what it takes in the store)."""
+    capped, length, _ = _bounded_json(value)
+    return capped, length
+
+
+def _bounded_json(value: Any) -> tuple[Any, int, str | None]:
+    """Return :func:`_bounded` of *value* and the JSON text of what it returns (None when a marker replaced it)."""
     try:
         text = _MEASURE.encode(value)
         if len(text) <= MAX_STRING_CHARS:  # no string inside can be longer: nothing to cap (the common case)
-            return value, len(text)
+            return value, len(text), text
         capped = _cap_strings(value)
         text = _MEASURE.encode(capped)
     except RecursionError:  # nested deeper than Python's stack: the run is still recorded, without this field
-        return {"truncated": TOO_DEEP_MARKER}, len(TOO_DEEP_MARKER) + 20
+        return {"truncated": TOO_DEEP_MARKER}, len(TOO_DEEP_MARKER) + 20, None
     if len(text) <= MAX_FIELD_CHARS:
-        return capped, len(text)
+        return capped, len(text), text
     preview = {"truncated": truncation_marker(len(text) - MAX_FIELD_CHARS), "preview": text[:MAX_FIELD_CHARS]}
-    return preview, MAX_FIELD_CHARS + 100
+    return preview, MAX_FIELD_CHARS + 100, None
 
 
 def _cap_strings(value: Any) -> Any:
@@ -278,11 +284,11 @@ class RunHistory:
             "source": None if source is None else source.replace("\x00", NUL_REPLACEMENT),
             "version": version,
         }
-        size = self._bound(values)
+        size, encoded = self._bound(values)
         if self._usage_of(tenant) + size > self.quota_bytes:
             values.update(self._outline(tenant, values))
-            size = self._bound(values)
-        row = {"id": run_id, **values, "stored_bytes": size}
+            size, encoded = self._bound(values)
+        row = {"id": run_id, **values, **encoded, "stored_bytes": size}
         if self._writer is not None:
             self._writer.write((self._upsert, row))
         else:
@@ -293,18 +299,27 @@ class RunHistory:
             self._usage[tenant] = (measured_at, used + size)
 
     @staticmethod
-    def _bound(values: dict[str, Any]) -> int:
-        """Cap the payload fields of *values* in place; return how many bytes they take in the store."""
+    def _bound(values: dict[str, Any]) -> tuple[int, dict[str, EncodedJSON]]:
+        """Cap the payload fields of *values* in place; return how many bytes they take in the store, and the
+        fields whose JSON text, from measuring them, is what the store writes (so it is not encoded a second time).
+
+        Those are the fields measured as JSON whose text is ASCII: the store writes ``json.dumps`` of a value, which
+        escapes every other character, where ``_MEASURE`` keeps them; an ASCII text is the same either way. (A
+        value ``json.dumps`` cannot encode is stored as ``_MEASURE`` gives it, ``str`` of it, instead of failing.)
+        """
         size = 0
+        encoded: dict[str, EncodedJSON] = {}
         for name in _PAYLOAD_FIELDS:
             value = values[name]
             if isinstance(value, str):
                 values[name] = cap_text(value, MAX_FIELD_CHARS)
                 size += len(values[name])
             elif value is not None:
-                values[name], length = _bounded(value)
+                values[name], length, text = _bounded_json(value)
+                if text is not None and text.isascii():
+                    encoded[name] = EncodedJSON(text)
                 size += length
-        return size
+        return size, encoded
 
     def usage_bytes(self, tenant: str) -> int:
         """Return how many bytes *tenant*'s stored runs take (summed in the database now)."""

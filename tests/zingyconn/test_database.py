@@ -3,6 +3,7 @@ statements compiled once for one (``DriverStatement``) on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from zingyconn.database import DriverStatement, create_engine
+from zingyconn.database import DriverStatement, EncodedJSON, create_engine
 from zingyconn.schema import runs
 
 #: How long the other process holds its write lock in the tests.
@@ -66,8 +67,9 @@ def _stored(engine: sa.Engine, run_id: str) -> dict[str, Any]:
 
 
 def test_a_driver_statement_stores_what_sqlalchemy_stores(store_engine: sa.Engine) -> None:
-    """Rows written through a DriverStatement, one or many at once, equal those of conn.execute, JSON text included;
-    a literal value in the statement is written too, and a row's extra keys are ignored."""
+    """Rows written through a DriverStatement, one or many at once, or with JSON given encoded, equal those of
+    conn.execute, JSON text included; a literal value in the statement is written too, and a row's extra keys are
+    ignored."""
 
     def row(run_id: str) -> dict[str, Any]:
         return {key: value for key, value in _run_row(run_id).items() if key != "kind"}
@@ -79,11 +81,13 @@ def test_a_driver_statement_stores_what_sqlalchemy_stores(store_engine: sa.Engin
         conn.execute(statement, row("by-sqlalchemy"))
         driver.execute(conn, [{**row("by-driver"), "unused": 1}])
         driver.execute(conn, [row("many-1"), row("many-2")])
+        encoded = {name: EncodedJSON(json.dumps(row("x")[name])) for name in ("event", "logs", "error", "egress")}
+        driver.execute(conn, [{**row("encoded"), **encoded}])
 
     expected = _stored(store_engine, "by-sqlalchemy")
     assert expected["kind"] == "task"
     assert expected["error"] is not None  # None is stored as JSON null, both ways
-    for run_id in ("by-driver", "many-1", "many-2"):
+    for run_id in ("by-driver", "many-1", "many-2", "encoded"):
         assert _stored(store_engine, run_id) == expected
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import sqlalchemy as sa
 
 from zingyconn.errors import NotFoundError
-from zingyconn.history import RunHistory, new_run_id
+from zingyconn.history import MAX_STRING_CHARS, RunHistory, cap_value, new_run_id
+from zingyconn.schema import runs
 
 
 @pytest.fixture
@@ -47,6 +50,23 @@ def test_record_then_get_round_trips_every_field(engine: sa.Engine) -> None:
     assert (record.event, record.result, record.stdout) == ({"a": [1, 2]}, {"sent": 3}, "hi\n")
     assert record.egress[0]["status"] == 201
     assert record.ok
+
+
+def test_json_fields_are_stored_as_json_dumps_writes_them(engine: sa.Engine) -> None:
+    """The stored JSON text of every field is ``json.dumps`` of its value (what SQLAlchemy's JSON type writes), for
+    plain ASCII, for text it escapes (accents, a lone surrogate a snippet can return) and for a capped string."""
+    history = RunHistory(engine)
+    results = {
+        "ascii": {"Body": "hi", "n": [1, 2.5, None, True]},
+        "escaped": {"Body": "héllo ☃ \ud800 \x00"},
+        "capped": ["x" * (MAX_STRING_CHARS + 10)],
+    }
+    for run_id, result in results.items():
+        history.record(run_id=run_id, tenant="acme", kind="task", status="ok", started_at=1.0, result=result)
+
+    with engine.connect() as conn:
+        stored: dict[str, str] = dict(conn.execute(sa.select(runs.c.id, sa.cast(runs.c.result, sa.Text))).all())
+    assert stored == {run_id: json.dumps(cap_value(result)) for run_id, result in results.items()}
 
 
 def test_recording_the_same_id_replaces_the_row(engine: sa.Engine) -> None:
