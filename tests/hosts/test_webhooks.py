@@ -223,6 +223,26 @@ class TestSignatures:
         assert (response.status_code, response.json()["error"]["type"]) == (403, "SignatureError")
         assert server.run_count("acme", "signed") == before
 
+    def test_a_signature_over_the_url_without_its_port_or_with_its_default_port_runs(
+        self, server: LiveServer, runtime: Runtime
+    ) -> None:
+        """Twilio signs the URL with or without its port: both forms validate, as with RequestValidator.validate."""
+        url = server.url("/hooks/acme/signed")
+        without_port = url.replace(f":{server.base_url.rsplit(':', 1)[-1]}", "")
+        response = httpx.post(url, data=FORM, headers={"X-Twilio-Signature": sign(without_port, FORM)})
+        with live_server(runtime, public_url="https://hooks.example.com") as public:
+            with_port = sign("https://hooks.example.com:443/hooks/acme/signed", FORM)
+            proxied = httpx.post(public.url("/hooks/acme/signed"), data=FORM, headers={"X-Twilio-Signature": with_port})
+
+        assert (response.status_code, proxied.status_code) == (200, 200)
+
+    def test_a_signature_header_that_is_not_ascii_is_403(self, server: LiveServer) -> None:
+        """A forged signature with non-ASCII bytes is refused like any other, not a server error."""
+        headers = {b"X-Twilio-Signature": ("é" * 28).encode("latin-1")}
+        response = httpx.post(server.url("/hooks/acme/signed"), data=FORM, headers=headers)
+
+        assert (response.status_code, response.json()["error"]["type"]) == (403, "SignatureError")
+
     def test_tampered_form_field_is_403(self, server: LiveServer) -> None:
         """Changing one form value after signing breaks the signature."""
         url = server.url("/hooks/acme/signed")

@@ -3,7 +3,8 @@
 Twilio signs ``X-Twilio-Signature = base64(HMAC(secret, url + sorted form params))`` (HMAC-SHA1; HMAC-SHA256 when
 the request carries ``X-Twilio-Webhooks-Signature-Settings: key=...,algorithm=HMAC_SHA256``). For a JSON (or any
 non-form) body Twilio adds ``bodySHA256=<hex>`` to the URL's query, signs the URL alone, and the body is checked
-against that hash. The comparison itself is ``twilio.request_validator.RequestValidator`` (constant time).
+against that hash. The signature itself is computed by ``twilio.request_validator.RequestValidator``, over the URL
+without and with its default port as its ``validate`` does (Twilio signs either form), and compared in constant time.
 
 The URL is the one *Twilio* requested, which behind a TLS-terminating proxy is not the one we see: it comes from
 ``--public-url`` when set, else from ``X-Forwarded-Proto``/``X-Forwarded-Host`` only when the TCP peer is a trusted
@@ -12,10 +13,12 @@ proxy, else from the request itself.
 
 from __future__ import annotations
 
+import functools
+import hmac
 import ipaddress
 from collections.abc import Iterable, Mapping
-from typing import Final
-from urllib.parse import parse_qs
+from typing import Final, NamedTuple
+from urllib.parse import parse_qs, urlparse
 
 from starlette.requests import Request
 from twilio.request_validator import (
@@ -24,7 +27,9 @@ from twilio.request_validator import (
     SIGNATURE_HEADER,
     SIGNATURE_SETTINGS_HEADER,
     RequestValidator,
+    add_port,
     get_signature_algorithm,
+    remove_port,
 )
 
 from zingyconn.connection_types import Profile
@@ -69,7 +74,7 @@ class PublicUrl:
 
     def is_trusted(self, client_host: str | None) -> bool:
         """Return True when *client_host* (the TCP peer) is one of the trusted proxies."""
-        if not client_host:
+        if not client_host or not self.trusted_proxies:
             return False
         try:
             address = ipaddress.ip_address(client_host)
@@ -88,13 +93,19 @@ class PublicUrl:
 
     def url_for(self, request: Request) -> str:
         """Return the full URL (with query) that the sender of *request* requested."""
-        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        scope = request.scope
+        raw_path = scope.get("raw_path") or request.url.path.encode()
         path = raw_path.decode("latin-1").split("?", 1)[0]
-        query = request.scope.get("query_string", b"").decode("latin-1")
+        query = scope.get("query_string", b"").decode("latin-1")
         suffix = path + (f"?{query}" if query else "")
         if self.base_url is not None:
             return self.base_url + suffix
-        scheme, host = request.url.scheme, request.headers.get("host", request.url.netloc)
+        # The scope's scheme and the Host header as they are; request.url (which parses and rebuilds the whole
+        # URL) only for a request without a Host header.
+        host = request.headers.get("host")
+        scheme = scope.get("scheme") or "http"
+        if host is None:
+            scheme, host = request.url.scheme, request.url.netloc
         if self.is_trusted(request.client.host if request.client else None):
             scheme = _first(request.headers.get("x-forwarded-proto")) or scheme
             host = _first(request.headers.get("x-forwarded-host")) or host
@@ -165,19 +176,43 @@ def verify(
     algorithm = str(get_signature_algorithm(headers.get(SIGNATURE_SETTINGS_HEADER))).upper()
     if algorithm not in ALGORITHMS:
         raise SignatureError(f"Signature algorithm {algorithm!r} is not supported; use HMAC_SHA1 or HMAC_SHA256.")
-    has_body_hash = "bodySHA256" in parse_qs(url.partition("?")[2])
-    params: FormParams | str
+    signed = _signed_url(url)
+    params: FormParams = FormParams()
     if form is not None:
         params = form
-    elif has_body_hash:
-        params = body.decode("utf-8", errors="replace")
+    elif signed.body_sha256 is not None:
+        # The URL alone is signed; the body must be the one whose hash it carries.
+        body_hash = RequestValidator("").compute_hash(body.decode("utf-8", errors="replace"))
+        if not hmac.compare_digest(body_hash.encode(), signed.body_sha256.encode()):
+            raise SignatureError(f"The {SIGNATURE_HEADER} does not match this request; it was not signed by Twilio.")
     elif body:
         # A non-form body without bodySHA256 is not covered by the signature: whoever replays a signed URL could
         # attach any body. Refuse instead of running the hook on unauthenticated input.
         raise SignatureError("The request body is not covered by the signature (no bodySHA256 in the URL).")
-    else:
-        params = FormParams()
+    expected = signature.encode()
     for secret in secrets:
-        if RequestValidator(secret).validate(url, params, signature, algorithm=algorithm):
-            return algorithm
+        validator = RequestValidator(secret)
+        for candidate in signed.urls:
+            computed = validator.compute_signature(candidate, params, algorithm=algorithm)
+            if hmac.compare_digest(computed.encode(), expected):
+                return algorithm
     raise SignatureError(f"The {SIGNATURE_HEADER} does not match this request; it was not signed by Twilio.")
+
+
+class _SignedUrl(NamedTuple):
+    """What the signature check needs of a URL: the forms Twilio may have signed, and its ``bodySHA256``."""
+
+    urls: tuple[str, str]
+    body_sha256: str | None
+
+
+@functools.lru_cache(maxsize=1024)
+def _signed_url(url: str) -> _SignedUrl:
+    """Return the URL without and with its default port (what ``RequestValidator.validate`` checks) and its body hash.
+
+    Cached: a pure function of the URL, and a hook's requests come to one URL. A caller varying the query only
+    turns the cache over, at the cost of the parse it saves.
+    """
+    parsed = urlparse(url)
+    hashes = parse_qs(parsed.query).get("bodySHA256")
+    return _SignedUrl((remove_port(parsed), add_port(parsed)), hashes[0] if hashes else None)
