@@ -89,7 +89,9 @@ class Masker:
         pattern = self._pattern
         if pattern is None:
             return value
-        if self._json_safe and isinstance(value, dict | list | tuple) and _no_form_in_json(pattern, value):
+        if isinstance(value, dict | list | tuple) and (
+            not value or (self._json_safe and _no_form_in_json(pattern, value))  # no logs, no calls: nothing to do
+        ):
             return value
         return self._mask(value)
 
