@@ -7,9 +7,11 @@ across the boundary), sends one result frame and exits without running any final
 survive: its threads, memory and descriptors end with the process.
 
 An order carrying ``instance_cpu_seconds`` makes the child an *instance* (:mod:`sandbox.instance`): after its
-result it waits for the next order on the same channel instead of exiting. Each of its runs gets a freshly built
-environment and fresh globals, and its own CPU budget (the ``RLIMIT_CPU`` soft limit moved to the CPU used so
-far plus the run's ``cpu_seconds``); the other rlimits, set by the first order, hold for the process's life.
+result it waits for the next order on the same channel instead of exiting (an order of type
+:data:`~sandbox.protocol.INSTANCE_ORDER` does the same without a run, and without a result frame). Each of its runs
+gets a freshly built environment and fresh globals, and its own CPU budget (the ``RLIMIT_CPU`` soft limit moved to
+the CPU used so far plus the run's ``cpu_seconds``); the other rlimits, set by the first order, hold for the
+process's life.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from sandbox.errors import (
 from sandbox.limits import Limits
 from sandbox.output import printable_text
 from sandbox.phase import PhaseMarker
-from sandbox.protocol import result_frame_bytes
+from sandbox.protocol import INSTANCE_ORDER, result_frame_bytes
 from sandbox.result import RunError, RunResult
 
 #: Descriptor of the child's channel to the host (0-2 are /dev/null).
@@ -319,6 +321,8 @@ def serve_order(
             # code ran in it, as what the instance must still look like after each run; it answers when done.
             sock.sendall(_INSTANCE_READY)
             recv_frame(sock, max_bytes=1024)
+            if order.get("t") == INSTANCE_ORDER:  # set up ahead of demand: no run, the first comes as the next order
+                return b""
     host.allow_requests(limits.egress_requests)
     return execute_order(order, environment, limits, phase=phase)
 
@@ -357,7 +361,8 @@ def serve(
             warm_up(factory, order_waiting=lambda: bool(select.select([sock], [], [], 0)[0]))
         frame = serve_order(sock, factory, address_space_bytes=address_space_bytes, phase=phase, instance=instance)
         while instance.active:
-            sock.sendall(frame)
+            if frame:  # none after an instance order
+                sock.sendall(frame)
             frame = b""
             gc.collect()  # the last run's cyclic garbage (its globals, functions, classes) goes before the next order
             frame = serve_order(sock, factory, address_space_bytes=address_space_bytes, phase=phase, instance=instance)

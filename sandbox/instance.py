@@ -200,6 +200,7 @@ class Instance:
     baseline: ProcessState | None = None  # read when it reports ready, before its first snippet code runs
     reader: StateReader | None = None  # reads its state after each run (opened with the baseline's read)
     release: Callable[[], object] | None = None  # ends the host's hold for it (see Hold)
+    hold: Hold | None = None  # takes the host's hold for a replacement started ahead of its recycling
     runs: int = 0
     last_used: float = field(default_factory=time.monotonic)
 
@@ -346,6 +347,21 @@ class InstancePool:
         assert waiter.grant is not None  # set before wake was released
         return waiter.grant
 
+    def reserve_replacement(self, key: PoolKey) -> bool:
+        """Count a new instance of *key* beyond ``max_per_key``, to replace one that is about to be recycled while
+        runs of the key wait: set up ahead, it takes their next run without a gap. At most one at a time per key;
+        returns False (nothing counted) when the key has one coming, no run waits, or the pool is full of running
+        instances. The count returns under the cap when the old instance is recycled.
+        """
+        evicted: Instance | None = None
+        with self._lock:
+            if self._closed or not self._waiters.get(key) or self._per_key.get(key, 0) > self.policy.max_per_key:
+                return False
+            placement, evicted = self._reserve(key)
+        if evicted is not None:
+            evicted.close()
+        return placement is Placement.START
+
     def unreserve(self, key: PoolKey) -> None:
         """Give back a :data:`Placement.START` that did not become an instance (to the first waiting run, if any)."""
         with self._lock:
@@ -444,8 +460,10 @@ class InstancePool:
         return waiter
 
     def _free_place(self, key: PoolKey) -> None:
-        """A place of *key* came free: the first waiting run starts an instance in it, or it is forgotten."""
-        waiter = None if self._closed else self._next_waiter(key)
+        """A place of *key* came free: the first waiting run starts an instance in it, or it is forgotten (always,
+        when it was a place beyond the cap: a replacement set up ahead took over)."""
+        within_cap = self._per_key.get(key, 0) <= self.policy.max_per_key
+        waiter = None if self._closed or not within_cap else self._next_waiter(key)
         if waiter is not None:
             waiter.grant = Placement.START  # the place (counted in _live and _per_key) passes to the waiter
             waiter.wake.release()

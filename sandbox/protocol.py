@@ -7,6 +7,7 @@ own conversation (length-prefixed JSON frames) is :mod:`sandbox.channel`; this m
 - the **control socket** between :class:`sandbox.pool.ZygoteProcess` and the zygote: ``SOCK_SEQPACKET``, one JSON
   message per packet of at most :data:`CONTROL_BYTES`, descriptors attached with ``SCM_RIGHTS`` (message shapes in
   :mod:`sandbox.zygote`);
+- the **instance order** (:data:`INSTANCE_ORDER`), which makes a spare child an instance without a run;
 - the **result frame cap**: the child replaces a larger last frame with ``OutputLimitExceededError``, and the host
   refuses to read one (:func:`result_frame_bytes`).
 """
@@ -23,6 +24,10 @@ from sandbox.limits import Limits
 
 #: Largest control message. Orders and reports are a few dozen bytes; the init message carries ``sys.path``.
 CONTROL_BYTES: Final = 65536
+
+#: The type of an order that makes a spare child an instance without a run (a replacement the host sets up ahead of
+#: demand): the limits and ``instance_cpu_seconds`` of an instance's first run order, no snippet, and no result.
+INSTANCE_ORDER: Final = "instance"
 
 #: Frames over the run's own caps by more than this are replaced by OutputLimitExceededError; JSON escaping can
 #: double a string, and the log structure adds a little.

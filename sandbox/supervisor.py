@@ -63,7 +63,7 @@ from sandbox.limits import Limits
 from sandbox.output import MAX_RESULT_DEPTH
 from sandbox.phase import FAULT_SIGNALS
 from sandbox.pool import ChildProcess, ZygoteProcess
-from sandbox.protocol import result_frame_bytes
+from sandbox.protocol import INSTANCE_ORDER, result_frame_bytes
 from sandbox.result import RunError, RunResult
 
 RequestHandler = Callable[[str, JSON], JSON]
@@ -109,6 +109,12 @@ def _order_frame(
         tail_fields["instance_cpu_seconds"] = instance_cpu_seconds
     tail = encode_json(tail_fields)
     return frame_body(_order_head(compiled, limits) + tail[1:].encode())
+
+
+def _replacement_lead(policy: InstancePolicy) -> int:
+    """Runs before an instance's last at which its replacement starts being set up (:meth:`Sandbox._replace_ahead`):
+    enough for the start to finish before the old one is recycled, under load."""
+    return max(1, min(policy.max_runs // 10, 20))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -356,7 +362,7 @@ class Sandbox:
         kept = False
         try:
             if placement is Placement.START:
-                result, kept = self._start_instance(key, run, release, deadline)
+                result, kept = self._start_instance(key, run, release, deadline, instance_hold)
                 return result
             return self._run_fresh(order, limits, run.on_request, run.on_started, run.started)
         finally:
@@ -381,21 +387,26 @@ class Sandbox:
             child.finish()  # SIGKILL if still there (a wall-clock overrun, or an escape that kept it alive)
 
     def _start_instance(
-        self, key: PoolKey, run: _Run, release: Callable[[], object] | None, deadline: float
+        self,
+        key: PoolKey,
+        run: _Run,
+        release: Callable[[], object] | None,
+        deadline: float,
+        hold: Hold | None,
     ) -> tuple[RunResult, bool]:
         """Run in a spare child that becomes an instance of *key* (a place in the pool is reserved), by *deadline*.
 
-        Returns the result and whether the instance was kept; a kept instance owns *release* from then on.
+        Returns the result and whether the instance was kept; a kept instance owns *release* from then on, and
+        *hold* for a replacement of its own.
         """
         started = time.monotonic()
         # The CPU the instance's whole life may use: its rlimit's hard cap, which no later run can raise.
-        lifetime_cpu = self._instances.policy.max_runs * max(1, math.ceil(run.limits.cpu_seconds)) + 1
-        order = run.order(instance_cpu_seconds=lifetime_cpu)
+        order = run.order(instance_cpu_seconds=self._lifetime_cpu_seconds(run.limits))
         child = self._take_child()
         if child is None:
             self._instances.unreserve(key)
             return _failed(WorkerCrashedError, "No sandbox child process could be started.", started), False
-        instance = Instance(key=key, child=child)
+        instance = Instance(key=key, child=child, hold=hold)
         kept = False
         try:
             result, answered = self._converse(
@@ -436,9 +447,67 @@ class Sandbox:
         why = self._recycle_reason(instance, result, answered)
         if why is None:
             self._instances.put_back(instance)
+            if instance.runs == self._instance_policy.max_runs - _replacement_lead(self._instance_policy):
+                self._replace_ahead(instance)
         else:
             self._instances.discard(instance, why)
         return result
+
+    def _lifetime_cpu_seconds(self, limits: Limits) -> int:
+        """The CPU an instance's whole life may use: its rlimit's hard cap, which no later run can raise."""
+        return self._instance_policy.max_runs * max(1, math.ceil(limits.cpu_seconds)) + 1
+
+    def _replace_ahead(self, instance: Instance) -> None:
+        """Set up a replacement of *instance*, soon recycled after ``max_runs``, in a thread of its own, when runs of
+        its key wait: the start (a spare child made an instance, under a hold of its own) stays off their
+        latency, and the key never runs with an instance less (:meth:`InstancePool.reserve_replacement`)."""
+        pool = self._instances  # the pool the place is reserved in, even if close() replaces it meanwhile
+        if pool.reserve_replacement(instance.key):
+            threading.Thread(
+                target=self._set_up_instance,
+                args=(pool, instance.key, instance.hold),
+                name="sandbox-instance-start",
+                daemon=True,  # bounded by the wall-clock limit; an exiting host does not wait for it
+            ).start()
+
+    def _set_up_instance(self, pool: InstancePool, key: PoolKey, hold: Hold | None) -> None:
+        """Make a spare child an instance of *key* without a run (an instance order) and hand it to *pool*, whose
+        place for it is reserved; give the place back when that fails."""
+        limits = key[1]
+        release: Callable[[], object] | None = None
+        child: ChildProcess | None = None
+        instance: Instance | None = None
+        try:
+            release = hold() if hold is not None else None
+            child = self._take_child()
+            if child is not None:
+                instance = Instance(key=key, child=child, hold=hold)
+                order: dict[str, JSON] = {
+                    "t": INSTANCE_ORDER,
+                    "limits": dataclasses.asdict(limits),
+                    "instance_cpu_seconds": self._lifetime_cpu_seconds(limits),
+                }
+                peer = PeerReader(child.sock)
+                deadline = time.monotonic() + limits.wall_seconds
+                peer.send(encode_frame(order), deadline=deadline)
+                if _parse_frame(peer.recv_body(max_bytes=1024, deadline=deadline)) == {"t": "ready"}:
+                    instance.read_baseline()
+                    if instance.baseline is not None:
+                        peer.send(_GO, deadline=deadline)
+                        instance.release, release = release, None
+                        child.zygote.keep()
+                        pool.put_back(instance)
+                        return
+        except Exception:  # the key's runs carry on as they were; a new instance starts on demand
+            _LOGGER.debug("A replacement sandbox instance could not be set up.", exc_info=True)
+        if instance is not None:
+            instance.close_reader()
+        if child is not None:
+            child.sock.close()
+            child.finish()
+        if release is not None:
+            release()
+        pool.unreserve(key)
 
     def _recycle_reason(self, instance: Instance, result: RunResult, answered: bool) -> str | None:
         """Return why *instance* must not serve another run after *result* (None when it may)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -297,3 +299,30 @@ def test_a_waiting_run_waits_no_longer_than_its_wall_clock_limit() -> None:
         assert "came free" in waited.error.message
         assert 0.45 < waited_seconds < 1.5
         assert run_pid(sandbox, "held", short) == pid
+
+
+def test_a_replacement_is_set_up_off_the_request_path_while_runs_wait() -> None:
+    """An instance near its last run, while runs of its key wait, gets its replacement set up in a thread of its own
+    (the host's hold taken there, not by a run); no instance serves more than max_runs, and the key is back at its
+    cap once the old one is recycled."""
+    holders: list[str] = []
+
+    def hold() -> Callable[[], object]:
+        holders.append(threading.current_thread().name)
+        return lambda: None
+
+    with Sandbox(environment=ENVIRONMENT, instances=InstancePolicy(max_per_key=1, max_runs=10)) as sandbox:
+
+        def runs(count: int) -> list[RunResult]:
+            return [
+                sandbox.run("return pid()", instance_key="k", limits=LIMITS, instance_hold=hold) for _ in range(count)
+            ]
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            results = [result for future in [pool.submit(runs, 12) for _ in range(3)] for result in future.result()]
+        time.sleep(0.5)  # a replacement set up after the last run's handover goes idle
+
+        assert [result.error for result in results] == [None] * 36
+        assert max(collections.Counter(result.value for result in results).values()) <= 10
+        assert "sandbox-instance-start" in holders
+        assert sandbox.instances.live_of(("k", LIMITS)) <= 1
