@@ -7,8 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import defusedxml.ElementTree
 import httpx
 import pytest
+from defusedxml import DefusedXmlException
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.servers import free_port, wait_for_port
 from zingyconn.hosts.content import HOOK_CSP, MAX_TWIML_BYTES, is_twiml
@@ -46,6 +50,10 @@ def test_twiml_documents_are_twiml(text: str) -> None:
             '<!DOCTYPE Response [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]><Response>&b;</Response>',
             id="entity-expansion",
         ),
+        pytest.param("<!DOCTYPE Response><Response/>", id="doctype"),
+        pytest.param("<Response>&nbsp;</Response>", id="undefined-entity"),
+        pytest.param("<x:Response xmlns:x='urn:x'/>", id="prefixed-root"),
+        pytest.param("<Response/><Response/>", id="two-roots"),
         pytest.param("<Response><Message>unclosed</Response>", id="malformed"),
         pytest.param("<Response>" + "x" * MAX_TWIML_BYTES + "</Response>", id="too-large"),
         pytest.param("plain text", id="text"),
@@ -54,6 +62,51 @@ def test_twiml_documents_are_twiml(text: str) -> None:
 def test_anything_else_xml_ish_is_not_twiml(text: str) -> None:
     """XHTML, SVG, namespaces, stylesheets, DTDs (XXE, entity bombs) and malformed XML are plain text."""
     assert not is_twiml(text)
+
+
+#: What the property test below builds documents from: names, attributes and contents with and without
+#: namespaces, entities and DTDs, each one that TwiML allows or one that rules it out.
+NAMES = ["Response", "Response", "Message", "Say", "h:script", "x:Response"]
+ATTRIBUTES = ["", " a='1'", " xmlns:h='urn:h' h:href='z'", " xmlns='urn:y'", " xmlns=''", " xmlns:h='urn:h'",
+              " xmlns:x='urn:x'", " h:href='z'"]  # fmt: skip
+#: Mostly what TwiML may hold, so that most documents parse and the namespace rule decides.
+TEXTS = ["hi", "hi", "&amp;", "&#60;", "<![CDATA[<b>]]>", "<!-- c -->", "&x;", "<?pi x?>"]
+PROLOGS = ["", "", "<?xml version='1.0'?>", "<?xml version='1.0'?><!DOCTYPE Response>",
+           "<?xml version='1.0'?><!DOCTYPE Response [<!ENTITY x 'y'>]>"]  # fmt: skip
+TRAILERS = ["", "", "", "<Response/>", "<!-- end -->"]
+
+
+def _element(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    def build(name: str, attributes: list[str], inner: list[str]) -> str:
+        opening = f"<{name}{''.join(attributes)}"
+        return f"{opening}>{''.join(inner)}</{name}>" if inner else f"{opening}/>"
+
+    return st.builds(build, st.sampled_from(NAMES), st.lists(st.sampled_from(ATTRIBUTES), max_size=2),
+                     st.lists(children, max_size=3))  # fmt: skip
+
+
+DOCUMENTS = st.builds(
+    lambda prolog, root, trailer: prolog + root + trailer,
+    st.sampled_from(PROLOGS),
+    _element(st.recursive(st.sampled_from(TEXTS), _element, max_leaves=6)),
+    st.sampled_from(TRAILERS),
+)
+
+
+def _defusedxml_says_twiml(text: str) -> bool:
+    """What is_twiml decided with defusedxml's ElementTree: the parse, then the root and namespace rule."""
+    try:
+        root = defusedxml.ElementTree.fromstring(text, forbid_dtd=True)
+    except (DefusedXmlException, SyntaxError, ValueError):
+        return False
+    names = [name for element in root.iter() for name in (element.tag, *element.attrib)]
+    return root.tag == "Response" and not any(name.startswith("{") for name in names)
+
+
+@given(DOCUMENTS)
+def test_the_twiml_check_agrees_with_defusedxml(text: str) -> None:
+    """A document is TwiML exactly when defusedxml parses it into a Response without namespaces (and no PI)."""
+    assert is_twiml(text) == ("<?" not in text[5:] and _defusedxml_says_twiml(text))
 
 
 def test_console_on_its_own_port_is_a_separate_origin(tmp_path: Path) -> None:
