@@ -28,8 +28,9 @@ def sms_form(body: str) -> dict[str, str]:
     return {"From": "+15551234567", "To": "+15005550006", "Body": body}
 
 
-def form_post(port: int, path: str, body: str, *, signature: str | None = None) -> bytes:
-    """Return an HTTP/1.1 POST of :func:`sms_form` with *body* to *path*, optionally signed."""
+def form_post(port: int, path: str, body: str, *, signature: str | None = None, token: str | None = None) -> bytes:
+    """Return an HTTP/1.1 POST of :func:`sms_form` with *body* to *path*, optionally signed and with an idempotency
+    token (``I-Twilio-Idempotency-Token``, which Twilio sends with every webhook)."""
     form = urlencode(sms_form(body)).encode()
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -37,6 +38,8 @@ def form_post(port: int, path: str, body: str, *, signature: str | None = None) 
     )
     if signature is not None:
         head += f"X-Twilio-Signature: {signature}\r\n"
+    if token is not None:
+        head += f"I-Twilio-Idempotency-Token: {token}\r\n"
     return head.encode() + b"\r\n" + form
 
 

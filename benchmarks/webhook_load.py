@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/webhook_load.py [--seconds 10] [--concurrency 16] [--backends sqlite,postgres]
                                       [--modes ceiling,run,instance] [--signing unsigned,signed] [--workers 1]
+                                      [--tokens]
                                       [--profile DIR [--profile-modes ceiling,run,instance]] [--json]
 
 Every row loads the same snippet (the TwiML auto-reply of ``http_load.AUTO_REPLY``) with the same client: an
@@ -21,9 +22,10 @@ The rows:
 
 Each of the zingyconn rows is measured unsigned and signed (``--verify-with``: every request carries a valid
 ``X-Twilio-Signature``), on SQLite and on a throw-away PostgreSQL started on 127.0.0.1 as the tests start theirs.
-CPU per request is read from ``/proc`` around each row: the server processes (host), the sandbox's zygote, the runs'
-children (``process_cpu.py``), PostgreSQL, and this process (the load client). The exit status is 1 when a measured
-row misses one of its targets.
+With ``--tokens`` every request also carries a new ``I-Twilio-Idempotency-Token``, as each of Twilio's does: the
+host then claims it before the run and stores the response for replay. CPU per request is read from ``/proc``
+around each row: the server processes (host), the sandbox's zygote, the runs' children (``process_cpu.py``),
+PostgreSQL, and this process (the load client). The exit status is 1 when a measured row misses one of its targets.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -41,6 +44,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +160,9 @@ RESPONSE_TIMEOUT_SECONDS = 15.0
 START_TIMEOUT_SECONDS = 90.0
 
 
-async def _client(port: int, path: str, stats: Stats, deadline: float, worker: int, signer: Signer | None) -> None:
+async def _client(
+    port: int, path: str, stats: Stats, deadline: float, worker: int, signer: Signer | None, tokens: str | None
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     n = 0
     try:
@@ -164,7 +170,10 @@ async def _client(port: int, path: str, stats: Stats, deadline: float, worker: i
             n += 1
             tag = f"w{worker}n{n}"
             started = time.perf_counter()
-            writer.write(form_post(port, path, tag, signature=None if signer is None else signer(tag)))
+            signature = None if signer is None else signer(tag)
+            writer.write(
+                form_post(port, path, tag, signature=signature, token=None if tokens is None else tokens + tag)
+            )
             try:
                 status, headers, payload = await asyncio.wait_for(read_response(reader), RESPONSE_TIMEOUT_SECONDS)
             except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, TimeoutError) as exc:
@@ -178,10 +187,13 @@ async def _client(port: int, path: str, stats: Stats, deadline: float, worker: i
         writer.close()
 
 
-async def _load(port: int, path: str, *, seconds: float, concurrency: int, signer: Signer | None) -> Stats:
+async def _load(
+    port: int, path: str, *, seconds: float, concurrency: int, signer: Signer | None, tokens: bool = False
+) -> Stats:
     stats = Stats(seconds)
     deadline = time.perf_counter() + seconds
-    await asyncio.gather(*(_client(port, path, stats, deadline, i, signer) for i in range(concurrency)))
+    prefix = f"{uuid.uuid4().hex}-" if tokens else None  # a token of an earlier load would be replayed, not run
+    await asyncio.gather(*(_client(port, path, stats, deadline, i, signer, prefix) for i in range(concurrency)))
     return stats
 
 
@@ -288,9 +300,10 @@ def _measure(server: Server, path: str, args: argparse.Namespace, *, signed: boo
     """Warm up, then load *path* for ``--seconds`` and read the CPU each part spent meanwhile."""
     signer = _signer(server.port, path) if signed else None
     # The warm-up is discarded: it fills caches, pools, spare children and instances.
-    asyncio.run(_load(server.port, path, seconds=args.warmup_seconds, concurrency=args.concurrency, signer=signer))
+    load = functools.partial(_load, server.port, path, concurrency=args.concurrency, signer=signer, tokens=args.tokens)
+    asyncio.run(load(seconds=args.warmup_seconds))
     before, client_before = server_cpu(server.pid, database_port=server.database_port), time.process_time()
-    stats = asyncio.run(_load(server.port, path, seconds=args.seconds, concurrency=args.concurrency, signer=signer))
+    stats = asyncio.run(load(seconds=args.seconds))
     stats.client_cpu_seconds = time.process_time() - client_before
     time.sleep(0.3)  # let the zygote reap the last children (their CPU is counted when reaped) and writers flush
     stats.server = server_cpu(server.pid, database_port=server.database_port) - before
@@ -312,7 +325,10 @@ def _profile(server: Server, path: str, args: argparse.Namespace, *, signed: boo
     recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)  # py-spy attaches
     signer = _signer(server.port, path) if signed else None
-    asyncio.run(_load(server.port, path, seconds=args.seconds, concurrency=args.concurrency, signer=signer))
+    load = _load(
+        server.port, path, seconds=args.seconds, concurrency=args.concurrency, signer=signer, tokens=args.tokens
+    )
+    asyncio.run(load)
     _, stderr = recorder.communicate(timeout=60)
     if recorder.returncode != 0 or not output.exists():
         return f"py-spy failed ({recorder.returncode}): {stderr.decode(errors='replace').strip()[-300:]}"
@@ -418,6 +434,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": args.seconds,
         "warmup_seconds": args.warmup_seconds,
         "workers": args.workers,
+        "tokens": args.tokens,
         "cpus": os.cpu_count(),
         "load_average": {"start": started_load, "end": [round(x, 2) for x in os.getloadavg()]},
         "bare": bare,
@@ -432,7 +449,8 @@ def render(report: dict[str, Any]) -> str:
     """The report as a table, one line per row."""
     lines = [
         f"webhook_load: concurrency {report['concurrency']}, {report['seconds']:g} s per row after a "
-        f"{report['warmup_seconds']:g} s warm-up, {report['workers']} server worker(s), {report['cpus']} CPUs; "
+        f"{report['warmup_seconds']:g} s warm-up, {report['workers']} server worker(s), {report['cpus']} CPUs, "
+        f"{'an idempotency token per request' if report.get('tokens') else 'no idempotency tokens'}; "
         f"load average {' '.join(map(str, report['load_average']['start']))} at the start, "
         f"{' '.join(map(str, report['load_average']['end']))} at the end",
         f"bare Starlette baseline {report['baseline_req_per_s']:g} req/s "
@@ -490,6 +508,11 @@ def main() -> int:
     parser.add_argument("--modes", type=_names(MODES), default=list(MODES), help="ceiling,run,instance")
     parser.add_argument("--signing", type=_names(SIGNINGS), default=list(SIGNINGS), help="unsigned,signed")
     parser.add_argument("--workers", type=int, default=1, help="Server processes (serve --workers N).")
+    parser.add_argument(
+        "--tokens",
+        action="store_true",
+        help="A new I-Twilio-Idempotency-Token on every request, as Twilio sends (a claim and a replay record each).",
+    )
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="py-spy the server into DIR.")
     parser.add_argument(
         "--profile-modes", type=_names(MODES), default=["ceiling"], help="The rows --profile records (ceiling)."

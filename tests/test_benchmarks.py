@@ -58,13 +58,16 @@ def test_profile_summary_names_where_code_lives() -> None:
 
 @pytest.mark.slow
 def test_webhook_load_quick_run_reports_rows_with_a_cpu_split(tmp_path: Path) -> None:
-    """One quick SQLite run: bare Starlette, the host ceiling and default isolation, signed, all answered right."""
+    """One quick SQLite run: bare Starlette, the host ceiling and default isolation, signed and with an idempotency
+    token per request, all answered right."""
     argv = [sys.executable, str(ROOT / "benchmarks" / "webhook_load.py"), "--seconds", "0.5", "--warmup-seconds", "0.3"]
     argv += ["--backends", "sqlite", "--modes", "ceiling,run", "--signing", "signed", "--concurrency", "2", "--json"]
+    argv += ["--tokens"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode in (0, 1), result.stderr[-2000:]  # 1: a target missed, as expected on a test machine
 
     report = json.loads(result.stdout)
+    assert report["tokens"]
     rows = {(row["mode"], row["signed"]): row for row in report["rows"]}
     assert set(rows) == {("ceiling", True), ("run", True)}
     assert [row["when"] for row in report["bare"]] == ["start", "after sqlite"]
@@ -89,3 +92,16 @@ def test_runtime_host_quick_run_prints_every_row() -> None:
     assert set(rows) == {"sandbox alone", "run, not recorded", "run, recorded"}
     assert float(rows["run, not recorded"][0]) > 0
     assert float(rows["run, recorded"][0]) > 0
+
+
+def test_store_writes_quick_run_prints_a_row_per_kind() -> None:
+    """One quick SQLite run of a webhook's store writes: without and with a token, each with a CPU figure."""
+    argv = [sys.executable, str(ROOT / "benchmarks" / "store_writes.py"), "--seconds", "1", "--warmup-seconds", "0.2"]
+    result = subprocess.run([*argv, "--backends", "sqlite"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    rows = {tuple(line.split()[:2]): [float(x) for x in line.split()[2:]] for line in result.stdout.splitlines()[1:]}
+    assert set(rows) == {("sqlite", "history"), ("sqlite", "token")}
+    for requests_per_second, cpu_ms, writer_ms, *_ in rows.values():
+        assert requests_per_second > 0
+        assert cpu_ms >= writer_ms > 0
