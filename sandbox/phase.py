@@ -13,8 +13,9 @@ The child writes the phase into a one-byte anonymous shared mapping that the zyg
 zygote reads it after reaping the child and reports it with the exit status. A mapping costs no system call per
 phase change (a memory write), and the kernel keeps the page alive for the zygote whatever the child did.
 Threat bound: a child whose language wall fell could write its own byte, turning its own crash into a platform one
-(its task is then retried within the retry budget) or the reverse; it cannot reach another child's byte (each
-child unmaps its siblings' pages right after the fork).
+(its task is then retried within the retry budget) or the reverse; it cannot reach another child's byte: once a
+child is forked, the zygote marks its page ``MADV_DONTFORK`` (:meth:`PhaseMarker.forked`), so no later child has it
+mapped at all, and nothing needs unmapping after a fork.
 """
 
 from __future__ import annotations
@@ -57,11 +58,19 @@ class PhaseMarker:
         finally:
             self._page[0] = previous
 
+    def forked(self) -> None:
+        """In the zygote, once this marker's child is forked: keep the page out of every later fork.
+
+        Threat: a child writing a sibling's byte. A page the kernel does not copy into a fork is one no other child
+        can reach, with no unmapping to do in each child (a system call per sibling, on every run's path).
+        """
+        self._page.madvise(mmap.MADV_DONTFORK)
+
     @property
     def in_snippet(self) -> bool:
         """True when the last mark (or the child's last write before it died) was snippet code."""
         return self._page[0] == _SNIPPET
 
     def close(self) -> None:
-        """Unmap the page (in the zygote once the child is reaped; in a child for its siblings' pages)."""
+        """Unmap the page (in the zygote, once its child is reaped)."""
         self._page.close()

@@ -124,6 +124,7 @@ class Zygote:
         if pid == 0:
             self.become_child(child_end, warm=warm, address_space_bytes=address_space, phase=phase)
         child_end.close()
+        phase.forked()  # Threat: a later child reaching this child's phase byte (see sandbox.phase)
         self.live[pid] = phase
         send_control(self.control, {"t": "child", "pid": pid}, [host_end.fileno()])
         host_end.close()
@@ -134,9 +135,8 @@ class Zygote:
         """In the forked child: drop everything of the zygote's, then serve exactly one run."""
         from sandbox import child  # imported in the zygote by preload(); this is a dictionary lookup
 
-        for sibling in self.live.values():  # Threat: a child writing a sibling's phase byte (see sandbox.phase)
-            sibling.close()
-        self.live.clear()
+        # The siblings' phase pages were never copied into this process (PhaseMarker.forked): nothing to unmap, and
+        # their objects are left alone (freeing them would write to the zygote's pages and unmap nothing).
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         fd = child_end.detach()

@@ -7,6 +7,7 @@ printed, logged or raised is shown with a replacement character instead.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -148,3 +149,30 @@ def test_the_phase_is_the_platforms_while_the_host_answers_a_request() -> None:
         marker.close()
 
     assert (answer, seen, after) == (7, [False], True)
+
+
+def _shared_zero_pages() -> int:
+    """Return how many shared anonymous mappings (``/dev/zero``, as a phase page is) this process has."""
+    with open("/proc/self/maps") as maps:
+        return sum(1 for line in maps if line.split()[1] == "rw-s" and "/dev/zero" in line)
+
+
+def test_a_forked_childs_phase_page_is_in_no_later_fork() -> None:
+    """Once its child is forked, a phase page is kept out of later forks: no sibling can reach it."""
+    marker = PhaseMarker()
+    read_end, write_end = os.pipe()
+    try:
+        marker.forked()
+        in_zygote = _shared_zero_pages()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the forked child reports through the pipe and exits
+            os.write(write_end, str(_shared_zero_pages()).encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        in_later_child = int(os.read(read_end, 64))
+    finally:
+        marker.close()
+        os.close(read_end)
+        os.close(write_end)
+
+    assert in_later_child == in_zygote - 1
