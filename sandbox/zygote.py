@@ -29,18 +29,29 @@ import gc
 import importlib
 import json
 import os
-import selectors
+import select
 import signal
 import socket
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Final, NoReturn
 
 from sandbox import huge_pages
 from sandbox.environment import EnvironmentFactory, load_environment_factory, load_warm_up_runs
 from sandbox.hardening import harden
 from sandbox.phase import PhaseMarker
 from sandbox.protocol import CONTROL_BYTES, send_control
+
+#: The two reports the zygote sends per run, formatted rather than ``json.dumps``'d (see :meth:`Zygote.serve`); the
+#: host reads them as JSON (a float's ``%r`` is JSON for the finite CPU time).
+_CHILD_REPORT: Final = b'{"t":"child","pid":%d}'
+_EXIT_REPORT: Final = b'{"t":"exit","pid":%d,"status":%d,"cpu_seconds":%r,"in_snippet":%s}'
+
+
+def _descriptor(fd: int) -> tuple[int, int, bytes]:
+    """Return the ancillary data item that passes descriptor *fd* (``SCM_RIGHTS``)."""
+    return (socket.SOL_SOCKET, socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))
+
 
 #: The objects that keep the arenas reserved before the imports mapped (see :mod:`sandbox.huge_pages`).
 _reserved_objects: list[bytes] = []
@@ -68,6 +79,13 @@ class Zygote:
         self.factory = factory
         self.statm_fd = statm_fd  # opened before the hardening: Landlock leaves /proc unreadable after it
         self.live: dict[int, PhaseMarker] = {}  # each live child's phase byte (see sandbox.phase)
+        # Imported by preload(); held here so that a fork runs no import statement (the import system's lock and
+        # lookups are writes, copied while children share the zygote's pages).
+        from sandbox import child
+
+        self.address_space_bytes = child.address_space_bytes
+        self.serve_child = child.serve
+        self.channel_fd = child.CHANNEL_FD
         self.pid = os.getpid()
         self.wake_read, wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
@@ -78,12 +96,15 @@ class Zygote:
 
     def serve(self) -> NoReturn:
         """Answer orders until the host closes the control socket."""
-        selector = selectors.DefaultSelector()
-        selector.register(self.control, selectors.EVENT_READ)
-        selector.register(self.wake_read, selectors.EVENT_READ)
+        # epoll itself, not the selectors module: the loop runs once per order and per exit, and while children
+        # share the zygote's pages every page its code writes (reference counts, objects it makes) is copied.
+        poller = select.epoll()
+        control = self.control.fileno()
+        poller.register(control, select.EPOLLIN)
+        poller.register(self.wake_read, select.EPOLLIN)
         while True:
-            for key, _ in selector.select():
-                if key.fileobj is self.control:
+            for fd, _ in poller.poll():
+                if fd == control:
                     self.obey()
                 else:
                     self.reap()
@@ -108,11 +129,9 @@ class Zygote:
 
         With *warm*, the child makes the warm-up runs while it waits (see :func:`sandbox.child.warm_up`).
         """
-        from sandbox import child  # imported in the zygote by preload(); this is a dictionary lookup
-
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         phase = PhaseMarker()
-        address_space = child.address_space_bytes(self.statm_fd)  # the child's own, at the fork
+        address_space = self.address_space_bytes(self.statm_fd)  # the child's own, at the fork
         try:
             pid = os.fork()
         except OSError as error:
@@ -126,27 +145,25 @@ class Zygote:
         child_end.close()
         phase.forked()  # Threat: a later child reaching this child's phase byte (see sandbox.phase)
         self.live[pid] = phase
-        send_control(self.control, {"t": "child", "pid": pid}, [host_end.fileno()])
+        self.control.sendmsg([_CHILD_REPORT % pid], [_descriptor(host_end.fileno())])
         host_end.close()
 
     def become_child(
         self, child_end: socket.socket, *, warm: bool, address_space_bytes: int, phase: PhaseMarker
     ) -> NoReturn:
         """In the forked child: drop everything of the zygote's, then serve exactly one run."""
-        from sandbox import child  # imported in the zygote by preload(); this is a dictionary lookup
-
         # The siblings' phase pages were never copied into this process (PhaseMarker.forked): nothing to unmap, and
         # their objects are left alone (freeing them would write to the zygote's pages and unmap nothing).
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         fd = child_end.detach()
         self.control.detach()
-        if fd != child.CHANNEL_FD:
-            os.dup2(fd, child.CHANNEL_FD)
+        if fd != self.channel_fd:
+            os.dup2(fd, self.channel_fd)
         # Threat: a child reaching the control socket could order forks or kills as if it were the host.
-        os.closerange(child.CHANNEL_FD + 1, 1 << 20)
-        child.serve(
-            socket.socket(fileno=child.CHANNEL_FD),
+        os.closerange(self.channel_fd + 1, 1 << 20)
+        self.serve_child(
+            socket.socket(fileno=self.channel_fd),
             self.factory,
             zygote_pid=self.pid,
             address_space_bytes=address_space_bytes,
@@ -173,8 +190,7 @@ class Zygote:
             if phase is not None:
                 phase.close()
             cpu = usage.ru_utime + usage.ru_stime
-            report = {"t": "exit", "pid": pid, "status": status, "cpu_seconds": cpu, "in_snippet": in_snippet}
-            send_control(self.control, report)
+            self.control.send(_EXIT_REPORT % (pid, status, cpu, b"true" if in_snippet else b"false"))
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
