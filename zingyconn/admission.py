@@ -20,7 +20,8 @@ cover the slot it takes and lowers it to just above the highest slot it found he
 release only frees a slot, so the bound never leaves a held slot out: admission looks at the slots below it (a
 ``flock`` each) and at most one above, not at every slot, and opens no hold file that does not exist. A header that
 is missing or unreadable (a new file, a write cut by ``kill -9``) makes the next taker look at every slot and every
-hold file, as without one.
+hold file, as without one, and write a bound that covers every slot file there is (a process configured with more
+runs at once may hold one beyond this process's).
 
 A warm instance (a sandbox process kept for one hook's or script's next runs) holds its memory between runs too:
 it takes a *memory hold* (:meth:`TenantSlots.hold_memory`) for its life, a slot file of its own that counts
@@ -312,6 +313,10 @@ class TenantSlots:
                 top = max(top, free + 1)
             if bound is not None and bound > known:
                 top = max(top, bound)  # held slots beyond this process's max_runs were not looked at: keep them in
+            elif bound is None:
+                # Without a header, slot files beyond this process's max_runs (a process configured with more) were
+                # not looked at either: the bound covers every one there is, so none held is left out for others.
+                top = max(top, _slot_files(files.stem, len(files.runs)))
             if (top, len(files.holds)) != (bound, hold_files):
                 # Like the stamp, a write that fails (a full disk) is the caller's OSError: the edge names the cause.
                 os.pwrite(mutex, _header(top, len(files.holds)), 0)
@@ -434,6 +439,15 @@ def _scan(
         else:
             fcntl.flock(fd, fcntl.LOCK_UN)
     return busy, held_bytes, free, top
+
+
+def _slot_files(stem: str, start: int) -> int:
+    """Return how many run slot files *stem* has, knowing the first *start* exist (each process creates its
+    ``max_runs`` slot files from ``.0`` up, and none is removed)."""
+    count = start
+    while os.path.exists(f"{stem}.{count}"):
+        count += 1
+    return count
 
 
 def _header(bound: int, hold_files: int) -> bytes:

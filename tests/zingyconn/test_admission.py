@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -190,9 +191,9 @@ def test_a_slot_held_above_released_ones_still_counts_for_every_process(tmp_path
         pass
 
 
-def test_a_process_with_fewer_slots_keeps_the_others_held_slots_counted(tmp_path: Path) -> None:
-    """A process configured with 2 runs at once admits while one with 4 holds slot 3: a third process with 4 still
-    counts slot 3 (the first did not look beyond its own two slots, so it cannot know slot 3 is free)."""
+def _slot_3_held_by_a_wide_process(tmp_path: Path) -> tuple[Callable[[], None], TenantSlots, TenantSlots]:
+    """A process configured with 4 runs at once holds acme's slots 0-3 and releases 0-2: return the release of
+    slot 3, a process configured with 2 and another with 4."""
     wide = TenantLimits(max_runs=4, max_memory_bytes=5 * MIB)
     holder, narrow, third = (
         TenantSlots(tmp_path, wide),
@@ -202,13 +203,34 @@ def test_a_process_with_fewer_slots_keeps_the_others_held_slots_counted(tmp_path
     releases = [holder.hold_run("acme", memory_bytes=MIB, wait=False) for _ in range(4)]
     for release in releases[:3]:
         release()
+    return releases[3], narrow, third
+
+
+def _slot_3_still_counts(release: Callable[[], None], narrow: TenantSlots, third: TenantSlots) -> None:
     with narrow.admit("acme", memory_bytes=MIB, wait=False):
         pass
     with pytest.raises(TenantBusyError, match="hold 1 MiB"), third.admit("acme", memory_bytes=5 * MIB, wait=False):
         pass
-    releases[3]()
+    release()
     with third.admit("acme", memory_bytes=5 * MIB, wait=False):
         pass
+
+
+def test_a_process_with_fewer_slots_keeps_the_others_held_slots_counted(tmp_path: Path) -> None:
+    """A process configured with 2 runs at once admits while one with 4 holds slot 3: a third process with 4 still
+    counts slot 3 (the first did not look beyond its own two slots, so it cannot know slot 3 is free)."""
+    _slot_3_still_counts(*_slot_3_held_by_a_wide_process(tmp_path))
+
+
+def test_a_garbled_header_read_by_a_process_with_fewer_slots_keeps_the_others_held_slots_counted(
+    tmp_path: Path,
+) -> None:
+    """The slots' header is garbled while a process with 4 runs at once holds slot 3: a process with 2 (which looks
+    at every slot it has, finding none held) must not write a bound that leaves slot 3 out for the others."""
+    held = _slot_3_held_by_a_wide_process(tmp_path)
+    (mutex,) = tmp_path.glob("*.lock")
+    mutex.write_bytes(b"garbled by a crash of the file system")
+    _slot_3_still_counts(*held)
 
 
 def _open_descriptors() -> int:
