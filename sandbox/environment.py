@@ -58,7 +58,8 @@ class Environment:
 
     Attributes:
         names: Extra globals (e.g. ``{"zingyConn": ...}``); must not start with ``_``.
-        modules: Extra importable modules, dotted name -> façade object (never a real module).
+        modules: Extra importable modules, dotted name -> façade object (never a real module), or a
+            :class:`LazyModule` that builds the façade when the run first imports it.
         hidden_attributes: Attribute names that the ``_getattr_`` guard refuses on instances of a type,
             e.g. ``{ClientBase: frozenset({"password", "auth", "http_client"})}``.
         result_converters: Turn host objects a snippet may return into JSON primitives, by type
@@ -69,6 +70,22 @@ class Environment:
     modules: Mapping[str, object] = field(default_factory=dict)
     hidden_attributes: Mapping[type, frozenset[str]] = field(default_factory=dict)
     result_converters: Mapping[type, Callable[[Any], JSON]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LazyModule:
+    """A module of :attr:`Environment.modules` built on the run's first import of it, never before.
+
+    For a façade that costs something to build each run (one that binds a class made for the run): a run that
+    never imports it never pays. The run's importer calls *build* at most once per run; it is also called when
+    the run first asks ``type(x)`` of a class that is not its own or a builtin (the answer depends on the classes
+    every façade exposes).
+
+    Attributes:
+        build: Returns the façade (the same checks apply as to a façade given directly).
+    """
+
+    build: Callable[[], object]
 
 
 EnvironmentFactory = Callable[[RunContext], Environment]

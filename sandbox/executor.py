@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import decimal
+import functools
 import json
 import time
 import traceback
 import types
+from collections.abc import Callable
 from typing import Any, Final
 
 from sandbox.builtins import GUARDED_TYPES, SAFE_BUILTINS, make_builtins, unavailable_message
@@ -58,25 +60,28 @@ SNIPPET_MODULE: Final = "snippet"
 #: would otherwise fill the traceback (and the error budget) with one line repeated a thousand times.
 REPEATED_FRAMES_SHOWN: Final = 3
 
+WriteGuard = Callable[[object], object]
+InPlaceGuard = Callable[[str, Any, Any], Any]
+
+#: The classes among the builtins (``int``, ``Exception``, ...), which ``type(x)`` hands out as themselves.
+_BUILTIN_CLASSES: Final = frozenset(value for value in SAFE_BUILTINS.values() if isinstance(value, type))
+
 
 def build_globals(environment: Environment, *, output: RunOutput, event: JSON) -> dict[str, Any]:
     """Return fresh globals for one run: guards, builtins, importer, environment names, ``event`` and ``log``."""
-    bad = sorted(name for name in environment.names if not name.isidentifier() or name.startswith("_"))
+    bad = [name for name in environment.names if not name.isidentifier() or name.startswith("_")]
     if bad:
-        raise ValueError(f"Environment names must be identifiers not starting with '_': {bad}.")
-    hidden = HiddenAttributes(environment.hidden_attributes)
-    write = make_write(hidden)
-    write_private = make_write_private(hidden)
-    inplacevar = make_inplacevar(write)
+        raise ValueError(f"Environment names must be identifiers not starting with '_': {sorted(bad)}.")
+    hidden = HiddenAttributes.shared(environment.hidden_attributes)
+    write, write_private, inplacevar, writable = _write_guards(hidden)
     importer_box: list[Importer] = []
 
     def known_classes() -> frozenset[type]:
         named = {value for value in environment.names.values() if isinstance(value, type)}
-        builtin = {value for value in SAFE_BUILTINS.values() if isinstance(value, type)}
-        return importer_box[0].public_classes() | named | builtin
+        return importer_box[0].public_classes() | named | _BUILTIN_CLASSES
 
     class_of = make_class_of(GUARDED_TYPES, known_classes)
-    getattr_guard = make_getattr(hidden, class_of, make_writable(hidden))
+    getattr_guard = make_getattr(hidden, class_of, writable)
     importer = Importer(environment.modules, guards=RunGuards(getattr_guard, write, inplacevar))
     importer_box.append(importer)
     builtins = make_builtins(
@@ -102,6 +107,18 @@ def build_globals(environment: Environment, *, output: RunOutput, event: JSON) -
     namespace["event"] = event
     namespace["log"] = SnippetLog(output)
     return namespace
+
+
+@functools.lru_cache(maxsize=4)
+def _write_guards(hidden: HiddenAttributes) -> tuple[WriteGuard, WriteGuard, InPlaceGuard, Callable[[object], bool]]:
+    """Return ``_write_``, ``_write_private_``, ``_inplacevar_`` and the writable test for *hidden*, made once.
+
+    Shared by every run of an environment: they depend only on *hidden* (shared itself, see
+    :meth:`HiddenAttributes.shared`) and on which classes snippets made (process-wide), they hold no run's object,
+    and no snippet can reach them (names starting with ``_`` are refused at compile time, closures at run time).
+    """
+    write = make_write(hidden)
+    return write, make_write_private(hidden), make_inplacevar(write), make_writable(hidden)
 
 
 def execute(

@@ -165,20 +165,57 @@ def _describe(obj: object) -> str:
 
 
 class HiddenAttributes:
-    """Answers whether an attribute is hidden on an object, by walking its type's MRO (cached per type)."""
+    """Answers whether an attribute is hidden on an object, by walking its type's MRO (cached per type).
+
+    One instance serves every run of an environment (:meth:`shared`), so a class's answer is computed once per
+    process (in the zygote, for the classes its warm-up runs touch) instead of once per run. Sharing it is safe: it
+    holds only classes and frozensets of names, never a snippet's object (no run can reach it: the guards that use
+    it are closures snippets cannot name), and an answer never changes: it depends on the class's MRO (fixed,
+    since no snippet may assign ``__bases__``) and on the hidden mapping (never changed once handed out, see
+    :meth:`shared`). Classes built while a run runs (the snippet's own, a run's brokered client class) are held
+    weakly, so a long-lived process does not keep every run's classes alive.
+    """
 
     def __init__(self, hidden: Mapping[type, frozenset[str]]) -> None:
         self._hidden = {**ALWAYS_HIDDEN, **hidden}
-        self._by_type: dict[type, frozenset[str]] = {}
+        # Static (C) types live as long as the process and are few: a plain dict, the fast path for str, dict, ...
+        self._by_static_type: dict[type, frozenset[str]] = {}
+        self._by_class: weakref.WeakKeyDictionary[type, frozenset[str]] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def shared(cls, hidden: Mapping[type, frozenset[str]]) -> HiddenAttributes:
+        """Return the process's instance for the mapping *hidden* (a new one when *hidden* is another object).
+
+        Keyed by identity: an environment hands out the same mapping every run (a module constant) and must never
+        change it afterwards; a host that wants other hidden names passes another mapping.
+        """
+        global _last_hidden  # one slot, replaced whole (atomic for threads)
+        last = _last_hidden
+        if last is not None and last[0] is hidden:
+            return last[1]
+        answers = cls(hidden)
+        _last_hidden = (hidden, answers)
+        return answers
 
     def names_for(self, obj: object) -> frozenset[str]:
         """Return the hidden names of *obj* (for a class: of the class itself, so unbound methods are hidden too)."""
         klass = obj if isinstance(obj, type) else type(obj)
-        names = self._by_type.get(klass)
+        names = self._by_static_type.get(klass)
+        if names is not None:
+            return names
+        heap = klass.__flags__ & _HEAP_TYPE
+        names = self._by_class.get(klass) if heap else None
         if names is None:
             names = frozenset().union(*(self._hidden.get(base, frozenset()) for base in klass.__mro__))
-            self._by_type[klass] = names
+            if heap:
+                self._by_class[klass] = names
+            else:
+                self._by_static_type[klass] = names
         return names
+
+
+#: The last (mapping, answers) :meth:`HiddenAttributes.shared` handed out; a host has one environment per process.
+_last_hidden: tuple[Mapping[type, frozenset[str]], HiddenAttributes] | None = None
 
 
 class _GuardedFormatter(string.Formatter):

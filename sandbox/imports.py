@@ -16,6 +16,7 @@ import types
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Final
 
+from sandbox.environment import LazyModule
 from sandbox.guards import forbidden_reason
 from sandbox.stdlib import EXCLUDED, RUN_BOUND, RunGuards, run_overrides
 
@@ -204,10 +205,20 @@ def stdlib_facades() -> Mapping[str, Facade]:
     Names that take a run's guards (``operator.attrgetter``) are bound to guards that hide nothing here; each run's
     :class:`Importer` rebinds them to its own.
     """
+    return types.MappingProxyType(_stdlib_registry())  # type: ignore[arg-type]  # every value is a Facade
+
+
+@functools.cache
+def _stdlib_registry() -> dict[str, object]:
+    """The façades of :data:`STDLIB_MODULES` as a plain dict, which each run's :class:`Importer` copies.
+
+    Never changed after it is built (only copied), so every run starts from the same read-only façades; a plain
+    dict because copying one is a memory copy, where copying a mapping proxy looks up every key again.
+    """
     for lazy in (*_LAZY_IMPORTS, *_LAZY_DEPENDENCIES):
         importlib.import_module(lazy)
     guards = RunGuards.default()
-    return types.MappingProxyType({name: stdlib_facade(name, guards) for name in STDLIB_MODULES})
+    return {name: stdlib_facade(name, guards) for name in STDLIB_MODULES}
 
 
 def stdlib_facade(name: str, guards: RunGuards) -> Facade:
@@ -254,27 +265,41 @@ class Importer:
     """The ``__import__`` of a run: allowlisted names only, façades only, ``fromlist`` checked."""
 
     def __init__(self, modules: Mapping[str, object] | None = None, *, guards: RunGuards | None = None) -> None:
-        registry: dict[str, object] = dict(stdlib_facades())
+        registry = _stdlib_registry().copy()
         for name, facade in (modules or {}).items():
-            reason = forbidden_reason(facade)
-            if reason is not None:
-                raise ValueError(f"Environment module {name!r} must be a façade, not {reason}.")
+            if type(facade) is not LazyModule:  # checked when built (_built)
+                _check_module(name, facade)
             registry[name] = facade
         self._registry = registry
         self._guards = guards
         self._objects: dict[str, object] = {}
-        self.allowed: tuple[str, ...] = tuple(sorted(registry))
+
+    @functools.cached_property
+    def allowed(self) -> tuple[str, ...]:
+        """The importable module names, sorted (what a refused import lists)."""
+        return tuple(sorted(self._registry))
 
     def public_classes(self) -> frozenset[type]:
         """Return the classes this run's façades expose (what ``type(x)`` may hand out as itself)."""
         extra = {
             value
-            for name, facade in self._registry.items()
-            if name not in STDLIB_MODULES and isinstance(facade, Facade)
+            for name in list(self._registry)  # _built replaces values
+            if name not in STDLIB_MODULES
+            for facade in (self._built(name),)
+            if isinstance(facade, Facade)
             for value in facade_values(facade)
             if isinstance(value, type)
         }
         return _stdlib_classes() | extra
+
+    def _built(self, name: str) -> object:
+        """Return the registered façade of *name*, building a :class:`LazyModule` now (once per run)."""
+        facade = self._registry.get(name)
+        if type(facade) is LazyModule:
+            facade = facade.build()
+            _check_module(name, facade)
+            self._registry[name] = facade
+        return facade
 
     def __call__(
         self,
@@ -318,7 +343,7 @@ class Importer:
             return cached
         prefix = name + "."
         children = {other[len(prefix) :].partition(".")[0] for other in self._registry if other.startswith(prefix)}
-        own = self._registry.get(name)
+        own = self._built(name)
         if own is not None and name in RUN_BOUND and self._guards is not None:
             own = stdlib_facade(name, self._guards)
         if not children:
@@ -329,6 +354,12 @@ class Importer:
             result = _Package(name, attributes)
         self._objects[name] = result
         return result
+
+
+def _check_module(name: str, facade: object) -> None:
+    reason = forbidden_reason(facade)
+    if reason is not None:
+        raise ValueError(f"Environment module {name!r} must be a façade, not {reason}.")
 
 
 def is_importable(name: str, allowed: Collection[str]) -> bool:

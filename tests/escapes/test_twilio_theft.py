@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.environment import RunContext
+from sandbox.environment import LazyModule, RunContext
 from sandbox.limits import Limits
 from sandbox.result import RunResult
 from sandbox.supervisor import Sandbox
@@ -266,7 +266,10 @@ class _FakeChannel:
 
 def _walk_roots() -> list[tuple[str, object]]:
     env = environment(RunContext(host=_FakeChannel(), context={}))
-    roots: list[tuple[str, object]] = [(name, facade) for name, facade in env.modules.items()]
+    roots: list[tuple[str, object]] = [
+        (name, facade.build() if isinstance(facade, LazyModule) else facade)  # what an import of it gives
+        for name, facade in env.modules.items()
+    ]
     roots.append(("zingyConn", env.names["zingyConn"]))
     roots.append(("connection client", connection_client(_FakeChannel(), "main")))
     return roots

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
 from sandbox.compiler import compile_snippet
@@ -122,6 +124,13 @@ def test_every_run_gets_fresh_globals() -> None:
     mutated = run_source("event['k'].append(2)\nreturn event", event=event)
     assert mutated.value == {"k": [1, 2]}
     assert event == {"k": [1]}
+
+
+def test_environment_converter_wins_over_the_default_one_for_its_class() -> None:
+    """An environment may convert a class the defaults convert (a date) its own way."""
+    environment = Environment(result_converters={datetime.date: lambda day: day.strftime("%d/%m/%Y")})
+    result = run_source("import datetime\nreturn datetime.date(2026, 1, 2)", environment=environment)
+    assert result.value == "02/01/2026"
 
 
 def test_environment_names_must_be_public_identifiers() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import gc
 import json
+import weakref
 
 import pytest
 
@@ -239,3 +241,29 @@ def test_forbidden_values_are_named(value: object, reason: str) -> None:
 def test_ordinary_values_are_not_forbidden() -> None:
     """Everyday values, classes and exceptions pass."""
     assert [forbidden_reason(v) for v in (1, "a", [json.dumps], ValueError, dict)] == [None] * 5
+
+
+def test_hidden_attributes_are_shared_per_mapping() -> None:
+    """Runs of one environment share one HiddenAttributes (answers computed once); another mapping gets its own."""
+    mapping: dict[type, frozenset[str]] = {Secretive: frozenset({"password"})}
+    shared = HiddenAttributes.shared(mapping)
+    assert HiddenAttributes.shared(mapping) is shared
+    other = HiddenAttributes.shared({Secretive: frozenset({"request"})})
+    assert other is not shared
+    assert other.names_for(Secretive()) == {"request"}
+    assert shared.names_for(Secretive()) == {"password"}
+
+
+def test_hidden_attributes_keep_no_run_class_alive() -> None:
+    """A class made during a run (a snippet's own, a subclass of a host class) dies with the run, answer or not."""
+    hidden = HiddenAttributes.shared({Secretive: frozenset({"password"})})
+
+    class RunSubclass(Secretive):
+        pass
+
+    assert hidden.names_for(RunSubclass()) == {"password"}
+    assert hidden.names_for(RunSubclass) == {"password"}
+    gone = weakref.ref(RunSubclass)
+    del RunSubclass
+    gc.collect()
+    assert gone() is None

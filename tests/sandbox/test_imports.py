@@ -7,6 +7,7 @@ import types
 
 import pytest
 
+from sandbox.environment import LazyModule
 from sandbox.imports import STDLIB_MODULES, Facade, Importer, check_imports, make_facade, stdlib_facades
 
 
@@ -109,6 +110,42 @@ def test_environment_modules_must_be_facades() -> None:
     """A real module in Environment.modules is a host bug, refused up front."""
     with pytest.raises(ValueError, match="must be a façade, not module 'json'"):
         Importer({"json2": json})
+
+
+def test_lazy_module_is_built_on_the_runs_first_import_once() -> None:
+    """A LazyModule is built when a run first imports it, once per run, and never by a run that does not import it."""
+    built: list[Facade] = []
+
+    def build() -> Facade:
+        built.append(make_facade(json, ["dumps"], label="vendor"))
+        return built[-1]
+
+    modules = {"vendor": LazyModule(build)}
+    importer = Importer(modules)
+    assert built == []
+    assert importer("vendor") is built[0]
+    assert importer("vendor", fromlist=("dumps",)) is built[0]
+    assert len(built) == 1
+    Importer(modules)("vendor")  # the next run builds its own
+    assert len(built) == 2
+    assert built[1] is not built[0]
+
+
+def test_lazy_module_is_checked_when_built() -> None:
+    """A LazyModule that builds a real module is refused at the import, as a module given directly is up front."""
+    importer = Importer({"json2": LazyModule(lambda: json)})
+    with pytest.raises(ValueError, match="must be a façade, not module 'json'"):
+        importer("json2")
+
+
+def test_public_classes_include_those_of_lazy_modules() -> None:
+    """What type(x) may hand out as itself counts the classes of modules the run has not imported yet."""
+
+    class Widget:
+        pass
+
+    importer = Importer({"vendor": LazyModule(lambda: make_facade(types.SimpleNamespace(Widget=Widget), label="v"))})
+    assert Widget in importer.public_classes()
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ from twilio.http import HttpClient
 from twilio.rest.api.v2010.account.message import MessageContext, MessageInstance, MessageList
 from twilio.twiml import TwiML
 
-from sandbox.environment import JSON, Environment, RunContext, WarmUpRun
+from sandbox.environment import JSON, Environment, LazyModule, RunContext, WarmUpRun
 from sandbox.imports import make_facade
 from zingyconn.egress.protocol import OP_CONNECT, OP_ENQUEUE, OP_HTTP, VARIABLES_CONTEXT_KEY
 from zingyconn.http import DIRECTORY_CONTEXT_KEY as HTTP_DIRECTORY_CONTEXT_KEY
@@ -183,6 +183,31 @@ def tenant_vars(context: Mapping[str, Any]) -> TenantVars:
     return TenantVars({name: value for name, value in entries.items() if isinstance(value, str)})
 
 
+class RunClientClass:
+    """The run's ``twilio.rest.Client`` class, made on first use: a run that sends nothing never makes one.
+
+    A class costs about as much to make as the rest of a small run's set-up, and most webhook replies (TwiML) never
+    touch it. There is still exactly one per run, shared by the façades and ``zingyConn.twilio()`` (so
+    ``isinstance(zingyConn.twilio(name), twilio.rest.Client)`` holds), and never one shared between runs.
+    """
+
+    __slots__ = ("_channel", "_class")
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._class: type[BrokeredClient] | None = None
+
+    def get(self) -> type[BrokeredClient]:
+        """Return the run's class, making it now if this is the first use."""
+        if self._class is None:
+            self._class = client_class(self._channel)
+        return self._class
+
+    def facade(self, module: object) -> object:
+        """Return the façade of *module* (``twilio`` or ``twilio.rest``): only ``Client``, the run's class."""
+        return make_facade(module, [], overrides={"Client": self.get()})
+
+
 class ZingyConn:
     """The ``zingyConn`` object of a snippet: the platform's capabilities for this run.
 
@@ -194,7 +219,7 @@ class ZingyConn:
     __slots__ = ("_channel", "_client_class", "_context", "_directory", "_vars")
 
     def __init__(
-        self, channel: Channel, client_class: type[BrokeredClient], context: Mapping[str, Any] | None = None
+        self, channel: Channel, client_class: RunClientClass, context: Mapping[str, Any] | None = None
     ) -> None:
         self._channel = channel
         self._client_class = client_class
@@ -212,7 +237,7 @@ class ZingyConn:
         """
         if self._directory is None and self._context is not None:
             self._directory = connection_directory(self._context)
-        return connection_client(self._channel, name, cls=self._client_class, directory=self._directory)
+        return connection_client(self._channel, name, cls=self._client_class.get(), directory=self._directory)
 
     def http(self, name: str) -> HttpApi:
         """Return the client of this tenant's HTTP connection *name* (``api.post("/notes", json=...)``).
@@ -286,11 +311,12 @@ _DIRECTORY_FIELDS: Final = ("username", "account_sid")
 
 def environment(run: RunContext) -> Environment:
     """Return the snippet environment of one run: ``zingyConn``, the twilio façades, hidden attributes, converters."""
-    client = client_class(run.host)
+    client = RunClientClass(run.host)
     modules: dict[str, object] = {
-        # ``twilio.Client`` is an alias of the brokered ``twilio.rest.Client``, bound to this run.
-        "twilio": make_facade(twilio, [], overrides={"Client": client}),
-        "twilio.rest": make_facade(twilio.rest, [], overrides={"Client": client}),
+        # ``twilio.Client`` is an alias of the brokered ``twilio.rest.Client``, bound to this run; both façades are
+        # built when the run first imports them.
+        "twilio": LazyModule(functools.partial(client.facade, twilio)),
+        "twilio.rest": LazyModule(functools.partial(client.facade, twilio.rest)),
         **static_facades(),
     }
     return Environment(
