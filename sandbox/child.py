@@ -28,7 +28,7 @@ import select
 import signal
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from sandbox import hardening
 from sandbox.channel import ChannelClosedError, HostRequests, encode_frame, recv_frame
@@ -45,6 +45,9 @@ from sandbox.output import printable_text
 from sandbox.phase import PhaseMarker
 from sandbox.protocol import INSTANCE_ORDER, result_frame_bytes
 from sandbox.result import RunError, RunResult
+
+if TYPE_CHECKING:
+    from sandbox.compiler import CompiledSnippet
 
 #: Descriptor of the child's channel to the host (0-2 are /dev/null).
 CHANNEL_FD: Final = 3
@@ -230,13 +233,36 @@ def execute_order(
 
     *phase* is marked as snippet code while the snippet runs (see :mod:`sandbox.phase`).
     """
-    from sandbox import compiler, executor  # pre-imported by the zygote; these are dictionary lookups
+    from sandbox import executor  # pre-imported by the zygote; a dictionary lookup
 
     if isinstance(environment, RunResult):
         return encode_result(environment, limits)
-    compiled = compiler.CompiledSnippet.from_bytes(base64.b64decode(order["compiled"]))
-    result = executor.execute(compiled, event=order.get("event"), environment=environment, limits=limits, phase=phase)
+    compiled = order_snippet(order["compiled"])
+    # The event was decoded from this order's frame, for this run alone: the snippet may have it as it is.
+    result = executor.execute(
+        compiled, event=order.get("event"), environment=environment, limits=limits, phase=phase, fresh_event=True
+    )
     return encode_result(result, limits)
+
+
+#: The snippet this process last unmarshalled, by its text in the order: an instance runs one snippet (one source
+#: version) run after run, and unmarshalling it again would cost each run more than the snippet itself often does.
+#: Sharing the code object between runs is safe: it is immutable, no snippet can reach it (code objects are never
+#: values in snippets, see sandbox.guards), and each run executes it into fresh globals, so every function and
+#: class a run sees is made anew.
+_last_compiled: tuple[str, CompiledSnippet] | None = None
+
+
+def order_snippet(text: str) -> CompiledSnippet:
+    """Return the snippet the order's ``compiled`` *text* holds (base64 of marshal, from our own host)."""
+    global _last_compiled  # one slot; a child runs one order at a time
+    from sandbox.compiler import CompiledSnippet  # pre-imported by the zygote; a dictionary lookup
+
+    if _last_compiled is not None and _last_compiled[0] == text:
+        return _last_compiled[1]
+    compiled = CompiledSnippet.from_bytes(base64.b64decode(text))
+    _last_compiled = (text, compiled)
+    return compiled
 
 
 class PendingOrder:

@@ -128,16 +128,19 @@ def execute(
     environment: Environment,
     limits: Limits,
     phase: PhaseMarker | None = None,
+    fresh_event: bool = False,
 ) -> RunResult:
     """Run *compiled* in this process and return its result as JSON-only data (never raises for snippet faults).
 
     *phase*, in an isolated child, is marked as snippet code while the snippet runs and its value is converted (a
-    fault signal then is the snippet's: see :mod:`sandbox.phase`). In-process use is for tests and trusted tooling
-    only: see the module docstring.
+    fault signal then is the snippet's: see :mod:`sandbox.phase`). *event* is copied through JSON, so the snippet
+    can neither change the caller's object nor get a non-JSON one; *fresh_event* says it was decoded from JSON
+    for this run alone (a child's order) and is handed over as it is. In-process use is for tests and trusted
+    tooling only: see the module docstring.
     """
     started = time.perf_counter()
     output = RunOutput(limits.output_bytes)
-    namespace = build_globals(environment, output=output, event=json.loads(json.dumps(event)))
+    namespace = build_globals(environment, output=output, event=event if fresh_event else json.loads(json.dumps(event)))
     value: JSON = None
     error: RunError | None = None
     with phase.snippet() if phase is not None else contextlib.nullcontext():

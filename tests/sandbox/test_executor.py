@@ -126,6 +126,15 @@ def test_every_run_gets_fresh_globals() -> None:
     assert event == {"k": [1]}
 
 
+def test_fresh_event_is_handed_over_without_a_copy() -> None:
+    """An event decoded for this run alone (a child's order) reaches the snippet as that very object."""
+    event = {"k": [1]}
+    compiled = compile_snippet("event['k'].append(2)\nreturn len(event['k'])")
+    result = execute(compiled, event=event, environment=Environment(), limits=Limits(), fresh_event=True)
+    assert result.value == 2
+    assert event == {"k": [1, 2]}
+
+
 def test_environment_converter_wins_over_the_default_one_for_its_class() -> None:
     """An environment may convert a class the defaults convert (a date) its own way."""
     environment = Environment(result_converters={datetime.date: lambda day: day.strftime("%d/%m/%Y")})
