@@ -19,6 +19,9 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.requests import Request
 
 from tests.hosts.live_server import (
     ACCOUNT_SID,
@@ -36,6 +39,7 @@ from zingyconn.database import create_engine
 from zingyconn.group_commit import GroupWriter
 from zingyconn.hosts.logs import record_fields
 from zingyconn.hosts.replay import ReplayStore, StoredResponse
+from zingyconn.hosts.webhooks import build_event
 from zingyconn.leases import LEASE_SECONDS, LeaseKeeper
 from zingyconn.runtime import Runtime
 from zingyconn.schema import runs
@@ -100,6 +104,25 @@ def test_event_carries_the_request_and_dict_result_is_json(server: LiveServer, c
         row = conn.execute(sa.select(runs).where(runs.c.id == response.headers["x-zingy-run-id"])).one()
     assert (row.kind, row.tenant, row.name, row.status) == ("webhook", "acme", "echo", "ok")
     assert "Bearer secret" not in json.dumps(row.event)
+
+
+@given(
+    st.sampled_from(["/", "//", ""]),
+    st.text(st.sampled_from("ab/?#\\%\t\r\n é"), max_size=12),
+    st.sampled_from([[(b"host", b"example.com")], [(b"host", b"bad host")], []]),
+    st.sampled_from([("127.0.0.1", 8000), None]),
+)
+def test_the_event_path_is_what_starlettes_url_says(
+    prefix: str, tail: str, headers: list[tuple[bytes, bytes]], server: tuple[str, int] | None
+) -> None:
+    """Whatever the path holds (characters Starlette escapes or URL parsing drops, double slashes, no Host nor
+    server address), the event's path is ``request.url.path``."""
+    scope = {"type": "http", "method": "GET", "scheme": "http", "path": prefix + tail, "query_string": b"",
+             "headers": headers, "server": server}  # fmt: skip
+
+    event = build_event(Request(scope), hook="h", body=b"", form=None)
+
+    assert (event["path"], event["query"]) == (Request(scope).url.path, {})
 
 
 def test_json_body_is_parsed_into_event_json(server: LiveServer, catalog: Catalog) -> None:

@@ -9,8 +9,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any, Final
 
 from starlette.requests import Request
@@ -103,11 +102,18 @@ class TenantLimiter:
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._queued: dict[str, int] = {}
 
-    @asynccontextmanager
-    async def slot(self, tenant: str) -> AsyncIterator[None]:
-        """Hold one of *tenant*'s slots for the duration of the block; 429 when the tenant's queue is full."""
-        semaphore = self._slots.setdefault(tenant, asyncio.Semaphore(self.running))
-        if semaphore.locked() and self._queued.get(tenant, 0) >= self.waiting:
+    def slot(self, tenant: str) -> _Slot:
+        """Hold one of *tenant*'s slots for the duration of an ``async with`` block; 429 when its queue is full."""
+        semaphore = self._slots.get(tenant)
+        if semaphore is None:
+            semaphore = self._slots[tenant] = asyncio.Semaphore(self.running)
+        return _Slot(self, tenant, semaphore)
+
+    async def _acquire(self, tenant: str, semaphore: asyncio.Semaphore) -> None:
+        if not semaphore.locked():
+            await semaphore.acquire()  # a free slot is taken without waiting: nobody queues
+            return
+        if self._queued.get(tenant, 0) >= self.waiting:
             raise TooManyRequestsError(
                 f"Tenant {tenant!r} has too many requests in flight ({self.running} running, {self.waiting} waiting)."
             )
@@ -116,10 +122,21 @@ class TenantLimiter:
             await semaphore.acquire()
         finally:
             self._queued[tenant] -= 1
-        try:
-            yield
-        finally:
-            semaphore.release()
+
+
+class _Slot:
+    """One request's hold on a tenant's slot (a class, not a generator: it is entered on every request)."""
+
+    __slots__ = ("_limiter", "_semaphore", "_tenant")
+
+    def __init__(self, limiter: TenantLimiter, tenant: str, semaphore: asyncio.Semaphore) -> None:
+        self._limiter, self._tenant, self._semaphore = limiter, tenant, semaphore
+
+    async def __aenter__(self) -> None:
+        await self._limiter._acquire(self._tenant, self._semaphore)
+
+    async def __aexit__(self, *_: object) -> None:
+        self._semaphore.release()
 
 
 class EdgeMiddleware:
@@ -204,14 +221,14 @@ class OriginSplitMiddleware:
         return on_console_port == is_console_path
 
 
+#: HOOK_HEADERS as ASGI sends them, encoded once.
+_DEFAULT_HEADERS: Final = tuple((name.lower().encode(), value.encode()) for name, value in HOOK_HEADERS.items())
+
+
 def _with_default_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     present = {name.lower() for name, _ in headers}
-    added = [
-        (name.lower().encode(), value.encode())
-        for name, value in HOOK_HEADERS.items()
-        if name.lower().encode() not in present
-    ]
-    return [*headers, *added]
+    missing = [header for header in _DEFAULT_HEADERS if header[0] not in present]
+    return [*headers, *missing] if missing else headers
 
 
 def _content_length(scope: Scope) -> int | None:

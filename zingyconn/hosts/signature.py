@@ -144,10 +144,7 @@ def auth_token_of(profile: Profile, *, connection: str) -> str:
 
 def parse_form(body: bytes) -> FormParams:
     """Parse an ``application/x-www-form-urlencoded`` body, keeping blank values and repeated names."""
-    params = FormParams()
-    for name, values in parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True).items():
-        params[name] = values
-    return params
+    return FormParams(parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True))
 
 
 def verify(

@@ -277,15 +277,29 @@ def _request_fields(request: Request, *, hook: str) -> dict[str, Any]:
         if key not in HIDDEN_HEADERS:
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
     query: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
-        query.setdefault(key, []).append(value)
+    if request.scope.get("query_string"):  # most webhooks have none: no parse, no multi-dict
+        for key, value in request.query_params.multi_items():
+            query.setdefault(key, []).append(value)
     return {
         "hook": hook,
         "method": request.method,
-        "path": request.url.path,
+        "path": _path_of(request),
         "query": _flatten(query),
         "headers": headers,
     }
+
+
+#: Characters for which ``request.url.path`` differs from the scope's path: Starlette escapes the first three, and
+#: URL parsing drops the others.
+_PATH_REWRITTEN: Final = frozenset("?#\\\t\r\n")
+
+
+def _path_of(request: Request) -> str:
+    """Return ``request.url.path`` without building the URL (a parse and a rebuild) when it is the scope's path."""
+    path: str = request.scope["path"]
+    if path.startswith("/") and not path.startswith("//") and _PATH_REWRITTEN.isdisjoint(path):
+        return path
+    return request.url.path
 
 
 def stored_event(event: dict[str, Any]) -> dict[str, Any]:
