@@ -65,7 +65,7 @@ def test_reserved_object_memory_is_one_mapping() -> None:
 
 
 def test_started_zygote_heap_is_in_huge_pages() -> None:
-    """A started zygote holds most of its Python heap in huge pages (the fork copies an entry per 2 MiB)."""
+    """A started zygote holds its Python heap in huge pages (a fork copies one entry per 2 MiB of them)."""
     if not _kernel_collapses():
         pytest.skip("this kernel has no MADV_COLLAPSE (Linux 6.1+ with transparent huge pages)")
     with Sandbox(environment="zingyconn.snippet.environment:environment", spare_children=1) as sandbox:
@@ -75,4 +75,6 @@ def test_started_zygote_heap_is_in_huge_pages() -> None:
             pytest.skip("the zygote's memory map is not readable by this user (it is not dumpable)")
         fields = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:]}
 
-    assert fields["AnonHugePages"] >= 4 * 1024  # KiB: at least two huge pages, whatever the zygote wrote since
+    # KiB. About 22 MiB are collapsed; each of the zygote's own writes since (it forked a spare and reported) splits
+    # the huge page it lands in back into 4 KiB entries, so only a floor of one huge page is certain.
+    assert fields["AnonHugePages"] >= 2 * 1024
