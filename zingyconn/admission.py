@@ -20,8 +20,9 @@ cover the slot it takes and lowers it to just above the highest slot it found he
 release only frees a slot, so the bound never leaves a held slot out: admission looks at the slots below it (a
 ``flock`` each) and at most one above, not at every slot, and opens no hold file that does not exist. A header that
 is missing or unreadable (a new file, a write cut by ``kill -9``) makes the next taker look at every slot and every
-hold file, as without one, and write a bound that covers every slot file there is (a process configured with more
-runs at once may hold one beyond this process's).
+hold file, as without one. Slots beyond a process's own ``max_runs`` (taken by a process configured with more runs
+at once) are looked at too, up to the bound: they count towards the tenant's memory everywhere, though only their
+own kind of process takes them.
 
 A warm instance (a sandbox process kept for one hook's or script's next runs) holds its memory between runs too:
 it takes a *memory hold* (:meth:`TenantSlots.hold_memory`) for its life, a slot file of its own that counts
@@ -58,6 +59,10 @@ STAMP_BYTES: Final = 20
 #: Memory holds one tenant may have at once. The tenant's memory limit bounds them first (each holds a run's memory
 #: limit); this only bounds the slot files scanned.
 MAX_MEMORY_HOLDS: Final = 256
+#: Run slot files a process opens beyond its own ``max_runs`` (those of processes configured with more runs at once,
+#: whose held slots count towards the tenant's memory here too). Threat: a garbled header's bound opening files
+#: without end.
+MAX_SLOT_FILES: Final = 1024
 #: Tenants whose slot files one process keeps open between runs (the most recently admitted). Each costs
 #: ``max_runs`` + 1 descriptors plus its memory holds; 8 at the default 16 runs is 136, well inside the soft
 #: ``RLIMIT_NOFILE`` of 1024 that the server's sockets share.
@@ -293,8 +298,14 @@ class TenantSlots:
     def _take_locked(self, files: _TenantFiles, mutex: int, memory_bytes: int, *, hold: bool) -> int:
         bound, hold_files = _read_header(mutex)
         self._open_holds(files, hold_files)  # under the mutex: a hold file another process adds is added under it too
+        # Slots beyond this process's max_runs (a process configured with more runs at once took them) count
+        # towards the tenant's memory too, though this process never takes one: open those below the bound (all
+        # there are, without a header) so the scan sees them.
+        self._open_wider_runs(files, bound)
         known = len(files.runs) if bound is None else min(bound, len(files.runs))
-        runs, held_bytes, free_run, top = _scan(files.runs, files.taken, take=not hold, known=known)
+        runs, held_bytes, free_run, top = _scan(
+            files.runs, files.taken, take=not hold, known=known, takeable=self.limits.max_runs
+        )
         holds, hold_bytes, free, _ = _scan(files.holds, files.held, take=hold)
         held_bytes += hold_bytes
         if hold:
@@ -312,11 +323,7 @@ class TenantSlots:
             if not hold:
                 top = max(top, free + 1)
             if bound is not None and bound > known:
-                top = max(top, bound)  # held slots beyond this process's max_runs were not looked at: keep them in
-            elif bound is None:
-                # Without a header, slot files beyond this process's max_runs (a process configured with more) were
-                # not looked at either: the bound covers every one there is, so none held is left out for others.
-                top = max(top, _slot_files(files.stem, len(files.runs)))
+                top = max(top, bound)  # slots the bound covers whose files are gone were not looked at: keep them in
             if (top, len(files.holds)) != (bound, hold_files):
                 # Like the stamp, a write that fails (a full disk) is the caller's OSError: the edge names the cause.
                 os.pwrite(mutex, _header(top, len(files.holds)), 0)
@@ -342,6 +349,19 @@ class TenantSlots:
         while len(files.runs) < self.limits.max_runs:
             files.runs.append(self._open(f"{files.stem}.{len(files.runs)}"))
         return files.mutex
+
+    def _open_wider_runs(self, files: _TenantFiles, bound: int | None) -> None:
+        """Open the run slot files beyond this process's ``max_runs`` that lie below *bound* (``None``: every one
+        there is); files only a process configured with more runs at once created, never created here."""
+        wanted = MAX_SLOT_FILES if bound is None else min(bound, MAX_SLOT_FILES)
+        while len(files.runs) < wanted:
+            try:
+                fd = os.open(f"{files.stem}.{len(files.runs)}", os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return  # slot files are created from .0 up: none beyond
+            except OSError as exc:
+                raise self._unusable(exc) from None
+            files.runs.append(fd)
 
     def _open_holds(self, files: _TenantFiles, count: int | None) -> None:
         """Open the tenant's memory hold files not open yet: the header's *count* of them, or (``None``: no header)
@@ -408,19 +428,26 @@ class TenantSlots:
 
 
 def _scan(
-    fds: list[int], mine: dict[int, tuple[int, int]], *, take: bool, known: int | None = None
+    fds: list[int],
+    mine: dict[int, tuple[int, int]],
+    *,
+    take: bool,
+    known: int | None = None,
+    takeable: int | None = None,
 ) -> tuple[int, int, int | None, int]:
     """Return how many of the slots *fds* are held, their memory, (with *take*) the index of a free one, locked, and
     one more than the index of the highest held.
 
     The slots this process holds (*mine*) are counted from memory: no ``flock``, no read. Only the first *known*
     (all by default) are all looked at: the bound of the header says none after them is held, so after them a
-    taker looks only until it finds a free one (normally the first), and a caller that takes none not at all.
+    taker looks only until it finds a free one (normally the first), and a caller that takes none not at all. Only
+    the first *takeable* (all by default) may be taken: the slots beyond are other processes' (with more runs).
     """
     busy, held_bytes, free, top = 0, 0, None, 0
     end = len(fds) if known is None else known
+    limit = len(fds) if takeable is None else takeable
     for index, fd in enumerate(fds):
-        if index >= end and (free is not None or not take):
+        if index >= end and (free is not None or not take or index >= limit):
             break
         if index in mine:
             busy += 1
@@ -434,20 +461,11 @@ def _scan(
             held_bytes += _stamped_bytes(fd)
             top = index + 1
             continue
-        if free is None and take:
+        if free is None and take and index < limit:
             free = index
         else:
             fcntl.flock(fd, fcntl.LOCK_UN)
     return busy, held_bytes, free, top
-
-
-def _slot_files(stem: str, start: int) -> int:
-    """Return how many run slot files *stem* has, knowing the first *start* exist (each process creates its
-    ``max_runs`` slot files from ``.0`` up, and none is removed)."""
-    count = start
-    while os.path.exists(f"{stem}.{count}"):
-        count += 1
-    return count
 
 
 def _header(bound: int, hold_files: int) -> bytes:

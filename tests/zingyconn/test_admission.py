@@ -233,6 +233,19 @@ def test_a_garbled_header_read_by_a_process_with_fewer_slots_keeps_the_others_he
     _slot_3_still_counts(*held)
 
 
+def test_a_process_with_fewer_slots_counts_the_memory_of_the_others_slots_beyond_its_own(tmp_path: Path) -> None:
+    """A process configured with 4 runs at once holds slot 3 (1 MiB): one configured with 2 counts it towards the
+    tenant's memory, though it never takes slot 3 itself."""
+    release, narrow, _ = _slot_3_held_by_a_wide_process(tmp_path)
+    with pytest.raises(TenantBusyError, match="hold 1 MiB"), narrow.admit("acme", memory_bytes=5 * MIB, wait=False):
+        pass
+    with pytest.raises(TenantBusyError, match="hold 1 MiB"):
+        narrow.hold_memory("acme", memory_bytes=5 * MIB, wait=False)
+    release()
+    with narrow.admit("acme", memory_bytes=5 * MIB, wait=False):
+        pass
+
+
 def _open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
