@@ -78,3 +78,20 @@ def test_started_zygote_heap_is_in_huge_pages() -> None:
     # KiB. About 22 MiB are collapsed; each of the zygote's own writes since (it forked a spare and reported) splits
     # the huge page it lands in back into 4 KiB entries, so only a floor of one huge page is certain.
     assert fields["AnonHugePages"] >= 2 * 1024
+
+
+def test_a_huge_page_the_kernel_refuses_is_skipped_and_the_next_still_collapsed() -> None:
+    """The fallback of a kernel without MADV_COLLAPSE, or without a free huge page, forced with a page it always
+    refuses (an unmapped one, first): no error, the page stays as it is, and the next one is still collapsed."""
+    region = mmap.mmap(-1, 3 * HUGE_PAGE_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(region))
+        start = -(-address // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES
+        region[start - address] = 1
+        refused = (0, HUGE_PAGE_BYTES)  # address 0 is never mapped in a user process
+
+        collapsed = huge_pages.collapse([refused, (start, start + HUGE_PAGE_BYTES)])
+
+        assert collapsed == (HUGE_PAGE_BYTES if _kernel_collapses() else 0)
+    finally:
+        region.close()
