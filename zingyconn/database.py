@@ -48,6 +48,9 @@ _LOGGER = logging.getLogger(__name__)
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _SQLITE_DISK_FULL_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE})
 _POSTGRES_DISK_FULL_SQLSTATE = "53100"
+#: PostgreSQL's SQLSTATEs for a transaction that lost a race with another (deadlock_detected,
+#: serialization_failure): nothing is wrong with the store, and the same work in a smaller transaction succeeds.
+_POSTGRES_CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
 
 #: Execution option marking an engine (see :func:`read_only`) whose transactions only read.
 _READ_ONLY_OPTION = "zingyconn_read_only"
@@ -232,6 +235,17 @@ def is_disk_full(exc: BaseException) -> bool:
     if isinstance(error, sqlite3.Error):
         return getattr(error, "sqlite_errorcode", None) in _SQLITE_DISK_FULL_CODES
     return getattr(error, "sqlstate", None) == _POSTGRES_DISK_FULL_SQLSTATE
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Return True when *exc* ended a transaction that lost a race with another one (a deadlock, a serialization
+    failure): the store is up, and the same statements succeed when written again, alone or in another order.
+
+    Told by SQLSTATE (``40P01``, ``40001``), never by message text. SQLite never raises these: its one write lock
+    admits no cycle.
+    """
+    error = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc  # the driver's own error
+    return getattr(error, "sqlstate", None) in _POSTGRES_CONFLICT_SQLSTATES
 
 
 def is_storage_fault(exc: BaseException) -> bool:

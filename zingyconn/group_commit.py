@@ -18,7 +18,8 @@ What it guarantees:
   other.
 - **The same errors.** A write fails with the error its statements would have raised in a transaction of their
   own: a store fault (down, locked, disk full) fails the whole batch, and each of its callers gets it; any other
-  error (a constraint) fails only the write that caused it (the batch is written again one write at a time).
+  error (a constraint), or a conflict with another process's transaction (a PostgreSQL deadlock between two
+  servers' batches), fails only the write that caused it (the batch is written again one write at a time).
 - **Bounded memory.** At most :data:`MAX_QUEUED` writes wait; a caller beyond that waits for room (back-pressure).
 - **Reads that must commit.** :meth:`~GroupWriter.call` runs a function on the batch's connection and returns its
   result once the batch committed: a compare-and-set whose answer the caller acts on (the idempotency claim) costs
@@ -39,7 +40,7 @@ from typing import Any, Final, TypeVar
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Executable
 
-from zingyconn.database import DriverStatement, is_storage_fault
+from zingyconn.database import DriverStatement, is_conflict, is_storage_fault
 
 #: Writes one transaction takes at most: small enough that a batch commits in a few milliseconds.
 MAX_BATCH: Final = 64
@@ -197,13 +198,16 @@ class GroupWriter:
         return [write for write in left if write is not _STOP]
 
     def _commit(self, batch: list[_Write]) -> None:
-        """Write *batch* in one transaction; on an error that is not a store fault, each write in its own."""
+        """Write *batch* in one transaction; on an error that is not a store fault (or is a conflict), each write in
+        its own."""
         if not batch:
             return
         try:
             self._transaction(batch)
         except Exception as exc:  # noqa: BLE001  # handed to each caller, who raises it in its own thread
-            if len(batch) == 1 or is_storage_fault(exc):
+            # A conflict (two servers' batches claiming the same tokens in opposite orders deadlock on PostgreSQL)
+            # is the batch's, not any one write's fault: written one at a time, no cycle can form.
+            if len(batch) == 1 or (is_storage_fault(exc) and not is_conflict(exc)):
                 for write in batch:
                     write.error = exc
             else:

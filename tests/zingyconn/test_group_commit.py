@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
 
+from zingyconn.database import create_engine
 from zingyconn.group_commit import GroupWriter
 from zingyconn.schema import webhook_responses
 
@@ -123,3 +128,49 @@ def test_a_call_returns_its_own_result_once_its_shared_transaction_committed(eng
     assert results == ["refused" if n == 7 else f"t{n:03d}" if n % 3 == 0 else (1, f"t{n:03d}") for n in range(64)]
     assert _tokens(engine) == stored
     assert len(commits) < len(stored)
+
+
+def test_batches_of_two_servers_that_deadlock_are_written_again_one_write_at_a_time(postgres_url: str) -> None:
+    """Two servers' batches taking the same two rows in opposite orders deadlock on PostgreSQL, which ends one of
+    them (SQLSTATE 40P01). That batch's other write is not at fault: written again on its own, it commits."""
+    engine = create_engine(postgres_url)
+    writers = [GroupWriter(engine), GroupWriter(engine)]
+    both_hold_one = threading.Barrier(2, timeout=10)
+    first_attempt = [True, True]
+
+    def take(side: int) -> Callable[[sa.Connection], None]:
+        def action(conn: sa.Connection) -> None:
+            # First row, wait until the other server holds its own, then the other's: a cycle on the first try.
+            first, second = ("A", "B") if side == 0 else ("B", "A")
+            conn.execute(*_claim(f"lock-{first}-{side}"))
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ord(first)})
+            if first_attempt[side]:
+                first_attempt[side] = False
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    both_hold_one.wait()
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ord(second)})
+
+        return action
+
+    stall = [threading.Event(), threading.Event()]
+
+    def hold(side: int) -> Callable[[sa.Connection], bool]:
+        return lambda conn: stall[side].wait(10)
+
+    with ThreadPoolExecutor(8) as pool:
+        # Each writer's first batch waits, so that its next batch holds both a plain write and the locking action.
+        held: list[Future[object]] = [pool.submit(writers[side].call, hold(side)) for side in (0, 1)]
+        time.sleep(0.2)
+        plain: list[Future[object]] = [pool.submit(writers[side].write, _claim(f"plain-{side}")) for side in (0, 1)]
+        locking: list[Future[object]] = [pool.submit(writers[side].call, take(side)) for side in (0, 1)]
+        time.sleep(0.2)
+        for event in stall:
+            event.set()
+        for future in [*held, *plain, *locking]:
+            future.result(timeout=30)  # before: the deadlocked batch's plain write raised DeadlockDetected
+    for writer in writers:
+        writer.close()
+
+    assert {"plain-0", "plain-1"} <= set(_tokens(engine))
+    assert first_attempt == [False, False]  # both actions did meet at the barrier: the cycle did form
+    engine.dispose()
