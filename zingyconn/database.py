@@ -229,7 +229,7 @@ def is_disk_full(exc: BaseException) -> bool:
     that found no room; ``SQLITE_IOERR_SHMSIZE`` for a WAL index that could not grow, which is how opening a WAL
     database on a full disk fails), PostgreSQL's SQLSTATE ``53100`` (disk_full).
     """
-    error = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc  # the driver's own error
+    error = _driver_error(exc)
     if isinstance(error, OSError):
         return error.errno in _DISK_FULL_ERRNOS
     if isinstance(error, sqlite3.Error):
@@ -244,8 +244,13 @@ def is_conflict(exc: BaseException) -> bool:
     Told by SQLSTATE (``40P01``, ``40001``), never by message text. SQLite never raises these: its one write lock
     admits no cycle.
     """
-    error = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc  # the driver's own error
+    error = _driver_error(exc)
     return getattr(error, "sqlstate", None) in _POSTGRES_CONFLICT_SQLSTATES
+
+
+def _driver_error(exc: BaseException) -> BaseException | None:
+    """Return the driver's own error that SQLAlchemy wrapped in *exc* (the codes are there), or *exc* itself."""
+    return exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
 
 
 def is_storage_fault(exc: BaseException) -> bool:
