@@ -26,6 +26,11 @@ With ``--tokens`` every request also carries a new ``I-Twilio-Idempotency-Token`
 host then claims it before the run and stores the response for replay. CPU per request is read from ``/proc``
 around each row: the server processes (host), the sandbox's zygote, the runs' children (``process_cpu.py``),
 PostgreSQL, and this process (the load client). The exit status is 1 when a measured row misses one of its targets.
+
+For each row with a p99 target the report adds its floor by Little's law: the client keeps *concurrency* requests
+in flight, so the mean latency is concurrency / req/s, and a p99 of T ms needs at least concurrency / T req/s even
+if every request took the mean, and the row's own p99/mean times that with the spread it had; beside them, the
+req/s the row's CPU per request (every process, the client's too) allows on this machine's CPUs.
 """
 
 from __future__ import annotations
@@ -398,14 +403,38 @@ def _maybe_profile(row: dict[str, Any], server: Server, path: str, args: argpars
     row["profile"] = {"file": str(output), "summary": _profile(server, path, args, signed=row["signed"], output=output)}
 
 
-def _judge(rows: list[dict[str, Any]], baseline_req_per_s: float) -> None:
-    """Add each measured row's ratio to the baseline and the targets it misses."""
+def _judge(rows: list[dict[str, Any]], baseline_req_per_s: float, *, concurrency: int) -> None:
+    """Add each measured row's ratio to the baseline, the targets it misses and, for a p99 target, its floor."""
     for row in rows:
         if "req_per_s" not in row:
             continue
         row["ratio"] = round(row["req_per_s"] / baseline_req_per_s, 4) if baseline_req_per_s else 0.0
         if row["mode"] in TARGETS:
             row["missed"] = TARGETS[row["mode"]].misses(row)
+            row.update(_p99_floor(row, TARGETS[row["mode"]], concurrency=concurrency))
+
+
+def _p99_floor(row: dict[str, Any], target: Target, *, concurrency: int) -> dict[str, Any]:
+    """The req/s a row's p99 target needs, by Little's law (a closed loop's mean latency is concurrency / req/s).
+
+    With no spread at all (every request as slow as the mean) a p99 of T ms needs ``concurrency / T`` req/s; with
+    the row's own spread (its p99 over its mean latency) it needs that many times more. Both say whether a p99
+    target is a latency target or, at this concurrency, a throughput target in disguise.
+    """
+    if target.max_p99_ms is None or not row["mean_ms"]:
+        return {}
+    spread = row["p99_ms"] / row["mean_ms"]
+    no_spread = concurrency * 1000 / target.max_p99_ms
+    cpu_ms = sum(row["cpu_ms_per_request"].values())  # every process the row ran, the load client's too
+    return {
+        "p99_floor": {
+            "p99_over_mean": round(spread, 2),
+            "req_per_s_with_no_spread": round(no_spread, 1),
+            "req_per_s_with_this_spread": round(no_spread * spread, 1),
+            "cpu_ms_per_request": round(cpu_ms, 2),
+            "req_per_s_the_cpus_allow": round((os.cpu_count() or 1) * 1000 / cpu_ms, 1) if cpu_ms else None,
+        }
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -427,7 +456,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rows.append(_row(backend, "run", False, None, note=f"not measured: {exc}"))
             bare.append(_bare(args, base_env, f"after {backend}"))
     baseline = statistics.fmean(row["req_per_s"] for row in bare)
-    _judge(bare + rows, baseline)
+    _judge(bare + rows, baseline, concurrency=args.concurrency)
     judged = [row for row in rows if "missed" in row]
     return {
         "concurrency": args.concurrency,
@@ -478,6 +507,16 @@ def render(report: dict[str, Any]) -> str:
         "targets: host ceiling >= 15 % of bare; default isolation >= 4 % and p99 <= 60 ms; warm >= 15 % and "
         f"p99 <= 25 ms; zero errors. {'All met.' if report['targets_met'] else 'Not all met.'}"
     )
+    for row in report["rows"]:
+        if "p99_floor" in row:
+            floor, signed = row["p99_floor"], "signed" if row["signed"] else "unsigned"
+            lines.append(
+                f"p99 floor ({row['title']}, {row['backend']}, {signed}): p99 <= {TARGETS[row['mode']].max_p99_ms:g} "
+                f"ms at concurrency {report['concurrency']} needs >= {floor['req_per_s_with_no_spread']:g} req/s "
+                f"with no spread, >= {floor['req_per_s_with_this_spread']:g} at this row's p99/mean of "
+                f"{floor['p99_over_mean']:g}; it made {row['req_per_s']:g}, and its {floor['cpu_ms_per_request']:g} ms "
+                f"of CPU per request allow at most {floor['req_per_s_the_cpus_allow']:g} on {report['cpus']} CPUs"
+            )
     for row in report["rows"]:
         if "profile" in row:
             signed = "signed" if row["signed"] else "unsigned"

@@ -80,6 +80,11 @@ def test_webhook_load_quick_run_reports_rows_with_a_cpu_split(tmp_path: Path) ->
     assert isolated["child"] > 0  # the children the zygote reaped
     assert rows[("ceiling", True)]["cpu_ms_per_request"]["child"] == 0  # nothing forked
     assert "missed" in rows[("run", True)]
+    floor = rows[("run", True)]["p99_floor"]  # Little's law at concurrency 2 and a p99 of 60 ms: 33.3 req/s
+    assert floor["req_per_s_with_no_spread"] == pytest.approx(2 * 1000 / 60, abs=0.1)
+    assert floor["p99_over_mean"] >= 1
+    assert floor["req_per_s_with_this_spread"] >= floor["req_per_s_with_no_spread"]
+    assert "p99_floor" not in rows[("ceiling", True)]  # no p99 target
 
 
 def test_runtime_host_quick_run_prints_every_row() -> None:
