@@ -14,7 +14,10 @@ descriptors must be those it had before its first run, and its resident memory m
 :attr:`InstancePolicy.memory_high_water_bytes`. An instance is recycled (killed) when any check fails, after any
 failure that was not the snippet's own exception, after ``max_runs`` runs, after ``idle_seconds`` without a run,
 or when the pool needs room for another key (least recently used first). A key has at most ``max_per_key``
-instances: its further concurrent runs wait, in line, for one of them.
+instances computing: its further concurrent runs wait, in line, for one of them. An instance whose run waits for
+the host to answer one of its requests (a send to an API, say) is not computing: while it waits, the key's first
+waiting run may start another instance, so runs that spend their time waiting on the host are not held to one per
+CPU. The instances such a burst started serve the key's later runs until the idle reaper or the LRU ends them.
 
 Threat bound: a snippet that escaped the language wall inside an instance can leave state in that process for
 the same key's later runs (the same tenant's same script and version) until the instance is recycled; it never
@@ -24,12 +27,13 @@ reaches another key's runs, and secrets never enter the process (the host answer
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -49,8 +53,10 @@ Hold = Callable[[], Callable[[], object]]
 def default_max_per_key() -> int:
     """Return the default :attr:`InstancePolicy.max_per_key`: the CPUs this process may use, at least 2.
 
-    More instances of one key than CPUs cannot run at once; each only holds memory (and its owner's allowance)
-    while the runs it would serve wait for a CPU anyway. Two let a run start while another waits on the host.
+    More instances of one key than CPUs cannot compute at once; each only holds memory (and its owner's allowance)
+    while the runs it would serve wait for a CPU anyway (an instance whose run waits on the host does not count,
+    see :meth:`InstancePool.waiting_on_host`). Two keep one run's pause that the pool does not see (a sleep, an
+    instance being set up) from holding up the key's next run.
     """
     try:
         cpus = len(os.sched_getaffinity(0))
@@ -70,9 +76,11 @@ class InstancePolicy:
             new one, and a run that finds every instance busy runs in a fresh child instead.
         memory_high_water_bytes: Growth of an instance's resident memory, over what it had before its first run,
             that recycles it. With ``max_instances``, this bounds what the instances hold between runs.
-        max_per_key: Instances alive at once for one key. A run of a key whose instances are all running waits
-            for one (within its wall-clock limit) instead of starting another: concurrent runs of one key then
-            share a few processes instead of holding one each (default: :func:`default_max_per_key`).
+        max_per_key: Instances of one key computing at once: alive, less those whose run waits for the host to
+            answer a request (:meth:`InstancePool.waiting_on_host`). A run of a key at its cap whose instances are
+            all running waits for one (within its wall-clock limit) instead of starting another: concurrent runs
+            of one key then share a few processes instead of holding one each, while runs waiting on the host do
+            not hold up the others (default: :func:`default_max_per_key`).
     """
 
     max_runs: int = 1000
@@ -273,8 +281,9 @@ class InstancePool:
     """The live instances, idle ones by key, with a cap per key, LRU eviction and an idle reaper thread.
 
     Thread-safe. A run :meth:`acquire`\\ s an idle instance of its key, a place to start one, or waits (in line
-    with the key's other waiting runs) while the key has ``max_per_key`` instances running; it hands an instance
-    back with :meth:`put_back` (to the first waiting run, if any) or ends it with :meth:`discard`.
+    with the key's other waiting runs) while the key has ``max_per_key`` instances computing; it hands an instance
+    back with :meth:`put_back` (to the first waiting run, if any) or ends it with :meth:`discard`. While a run
+    waits for the host to answer a request it is :meth:`waiting_on_host`, and its instance does not count.
     """
 
     def __init__(self, policy: InstancePolicy) -> None:
@@ -283,6 +292,7 @@ class InstancePool:
         self._idle: collections.OrderedDict[Instance, None] = collections.OrderedDict()  # least recently used first
         self._live = 0
         self._per_key: dict[PoolKey, int] = {}  # live instances (idle, running or starting) of each key
+        self._on_host: dict[PoolKey, int] = {}  # instances of each key whose run waits for the host's answer
         self._waiters: dict[PoolKey, collections.deque[_Waiter]] = {}
         self._closed = False
         self._reaper: threading.Thread | None = None
@@ -297,6 +307,11 @@ class InstancePool:
         """Instances of *key* alive now, idle, running or starting (for monitoring and tests)."""
         with self._lock:
             return self._per_key.get(key, 0)
+
+    def waiting_of(self, key: PoolKey) -> int:
+        """Runs of *key* waiting in line for an instance now (for monitoring and tests)."""
+        with self._lock:
+            return len(self._waiters.get(key, ()))
 
     def idle_pids(self, key: PoolKey) -> list[int]:
         """Process ids of *key*'s idle instances (for monitoring and tests)."""
@@ -314,8 +329,9 @@ class InstancePool:
     def acquire(self, key: PoolKey, *, deadline: float, start: Starter | None = None) -> Instance | Placement:
         """Return an idle instance of *key*, or the :class:`Placement` that says what the run does instead.
 
-        A key with ``max_per_key`` instances, all running, makes the run wait until one is handed back (or ended,
-        which gives the waiting run its place), first come first served, until *deadline* (``time.monotonic()``).
+        A key with ``max_per_key`` instances computing, all running, makes the run wait until one is handed back,
+        ended or :meth:`waiting_on_host` (either gives the waiting run a place), first come first served, until
+        *deadline* (``time.monotonic()``).
         An instance handed back to a waiting run is first given to *start*, in the thread that hands it back: the
         instance then works on the waiting run while its thread wakes up (which can take a while on a busy host),
         and the instance this returns has started the run.
@@ -326,7 +342,7 @@ class InstancePool:
             found, doomed = self._take_idle(key)
             if found is not None or self._closed:
                 grant: Instance | Placement = found if found is not None else Placement.FRESH
-            elif self._per_key.get(key, 0) < self.policy.max_per_key:
+            elif self._computing(key) < self.policy.max_per_key:
                 grant, evicted = self._reserve(key)
             else:
                 waiter = _Waiter(start)
@@ -351,16 +367,47 @@ class InstancePool:
         """Count a new instance of *key* beyond ``max_per_key``, to replace one that is about to be recycled while
         runs of the key wait: set up ahead, it takes their next run without a gap. At most one at a time per key;
         returns False (nothing counted) when the key has one coming, no run waits, or the pool is full of running
-        instances. The count returns under the cap when the old instance is recycled.
+        instances. The count returns under the cap when the old instance is recycled. (The count is the key's
+        instances computing, as for every check against ``max_per_key``.)
         """
         evicted: Instance | None = None
         with self._lock:
-            if self._closed or not self._waiters.get(key) or self._per_key.get(key, 0) > self.policy.max_per_key:
+            if self._closed or not self._waiters.get(key) or self._computing(key) > self.policy.max_per_key:
                 return False
             placement, evicted = self._reserve(key)
         if evicted is not None:
             evicted.close()
         return placement is Placement.START
+
+    @contextlib.contextmanager
+    def waiting_on_host(self, key: PoolKey) -> Iterator[None]:
+        """Within this block, a run of an instance of *key* waits for the host to answer its request: the instance
+        does not count against ``max_per_key``, so the key's first waiting run gets a place to start another (as
+        from :meth:`acquire`: subject to ``max_instances``, a fresh child when every instance is running).
+
+        When the block ends the instance counts again, the key perhaps over its cap for a while: no run of the key
+        gets a place to start an instance until it is back under it.
+        """
+        evicted: Instance | None = None
+        with self._lock:
+            self._on_host[key] = self._on_host.get(key, 0) + 1
+            waiter = None
+            if not self._closed and self._computing(key) < self.policy.max_per_key:
+                waiter = self._next_waiter(key)
+            if waiter is not None:
+                waiter.grant, evicted = self._reserve(key)
+                waiter.wake.release()
+        if evicted is not None:
+            evicted.close()
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._on_host[key] - 1
+                if left:
+                    self._on_host[key] = left
+                else:
+                    del self._on_host[key]
 
     def unreserve(self, key: PoolKey) -> None:
         """Give back a :data:`Placement.START` that did not become an instance (to the first waiting run, if any)."""
@@ -450,6 +497,10 @@ class InstancePool:
         self._start_reaper()
         return Placement.START, evicted
 
+    def _computing(self, key: PoolKey) -> int:
+        """The instances of *key* that count against ``max_per_key``: live ones, less those waiting on the host."""
+        return self._per_key.get(key, 0) - self._on_host.get(key, 0)
+
     def _next_waiter(self, key: PoolKey) -> _Waiter | None:
         line = self._waiters.get(key)
         if not line:
@@ -462,7 +513,7 @@ class InstancePool:
     def _free_place(self, key: PoolKey) -> None:
         """A place of *key* came free: the first waiting run starts an instance in it, or it is forgotten (always,
         when it was a place beyond the cap: a replacement set up ahead took over)."""
-        within_cap = self._per_key.get(key, 0) <= self.policy.max_per_key
+        within_cap = self._computing(key) <= self.policy.max_per_key
         waiter = None if self._closed or not within_cap else self._next_waiter(key)
         if waiter is not None:
             waiter.grant = Placement.START  # the place (counted in _live and _per_key) passes to the waiter

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import functools
 import json
@@ -349,7 +350,8 @@ class Sandbox:
         if placement is Placement.TIMED_OUT:
             message = (
                 f"No warm instance of this script came free within the run's wall-clock limit of "
-                f"{limits.wall_seconds:g} s ({self._instance_policy.max_per_key} run at once per process); "
+                f"{limits.wall_seconds:g} s ({self._instance_policy.max_per_key} computing at once per process, "
+                "besides runs waiting on a request); "
                 "nothing ran. Raise the limit or the instances per script, or run it in fresh processes."
             )
             return _failed(TimeLimitExceededError, message, run.started)
@@ -418,6 +420,7 @@ class Sandbox:
                 started,
                 instance.read_baseline,
                 deadline=deadline,
+                host_wait=self._host_wait(key, run),
             )
             instance.runs = 1
             kept = self._recycle_reason(instance, result, answered) is None
@@ -438,7 +441,14 @@ class Sandbox:
         recycle it."""
         try:
             result, answered = self._converse(
-                instance.child, order, run.limits, run.on_request, run.on_started, run.started, deadline=deadline
+                instance.child,
+                order,
+                run.limits,
+                run.on_request,
+                run.on_started,
+                run.started,
+                deadline=deadline,
+                host_wait=self._host_wait(instance.key, run),
             )
         except BaseException:
             self._instances.discard(instance, "the run was interrupted")
@@ -452,6 +462,13 @@ class Sandbox:
         else:
             self._instances.discard(instance, why)
         return result
+
+    def _host_wait(self, key: PoolKey, run: _Run) -> Callable[[], contextlib.AbstractContextManager[None]] | None:
+        """Return what marks an instance of *key* waiting on the host while it answers one of *run*'s requests
+        (:meth:`InstancePool.waiting_on_host`); None when the run has no handler, whose refusals take no time."""
+        if run.on_request is None:
+            return None
+        return functools.partial(self._instances.waiting_on_host, key)
 
     def _lifetime_cpu_seconds(self, limits: Limits) -> int:
         """The CPU an instance's whole life may use: its rlimit's hard cap, which no later run can raise."""
@@ -561,6 +578,7 @@ class Sandbox:
         on_ready: Callable[[], object] | None = None,
         *,
         deadline: float | None = None,
+        host_wait: Callable[[], contextlib.AbstractContextManager[None]] | None = None,
     ) -> tuple[RunResult, bool]:
         """Carry out one run's conversation with *child*; return its result and whether the child sent it.
 
@@ -569,6 +587,7 @@ class Sandbox:
 
         *on_ready* is called when a child becoming an instance reports it is set up, before its first snippet runs.
         *deadline* (``time.monotonic()``) is when the wall-clock limit passes (default: its length from now).
+        *host_wait* (an instance's run) gives the block within which the child waits for the answer to a request.
         """
         if deadline is None:
             deadline = time.monotonic() + limits.wall_seconds
@@ -608,7 +627,8 @@ class Sandbox:
                         "stopped."
                     )
                     return _failed(QuotaExceededError, message, started), False
-                peer.send(self._answer(frame, requests, limits, on_request), deadline=deadline)
+                with host_wait() if host_wait is not None else contextlib.nullcontext():
+                    peer.send(self._answer(frame, requests, limits, on_request), deadline=deadline)
         except TimeoutError:
             return self._timed_out(limits, started), False
         except FrameTooLargeError:

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from sandbox import Limits, Sandbox
-from sandbox.instance import InstancePolicy
+from sandbox.instance import InstancePolicy, InstancePool, Placement, PoolKey
 from sandbox.result import RunResult
 from tests.sandbox.hooks import ENVIRONMENT
 from tests.sandbox.instance_checks import LIMITS, gone, run_pid
@@ -326,3 +326,69 @@ def test_a_replacement_is_set_up_off_the_request_path_while_runs_wait() -> None:
         assert max(collections.Counter(result.value for result in results).values()) <= 10
         assert "sandbox-instance-start" in holders
         assert sandbox.instances.live_of(("k", LIMITS)) <= 1
+
+
+def _in_line(pool: InstancePool, key: PoolKey, count: int) -> None:
+    """Wait until *count* runs of *key* wait in line in *pool*."""
+    deadline = time.monotonic() + 5
+    while pool.waiting_of(key) < count:
+        assert time.monotonic() < deadline, f"{pool.waiting_of(key)} runs in line, {count} expected"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("max_instances", "granted", "live"),
+    [(16, Placement.START, 2), (1, Placement.FRESH, 1)],
+    ids=["room-for-an-instance", "every-instance-running"],
+)
+def test_an_instance_waiting_on_the_host_does_not_count_against_the_cap(
+    max_instances: int, granted: Placement, live: int
+) -> None:
+    """While the key's only instance waits for the host's answer, the run waiting in line gets a place to start
+    another (a fresh child when max_instances are all running); once the answer is sent the key is at its cap again
+    and a third run waits."""
+    pool, key = InstancePool(InstancePolicy(max_per_key=1, max_instances=max_instances)), ("io", LIMITS)
+    try:
+        assert pool.acquire(key, deadline=time.monotonic() + 5) is Placement.START
+        with concurrent.futures.ThreadPoolExecutor(1) as threads:
+            waiting = threads.submit(pool.acquire, key, deadline=time.monotonic() + 5)
+            _in_line(pool, key, 1)
+
+            with pool.waiting_on_host(key):
+                assert waiting.result(timeout=5) is granted
+                assert pool.live_of(key) == live
+
+        assert pool.acquire(key, deadline=time.monotonic() + 0.2) is Placement.TIMED_OUT
+    finally:
+        pool.close()
+
+
+def test_runs_waiting_on_the_host_do_not_wait_for_each_other() -> None:
+    """With one instance per key, four runs whose request blocks until all four asked reach the host at once, each
+    in an instance of its own; runs that make no request still share the key's one instance."""
+    runs = 4
+    arrived = threading.Barrier(runs, timeout=5)  # serialised runs break it: they fail instead of hanging
+
+    def on_request(op: str, payload: object) -> object:
+        arrived.wait()
+        return payload
+
+    with Sandbox(environment=ENVIRONMENT, instances=InstancePolicy(max_per_key=1)) as sandbox:
+        with concurrent.futures.ThreadPoolExecutor(runs) as pool:
+            futures = [
+                pool.submit(
+                    sandbox.run, "echo(1)\nreturn pid()", instance_key="io", limits=LIMITS, on_request=on_request
+                )
+                for _ in range(runs)
+            ]
+            results = [future.result() for future in futures]
+
+        assert [result.error for result in results] == [None] * runs
+        assert len({result.value for result in results}) == runs
+        assert sandbox.instances.live_of(("io", LIMITS)) == runs  # idle now, until the reaper or the LRU ends them
+
+        computing = _concurrently(sandbox, ["import time\ntime.sleep(0.3)\nreturn pid()"] * 2, "cpu")
+
+        assert [result.error for result in computing] == [None] * 2
+        assert computing[0].value == computing[1].value
+        assert sandbox.instances.live_of(("cpu", LIMITS)) == 1
