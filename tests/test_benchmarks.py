@@ -87,6 +87,20 @@ def test_webhook_load_quick_run_reports_rows_with_a_cpu_split(tmp_path: Path) ->
     assert "p99_floor" not in rows[("ceiling", True)]  # no p99 target
 
 
+def test_instance_waits_quick_run_overlaps_runs_waiting_on_the_host() -> None:
+    """One quick run, one instance computing per key: 4 runs whose request takes 200 ms overlap (well under the
+    800 ms one at a time would take)."""
+    argv = [sys.executable, str(ROOT / "benchmarks" / "instance_waits.py"), "--runs", "4", "--answer-ms", "200"]
+    argv += ["--rounds", "1", "--per-key", "1"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+
+    rows = {line[:24].strip(): line[24:].split() for line in result.stdout.splitlines()[2:5]}
+    assert set(rows) == {"answered at once", "answered in 200 ms", "CPU-bound"}
+    assert int(rows["answered in 200 ms"][2]) == 4  # a process per waiting run
+    assert float(rows["answered in 200 ms"][0]) < 400
+
+
 def test_runtime_host_quick_run_prints_every_row() -> None:
     """One quick run of the host's part of a run: the baseline and both runtime rows, these with a CPU figure."""
     argv = [sys.executable, str(ROOT / "benchmarks" / "runtime_host.py"), "--runs", "64", "--rounds", "1"]
