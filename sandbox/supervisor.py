@@ -330,6 +330,8 @@ class Sandbox:
         """Run in an instance of *key*: an idle one, a new one, or (waiting for one within the wall-clock limit)
         the next one its other runs hand back; a fresh child when the pool is full of running instances."""
         limits = run.limits
+        # The pool the run's place is counted in, to the end: close() may replace self._instances meanwhile.
+        pool = self._instances
         # The wait for an instance counts against the run's wall-clock limit: the caller waits no longer in all.
         deadline = time.monotonic() + limits.wall_seconds
         order = run.order()
@@ -344,9 +346,9 @@ class Sandbox:
             started_on.append(instance)
             return True
 
-        placement = self._instances.acquire(key, deadline=deadline, start=start)
+        placement = pool.acquire(key, deadline=deadline, start=start)
         if isinstance(placement, Instance):
-            return self._run_instance(placement, run, deadline, None if placement in started_on else order)
+            return self._run_instance(pool, placement, run, deadline, None if placement in started_on else order)
         if placement is Placement.TIMED_OUT:
             message = (
                 f"No warm instance of this script came free within the run's wall-clock limit of "
@@ -359,12 +361,12 @@ class Sandbox:
             release = instance_hold() if instance_hold is not None else None  # may raise: then nothing runs
         except BaseException:
             if placement is Placement.START:
-                self._instances.unreserve(key)
+                pool.unreserve(key)
             raise
         kept = False
         try:
             if placement is Placement.START:
-                result, kept = self._start_instance(key, run, release, deadline, instance_hold)
+                result, kept = self._start_instance(pool, key, run, release, deadline, instance_hold)
                 return result
             return self._run_fresh(order, limits, run.on_request, run.on_started, run.started)
         finally:
@@ -390,13 +392,14 @@ class Sandbox:
 
     def _start_instance(
         self,
+        pool: InstancePool,
         key: PoolKey,
         run: _Run,
         release: Callable[[], object] | None,
         deadline: float,
         hold: Hold | None,
     ) -> tuple[RunResult, bool]:
-        """Run in a spare child that becomes an instance of *key* (a place in the pool is reserved), by *deadline*.
+        """Run in a spare child that becomes an instance of *key* (a place in *pool* is reserved), by *deadline*.
 
         Returns the result and whether the instance was kept; a kept instance owns *release* from then on, and
         *hold* for a replacement of its own.
@@ -406,7 +409,7 @@ class Sandbox:
         order = run.order(instance_cpu_seconds=self._lifetime_cpu_seconds(run.limits))
         child = self._take_child()
         if child is None:
-            self._instances.unreserve(key)
+            pool.unreserve(key)
             return _failed(WorkerCrashedError, "No sandbox child process could be started.", started), False
         instance = Instance(key=key, child=child, hold=hold)
         kept = False
@@ -420,24 +423,26 @@ class Sandbox:
                 started,
                 instance.read_baseline,
                 deadline=deadline,
-                host_wait=self._host_wait(key, run),
+                host_wait=self._host_wait(pool, key, run),
             )
             instance.runs = 1
             kept = self._recycle_reason(instance, result, answered) is None
         finally:
             if not kept:
-                self._instances.unreserve(key)
+                pool.unreserve(key)
                 instance.close_reader()
                 child.sock.close()
                 child.finish()  # it was a spare until now: its replacement is ordered as for any run
         if kept:
             instance.release = release
             child.zygote.keep()
-            self._instances.put_back(instance)
+            pool.put_back(instance)
         return result, kept
 
-    def _run_instance(self, instance: Instance, run: _Run, deadline: float, order: bytes | None) -> RunResult:
-        """Run *order* (None: already sent) in an instance taken from the pool, by *deadline*; put it back or
+    def _run_instance(
+        self, pool: InstancePool, instance: Instance, run: _Run, deadline: float, order: bytes | None
+    ) -> RunResult:
+        """Run *order* (None: already sent) in an instance taken from *pool*, by *deadline*; put it back or
         recycle it."""
         try:
             result, answered = self._converse(
@@ -448,37 +453,39 @@ class Sandbox:
                 run.on_started,
                 run.started,
                 deadline=deadline,
-                host_wait=self._host_wait(instance.key, run),
+                host_wait=self._host_wait(pool, instance.key, run),
             )
         except BaseException:
-            self._instances.discard(instance, "the run was interrupted")
+            pool.discard(instance, "the run was interrupted")
             raise
         instance.runs += 1
         why = self._recycle_reason(instance, result, answered)
         if why is None:
-            self._instances.put_back(instance)
+            pool.put_back(instance)
             if instance.runs == self._instance_policy.max_runs - _replacement_lead(self._instance_policy):
-                self._replace_ahead(instance)
+                self._replace_ahead(pool, instance)
         else:
-            self._instances.discard(instance, why)
+            pool.discard(instance, why)
         return result
 
-    def _host_wait(self, key: PoolKey, run: _Run) -> Callable[[], contextlib.AbstractContextManager[None]] | None:
-        """Return what marks an instance of *key* waiting on the host while it answers one of *run*'s requests
-        (:meth:`InstancePool.waiting_on_host`); None when the run has no handler, whose refusals take no time."""
+    def _host_wait(
+        self, pool: InstancePool, key: PoolKey, run: _Run
+    ) -> Callable[[], contextlib.AbstractContextManager[None]] | None:
+        """Return what marks an instance of *key* in *pool* waiting on the host while it answers one of *run*'s
+        requests (:meth:`InstancePool.waiting_on_host`); None when the run has no handler, whose refusals take no
+        time."""
         if run.on_request is None:
             return None
-        return functools.partial(self._instances.waiting_on_host, key)
+        return functools.partial(pool.waiting_on_host, key)
 
     def _lifetime_cpu_seconds(self, limits: Limits) -> int:
         """The CPU an instance's whole life may use: its rlimit's hard cap, which no later run can raise."""
         return self._instance_policy.max_runs * max(1, math.ceil(limits.cpu_seconds)) + 1
 
-    def _replace_ahead(self, instance: Instance) -> None:
+    def _replace_ahead(self, pool: InstancePool, instance: Instance) -> None:
         """Set up a replacement of *instance*, soon recycled after ``max_runs``, in a thread of its own, when runs of
         its key wait: the start (a spare child made an instance, under a hold of its own) stays off their
         latency, and the key never runs with an instance less (:meth:`InstancePool.reserve_replacement`)."""
-        pool = self._instances  # the pool the place is reserved in, even if close() replaces it meanwhile
         if pool.reserve_replacement(instance.key):
             threading.Thread(
                 target=self._set_up_instance,

@@ -205,6 +205,26 @@ def test_closing_the_sandbox_kills_its_instances() -> None:
     assert gone(pid)
 
 
+@pytest.mark.parametrize("warm", [True, False], ids=["idle-instance", "new-instance"])
+def test_closing_the_sandbox_during_a_keyed_run_leaves_the_next_pool_untouched(warm: bool) -> None:
+    """A run whose sandbox is closed while it waits on the host ends in the pool it came from: the new pool that
+    close() set up counts nothing it does not hold (a count below zero would let it start more than max_instances)."""
+    with Sandbox(environment=ENVIRONMENT, instances=InstancePolicy(max_instances=2)) as sandbox:
+        if warm:
+            run_pid(sandbox, "key")
+
+        def close_then_answer(op: str, payload: object) -> object:
+            sandbox.close()
+            return payload
+
+        result = sandbox.run("echo(1)\nreturn pid()", instance_key="key", limits=LIMITS, on_request=close_then_answer)
+
+        assert not result.ok
+        assert (sandbox.instances.live, sandbox.instances.live_of(("key", LIMITS))) == (0, 0)
+        assert run_pid(sandbox, "key") == run_pid(sandbox, "key")
+        assert sandbox.instances.live == 1
+
+
 def test_the_host_holds_each_process_serving_a_key_for_its_life(sandbox: Sandbox) -> None:
     """The host's hold is taken once when an instance starts and released when it is recycled."""
     held: list[str] = []
