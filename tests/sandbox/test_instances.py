@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -412,3 +414,61 @@ def test_runs_waiting_on_the_host_do_not_wait_for_each_other() -> None:
         assert [result.error for result in computing] == [None] * 2
         assert computing[0].value == computing[1].value
         assert sandbox.instances.live_of(("cpu", LIMITS)) == 1
+
+
+def test_runs_failing_while_they_wait_on_the_host_leave_the_key_at_its_cap() -> None:
+    """Runs of one key whose request is answered at once, after their wall-clock limit, or never (the instance killed
+    while the host answers), or that crash or raise after it, all at once: afterwards every live instance is idle and
+    held once, nothing waits, and no instance is still counted as waiting on the host (two runs that only compute
+    share the key's one instance again)."""
+    short = LIMITS.replace(wall_seconds=1)
+    holds = collections.Counter[str]()
+
+    def hold() -> Callable[[], object]:
+        holds["held"] += 1
+        return lambda: holds.subtract(["held"])
+
+    def on_request(op: str, payload: object) -> object:
+        kind, pid = payload["value"]  # type: ignore[index]
+        if kind == "killed":
+            os.kill(pid, signal.SIGKILL)
+        elif kind == "late":
+            time.sleep(1.2)
+        return payload
+
+    kinds = ["answered", "killed", "late", "crash", "raise"] * 3
+    source = (
+        "kind = event\necho([kind, pid()])\nif kind == 'crash':\n    crash()\n"
+        "if kind == 'raise':\n    raise ValueError(kind)\nreturn pid()"
+    )
+    key = ("faults", short)
+    with Sandbox(environment=ENVIRONMENT, instances=InstancePolicy(max_per_key=1, max_instances=4)) as sandbox:
+        with concurrent.futures.ThreadPoolExecutor(len(kinds)) as threads:
+            futures = [
+                threads.submit(
+                    sandbox.run,
+                    source,
+                    event=kind,
+                    instance_key="faults",
+                    limits=short,
+                    on_request=on_request,
+                    instance_hold=hold,
+                )
+                for kind in kinds
+            ]
+            errors = {kind: future.result().error for kind, future in zip(kinds, futures, strict=True)}
+
+        assert errors["answered"] is None
+        assert {kind: error.type for kind, error in errors.items() if error is not None} == {
+            "killed": "WorkerCrashedError",
+            "late": "TimeLimitExceededError",
+            "crash": "SnippetCrashedError",
+            "raise": "SnippetError",
+        }
+        pool = sandbox.instances
+        assert (pool.waiting_of(key), pool.live, holds["held"]) == (0, len(pool.idle_pids(key)), pool.live_of(key))
+
+        computing = _concurrently(sandbox, ["import time\ntime.sleep(0.3)\nreturn pid()"] * 2, "faults", short)
+
+        assert [result.error for result in computing] == [None] * 2
+        assert computing[0].value == computing[1].value
