@@ -45,6 +45,13 @@ _LOGGER: Final = logging.getLogger(__name__)
 #: What the pool keys instances by: the host's key and the limits the instance's first order set for its life.
 PoolKey = tuple[Hashable, Limits]
 
+#: How long an instance's run must have waited for the host's answer to a request before the instance stops counting
+#: against ``max_per_key`` (:meth:`InstancePool.waiting_on_host`): longer than setting up an instance takes, and than
+#: a request the host answers from memory, shorter than a call over the network. Threat: a snippet (or a burst of a
+#: tenant's runs) making requests the host answers at once, each of which would otherwise give the key's next waiting
+#: run a place of its own, until every concurrent run of the key computes in an instance of its own.
+HOST_WAIT_GRACE_SECONDS: Final = 0.01
+
 #: A host's hold on what a process serving a key keeps (e.g. its tenant's memory): called when the process starts,
 #: it returns the function that releases the hold, called when the process ends.
 Hold = Callable[[], Callable[[], object]]
@@ -277,6 +284,16 @@ class _Waiter:
         self.wake.acquire()  # released by whoever grants; the waiter blocks acquiring it again
 
 
+class _HostWait:
+    """One run's wait for the host's answer (:meth:`InstancePool.waiting_on_host`)."""
+
+    __slots__ = ("since", "spent")
+
+    def __init__(self, since: float) -> None:
+        self.since = since  # time.monotonic() when it began
+        self.spent = False  # its place went to a fresh child, which no count of the pool holds
+
+
 class InstancePool:
     """The live instances, idle ones by key, with a cap per key, LRU eviction and an idle reaper thread.
 
@@ -292,7 +309,7 @@ class InstancePool:
         self._idle: collections.OrderedDict[Instance, None] = collections.OrderedDict()  # least recently used first
         self._live = 0
         self._per_key: dict[PoolKey, int] = {}  # live instances (idle, running or starting) of each key
-        self._on_host: dict[PoolKey, int] = {}  # instances of each key whose run waits for the host's answer
+        self._on_host: dict[PoolKey, dict[object, _HostWait]] = {}  # each key's instances waiting for the host's answer
         self._waiters: dict[PoolKey, collections.deque[_Waiter]] = {}
         self._closed = False
         self._reaper: threading.Thread | None = None
@@ -347,6 +364,8 @@ class InstancePool:
             else:
                 waiter = _Waiter(start)
                 self._waiters.setdefault(key, collections.deque()).append(waiter)
+                if key in self._on_host:
+                    self._lock.notify_all()  # the reaper gives this run a place when a wait's grace ends
         for instance in [*doomed, *([evicted] if evicted is not None else [])]:
             instance.close()
         if waiter is None:
@@ -381,32 +400,26 @@ class InstancePool:
 
     @contextlib.contextmanager
     def waiting_on_host(self, key: PoolKey) -> Iterator[None]:
-        """Within this block, a run of an instance of *key* waits for the host to answer its request: the instance
-        does not count against ``max_per_key``, so the key's first waiting run gets a place to start another (as
-        from :meth:`acquire`: subject to ``max_instances``, a fresh child when every instance is running).
+        """Within this block, a run of an instance of *key* waits for the host to answer its request: once it has
+        waited :data:`HOST_WAIT_GRACE_SECONDS`, the instance does not count against ``max_per_key``, and the key's
+        first waiting run gets a place to start another (as from :meth:`acquire`: subject to ``max_instances``, a
+        fresh child when every instance is running). The reaper thread gives that place.
 
         When the block ends the instance counts again, the key perhaps over its cap for a while: no run of the key
         gets a place to start an instance until it is back under it.
         """
-        evicted: Instance | None = None
+        token = object()
         with self._lock:
-            self._on_host[key] = self._on_host.get(key, 0) + 1
-            waiter = None
-            if not self._closed and self._computing(key) < self.policy.max_per_key:
-                waiter = self._next_waiter(key)
-            if waiter is not None:
-                waiter.grant, evicted = self._reserve(key)
-                waiter.wake.release()
-        if evicted is not None:
-            evicted.close()
+            self._on_host.setdefault(key, {})[token] = _HostWait(time.monotonic())
+            if self._waiters.get(key):
+                self._lock.notify_all()  # the reaper's next wake-up is this wait's end of grace
         try:
             yield
         finally:
             with self._lock:
-                left = self._on_host[key] - 1
-                if left:
-                    self._on_host[key] = left
-                else:
+                waits = self._on_host[key]
+                del waits[token]
+                if not waits:
                     del self._on_host[key]
 
     def unreserve(self, key: PoolKey) -> None:
@@ -498,8 +511,52 @@ class InstancePool:
         return Placement.START, evicted
 
     def _computing(self, key: PoolKey) -> int:
-        """The instances of *key* that count against ``max_per_key``: live ones, less those waiting on the host."""
-        return self._per_key.get(key, 0) - self._on_host.get(key, 0)
+        """The instances of *key* that count against ``max_per_key``: live ones, less those that have waited on the
+        host for :data:`HOST_WAIT_GRACE_SECONDS`."""
+        waits = self._on_host.get(key)
+        if not waits:
+            return self._per_key.get(key, 0)
+        graced = time.monotonic() - HOST_WAIT_GRACE_SECONDS
+        return self._per_key.get(key, 0) - sum(1 for wait in waits.values() if wait.since <= graced and not wait.spent)
+
+    def _grant_to_waiting(self) -> list[Instance]:
+        """Give a place to the first waiting runs of each key while its instances waiting on the host past their
+        grace leave it under ``max_per_key``; return the idle instances evicted for them (to close)."""
+        evicted: list[Instance] = []
+        for key in [key for key in self._on_host if self._waiters.get(key)]:
+            while not self._closed and self._computing(key) < self.policy.max_per_key:
+                waiter = self._next_waiter(key)
+                if waiter is None:
+                    break
+                waiter.grant, dropped = self._reserve(key)
+                waiter.wake.release()
+                if dropped is not None:
+                    evicted.append(dropped)
+                if waiter.grant is Placement.FRESH and not self._spend(key):
+                    break
+        return evicted
+
+    def _spend(self, key: PoolKey) -> bool:
+        """Mark a wait of *key* past its grace as the one whose place a fresh child (counted nowhere) took; return
+        False when there is none."""
+        graced = time.monotonic() - HOST_WAIT_GRACE_SECONDS
+        for wait in self._on_host.get(key, {}).values():
+            if wait.since <= graced and not wait.spent:
+                wait.spent = True
+                return True
+        return False
+
+    def _until_grace_ends(self, longest: float) -> float:
+        """Seconds until the grace of a wait on the host ends for a key with waiting runs (at most *longest*)."""
+        now = time.monotonic()
+        ends = [
+            wait.since + HOST_WAIT_GRACE_SECONDS - now
+            for key, waits in self._on_host.items()
+            if self._waiters.get(key)
+            for wait in waits.values()
+            if wait.since + HOST_WAIT_GRACE_SECONDS > now
+        ]
+        return min([longest, *ends])
 
     def _next_waiter(self, key: PoolKey) -> _Waiter | None:
         line = self._waiters.get(key)
@@ -540,16 +597,20 @@ class InstancePool:
             self._reaper.start()
 
     def _reap(self) -> None:
-        """Recycle instances idle for longer than ``idle_seconds`` (checked a few times per idle period)."""
+        """Recycle instances idle for longer than ``idle_seconds`` (checked a few times per idle period), and give
+        waiting runs the places of instances whose wait on the host outlasted its grace."""
         period = min(1.0, self.policy.idle_seconds / 4)
         while True:
             with self._lock:
                 if self._closed:
                     self._reaper = None
                     return
-                self._lock.wait(period)
+                evicted = self._grant_to_waiting()
+                if not evicted:
+                    self._lock.wait(self._until_grace_ends(period))
+                    evicted = self._grant_to_waiting()
                 oldest = time.monotonic() - self.policy.idle_seconds
                 stale = [instance for instance in self._idle if instance.last_used < oldest or not instance.usable]
                 self._drop_idle(stale)
-            for instance in stale:
+            for instance in [*evicted, *stale]:
                 instance.close()
