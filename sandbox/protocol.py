@@ -34,9 +34,9 @@ INSTANCE_ORDER: Final = "instance"
 FRAME_SLACK_BYTES: Final = 256 * 1024
 
 
-def send_control(control: socket.socket, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
-    """Send one control message, with *fds* attached."""
-    data = json.dumps(message).encode()
+def send_control(control: socket.socket, message: dict[str, Any] | bytes, fds: Sequence[int] = ()) -> None:
+    """Send one control message (or one already encoded as JSON), with *fds* attached."""
+    data = message if isinstance(message, bytes) else json.dumps(message).encode()
     ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
     control.sendmsg([data], ancillary)
 

@@ -48,11 +48,6 @@ _CHILD_REPORT: Final = b'{"t":"child","pid":%d}'
 _EXIT_REPORT: Final = b'{"t":"exit","pid":%d,"status":%d,"cpu_seconds":%r,"in_snippet":%s}'
 
 
-def _descriptor(fd: int) -> tuple[int, int, bytes]:
-    """Return the ancillary data item that passes descriptor *fd* (``SCM_RIGHTS``)."""
-    return (socket.SOL_SOCKET, socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))
-
-
 #: The objects that keep the arenas reserved before the imports mapped (see :mod:`sandbox.huge_pages`).
 _reserved_objects: list[bytes] = []
 
@@ -145,7 +140,7 @@ class Zygote:
         child_end.close()
         phase.forked()  # Threat: a later child reaching this child's phase byte (see sandbox.phase)
         self.live[pid] = phase
-        self.control.sendmsg([_CHILD_REPORT % pid], [_descriptor(host_end.fileno())])
+        send_control(self.control, _CHILD_REPORT % pid, [host_end.fileno()])
         host_end.close()
 
     def become_child(
@@ -190,7 +185,7 @@ class Zygote:
             if phase is not None:
                 phase.close()
             cpu = usage.ru_utime + usage.ru_stime
-            self.control.send(_EXIT_REPORT % (pid, status, cpu, b"true" if in_snippet else b"false"))
+            send_control(self.control, _EXIT_REPORT % (pid, status, cpu, b"true" if in_snippet else b"false"))
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
