@@ -309,7 +309,7 @@ class InstancePool:
         self._idle: collections.OrderedDict[Instance, None] = collections.OrderedDict()  # least recently used first
         self._live = 0
         self._per_key: dict[PoolKey, int] = {}  # live instances (idle, running or starting) of each key
-        self._on_host: dict[PoolKey, dict[object, _HostWait]] = {}  # each key's instances waiting for the host's answer
+        self._on_host: dict[PoolKey, list[_HostWait]] = {}  # each key's instances waiting for the host's answer
         self._waiters: dict[PoolKey, collections.deque[_Waiter]] = {}
         self._closed = False
         self._reaper: threading.Thread | None = None
@@ -408,9 +408,9 @@ class InstancePool:
         When the block ends the instance counts again, the key perhaps over its cap for a while: no run of the key
         gets a place to start an instance until it is back under it.
         """
-        token = object()
+        wait = _HostWait(time.monotonic())
         with self._lock:
-            self._on_host.setdefault(key, {})[token] = _HostWait(time.monotonic())
+            self._on_host.setdefault(key, []).append(wait)
             if self._waiters.get(key):
                 self._lock.notify_all()  # the reaper's next wake-up is this wait's end of grace
         try:
@@ -418,7 +418,7 @@ class InstancePool:
         finally:
             with self._lock:
                 waits = self._on_host[key]
-                del waits[token]
+                waits.remove(wait)  # by identity: _HostWait has no __eq__
                 if not waits:
                     del self._on_host[key]
 
@@ -513,11 +513,15 @@ class InstancePool:
     def _computing(self, key: PoolKey) -> int:
         """The instances of *key* that count against ``max_per_key``: live ones, less those that have waited on the
         host for :data:`HOST_WAIT_GRACE_SECONDS`."""
+        return self._per_key.get(key, 0) - len(self._freeing(key))
+
+    def _freeing(self, key: PoolKey) -> list[_HostWait]:
+        """The waits on the host of *key* past their grace whose place no fresh child took: each frees a place."""
         waits = self._on_host.get(key)
         if not waits:
-            return self._per_key.get(key, 0)
+            return []
         graced = time.monotonic() - HOST_WAIT_GRACE_SECONDS
-        return self._per_key.get(key, 0) - sum(1 for wait in waits.values() if wait.since <= graced and not wait.spent)
+        return [wait for wait in waits if wait.since <= graced and not wait.spent]
 
     def _grant_to_waiting(self) -> list[Instance]:
         """Give a place to the first waiting runs of each key while its instances waiting on the host past their
@@ -539,12 +543,10 @@ class InstancePool:
     def _spend(self, key: PoolKey) -> bool:
         """Mark a wait of *key* past its grace as the one whose place a fresh child (counted nowhere) took; return
         False when there is none."""
-        graced = time.monotonic() - HOST_WAIT_GRACE_SECONDS
-        for wait in self._on_host.get(key, {}).values():
-            if wait.since <= graced and not wait.spent:
-                wait.spent = True
-                return True
-        return False
+        freeing = self._freeing(key)
+        if freeing:
+            freeing[0].spent = True
+        return bool(freeing)
 
     def _until_grace_ends(self, longest: float) -> float:
         """Seconds until the grace of a wait on the host ends for a key with waiting runs (at most *longest*)."""
@@ -553,7 +555,7 @@ class InstancePool:
             wait.since + HOST_WAIT_GRACE_SECONDS - now
             for key, waits in self._on_host.items()
             if self._waiters.get(key)
-            for wait in waits.values()
+            for wait in waits
             if wait.since + HOST_WAIT_GRACE_SECONDS > now
         ]
         return min([longest, *ends])

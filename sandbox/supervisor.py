@@ -470,12 +470,12 @@ class Sandbox:
 
     def _host_wait(
         self, pool: InstancePool, key: PoolKey, run: _Run
-    ) -> Callable[[], contextlib.AbstractContextManager[None]] | None:
+    ) -> Callable[[], contextlib.AbstractContextManager[None]]:
         """Return what marks an instance of *key* in *pool* waiting on the host while it answers one of *run*'s
-        requests (:meth:`InstancePool.waiting_on_host`); None when the run has no handler, whose refusals take no
-        time."""
+        requests (:meth:`InstancePool.waiting_on_host`); nothing when the run has no handler, whose refusals take
+        no time."""
         if run.on_request is None:
-            return None
+            return contextlib.nullcontext
         return functools.partial(pool.waiting_on_host, key)
 
     def _lifetime_cpu_seconds(self, limits: Limits) -> int:
@@ -585,7 +585,7 @@ class Sandbox:
         on_ready: Callable[[], object] | None = None,
         *,
         deadline: float | None = None,
-        host_wait: Callable[[], contextlib.AbstractContextManager[None]] | None = None,
+        host_wait: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
     ) -> tuple[RunResult, bool]:
         """Carry out one run's conversation with *child*; return its result and whether the child sent it.
 
@@ -634,7 +634,7 @@ class Sandbox:
                         "stopped."
                     )
                     return _failed(QuotaExceededError, message, started), False
-                with host_wait() if host_wait is not None else contextlib.nullcontext():
+                with host_wait():
                     peer.send(self._answer(frame, requests, limits, on_request), deadline=deadline)
         except TimeoutError:
             return self._timed_out(limits, started), False
